@@ -1,0 +1,4 @@
+//! Events: the durable journal every subsystem writes to, and the kernel log watch.
+
+pub mod journal;
+pub mod kmsg;

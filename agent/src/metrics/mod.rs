@@ -1,0 +1,9 @@
+//! Host monitoring: collectors read /proc and /sys into `HostMetrics` samples; history keeps
+//! them in bounded rings; alert rules turn them into events; the Prometheus module renders
+//! them for scrapers.
+
+pub mod alerts;
+pub mod collect;
+pub mod history;
+pub mod procs;
+pub mod prometheus;
