@@ -1,5 +1,13 @@
 //! The Strata host agent as a library: the binary `strata-agent` is a thin layer of
 //! argument parsing over these modules, and the end-to-end tests drive the binary.
 
+pub mod api;
+pub mod config;
 pub mod events;
+pub mod facts;
+pub mod fsutil;
+pub mod identity;
 pub mod metrics;
+pub mod run;
+pub mod sampler;
+pub mod state;

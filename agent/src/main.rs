@@ -1,1 +1,85 @@
-fn main() {}
+//! `strata-agent`: the Strata host daemon.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use strata_agent::config::{self, FileConfig, RunArgs};
+
+/// The Strata host agent: monitors this host, and serves the Strata API.
+#[derive(Debug, Parser)]
+#[command(name = "strata-agent", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground until SIGTERM or SIGINT.
+    #[command(
+        after_help = "Examples:\n  strata-agent run --dev\n  strata-agent run --config /etc/strata/agent.toml\n  STRATA_NODE_NAME=n1 strata-agent run --data-dir /tmp/n1 --grpc-addr 127.0.0.1:7710"
+    )]
+    Run(RunArgs),
+    /// Print the agent's version.
+    Version,
+}
+
+/// Exit code for a configuration or usage error, the same as clap's.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("strata-agent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging();
+    let file = match &args.config {
+        Some(path) => match config::load_file(path) {
+            Ok(file) => file,
+            Err(e) => {
+                eprintln!("strata-agent: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => FileConfig::default(),
+    };
+    let hostname = strata_agent::facts::HostFacts::read().hostname;
+    let config = match config::resolve(&args, file, &hostname) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("strata-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_name("strata-agent")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime");
+    let result = runtime.and_then(|rt| rt.block_on(strata_agent::run::run(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

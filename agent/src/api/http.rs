@@ -1,0 +1,65 @@
+//! The HTTP endpoint: `GET /metrics` in the Prometheus text format and `GET /health`.
+
+use crate::metrics::prometheus::{self, AgentStats};
+use crate::state::{AgentState, unix_now_ms};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The content type Prometheus expects for text exposition format 0.0.4.
+const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The HTTP routes over the agent's state; `collect_interval` decides when the collector
+/// counts as stalled for /health.
+pub fn router(state: Arc<AgentState>, collect_interval: Duration) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/health",
+            get(move |s: State<Arc<AgentState>>| health(s, collect_interval)),
+        )
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
+    let latest = state.latest();
+    let stats = state.stats.lock().map(|s| s.clone()).unwrap_or_default();
+    let agent = AgentStats {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        start_time_unix_secs: state.started_unix_secs,
+        last_collect_seconds: stats.last_collect_seconds,
+        alerts_firing: stats.alerts_firing,
+    };
+    let body = prometheus::render(&latest, &state.node_info(), &agent);
+    ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], body)
+}
+
+/// Healthy when the collector produced a sample within the last five intervals.
+async fn health(State(state): State<Arc<AgentState>>, interval: Duration) -> impl IntoResponse {
+    let last = state.latest().time_unix_ms;
+    let age_ms = unix_now_ms() - last;
+    let stale_after_ms = (interval.as_millis() as i64 * 5).max(5_000);
+    let starting = last == 0 && state.started.elapsed().as_millis() as i64 <= stale_after_ms;
+    let (status, word) = if last != 0 && age_ms <= stale_after_ms {
+        (StatusCode::OK, "ok")
+    } else if starting {
+        (StatusCode::OK, "starting")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "collector stalled")
+    };
+    let body = serde_json::json!({
+        "status": word,
+        "node_id": state.node_id,
+        "node_name": state.node_name,
+        "last_sample_age_ms": if last == 0 { serde_json::Value::Null } else { age_ms.into() },
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+}

@@ -1,0 +1,341 @@
+//! The agent's configuration: built-in defaults, overridden by the TOML config file,
+//! overridden by `STRATA_*` environment variables, overridden by flags.
+//!
+//! clap merges flags and environment variables (a flag wins over its variable); the file
+//! fills whatever both left unset. `resolve` is a pure function so every rule is testable.
+
+use clap::Args;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Default gRPC API address.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7700";
+/// Default HTTP address for /metrics and /health.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:7702";
+/// Default interval between two host samples.
+pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Flags of `strata-agent run`; each one can also come from a `STRATA_*` variable.
+#[derive(Debug, Default, Clone, Args)]
+pub struct RunArgs {
+    /// TOML config file; flags and STRATA_* variables override what it sets.
+    #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the node id, the event journal and other state
+    /// [default: /var/lib/strata as root, else $XDG_DATA_HOME/strata; a temporary dir with --dev].
+    #[arg(long, env = "STRATA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Name of this node in the cluster [default: the hostname].
+    #[arg(long, env = "STRATA_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Address of the gRPC API [default: 127.0.0.1:7700].
+    #[arg(long, env = "STRATA_GRPC_ADDR", value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Address of the HTTP endpoint serving /metrics and /health [default: 127.0.0.1:7702].
+    #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Development mode: loopback addresses only, and a temporary data dir when none is given.
+    #[arg(long, env = "STRATA_DEV")]
+    pub dev: bool,
+    /// Interval between host samples, e.g. "1s", "500ms" [default: 1s].
+    #[arg(long, env = "STRATA_COLLECT_INTERVAL", value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub collect_interval: Option<Duration>,
+    /// A label of this node, KEY=VALUE; repeatable. Adds to and overrides the config file's labels.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+/// The `[journal]` table: how many events are kept, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    pub max_events: Option<usize>,
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub max_age: Option<Duration>,
+}
+
+/// The config file as written by a person: every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub dev: Option<bool>,
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub collect_interval: Option<Duration>,
+    /// How many processes the top lists hold.
+    pub top_processes: Option<usize>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub journal: JournalSection,
+}
+
+/// The settings the agent runs with, after every layer was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// `None` only in dev mode without a data dir: the agent makes a temporary one.
+    pub data_dir: Option<PathBuf>,
+    pub node_name: String,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub dev: bool,
+    pub collect_interval: Duration,
+    pub top_processes: usize,
+    pub labels: BTreeMap<String, String>,
+    pub journal_max_events: usize,
+    pub journal_max_age: Duration,
+}
+
+/// A configuration that cannot be used, with the file, line and key where it applies.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// Reads and parses a config file; errors name the file, the line and the key.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_file(&text).map_err(|message| ConfigError::Parse {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Parses config text; the error text carries the line, column and key from the TOML parser.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+/// Applies the layers: flags and environment (already merged in `args`) over the file over
+/// the defaults. `hostname` is the fallback node name.
+pub fn resolve(
+    args: &RunArgs,
+    file: FileConfig,
+    hostname: &str,
+) -> Result<AgentConfig, ConfigError> {
+    let dev = args.dev || file.dev.unwrap_or(false);
+    let grpc_addr = args
+        .grpc_addr
+        .or(file.grpc_addr)
+        .unwrap_or_else(|| default_addr(DEFAULT_GRPC_ADDR));
+    let http_addr = args
+        .http_addr
+        .or(file.http_addr)
+        .unwrap_or_else(|| default_addr(DEFAULT_HTTP_ADDR));
+    if dev {
+        for (key, addr) in [("grpc_addr", grpc_addr), ("http_addr", http_addr)] {
+            if !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!(
+                        "{addr} is not a loopback address; --dev binds to loopback only"
+                    ),
+                });
+            }
+        }
+    }
+    let node_name = args
+        .node_name
+        .clone()
+        .or(file.node_name)
+        .unwrap_or_else(|| hostname.to_string());
+    validate_node_name(&node_name)?;
+    let collect_interval = args
+        .collect_interval
+        .or(file.collect_interval)
+        .unwrap_or(DEFAULT_COLLECT_INTERVAL);
+    if collect_interval < Duration::from_millis(100) || collect_interval > Duration::from_secs(60) {
+        return Err(ConfigError::Invalid {
+            key: "collect_interval",
+            problem: format!(
+                "{} is outside the allowed range 100ms..=60s",
+                humantime::format_duration(collect_interval)
+            ),
+        });
+    }
+    let mut labels = file.labels;
+    labels.extend(args.labels.iter().cloned());
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .or_else(|| if dev { None } else { Some(default_data_dir()) });
+    Ok(AgentConfig {
+        data_dir,
+        node_name,
+        grpc_addr,
+        http_addr,
+        dev,
+        collect_interval,
+        top_processes: file.top_processes.unwrap_or(10).clamp(1, 100),
+        labels,
+        journal_max_events: file.journal.max_events.unwrap_or(100_000).max(100),
+        journal_max_age: file
+            .journal
+            .max_age
+            .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+    })
+}
+
+fn default_addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// The data dir when none is configured: the system path as root, the XDG path otherwise.
+pub fn default_data_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/strata");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("strata");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/strata"),
+        None => PathBuf::from(".strata"),
+    }
+}
+
+fn validate_node_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key: "node_name",
+            problem: format!(
+                "{name:?} must be 1 to 63 characters of letters, digits, '-', '_' or '.'"
+            ),
+        })
+    }
+}
+
+/// Parses a human duration flag such as "1s" or "250ms".
+pub fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 1s, 500ms, 5m)"))
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+/// Serde helper: an optional human duration ("1s", "5m") in config files.
+pub fn deserialize_opt_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> RunArgs {
+        RunArgs::default()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let cfg = resolve(&args(), FileConfig::default(), "host-a").unwrap();
+        assert_eq!(cfg.node_name, "host-a");
+        assert_eq!(cfg.grpc_addr.to_string(), DEFAULT_GRPC_ADDR);
+        assert_eq!(cfg.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(cfg.collect_interval, DEFAULT_COLLECT_INTERVAL);
+        assert!(cfg.data_dir.is_some());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = parse_file(
+            "node_name = \"from-file\"\ngrpc_addr = \"127.0.0.1:9000\"\ncollect_interval = \"2s\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.node_name = Some("from-flag".into());
+        let cfg = resolve(&a, file, "host").unwrap();
+        assert_eq!(cfg.node_name, "from-flag");
+        assert_eq!(cfg.grpc_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(cfg.collect_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse_file("node_name = \"a\"\n\nbogus_key = 1\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_value() {
+        let err = parse_file("collect_interval = \"soon\"\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_rejected_with_its_line() {
+        let err = parse_file("grpc_addr = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn dev_mode_refuses_public_addresses_and_has_no_default_data_dir() {
+        let mut a = args();
+        a.dev = true;
+        let cfg = resolve(&a, FileConfig::default(), "h").unwrap();
+        assert_eq!(cfg.data_dir, None);
+        a.grpc_addr = Some("0.0.0.0:7700".parse().unwrap());
+        let err = resolve(&a, FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("grpc_addr:"), "{err}");
+    }
+
+    #[test]
+    fn node_name_is_validated() {
+        let mut a = args();
+        a.node_name = Some("bad name!".into());
+        let err = resolve(&a, FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node_name"), "{err}");
+    }
+
+    #[test]
+    fn labels_merge_with_flags_winning() {
+        let file = parse_file("[labels]\nrack = \"r1\"\nzone = \"a\"\n").unwrap();
+        let mut a = args();
+        a.labels = vec![("zone".into(), "b".into())];
+        let cfg = resolve(&a, file, "h").unwrap();
+        assert_eq!(cfg.labels.get("rack").map(String::as_str), Some("r1"));
+        assert_eq!(cfg.labels.get("zone").map(String::as_str), Some("b"));
+    }
+}

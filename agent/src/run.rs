@@ -1,0 +1,184 @@
+//! `strata-agent run`: opens the state, starts the sampler and the servers, and shuts
+//! everything down cleanly on SIGTERM or SIGINT.
+
+use crate::api::grpc::AgentService;
+use crate::api::http;
+use crate::config::AgentConfig;
+use crate::events::journal::{EventDraft, Journal, JournalLimits};
+use crate::events::kmsg;
+use crate::facts::HostFacts;
+use crate::identity::load_or_create_node_id;
+use crate::metrics::history::History;
+use crate::sampler::Sampler;
+use crate::state::{AgentState, CollectStats, unix_now_ms};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use strata_proto::v1::agent_server::AgentServer;
+use strata_proto::v1::{HostMetrics, Severity};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// File name of the event journal inside the data dir.
+pub const JOURNAL_FILE: &str = "events.redb";
+/// Device the kernel log is read from.
+const KMSG_PATH: &str = "/dev/kmsg";
+
+/// Runs the agent until a shutdown signal arrives.
+pub async fn run(config: AgentConfig) -> Result<()> {
+    let (data_dir, _dev_dir) = prepare_data_dir(config.data_dir.as_deref())?;
+    let node_id = load_or_create_node_id(&data_dir)?;
+    let journal = Journal::open(
+        &data_dir.join(JOURNAL_FILE),
+        JournalLimits {
+            max_events: config.journal_max_events,
+            max_age: config.journal_max_age,
+        },
+        &config.node_name,
+    )
+    .with_context(|| format!("cannot open the event journal in {}", data_dir.display()))?;
+
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on the gRPC address {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on the HTTP address {}", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let (latest, _) = watch::channel(Arc::new(HostMetrics::default()));
+    let state = Arc::new(AgentState {
+        node_id: node_id.clone(),
+        node_name: config.node_name.clone(),
+        facts: HostFacts::read(),
+        labels: config.labels.clone(),
+        grpc_addr,
+        http_addr,
+        started: Instant::now(),
+        started_unix_secs: unix_now_ms() as f64 / 1000.0,
+        latest,
+        history: Mutex::new(History::new()),
+        stats: Mutex::new(CollectStats::default()),
+        journal: journal.clone(),
+    });
+
+    let sampler = Sampler::start(state.clone(), &config)?;
+    let _kmsg = kmsg::spawn_watch(PathBuf::from(KMSG_PATH), journal.clone());
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let grpc = tokio::spawn(serve_grpc(
+        state.clone(),
+        grpc_listener,
+        shutdown_rx.clone(),
+    ));
+    let http_server = tokio::spawn(serve_http(
+        state.clone(),
+        http_listener,
+        config.collect_interval,
+        shutdown_rx,
+    ));
+
+    append_event(
+        &journal,
+        "agent.started",
+        Severity::Info,
+        format!("agent {} started (id {node_id})", config.node_name),
+    );
+    tracing::info!(%grpc_addr, %http_addr, node = %config.node_name, data_dir = %data_dir.display(), "agent ready");
+    println!(
+        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr}",
+        config.node_name
+    );
+
+    let signal = wait_for_shutdown_signal().await?;
+    tracing::info!(signal, "shutting down");
+    let _ = shutdown_tx.send(true);
+    sampler.stop();
+    for (name, task) in [("gRPC", grpc), ("HTTP", http_server)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(server = name, error = %format!("{e:#}"), "server ended with an error")
+            }
+            Err(e) => tracing::warn!(server = name, error = %e, "server task failed"),
+        }
+    }
+    append_event(
+        &journal,
+        "agent.stopped",
+        Severity::Info,
+        format!("agent {} stopped on {signal}", config.node_name),
+    );
+    Ok(())
+}
+
+/// Creates the data dir, or a temporary one in dev mode (removed when the guard drops).
+fn prepare_data_dir(configured: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match configured {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+            Ok((dir.to_path_buf(), None))
+        }
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("strata-dev-")
+                .tempdir()
+                .context("cannot create a temporary data dir for --dev")?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+fn append_event(journal: &Journal, kind: &str, severity: Severity, message: String) {
+    let draft = EventDraft::new(kind, severity, "agent", message);
+    if let Err(e) = journal.append(draft) {
+        tracing::warn!(error = %e, kind, "cannot record event");
+    }
+}
+
+async fn serve_grpc(
+    state: Arc<AgentState>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the gRPC reflection service")?;
+    tonic::transport::Server::builder()
+        .add_service(AgentServer::new(AgentService::new(state)))
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("gRPC server failed")
+}
+
+async fn serve_http(
+    state: Arc<AgentState>,
+    listener: TcpListener,
+    interval: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    axum::serve(listener, http::router(state, interval))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("HTTP server failed")
+}
+
+async fn wait_for_shutdown_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
