@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("strata_v1_descriptor.bin"))
-        .type_attribute(".strata.v1", "#[derive(serde::Serialize, serde::Deserialize)]")
+        .type_attribute(
+            ".strata.v1",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .message_attribute(".strata.v1", "#[serde(default)]")
         .field_attribute(
             ".strata.v1.Event.severity",

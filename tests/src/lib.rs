@@ -1,1 +1,227 @@
-//! placeholder
+//! The end-to-end harness: starts the real `strata-agent` binary on loopback ports it
+//! picks itself, runs the real `strata` binary against it, and stops only what it started.
+//!
+//! The binaries come from the workspace's target directory: the README's test command
+//! builds them (`cargo build --workspace --bins`) before `cargo test` runs.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long an agent may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary (`strata-agent`, `strata`) built next to the test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/debug/deps/<test> -> target/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// A running agent started by a test; dropped, it is stopped (SIGKILL if still running).
+pub struct AgentProcess {
+    child: Child,
+    /// The gRPC address the agent bound.
+    pub grpc: SocketAddr,
+    /// The HTTP address the agent bound.
+    pub http: SocketAddr,
+    /// The node id the agent reported.
+    pub node_id: String,
+    /// The data dir the agent uses.
+    pub data_dir: PathBuf,
+    stderr_path: PathBuf,
+}
+
+/// Options for starting an agent.
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// Node name (`--node-name`); the hostname when `None`.
+    pub node_name: Option<String>,
+    /// Extra arguments after `run`.
+    pub extra_args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl AgentProcess {
+    /// Starts `strata-agent run` on 127.0.0.1 with ports chosen by the kernel, using
+    /// `data_dir`, and waits for its ready line.
+    pub fn start(data_dir: &Path, options: &AgentOptions) -> Result<AgentProcess> {
+        std::fs::create_dir_all(data_dir)?;
+        let stderr_path = data_dir.join("agent.stderr.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)?;
+        let mut cmd = Command::new(binary("strata-agent"));
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]);
+        if let Some(name) = &options.node_name {
+            cmd.args(["--node-name", name]);
+        }
+        cmd.args(&options.extra_args)
+            .envs(options.env.iter().cloned())
+            .env_remove("STRATA_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = cmd.spawn().context("cannot start strata-agent")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("strata-agent ready") => {
+                    let field = |key: &str| -> Result<String> {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix(key))
+                            .map(str::to_string)
+                            .with_context(|| format!("no {key} in {line:?}"))
+                    };
+                    return Ok(AgentProcess {
+                        grpc: field("grpc=")?.parse()?,
+                        http: field("http=")?.parse()?,
+                        node_id: field("id=")?,
+                        data_dir: data_dir.to_path_buf(),
+                        child,
+                        stderr_path,
+                    });
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    bail!("agent did not become ready within {READY_TIMEOUT:?}; stderr:\n{log}");
+                }
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` to the agent, by its pid.
+    pub fn signal(&self, signal: rustix::process::Signal) -> Result<()> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32)
+            .context("the agent has no valid pid")?;
+        rustix::process::kill_process(pid, signal)
+            .with_context(|| format!("cannot signal agent pid {}", self.child.id()))
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub fn terminate(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.signal(rustix::process::Signal::TERM)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("agent did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the `strata` CLI against this agent.
+    pub fn strata(&self, args: &[&str]) -> Output {
+        strata(&self.grpc.to_string(), args)
+    }
+
+    /// `GET path` on the agent's HTTP address: (status code, body).
+    pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(self.http, path)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the `strata` CLI with `--agent agent` and `args`.
+pub fn strata(agent: &str, args: &[&str]) -> Output {
+    let out = Command::new(binary("strata"))
+        .arg("--agent")
+        .arg(agent)
+        .args(args)
+        .env_remove("STRATA_AGENT")
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run strata: {e}"),
+    }
+}
+
+/// A minimal HTTP/1.0 GET, enough for /metrics and /health: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no end of headers in the response")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status code")?;
+    Ok((code, body.to_string()))
+}
+
+/// Whether a program is on PATH.
+pub fn have_program(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())
+    })
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now (bound, then released).
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1)
+}
