@@ -641,6 +641,11 @@ pub(crate) fn filesystem_metrics(mount: &Mount, s: &FsSizes) -> FilesystemMetric
     }
 }
 
+/// Widens a parsed `f32` to the `f64` of the same decimal text (0.24, not 0.23999999463558197).
+fn decimal_f64(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
 /// Reads `root/rel` into `buf` (cleared first).
 fn read_file(buf: &mut String, root: &Path, rel: &str) -> Result<PathBuf, CollectError> {
     let path = root.join(rel);
@@ -749,9 +754,9 @@ impl Collector {
                 self.prev_cpu = None;
             }
             if let Some(load) = load {
-                cpu.load1 = f64::from(load.one);
-                cpu.load5 = f64::from(load.five);
-                cpu.load15 = f64::from(load.fifteen);
+                cpu.load1 = decimal_f64(load.one);
+                cpu.load5 = decimal_f64(load.five);
+                cpu.load15 = decimal_f64(load.fifteen);
             }
             m.cpu = Some(cpu);
         }
@@ -1003,7 +1008,7 @@ mod tests {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .expect("MemTotal line");
-        let memory = first.memory.clone().expect("memory part");
+        let memory = first.memory.expect("memory part");
         assert_eq!(memory.total_bytes, mem_total_kib * 1024);
         assert_eq!(
             memory.used_bytes,
@@ -1072,7 +1077,7 @@ mod tests {
             let m = c.sample();
             let cpu = m.cpu.expect("load keeps the cpu part");
             assert_eq!(cpu.load1, 0.5);
-            assert_eq!(cpu.load15, f64::from(0.10f32));
+            assert_eq!(cpu.load15, 0.1);
             assert!(cpu.cores.is_empty());
             assert!(m.memory.is_none() && m.pressure.is_none() && m.fds.is_none());
             assert!(m.disks.is_empty() && m.networks.is_empty() && m.filesystems.is_empty());
