@@ -101,7 +101,7 @@ impl Default for CollectorOptions {
 
 /// Why one subsystem could not be read; logged, never returned from [`Collector::sample`].
 #[derive(Debug, thiserror::Error)]
-pub enum CollectError {
+pub(crate) enum CollectError {
     /// The file could not be opened or read.
     #[error("reading {}: {source}", path.display())]
     Read {

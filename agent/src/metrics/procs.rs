@@ -92,6 +92,22 @@ pub(crate) fn cpu_percent(
     delta / ticks_per_second as f64 / secs * 100.0
 }
 
+/// Ticks a process used since the previous scan. `prev` is its (start time, ticks) then;
+/// `prev_scan_uptime_ticks` is the host uptime when the previous scan began. A process not seen
+/// before is charged all its ticks only if it started after that scan began; otherwise (it was
+/// missed, or there was no previous scan) it is charged nothing rather than its whole life.
+fn ticks_in_interval(
+    prev: Option<(u64, u64)>,
+    cur: &StatFields,
+    prev_scan_uptime_ticks: Option<u64>,
+) -> u64 {
+    match prev {
+        Some((start, ticks)) if start == cur.start_time => cur.ticks.saturating_sub(ticks),
+        _ if prev_scan_uptime_ticks.is_some_and(|t| cur.start_time >= t) => cur.ticks,
+        _ => 0,
+    }
+}
+
 /// One process as seen by the latest scan.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -116,6 +132,8 @@ pub struct ProcessTable {
     next: HashMap<i32, (u64, u64)>,
     entries: Vec<Entry>,
     last_scan: Option<Instant>,
+    /// Host uptime in ticks when the previous scan began, if /proc/uptime was readable.
+    last_scan_uptime_ticks: Option<u64>,
     scanned_at_unix_ms: i64,
     path: String,
     buf: Vec<u8>,
@@ -132,6 +150,7 @@ impl ProcessTable {
             next: HashMap::new(),
             entries: Vec::new(),
             last_scan: None,
+            last_scan_uptime_ticks: None,
             scanned_at_unix_ms: 0,
             path: String::new(),
             buf: Vec::with_capacity(512),
@@ -139,10 +158,11 @@ impl ProcessTable {
     }
 
     /// Rescans every process. Processes that vanish during the scan are skipped; a process
-    /// first seen after an earlier scan is charged all its ticks (it started in the interval).
+    /// that started since the previous scan is charged all its ticks.
     pub fn scan(&mut self) {
         let now = Instant::now();
         let elapsed = self.last_scan.map(|t| now.duration_since(t));
+        let uptime_ticks = self.uptime_ticks();
         let dir = match std::fs::read_dir(&self.proc_root) {
             Ok(dir) => dir,
             Err(error) => {
@@ -163,13 +183,11 @@ impl ProcessTable {
             let Some(stat) = self.read_stat(pid) else {
                 continue;
             };
-            let cpu = match (elapsed, self.prev.get(&pid)) {
-                (Some(elapsed), Some(&(start, ticks))) if start == stat.start_time => {
-                    cpu_percent(ticks, stat.ticks, self.ticks_per_second, elapsed)
-                }
-                (Some(elapsed), _) => cpu_percent(0, stat.ticks, self.ticks_per_second, elapsed),
-                (None, _) => 0.0,
-            };
+            let cpu = elapsed.map_or(0.0, |elapsed| {
+                let prev = self.prev.get(&pid).copied();
+                let ticks = ticks_in_interval(prev, &stat, self.last_scan_uptime_ticks);
+                cpu_percent(0, ticks, self.ticks_per_second, elapsed)
+            });
             self.next.insert(pid, (stat.start_time, stat.ticks));
             self.entries.push(Entry {
                 pid,
@@ -183,9 +201,27 @@ impl ProcessTable {
             self.next = HashMap::new();
         }
         self.last_scan = Some(now);
+        self.last_scan_uptime_ticks = uptime_ticks;
         self.scanned_at_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    }
+
+    /// Host uptime in clock ticks, from the first field of /proc/uptime.
+    fn uptime_ticks(&mut self) -> Option<u64> {
+        self.path.clear();
+        let _ = write!(self.path, "{}/uptime", self.proc_root.display());
+        self.buf.clear();
+        File::open(&self.path)
+            .and_then(|mut f| f.read_to_end(&mut self.buf))
+            .ok()?;
+        let secs: f64 = std::str::from_utf8(&self.buf)
+            .ok()?
+            .split_ascii_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some((secs.max(0.0) * self.ticks_per_second as f64) as u64)
     }
 
     fn read_stat(&mut self, pid: i32) -> Option<StatFields> {
@@ -324,6 +360,18 @@ mod tests {
         assert!((p - 100.0).abs() < 1e-9, "{p}");
         assert_eq!(cpu_percent(150, 100, 100, Duration::from_secs(1)), 0.0);
         assert_eq!(cpu_percent(0, 100, 100, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn new_processes_are_charged_only_when_they_started_in_the_interval() {
+        let cur = parse_stat(STAT.as_bytes()).expect("valid stat line"); // start 9876, 325 ticks
+        assert_eq!(ticks_in_interval(Some((9876, 300)), &cur, Some(9000)), 25);
+        // Same pid, other process (pid reused): new, started after the previous scan.
+        assert_eq!(ticks_in_interval(Some((10, 300)), &cur, Some(9000)), 325);
+        assert_eq!(ticks_in_interval(None, &cur, Some(9876)), 325);
+        // Started before the previous scan but missed by it: not charged its whole life.
+        assert_eq!(ticks_in_interval(None, &cur, Some(9877)), 0);
+        assert_eq!(ticks_in_interval(None, &cur, None), 0);
     }
 
     #[test]
