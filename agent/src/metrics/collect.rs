@@ -350,18 +350,19 @@ pub(crate) fn disk_excluded(name: &str) -> bool {
     }
     let b = prefix.as_bytes();
     let letter_disk = |p: &[u8]| p.len() == 3 && p[1] == b'd' && b"hsv".contains(&p[0]);
-    let digits_then = |s: &str, sep: char| -> Option<String> {
+    /// `s` without a leading run of at least one digit followed by `sep`.
+    fn digits_then(s: &str, sep: char) -> Option<&str> {
         let rest = s.trim_start_matches(|c: char| c.is_ascii_digit());
         (rest.len() < s.len()).then_some(())?;
-        rest.strip_prefix(sep).map(str::to_owned)
-    };
+        rest.strip_prefix(sep)
+    }
     matches!(prefix, "ram" | "zram" | "loop" | "fd")
         || (letter_disk(b) && b[2].is_ascii_lowercase())
         || (b.len() == 4 && b.starts_with(b"xvd") && b[3].is_ascii_lowercase())
         || prefix
             .strip_prefix("nvme")
             .and_then(|r| digits_then(r, 'n'))
-            .and_then(|r| digits_then(&r, 'p'))
+            .and_then(|r| digits_then(r, 'p'))
             .is_some_and(|r| r.is_empty())
         || prefix
             .strip_prefix("mmcblk")
