@@ -1375,14 +1375,24 @@ this line is not mountinfo
     fn sample_cost() {
         let mut c = Collector::new(CollectorOptions::default());
         c.sample();
-        let n = 50u32;
+        let n = 100u32;
         let start = Instant::now();
+        let mut last = HostMetrics::default();
         for _ in 0..n {
-            std::hint::black_box(c.sample());
+            last = std::hint::black_box(c.sample());
         }
         let per = start.elapsed() / n;
+        let stats = crate::metrics::prometheus::AgentStats::default();
+        let node = strata_proto::v1::NodeInfo::default();
+        let start = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..n {
+            bytes = std::hint::black_box(crate::metrics::prometheus::render(&last, &node, &stats))
+                .len();
+        }
+        let render = start.elapsed() / n;
         println!(
-            "sample() takes {per:?} with {} processes",
+            "sample() takes {per:?} with {} processes; render() takes {render:?} for {bytes} bytes",
             c.processes().len()
         );
     }
