@@ -1,1 +1,910 @@
-//! (to be written)
+//! Prometheus text exposition (format 0.0.4) of the newest host sample, for the `/metrics`
+//! endpoint.
+//!
+//! Metrics that mean the same thing as a node_exporter metric carry its name, labels and units
+//! (so existing dashboards and alert rules work unchanged); everything else is prefixed
+//! `strata_`. Every family is written once, with all its samples together.
+
+use std::fmt::Write as _;
+
+use strata_proto::v1::{CpuSeconds, HostMetrics, NodeInfo};
+
+/// Facts about the agent itself that are exported beside the host metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentStats {
+    /// The agent's version, exported as a label of `strata_agent_info`.
+    pub version: String,
+    /// When the agent started, in unix seconds.
+    pub start_time_unix_secs: f64,
+    /// How long the newest collection took, in seconds.
+    pub last_collect_seconds: f64,
+    /// How many alerts are firing now.
+    pub alerts_firing: u64,
+}
+
+/// Renders one sample, the node's identity and the agent's own stats as exposition text.
+pub fn render(metrics: &HostMetrics, node: &NodeInfo, agent: &AgentStats) -> String {
+    let mut w = Writer {
+        out: String::with_capacity(16 * 1024),
+    };
+    cpu(&mut w, metrics);
+    memory(&mut w, metrics);
+    pressure(&mut w, metrics);
+    filesystems(&mut w, metrics);
+    disks(&mut w, metrics);
+    networks(&mut w, metrics);
+    host(&mut w, metrics);
+    strata(&mut w, node, agent);
+    w.out
+}
+
+/// The TYPE of a metric family.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Untyped,
+}
+
+/// A sample value: integers are written exactly, floats in Prometheus's spelling.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(u64::from(v))
+    }
+}
+
+struct Writer {
+    out: String,
+}
+
+// Writing into a String cannot fail, so the `fmt::Result`s below are ignored.
+impl Writer {
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Untyped => "untyped",
+        };
+        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Into<Value>) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_label_into(&mut self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        match value.into() {
+            Value::Int(v) => {
+                let _ = write!(self.out, "{v}");
+            }
+            Value::Float(v) if v.is_nan() => self.out.push_str("NaN"),
+            Value::Float(v) if v == f64::INFINITY => self.out.push_str("+Inf"),
+            Value::Float(v) if v == f64::NEG_INFINITY => self.out.push_str("-Inf"),
+            Value::Float(v) => {
+                let _ = write!(self.out, "{v}");
+            }
+        }
+        self.out.push('\n');
+    }
+
+    /// A family with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: Kind, help: &str, value: impl Into<Value>) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape_label_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Escapes HELP text: backslash and line feed.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// The modes of `node_cpu_seconds_total`, in node_exporter's order.
+fn cpu_modes(s: &CpuSeconds) -> [(&'static str, f64); 8] {
+    [
+        ("idle", s.idle),
+        ("iowait", s.iowait),
+        ("irq", s.irq),
+        ("nice", s.nice),
+        ("softirq", s.softirq),
+        ("steal", s.steal),
+        ("system", s.system),
+        ("user", s.user),
+    ]
+}
+
+fn cpu(w: &mut Writer, m: &HostMetrics) {
+    let Some(cpu) = &m.cpu else {
+        return;
+    };
+    if !cpu.core_seconds_total.is_empty() {
+        let name = "node_cpu_seconds_total";
+        w.family(name, Kind::Counter, "Seconds the CPUs spent in each mode.");
+        for (i, core) in cpu.core_seconds_total.iter().enumerate() {
+            let id = i.to_string();
+            for (mode, v) in cpu_modes(core) {
+                w.sample(name, &[("cpu", &id), ("mode", mode)], v);
+            }
+        }
+    }
+    w.single("node_load1", Kind::Gauge, "1m load average.", cpu.load1);
+    w.single("node_load5", Kind::Gauge, "5m load average.", cpu.load5);
+    w.single("node_load15", Kind::Gauge, "15m load average.", cpu.load15);
+    if cpu.seconds_total.is_none() {
+        return;
+    }
+    w.single(
+        "node_procs_running",
+        Kind::Gauge,
+        "Number of processes in runnable state.",
+        cpu.procs_running,
+    );
+    w.single(
+        "node_procs_blocked",
+        Kind::Gauge,
+        "Number of processes blocked waiting for I/O to complete.",
+        cpu.procs_blocked,
+    );
+    w.single(
+        "node_context_switches_total",
+        Kind::Counter,
+        "Total number of context switches.",
+        cpu.context_switches_total,
+    );
+    w.single(
+        "node_forks_total",
+        Kind::Counter,
+        "Total number of forks.",
+        cpu.forks_total,
+    );
+    if let Some(total) = &cpu.total {
+        w.single(
+            "strata_cpu_busy_ratio",
+            Kind::Gauge,
+            "Share of CPU time spent working (not idle, iowait or steal) over the last interval.",
+            total.busy / 100.0,
+        );
+    }
+    if !cpu.cores.is_empty() {
+        let name = "strata_cpu_core_busy_ratio";
+        w.family(
+            name,
+            Kind::Gauge,
+            "Share of one core's time spent working over the last interval.",
+        );
+        for (i, core) in cpu.cores.iter().enumerate() {
+            w.sample(name, &[("cpu", &i.to_string())], core.busy / 100.0);
+        }
+    }
+}
+
+fn memory(w: &mut Writer, m: &HostMetrics) {
+    if let Some(mem) = &m.memory {
+        let gauges = [
+            (
+                "node_memory_MemTotal_bytes",
+                "Memory information field MemTotal_bytes.",
+                mem.total_bytes,
+            ),
+            (
+                "node_memory_MemAvailable_bytes",
+                "Memory information field MemAvailable_bytes.",
+                mem.available_bytes,
+            ),
+            (
+                "node_memory_MemFree_bytes",
+                "Memory information field MemFree_bytes.",
+                mem.free_bytes,
+            ),
+            (
+                "node_memory_Cached_bytes",
+                "Memory information field Cached_bytes.",
+                mem.cached_bytes,
+            ),
+            (
+                "node_memory_Buffers_bytes",
+                "Memory information field Buffers_bytes.",
+                mem.buffers_bytes,
+            ),
+            (
+                "node_memory_SwapTotal_bytes",
+                "Memory information field SwapTotal_bytes.",
+                mem.swap_total_bytes,
+            ),
+            (
+                "node_memory_SwapFree_bytes",
+                "Memory information field SwapFree_bytes.",
+                mem.swap_free_bytes,
+            ),
+            (
+                "strata_memory_used_bytes",
+                "Memory in use: MemTotal - MemAvailable.",
+                mem.used_bytes,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            w.single(name, Kind::Gauge, help, v);
+        }
+        w.single(
+            "node_vmstat_pswpin",
+            Kind::Untyped,
+            "/proc/vmstat information field pswpin.",
+            mem.swap_in_total,
+        );
+        w.single(
+            "node_vmstat_pswpout",
+            Kind::Untyped,
+            "/proc/vmstat information field pswpout.",
+            mem.swap_out_total,
+        );
+    }
+    w.single(
+        "node_vmstat_oom_kill",
+        Kind::Untyped,
+        "/proc/vmstat information field oom_kill.",
+        m.oom_kills_total,
+    );
+}
+
+fn pressure(w: &mut Writer, m: &HostMetrics) {
+    let Some(p) = &m.pressure else {
+        return;
+    };
+    let totals = [
+        (
+            "node_pressure_cpu_waiting_seconds_total",
+            "Total time in seconds that processes have waited for CPU time.",
+            p.cpu_some_seconds_total,
+        ),
+        (
+            "node_pressure_memory_waiting_seconds_total",
+            "Total time in seconds that processes have waited for memory.",
+            p.memory_some_seconds_total,
+        ),
+        (
+            "node_pressure_memory_stalled_seconds_total",
+            "Total time in seconds no process could make progress due to memory congestion.",
+            p.memory_full_seconds_total,
+        ),
+        (
+            "node_pressure_io_waiting_seconds_total",
+            "Total time in seconds that processes have waited due to IO congestion.",
+            p.io_some_seconds_total,
+        ),
+        (
+            "node_pressure_io_stalled_seconds_total",
+            "Total time in seconds no process could make progress due to IO congestion.",
+            p.io_full_seconds_total,
+        ),
+    ];
+    for (name, help, v) in totals {
+        w.single(name, Kind::Counter, help, v);
+    }
+    let name = "strata_pressure_avg10_ratio";
+    w.family(
+        name,
+        Kind::Gauge,
+        "Share of the last 10 seconds that some or all tasks stalled on a resource.",
+    );
+    for (resource, kind, v) in [
+        ("cpu", "some", p.cpu_some_avg10),
+        ("memory", "some", p.memory_some_avg10),
+        ("memory", "full", p.memory_full_avg10),
+        ("io", "some", p.io_some_avg10),
+        ("io", "full", p.io_full_avg10),
+    ] {
+        w.sample(name, &[("resource", resource), ("kind", kind)], v / 100.0);
+    }
+}
+
+fn filesystems(w: &mut Writer, m: &HostMetrics) {
+    if m.filesystems.is_empty() {
+        return;
+    }
+    type Field = fn(&strata_proto::v1::FilesystemMetrics) -> Value;
+    let families: [(&str, &str, Field); 6] = [
+        (
+            "node_filesystem_size_bytes",
+            "Filesystem size in bytes.",
+            |f| f.size_bytes.into(),
+        ),
+        (
+            "node_filesystem_avail_bytes",
+            "Filesystem space available to non-root users in bytes.",
+            |f| f.avail_bytes.into(),
+        ),
+        (
+            "node_filesystem_free_bytes",
+            "Filesystem free space in bytes.",
+            |f| f.free_bytes.into(),
+        ),
+        (
+            "node_filesystem_files",
+            "Filesystem total file nodes.",
+            |f| f.inodes_total.into(),
+        ),
+        (
+            "node_filesystem_files_free",
+            "Filesystem total free file nodes.",
+            |f| f.inodes_free.into(),
+        ),
+        (
+            "node_filesystem_readonly",
+            "Filesystem read-only status.",
+            |f| f.readonly.into(),
+        ),
+    ];
+    for (name, help, field) in families {
+        w.family(name, Kind::Gauge, help);
+        for f in &m.filesystems {
+            let labels = [
+                ("device", f.device.as_str()),
+                ("fstype", f.fstype.as_str()),
+                ("mountpoint", f.mountpoint.as_str()),
+            ];
+            w.sample(name, &labels, field(f));
+        }
+    }
+}
+
+fn disks(w: &mut Writer, m: &HostMetrics) {
+    if m.disks.is_empty() {
+        return;
+    }
+    type Field = fn(&strata_proto::v1::DiskMetrics) -> Value;
+    let families: [(&str, &str, Field); 5] = [
+        (
+            "node_disk_read_bytes_total",
+            "The total number of bytes read successfully.",
+            |d| d.read_bytes_total.into(),
+        ),
+        (
+            "node_disk_written_bytes_total",
+            "The total number of bytes written successfully.",
+            |d| d.write_bytes_total.into(),
+        ),
+        (
+            "node_disk_reads_completed_total",
+            "The total number of reads completed successfully.",
+            |d| d.reads_total.into(),
+        ),
+        (
+            "node_disk_writes_completed_total",
+            "The total number of writes completed successfully.",
+            |d| d.writes_total.into(),
+        ),
+        (
+            "node_disk_io_time_seconds_total",
+            "Total seconds spent doing I/Os.",
+            |d| d.io_time_seconds_total.into(),
+        ),
+    ];
+    for (name, help, field) in families {
+        w.family(name, Kind::Counter, help);
+        for d in &m.disks {
+            w.sample(name, &[("device", &d.device)], field(d));
+        }
+    }
+}
+
+fn networks(w: &mut Writer, m: &HostMetrics) {
+    if m.networks.is_empty() {
+        return;
+    }
+    type Field = fn(&strata_proto::v1::NetworkMetrics) -> u64;
+    let families: [(&str, &str, Field); 8] = [
+        (
+            "node_network_receive_bytes_total",
+            "Network device statistic receive_bytes.",
+            |n| n.rx_bytes_total,
+        ),
+        (
+            "node_network_transmit_bytes_total",
+            "Network device statistic transmit_bytes.",
+            |n| n.tx_bytes_total,
+        ),
+        (
+            "node_network_receive_packets_total",
+            "Network device statistic receive_packets.",
+            |n| n.rx_packets_total,
+        ),
+        (
+            "node_network_transmit_packets_total",
+            "Network device statistic transmit_packets.",
+            |n| n.tx_packets_total,
+        ),
+        (
+            "node_network_receive_errs_total",
+            "Network device statistic receive_errs.",
+            |n| n.rx_errors_total,
+        ),
+        (
+            "node_network_transmit_errs_total",
+            "Network device statistic transmit_errs.",
+            |n| n.tx_errors_total,
+        ),
+        (
+            "node_network_receive_drop_total",
+            "Network device statistic receive_drop.",
+            |n| n.rx_dropped_total,
+        ),
+        (
+            "node_network_transmit_drop_total",
+            "Network device statistic transmit_drop.",
+            |n| n.tx_dropped_total,
+        ),
+    ];
+    for (name, help, field) in families {
+        w.family(name, Kind::Counter, help);
+        for n in &m.networks {
+            w.sample(name, &[("device", &n.interface)], field(n));
+        }
+    }
+}
+
+fn host(w: &mut Writer, m: &HostMetrics) {
+    if let Some(fds) = &m.fds {
+        w.single(
+            "node_filefd_allocated",
+            Kind::Gauge,
+            "File descriptor statistics: allocated.",
+            fds.allocated,
+        );
+        w.single(
+            "node_filefd_maximum",
+            Kind::Gauge,
+            "File descriptor statistics: maximum.",
+            fds.max,
+        );
+    }
+    if m.boot_time_unix_secs > 0 {
+        w.single(
+            "node_boot_time_seconds",
+            Kind::Gauge,
+            "Node boot time, in unixtime.",
+            m.boot_time_unix_secs as f64,
+        );
+    }
+    w.single(
+        "node_time_seconds",
+        Kind::Gauge,
+        "System time in seconds since epoch (1970).",
+        m.time_unix_ms as f64 / 1000.0,
+    );
+    let uname = rustix::system::uname();
+    let text = |c: &std::ffi::CStr| c.to_string_lossy().into_owned();
+    let (sysname, release, version) = (
+        text(uname.sysname()),
+        text(uname.release()),
+        text(uname.version()),
+    );
+    let (machine, nodename, domainname) = (
+        text(uname.machine()),
+        text(uname.nodename()),
+        text(uname.domainname()),
+    );
+    w.family(
+        "node_uname_info",
+        Kind::Gauge,
+        "Labeled system information as provided by the uname system call.",
+    );
+    w.sample(
+        "node_uname_info",
+        &[
+            ("domainname", &domainname),
+            ("machine", &machine),
+            ("nodename", &nodename),
+            ("release", &release),
+            ("sysname", &sysname),
+            ("version", &version),
+        ],
+        1u64,
+    );
+}
+
+fn strata(w: &mut Writer, node: &NodeInfo, agent: &AgentStats) {
+    w.family(
+        "strata_agent_info",
+        Kind::Gauge,
+        "The Strata agent's version and the node it runs as; always 1.",
+    );
+    w.sample(
+        "strata_agent_info",
+        &[
+            ("version", &agent.version),
+            ("node_id", &node.id),
+            ("node_name", &node.name),
+        ],
+        1u64,
+    );
+    w.single(
+        "strata_agent_start_time_seconds",
+        Kind::Gauge,
+        "When the agent started, in unixtime.",
+        agent.start_time_unix_secs,
+    );
+    w.single(
+        "strata_agent_collect_duration_seconds",
+        Kind::Gauge,
+        "How long the newest host metrics collection took.",
+        agent.last_collect_seconds,
+    );
+    w.single(
+        "strata_alerts_firing",
+        Kind::Gauge,
+        "Number of alerts firing on this node.",
+        agent.alerts_firing,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    use strata_proto::v1::{DiskMetrics, FilesystemMetrics, NetworkMetrics};
+
+    use super::*;
+    use crate::metrics::collect::{Collector, CollectorOptions};
+
+    /// One parsed sample line.
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: BTreeMap<String, String>,
+        value: f64,
+    }
+
+    /// A strict reader for the subset of the text format that `render` writes: every line is
+    /// HELP, TYPE or a sample of the family announced just before. Returns the family names in
+    /// order and the samples, or the first problem found.
+    fn parse(text: &str) -> Result<(Vec<String>, Vec<Sample>), String> {
+        let mut families = Vec::new();
+        let mut samples = Vec::new();
+        let mut current: Option<String> = None;
+        let mut lines = text.lines().enumerate();
+        while let Some((no, line)) = lines.next() {
+            let err = |what: &str| format!("line {}: {what}: {line:?}", no + 1);
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().ok_or_else(|| err("no name"))?;
+                let (_, type_line) = lines.next().ok_or_else(|| err("HELP without TYPE"))?;
+                let expected = format!("# TYPE {name} ");
+                let kind = type_line
+                    .strip_prefix(&expected)
+                    .ok_or_else(|| err("TYPE does not follow HELP"))?;
+                if !["counter", "gauge", "untyped"].contains(&kind) {
+                    return Err(err("unknown type"));
+                }
+                families.push(name.to_owned());
+                current = Some(name.to_owned());
+                continue;
+            }
+            if line.starts_with('#') {
+                return Err(err("unexpected comment"));
+            }
+            let family = current
+                .as_deref()
+                .ok_or_else(|| err("sample before HELP"))?;
+            let (name, after) = match line.find(['{', ' ']) {
+                Some(i) => line.split_at(i),
+                None => return Err(err("no value")),
+            };
+            if name != family {
+                return Err(err("sample outside its family"));
+            }
+            let mut labels = BTreeMap::new();
+            let mut rest = after;
+            if let Some(body) = rest.strip_prefix('{') {
+                let mut chars = body.char_indices().peekable();
+                let mut end = None;
+                loop {
+                    let Some((start, c)) = chars.next() else {
+                        return Err(err("unterminated labels"));
+                    };
+                    if c == '}' {
+                        end = end.or(Some(start + 1));
+                        break;
+                    }
+                    let eq = body[start..]
+                        .find("=\"")
+                        .ok_or_else(|| err("label without value"))?;
+                    let key = body[start..start + eq].to_owned();
+                    for _ in 0..eq + 1 {
+                        chars.next();
+                    }
+                    let mut value = String::new();
+                    loop {
+                        match chars.next() {
+                            Some((_, '\\')) => match chars.next() {
+                                Some((_, 'n')) => value.push('\n'),
+                                Some((_, '\\')) => value.push('\\'),
+                                Some((_, '"')) => value.push('"'),
+                                _ => return Err(err("bad escape")),
+                            },
+                            Some((_, '"')) => break,
+                            Some((_, '\n')) | None => return Err(err("unterminated value")),
+                            Some((_, c)) => value.push(c),
+                        }
+                    }
+                    if labels.insert(key, value).is_some() {
+                        return Err(err("duplicate label"));
+                    }
+                    if let Some((_, ',')) = chars.peek() {
+                        chars.next();
+                    }
+                }
+                rest = &body[end.unwrap_or(body.len())..];
+            }
+            let value = rest
+                .strip_prefix(' ')
+                .ok_or_else(|| err("no space before value"))?;
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().map_err(|_| err("bad value"))?,
+            };
+            samples.push(Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            });
+        }
+        Ok((families, samples))
+    }
+
+    fn synthetic() -> HostMetrics {
+        let mut c = Collector::new(CollectorOptions::default());
+        let mut m = c.sample();
+        m.filesystems.push(FilesystemMetrics {
+            mountpoint: "/mnt/we\"ird\\path\nx".into(),
+            device: "/dev/sdz".into(),
+            fstype: "ext4".into(),
+            size_bytes: u64::MAX,
+            readonly: true,
+            ..FilesystemMetrics::default()
+        });
+        m.disks.push(DiskMetrics {
+            device: "sdz".into(),
+            io_time_seconds_total: 12.5,
+            read_bytes_total: 4096,
+            ..DiskMetrics::default()
+        });
+        m.networks.push(NetworkMetrics {
+            interface: "veth\"1".into(),
+            rx_bytes_total: 77,
+            ..NetworkMetrics::default()
+        });
+        m
+    }
+
+    fn node() -> NodeInfo {
+        NodeInfo {
+            id: "n-1".into(),
+            name: "rack \"a\"\\b\nc".into(),
+            ..NodeInfo::default()
+        }
+    }
+
+    fn agent() -> AgentStats {
+        AgentStats {
+            version: "0.1.0".into(),
+            start_time_unix_secs: 1_700_000_000.25,
+            last_collect_seconds: 0.0031,
+            alerts_firing: 2,
+        }
+    }
+
+    fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
+        samples.iter().find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
+    #[test]
+    fn renders_a_parseable_exposition_with_real_values() {
+        let m = synthetic();
+        let text = render(&m, &node(), &agent());
+        assert!(text.ends_with('\n'));
+        let (families, samples) = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let unique: HashSet<&String> = families.iter().collect();
+        assert_eq!(unique.len(), families.len(), "a family appears twice");
+
+        let mem = m.memory.as_ref().expect("memory part");
+        let total = find(&samples, "node_memory_MemTotal_bytes", &[]).expect("MemTotal");
+        assert_eq!(total.value, mem.total_bytes as f64);
+        let cpu = m.cpu.as_ref().expect("cpu part");
+        let cores: HashSet<&str> = samples
+            .iter()
+            .filter(|s| s.name == "node_cpu_seconds_total")
+            .filter_map(|s| s.labels.get("cpu").map(String::as_str))
+            .collect();
+        assert_eq!(cores.len(), cpu.core_seconds_total.len());
+        let user0 = find(
+            &samples,
+            "node_cpu_seconds_total",
+            &[("cpu", "0"), ("mode", "user")],
+        )
+        .expect("cpu0 user");
+        assert_eq!(user0.value, cpu.core_seconds_total[0].user);
+        let boot = find(&samples, "node_boot_time_seconds", &[]).expect("boot time");
+        assert_eq!(boot.value, m.boot_time_unix_secs as f64);
+        assert!(
+            find(
+                &samples,
+                "node_network_receive_bytes_total",
+                &[("device", "lo")]
+            )
+            .is_some()
+        );
+
+        // Label values come back exactly as they went in.
+        let odd = find(
+            &samples,
+            "node_filesystem_readonly",
+            &[("mountpoint", "/mnt/we\"ird\\path\nx")],
+        )
+        .expect("escaped mountpoint");
+        assert_eq!(odd.value, 1.0);
+        assert!(text.contains("node_filesystem_size_bytes{device=\"/dev/sdz\",fstype=\"ext4\",mountpoint=\"/mnt/we\\\"ird\\\\path\\nx\"} 18446744073709551615\n"));
+        let info = find(
+            &samples,
+            "strata_agent_info",
+            &[("node_name", "rack \"a\"\\b\nc")],
+        )
+        .expect("agent info");
+        assert_eq!(
+            info.labels.get("version").map(String::as_str),
+            Some("0.1.0")
+        );
+        assert_eq!(
+            find(
+                &samples,
+                "node_network_receive_bytes_total",
+                &[("device", "veth\"1")]
+            )
+            .map(|s| s.value),
+            Some(77.0)
+        );
+        assert_eq!(
+            find(
+                &samples,
+                "node_disk_io_time_seconds_total",
+                &[("device", "sdz")]
+            )
+            .map(|s| s.value),
+            Some(12.5)
+        );
+        assert_eq!(
+            find(&samples, "strata_agent_start_time_seconds", &[]).map(|s| s.value),
+            Some(1_700_000_000.25)
+        );
+        assert_eq!(
+            find(&samples, "strata_alerts_firing", &[]).map(|s| s.value),
+            Some(2.0)
+        );
+        let uname = find(&samples, "node_uname_info", &[("sysname", "Linux")]).expect("uname");
+        assert_eq!(uname.value, 1.0);
+    }
+
+    #[test]
+    fn empty_parts_are_left_out() {
+        let text = render(
+            &HostMetrics::default(),
+            &NodeInfo::default(),
+            &AgentStats::default(),
+        );
+        let (families, _) = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(
+            !families
+                .iter()
+                .any(|f| f.starts_with("node_cpu") || f.starts_with("node_memory"))
+        );
+        assert!(!families.iter().any(|f| f.starts_with("node_pressure")));
+        assert!(families.contains(&"strata_agent_info".to_owned()));
+    }
+
+    #[test]
+    fn special_float_values() {
+        let mut w = Writer { out: String::new() };
+        w.sample("a", &[], f64::NAN);
+        w.sample("a", &[], f64::INFINITY);
+        w.sample("a", &[], f64::NEG_INFINITY);
+        w.sample("a", &[], 0.1);
+        w.sample("a", &[], 1e-7);
+        assert_eq!(w.out, "a NaN\na +Inf\na -Inf\na 0.1\na 0.0000001\n");
+    }
+
+    /// node_exporter's own `node_memory_*` names (MemTotal, ...) are camelCase, which promtool's
+    /// linter reports; those reports are expected. Anything else fails the test.
+    #[test]
+    fn promtool_accepts_the_output() {
+        let found = Command::new("promtool").arg("--version").output();
+        if !found.is_ok_and(|o| o.status.success()) {
+            println!("skipped: promtool not on PATH");
+            return;
+        }
+        let text = render(&synthetic(), &node(), &agent());
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start promtool");
+        child
+            .stdin
+            .take()
+            .expect("promtool stdin")
+            .write_all(text.as_bytes())
+            .expect("write to promtool");
+        let out = child.wait_with_output().expect("promtool output");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let unexpected: Vec<&str> = report
+            .lines()
+            .filter(|l| {
+                !(l.starts_with("node_memory_")
+                    && l.ends_with(
+                        "metric names should be written in 'snake_case' not 'camelCase'",
+                    ))
+            })
+            .collect();
+        assert!(
+            unexpected.is_empty(),
+            "promtool (status {:?}) reported:\n{}",
+            out.status.code(),
+            unexpected.join("\n")
+        );
+        // Status 3 means lint findings only; 1 would be a parse failure.
+        assert!(matches!(out.status.code(), Some(0 | 3)), "{report}");
+    }
+}
