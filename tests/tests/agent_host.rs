@@ -207,8 +207,8 @@ fn prometheus_endpoint_serves_valid_text_and_health() {
     let memtotal = meminfo_kib("MemTotal:") * 1024;
     let line = body
         .lines()
-        .find(|l| l.starts_with("node_memory_MemTotal_bytes "))
-        .expect("node_memory_MemTotal_bytes");
+        .find(|l| l.starts_with("strata_memory_total_bytes "))
+        .expect("strata_memory_total_bytes");
     let value: f64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("value");
     assert_eq!(value as u64, memtotal);
     assert!(body.contains("node_cpu_seconds_total{"), "cpu seconds exported");

@@ -224,18 +224,18 @@ fn memory(w: &mut Writer, m: &HostMetrics) {
     if let Some(mem) = &m.memory {
         let gauges = [
             (
-                "node_memory_MemTotal_bytes",
-                "Memory information field MemTotal_bytes.",
+                "strata_memory_total_bytes",
+                "Total usable memory (MemTotal).",
                 mem.total_bytes,
             ),
             (
-                "node_memory_MemAvailable_bytes",
-                "Memory information field MemAvailable_bytes.",
+                "strata_memory_available_bytes",
+                "Memory available for new work without swapping (MemAvailable).",
                 mem.available_bytes,
             ),
             (
-                "node_memory_MemFree_bytes",
-                "Memory information field MemFree_bytes.",
+                "strata_memory_free_bytes",
+                "Memory not used at all (MemFree).",
                 mem.free_bytes,
             ),
             (
@@ -249,13 +249,13 @@ fn memory(w: &mut Writer, m: &HostMetrics) {
                 mem.buffers_bytes,
             ),
             (
-                "node_memory_SwapTotal_bytes",
-                "Memory information field SwapTotal_bytes.",
+                "strata_swap_total_bytes",
+                "Total swap space (SwapTotal).",
                 mem.swap_total_bytes,
             ),
             (
-                "node_memory_SwapFree_bytes",
-                "Memory information field SwapFree_bytes.",
+                "strata_swap_free_bytes",
+                "Unused swap space (SwapFree).",
                 mem.swap_free_bytes,
             ),
             (
@@ -756,7 +756,7 @@ mod tests {
         assert_eq!(unique.len(), families.len(), "a family appears twice");
 
         let mem = m.memory.as_ref().expect("memory part");
-        let total = find(&samples, "node_memory_MemTotal_bytes", &[]).expect("MemTotal");
+        let total = find(&samples, "strata_memory_total_bytes", &[]).expect("memory total");
         assert_eq!(total.value, mem.total_bytes as f64);
         let cpu = m.cpu.as_ref().expect("cpu part");
         let cores: HashSet<&str> = samples
@@ -860,8 +860,9 @@ mod tests {
         assert_eq!(w.out, "a NaN\na +Inf\na -Inf\na 0.1\na 0.0000001\n");
     }
 
-    /// node_exporter's own `node_memory_*` names (MemTotal, ...) are camelCase, which promtool's
-    /// linter reports; those reports are expected. Anything else fails the test.
+    /// The whole output passes `promtool check metrics` with no finding at all. node_exporter's
+    /// camelCase memory names (MemTotal, ...) fail its lint, so those five are exported as
+    /// snake_case `strata_memory_*` / `strata_swap_*` names instead.
     #[test]
     fn promtool_accepts_the_output() {
         let found = Command::new("promtool").arg("--version").output();
@@ -889,22 +890,10 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let unexpected: Vec<&str> = report
-            .lines()
-            .filter(|l| {
-                !(l.starts_with("node_memory_")
-                    && l.ends_with(
-                        "metric names should be written in 'snake_case' not 'camelCase'",
-                    ))
-            })
-            .collect();
         assert!(
-            unexpected.is_empty(),
-            "promtool (status {:?}) reported:\n{}",
-            out.status.code(),
-            unexpected.join("\n")
+            out.status.success() && report.trim().is_empty(),
+            "promtool (status {:?}) reported:\n{report}",
+            out.status.code()
         );
-        // Status 3 means lint findings only; 1 would be a parse failure.
-        assert!(matches!(out.status.code(), Some(0 | 3)), "{report}");
     }
 }

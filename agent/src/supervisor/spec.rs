@@ -1,0 +1,760 @@
+//! The service spec (`strata.toml`): parsing and validation.
+//!
+//! A spec lives in the service's own repository. It is parsed whole and validated whole:
+//! any error rejects it with the file, the line and the field, and nothing is applied.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Largest number of instances one spec may ask for on one agent.
+pub const MAX_INSTANCES: u32 = 256;
+
+/// A validated service spec: what the supervisor runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub version: String,
+    pub command: Vec<String>,
+    pub instances: u32,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<PathBuf>,
+    pub tags: Vec<String>,
+    /// Named ports; each instance gets a backend port per name.
+    pub ports: BTreeMap<String, PortSpec>,
+    pub health: Option<HealthSpec>,
+    pub restart: RestartSpec,
+    pub stop: StopSpec,
+    pub resources: ResourceSpec,
+    pub logs: LogSpec,
+}
+
+/// One named port of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// The static port the balancer serves on every host, if any.
+    pub frontend: Option<u16>,
+}
+
+/// How health is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// HTTP GET of this path on the instance's port: 2xx passing, 429 warning, else critical.
+    Http { path: String },
+    /// A TCP connect to the instance's port.
+    Tcp,
+    /// A command: exit 0 passing, 1 warning, anything else critical.
+    Exec { command: Vec<String> },
+}
+
+/// The `[health]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSpec {
+    pub check: HealthCheck,
+    /// Which named port the check uses (the first port when not given).
+    pub port: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub grace: Duration,
+}
+
+/// When an exited instance is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// The `[restart]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub crashloop_after: u32,
+    pub crashloop_window: Duration,
+    /// A run this long counts as stable and resets the backoff.
+    pub stable_after: Duration,
+}
+
+/// The `[stop]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopSpec {
+    pub signal: StopSignal,
+    pub timeout: Duration,
+}
+
+/// Signals a spec may name for stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Kill,
+    Usr1,
+    Usr2,
+}
+
+impl StopSignal {
+    /// Parses "SIGTERM", "TERM" or "term".
+    pub fn parse(text: &str) -> Option<StopSignal> {
+        let upper = text.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Some(match name {
+            "TERM" => StopSignal::Term,
+            "INT" => StopSignal::Int,
+            "QUIT" => StopSignal::Quit,
+            "HUP" => StopSignal::Hup,
+            "KILL" => StopSignal::Kill,
+            "USR1" => StopSignal::Usr1,
+            "USR2" => StopSignal::Usr2,
+            _ => return None,
+        })
+    }
+
+    /// The signal number on Linux.
+    pub fn number(self) -> i32 {
+        match self {
+            StopSignal::Hup => 1,
+            StopSignal::Int => 2,
+            StopSignal::Quit => 3,
+            StopSignal::Kill => 9,
+            StopSignal::Usr1 => 10,
+            StopSignal::Usr2 => 12,
+            StopSignal::Term => 15,
+        }
+    }
+
+    /// The conventional name, "SIGTERM".
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Hup => "SIGHUP",
+            StopSignal::Int => "SIGINT",
+            StopSignal::Quit => "SIGQUIT",
+            StopSignal::Kill => "SIGKILL",
+            StopSignal::Usr1 => "SIGUSR1",
+            StopSignal::Usr2 => "SIGUSR2",
+            StopSignal::Term => "SIGTERM",
+        }
+    }
+}
+
+/// The `[resources]` table: limits applied through cgroups and rlimits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResourceSpec {
+    pub memory_max: Option<u64>,
+    /// Cores, e.g. 0.5.
+    pub cpu_max: Option<f64>,
+    pub pids_max: Option<u64>,
+    pub nofile: Option<u64>,
+}
+
+/// The `[logs]` table: per-instance log files rotated by size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSpec {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+/// Why a spec was rejected: where, which field, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: String,
+    pub problem: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: ", self.file)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    version: Option<String>,
+    command: Vec<String>,
+    instances: Option<i64>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    workdir: Option<PathBuf>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    ports: BTreeMap<String, RawPort>,
+    health: Option<RawHealth>,
+    #[serde(default)]
+    restart: RawRestart,
+    #[serde(default)]
+    stop: RawStop,
+    #[serde(default)]
+    resources: RawResources,
+    #[serde(default)]
+    logs: RawLogs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    frontend: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    http: Option<String>,
+    tcp: Option<bool>,
+    exec: Option<Vec<String>>,
+    port: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    rise: Option<i64>,
+    fall: Option<i64>,
+    grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    policy: Option<String>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    crashloop_after: Option<i64>,
+    crashloop_window: Option<String>,
+    stable_after: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStop {
+    signal: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    memory_max: Option<String>,
+    cpu_max: Option<f64>,
+    pids_max: Option<i64>,
+    nofile: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    max_bytes: Option<String>,
+    keep: Option<i64>,
+}
+
+/// Builds errors that point at a field of one spec text.
+struct Locator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn error(&self, field: &str, problem: impl Into<String>) -> SpecError {
+        SpecError {
+            file: self.file.to_string(),
+            line: line_of_field(self.text, field),
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    fn duration(&self, field: &str, value: Option<&str>, default: Duration) -> Result<Duration, SpecError> {
+        match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                self.error(field, format!("invalid duration {text:?}: {e} (examples: 500ms, 1s, 5m)"))
+            }),
+        }
+    }
+
+    fn count(&self, field: &str, value: Option<i64>, default: u32, min: u32, max: u32) -> Result<u32, SpecError> {
+        let v = value.unwrap_or(default as i64);
+        if v < min as i64 || v > max as i64 {
+            return Err(self.error(field, format!("{v} is out of range {min}..={max}")));
+        }
+        Ok(v as u32)
+    }
+}
+
+/// Parses and validates one spec. `file` names it in errors.
+pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
+    let at = Locator { file, text };
+    let raw: RawSpec = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+
+    if !valid_name(&raw.name) {
+        return Err(at.error(
+            "name",
+            format!("{:?} must be 1 to 63 lower-case letters, digits or '-', starting with a letter", raw.name),
+        ));
+    }
+    if raw.command.is_empty() || raw.command[0].trim().is_empty() {
+        return Err(at.error("command", "must name a program (it is empty)"));
+    }
+    let instances = match raw.instances {
+        Some(n) if n < 0 => return Err(at.error("instances", format!("{n} is negative; use 0 to keep the service defined but stopped"))),
+        other => at.count("instances", other, 1, 0, MAX_INSTANCES)?,
+    };
+    for key in raw.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(at.error("env", format!("{key:?} is not a valid variable name")));
+        }
+    }
+    if let Some(dir) = &raw.workdir
+        && !dir.is_absolute()
+    {
+        return Err(at.error("workdir", format!("{} must be an absolute path", dir.display())));
+    }
+
+    let mut ports = BTreeMap::new();
+    for (name, port) in &raw.ports {
+        let field = format!("ports.{name}.frontend");
+        if !valid_name(name) {
+            return Err(at.error(&format!("ports.{name}"), "port names are lower-case letters, digits or '-'"));
+        }
+        let frontend = match port.frontend {
+            None => None,
+            Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+            Some(p) => return Err(at.error(&field, format!("{p} is not a port (1..=65535)"))),
+        };
+        ports.insert(name.clone(), PortSpec { frontend });
+    }
+
+    let health = match &raw.health {
+        None => None,
+        Some(h) => Some(parse_health(&at, h, &ports)?),
+    };
+
+    let r = &raw.restart;
+    let policy = match r.policy.as_deref() {
+        None | Some("always") => RestartPolicy::Always,
+        Some("on-failure") => RestartPolicy::OnFailure,
+        Some("never") => RestartPolicy::Never,
+        Some(other) => {
+            return Err(at.error("restart.policy", format!("{other:?} is not one of always, on-failure, never")));
+        }
+    };
+    let backoff_initial = at.duration("restart.backoff_initial", r.backoff_initial.as_deref(), Duration::from_millis(100))?;
+    let backoff_max = at.duration("restart.backoff_max", r.backoff_max.as_deref(), Duration::from_secs(30))?;
+    if backoff_max < backoff_initial {
+        return Err(at.error("restart.backoff_max", "must not be shorter than backoff_initial"));
+    }
+    let restart = RestartSpec {
+        policy,
+        backoff_initial,
+        backoff_max,
+        crashloop_after: at.count("restart.crashloop_after", r.crashloop_after, 5, 1, 1000)?,
+        crashloop_window: at.duration("restart.crashloop_window", r.crashloop_window.as_deref(), Duration::from_secs(60))?,
+        stable_after: at.duration("restart.stable_after", r.stable_after.as_deref(), Duration::from_secs(10))?,
+    };
+
+    let signal = match raw.stop.signal.as_deref() {
+        None => StopSignal::Term,
+        Some(text) => StopSignal::parse(text).ok_or_else(|| {
+            at.error("stop.signal", format!("{text:?} is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2"))
+        })?,
+    };
+    let stop = StopSpec {
+        signal,
+        timeout: at.duration("stop.timeout", raw.stop.timeout.as_deref(), Duration::from_secs(10))?,
+    };
+
+    let res = &raw.resources;
+    let resources = ResourceSpec {
+        memory_max: match &res.memory_max {
+            None => None,
+            Some(text) => Some(parse_size(text).filter(|b| *b >= 1 << 20).ok_or_else(|| {
+                at.error("resources.memory_max", format!("{text:?} is not a size of at least 1MiB (examples: 256MiB, 1GiB)"))
+            })?),
+        },
+        cpu_max: match res.cpu_max {
+            None => None,
+            Some(c) if c > 0.0 && c <= 1024.0 => Some(c),
+            Some(c) => return Err(at.error("resources.cpu_max", format!("{c} cores is out of range (0, 1024]"))),
+        },
+        pids_max: positive(&at, "resources.pids_max", res.pids_max)?,
+        nofile: positive(&at, "resources.nofile", res.nofile)?,
+    };
+
+    let logs = LogSpec {
+        max_bytes: match &raw.logs.max_bytes {
+            None => 10 << 20,
+            Some(text) => parse_size(text).filter(|b| *b >= 4096).ok_or_else(|| {
+                at.error("logs.max_bytes", format!("{text:?} is not a size of at least 4KiB (examples: 10MiB, 512KiB)"))
+            })?,
+        },
+        keep: at.count("logs.keep", raw.logs.keep, 5, 1, 100)?,
+    };
+
+    Ok(ServiceSpec {
+        name: raw.name,
+        version: raw.version.unwrap_or_else(|| "0".to_string()),
+        command: raw.command,
+        instances,
+        env: raw.env,
+        workdir: raw.workdir,
+        tags: raw.tags,
+        ports,
+        health,
+        restart,
+        stop,
+        resources,
+        logs,
+    })
+}
+
+fn positive(at: &Locator<'_>, field: &str, value: Option<i64>) -> Result<Option<u64>, SpecError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v > 0 => Ok(Some(v as u64)),
+        Some(v) => Err(at.error(field, format!("{v} must be positive"))),
+    }
+}
+
+fn parse_health(at: &Locator<'_>, h: &RawHealth, ports: &BTreeMap<String, PortSpec>) -> Result<HealthSpec, SpecError> {
+    let kinds = [h.http.is_some(), h.tcp == Some(true), h.exec.is_some()];
+    let check = match kinds {
+        [true, false, false] => {
+            let path = h.http.clone().unwrap_or_default();
+            if !path.starts_with('/') {
+                return Err(at.error("health.http", format!("{path:?} must be a path starting with '/'")));
+            }
+            HealthCheck::Http { path }
+        }
+        [false, true, false] => HealthCheck::Tcp,
+        [false, false, true] => {
+            let command = h.exec.clone().unwrap_or_default();
+            if command.is_empty() || command[0].trim().is_empty() {
+                return Err(at.error("health.exec", "must name a program (it is empty)"));
+            }
+            HealthCheck::Exec { command }
+        }
+        _ => {
+            return Err(at.error("health", "needs exactly one of http = \"/path\", tcp = true, exec = [\"cmd\"]"));
+        }
+    };
+    let needs_port = !matches!(check, HealthCheck::Exec { .. });
+    if let Some(port) = &h.port {
+        if !ports.contains_key(port) {
+            return Err(at.error("health.port", format!("{port:?} is not one of the ports in [ports]")));
+        }
+    } else if needs_port && ports.is_empty() {
+        return Err(at.error("health", "http and tcp checks need a port: add a [ports.NAME] table"));
+    }
+    let interval = at.duration("health.interval", h.interval.as_deref(), Duration::from_secs(1))?;
+    let timeout = at.duration("health.timeout", h.timeout.as_deref(), Duration::from_millis(500))?;
+    if interval < Duration::from_millis(100) {
+        return Err(at.error("health.interval", "must be at least 100ms"));
+    }
+    if timeout.is_zero() || timeout > interval {
+        return Err(at.error("health.timeout", "must be more than 0 and not longer than the interval"));
+    }
+    Ok(HealthSpec {
+        check,
+        port: h.port.clone(),
+        interval,
+        timeout,
+        rise: at.count("health.rise", h.rise, 2, 1, 100)?,
+        fall: at.count("health.fall", h.fall, 3, 1, 100)?,
+        grace: at.duration("health.grace", h.grace.as_deref(), Duration::from_secs(5))?,
+    })
+}
+
+/// Checks a spec against the others the agent runs: no frontend port may be taken twice.
+/// `others` are (file or source name, spec) of every other service.
+pub fn check_conflicts<'a>(
+    spec: &ServiceSpec,
+    file: &str,
+    text: &str,
+    others: impl IntoIterator<Item = &'a ServiceSpec>,
+) -> Result<(), SpecError> {
+    let at = Locator { file, text };
+    for other in others {
+        if other.name == spec.name {
+            continue;
+        }
+        for (name, port) in &spec.ports {
+            let Some(frontend) = port.frontend else { continue };
+            let clash = other.ports.iter().find(|(_, p)| p.frontend == Some(frontend));
+            if let Some((other_port, _)) = clash {
+                return Err(at.error(
+                    &format!("ports.{name}.frontend"),
+                    format!("port {frontend} is already the frontend of service {:?} (port {other_port:?})", other.name),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names of services and ports: lower-case letters, digits and '-', starting with a letter.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Parses a size: "256MiB", "10MB", "4096", "1.5GiB" (binary and decimal units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024f64.powi(4),
+        _ => return None,
+    };
+    let bytes = number * factor;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Turns a TOML error into a spec error with the line and, where the line shows it, the field.
+fn toml_error(file: &str, text: &str, error: &toml::de::Error) -> SpecError {
+    let line = error.span().map(|s| line_at(text, s.start));
+    let field = line.map(|l| field_at_line(text, l)).unwrap_or_default();
+    SpecError {
+        file: file.to_string(),
+        line,
+        field,
+        problem: error.message().trim().to_string(),
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// The dotted field a line sets: its table header plus its key ("health.interval").
+fn field_at_line(text: &str, line: usize) -> String {
+    let mut table = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let l = strip_comment(l).trim();
+        if let Some(header) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            table = header.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        if i + 1 == line {
+            if let Some((key, _)) = l.split_once('=') {
+                let key = key.trim().trim_matches('"');
+                return if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+            }
+            return table;
+        }
+    }
+    String::new()
+}
+
+/// 1-based line where a dotted field is set, found by its table header and key.
+fn line_of_field(text: &str, field: &str) -> Option<usize> {
+    let mut table = String::new();
+    let mut best = None;
+    for (i, l) in text.lines().enumerate() {
+        let l = strip_comment(l).trim();
+        if let Some(header) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            table = header.trim().to_string();
+            if table == field {
+                best = Some(i + 1);
+            }
+            continue;
+        }
+        if let Some((key, _)) = l.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            let full = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+            if full == field {
+                return Some(i + 1);
+            }
+            if best.is_none() && field.starts_with(&format!("{full}.")) {
+                best = Some(i + 1);
+            }
+        }
+    }
+    best
+}
+
+fn strip_comment(line: &str) -> &str {
+    let mut in_string = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '#' if !in_string => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example from the supervisor issue, exactly as written.
+    pub const EXAMPLE: &str = r#"name = "echo"
+version = "1.0.0"
+command = ["/bin/sh", "-c", "exec python3 -m http.server $PORT --bind 127.0.0.1"]
+instances = 2
+env = { GREETING = "hi" }
+workdir = "/tmp"
+
+[ports.http]              # a backend port is allocated per instance from the agent's range,
+frontend = 18080          # exported as $PORT and $STRATA_PORT_HTTP; `frontend` is the static port
+                          # the balancer serves on every host (balancer issue)
+[health]
+http = "/"                # or: tcp = true, or: exec = ["cmd", "arg"] (0 passing, 1 warning, else critical)
+interval = "1s"
+timeout = "500ms"
+rise = 2                  # consecutive passes to become passing
+fall = 3                  # consecutive failures to become critical
+grace = "5s"              # no failures counted while starting
+
+[restart]
+policy = "always"         # always | on-failure | never
+backoff_initial = "100ms"
+backoff_max = "30s"       # exponential with jitter; reset after a stable run
+crashloop_after = 5       # failures within `crashloop_window` put the service in crashloop
+crashloop_window = "60s"
+
+[stop]
+signal = "SIGTERM"
+timeout = "10s"           # then SIGKILL to everything the instance started
+
+[resources]
+memory_max = "256MiB"
+cpu_max = 0.5             # cores
+pids_max = 128
+nofile = 4096
+
+[logs]
+max_bytes = "10MiB"
+keep = 5
+"#;
+
+    fn err(text: &str) -> SpecError {
+        parse_spec("echo.toml", text).unwrap_err()
+    }
+
+    #[test]
+    fn the_issue_example_is_accepted_as_written() {
+        let spec = parse_spec("strata.toml", EXAMPLE).unwrap();
+        assert_eq!(spec.name, "echo");
+        assert_eq!(spec.instances, 2);
+        assert_eq!(spec.ports["http"].frontend, Some(18080));
+        let health = spec.health.unwrap();
+        assert_eq!(health.check, HealthCheck::Http { path: "/".into() });
+        assert_eq!((health.rise, health.fall), (2, 3));
+        assert_eq!(health.grace, Duration::from_secs(5));
+        assert_eq!(spec.restart.policy, RestartPolicy::Always);
+        assert_eq!(spec.restart.backoff_initial, Duration::from_millis(100));
+        assert_eq!(spec.stop.signal, StopSignal::Term);
+        assert_eq!(spec.resources.memory_max, Some(256 << 20));
+        assert_eq!(spec.resources.cpu_max, Some(0.5));
+        assert_eq!(spec.logs, LogSpec { max_bytes: 10 << 20, keep: 5 });
+        assert_eq!(spec.env["GREETING"], "hi");
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let e = err(&EXAMPLE.replace("rise = 2", "rize = 2"));
+        assert_eq!(e.line, Some(15));
+        assert_eq!(e.field, "health.rize");
+        assert!(e.problem.contains("unknown field"), "{e}");
+        assert!(e.to_string().starts_with("echo.toml:15: health.rize: "), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_field() {
+        let e = err(&EXAMPLE.replace("interval = \"1s\"", "interval = \"1 fortnight-ish\""));
+        assert_eq!((e.line, e.field.as_str()), (Some(13), "health.interval"));
+        assert!(e.problem.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn negative_instances_and_empty_command_are_rejected() {
+        let e = err(&EXAMPLE.replace("instances = 2", "instances = -1"));
+        assert_eq!((e.line, e.field.as_str()), (Some(4), "instances"));
+        let e = err(&EXAMPLE.replace(
+            r#"command = ["/bin/sh", "-c", "exec python3 -m http.server $PORT --bind 127.0.0.1"]"#,
+            "command = []",
+        ));
+        assert_eq!((e.line, e.field.as_str()), (Some(3), "command"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let e = err(&EXAMPLE.replace("instances = 2", "instances = \"two\""));
+        assert_eq!((e.line, e.field.as_str()), (Some(4), "instances"));
+    }
+
+    #[test]
+    fn frontend_port_clash_names_the_other_service() {
+        let echo = parse_spec("echo.toml", EXAMPLE).unwrap();
+        let other_text = EXAMPLE.replace("name = \"echo\"", "name = \"other\"");
+        let other = parse_spec("other.toml", &other_text).unwrap();
+        let e = check_conflicts(&other, "other.toml", &other_text, [&echo]).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(9), "ports.http.frontend"));
+        assert!(e.problem.contains("\"echo\""), "{e}");
+        assert!(check_conflicts(&echo, "echo.toml", EXAMPLE, [&echo]).is_ok());
+    }
+
+    #[test]
+    fn health_needs_exactly_one_check() {
+        let e = err(&EXAMPLE.replace("http = \"/\"", "http = \"/\"\ntcp = true"));
+        assert_eq!(e.field, "health");
+        assert_eq!(e.line, Some(11));
+    }
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let spec = parse_spec("a.toml", "name = \"a\"\ncommand = [\"/bin/true\"]\n").unwrap();
+        assert_eq!(spec.instances, 1);
+        assert_eq!(spec.restart.policy, RestartPolicy::Always);
+        assert_eq!(spec.stop.timeout, Duration::from_secs(10));
+        assert!(spec.health.is_none());
+    }
+
+    #[test]
+    fn sizes_parse_binary_and_decimal_units() {
+        assert_eq!(parse_size("256MiB"), Some(256 << 20));
+        assert_eq!(parse_size("10MB"), Some(10_000_000));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5 parsecs"), None);
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        let e = err(&EXAMPLE.replace("name = \"echo\"", "name = \"Echo Server\""));
+        assert_eq!((e.line, e.field.as_str()), (Some(1), "name"));
+    }
+}
