@@ -4,6 +4,7 @@
 //! clap merges flags and environment variables (a flag wins over its variable); the file
 //! fills whatever both left unset. `resolve` is a pure function so every rule is testable.
 
+use crate::metrics::alerts::{AlertsConfig, Rule};
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -75,6 +76,8 @@ pub struct FileConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub journal: JournalSection,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// The settings the agent runs with, after every layer was applied.
@@ -91,6 +94,8 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     pub journal_max_events: usize,
     pub journal_max_age: Duration,
+    /// Host alert rules: the built-in ones with the file's overrides applied.
+    pub alerts: Vec<Rule>,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -171,6 +176,10 @@ pub fn resolve(
             ),
         });
     }
+    let alerts = file.alerts.rules().map_err(|e| ConfigError::Invalid {
+        key: "alerts.rules",
+        problem: e.to_string(),
+    })?;
     let mut labels = file.labels;
     labels.extend(args.labels.iter().cloned());
     let data_dir = args
@@ -192,6 +201,7 @@ pub fn resolve(
             .journal
             .max_age
             .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+        alerts,
     })
 }
 
@@ -317,6 +327,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("grpc_addr:"), "{err}");
+    }
+
+    #[test]
+    fn alert_rules_come_from_the_file_and_errors_name_the_rule() {
+        let file = parse_file("[[alerts.rules]]\nname = \"load_high\"\nenabled = false\n").unwrap();
+        let cfg = resolve(&args(), file, "h").unwrap();
+        let defaults = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert_eq!(cfg.alerts.len() + 1, defaults.alerts.len());
+        let file = parse_file("[[alerts.rules]]\nname = \"mine\"\nthreshold = 5.0\n").unwrap();
+        let err = resolve(&args(), file, "h").unwrap_err().to_string();
+        assert!(err.contains("mine"), "{err}");
     }
 
     #[test]

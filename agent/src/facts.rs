@@ -16,8 +16,12 @@ impl HostFacts {
     /// Reads the facts; a piece the host does not tell is left as "unknown" or 0.
     pub fn read() -> HostFacts {
         let unknown = || "unknown".to_string();
-        let mut system = sysinfo::System::new();
-        system.refresh_memory();
+        let memory_bytes = sysinfo::System::new()
+            .map(|mut system| {
+                system.refresh_memory();
+                system.total_memory()
+            })
+            .unwrap_or(0);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(0);
@@ -35,7 +39,7 @@ impl HostFacts {
             os: sysinfo::System::long_os_version().unwrap_or_else(|_| unknown()),
             kernel: sysinfo::System::kernel_version().unwrap_or_else(|_| unknown()),
             cores,
-            memory_bytes: system.total_memory(),
+            memory_bytes,
             boot_time_unix_secs: sysinfo::System::boot_time().map(|t| t as i64).unwrap_or(0),
         }
     }

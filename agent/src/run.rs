@@ -32,11 +32,11 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let node_id = load_or_create_node_id(&data_dir)?;
     let journal = Journal::open(
         &data_dir.join(JOURNAL_FILE),
+        config.node_name.clone(),
         JournalLimits {
             max_events: config.journal_max_events,
             max_age: config.journal_max_age,
         },
-        &config.node_name,
     )
     .with_context(|| format!("cannot open the event journal in {}", data_dir.display()))?;
 
@@ -60,13 +60,13 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         started: Instant::now(),
         started_unix_secs: unix_now_ms() as f64 / 1000.0,
         latest,
-        history: Mutex::new(History::new()),
+        history: Mutex::new(History::default()),
         stats: Mutex::new(CollectStats::default()),
         journal: journal.clone(),
     });
 
     let sampler = Sampler::start(state.clone(), &config)?;
-    let _kmsg = kmsg::spawn_watch(PathBuf::from(KMSG_PATH), journal.clone());
+    let kmsg_watch = kmsg::spawn_watch(PathBuf::from(KMSG_PATH), journal.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let grpc = tokio::spawn(serve_grpc(
@@ -97,6 +97,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     tracing::info!(signal, "shutting down");
     let _ = shutdown_tx.send(true);
     sampler.stop();
+    if let Some(watch) = kmsg_watch {
+        watch.stop();
+    }
     for (name, task) in [("gRPC", grpc), ("HTTP", http_server)] {
         match task.await {
             Ok(Ok(())) => {}

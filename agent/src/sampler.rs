@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// A running sampling loop; `stop` ends it and waits for the thread.
 pub struct Sampler {
@@ -58,9 +58,9 @@ fn sample_loop(
         sample.node_id = state.node_id.clone();
         sample.node_name = state.node_name.clone();
         sample.time_unix_ms = unix_now_ms();
-        let transitions = alerts.evaluate(&sample, SystemTime::now());
+        let transitions = alerts.evaluate(&sample, sample.time_unix_ms);
         for transition in transitions {
-            if let Err(e) = state.journal.append(transition.to_event()) {
+            if let Err(e) = state.journal.append(transition.to_draft()) {
                 tracing::warn!(error = %e, "cannot record an alert event");
             }
         }

@@ -69,10 +69,12 @@ impl AgentProcess {
             .append(true)
             .open(&stderr_path)?;
         let mut cmd = Command::new(binary("strata-agent"));
-        cmd.arg("run")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]);
+        cmd.arg("run").arg("--data-dir").arg(data_dir).args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ]);
         if let Some(name) = &options.node_name {
             cmd.args(["--node-name", name]);
         }
@@ -213,9 +215,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 
 /// Whether a program is on PATH.
 pub fn have_program(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
 }
 
 /// A port on 127.0.0.1 that nothing listens on right now (bound, then released).

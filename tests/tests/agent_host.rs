@@ -33,7 +33,14 @@ fn json(out: &std::process::Output) -> Value {
 fn meminfo_kib(key: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
     text.lines()
-        .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .expect("meminfo key")
 }
 
@@ -65,14 +72,20 @@ fn node_json_reports_this_host() {
     let stored = std::fs::read_to_string(agent.data_dir.join("node-id")).expect("node-id file");
     assert_eq!(stored.trim(), agent.node_id);
     assert_eq!(node["cores"].as_u64(), Some(cpu_lines()));
-    assert_eq!(node["memory_bytes"].as_u64(), Some(meminfo_kib("MemTotal:") * 1024));
+    assert_eq!(
+        node["memory_bytes"].as_u64(),
+        Some(meminfo_kib("MemTotal:") * 1024)
+    );
     assert_eq!(node["grpc_addr"], agent.grpc.to_string().as_str());
     assert!(!node["kernel"].as_str().unwrap_or("").is_empty());
 
     let table = agent.strata(&["node"]);
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.contains("e2e-node") && text.contains("Cores:"), "{text}");
+    assert!(
+        text.contains("e2e-node") && text.contains("Cores:"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -80,10 +93,20 @@ fn metrics_json_matches_proc() {
     let (_dir, agent) = start("e2e-metrics");
     let m = wait_for_metrics(&agent);
     assert_eq!(m["node_name"], "e2e-metrics");
-    assert_eq!(m["memory"]["total_bytes"].as_u64(), Some(meminfo_kib("MemTotal:") * 1024));
-    assert_eq!(m["cpu"]["cores"].as_array().map(|c| c.len() as u64), Some(cpu_lines()));
+    assert_eq!(
+        m["memory"]["total_bytes"].as_u64(),
+        Some(meminfo_kib("MemTotal:") * 1024)
+    );
+    assert_eq!(
+        m["cpu"]["cores"].as_array().map(|c| c.len() as u64),
+        Some(cpu_lines())
+    );
     let fds_max = m["fds"]["max"].as_u64().unwrap_or(0);
-    assert!(fds_max > 0, "fd max should be read from file-nr: {}", m["fds"]);
+    assert!(
+        fds_max > 0,
+        "fd max should be read from file-nr: {}",
+        m["fds"]
+    );
     let interfaces: Vec<&str> = m["networks"]
         .as_array()
         .map(|a| a.iter().filter_map(|n| n["interface"].as_str()).collect())
@@ -97,8 +120,14 @@ fn metrics_json_matches_proc() {
     let top = json(&agent.strata(&["top", "--limit", "3", "-o", "json"]));
     let by_memory = top["by_memory"].as_array().expect("by_memory");
     assert!(!by_memory.is_empty() && by_memory.len() <= 3);
-    let rss: Vec<u64> = by_memory.iter().filter_map(|p| p["rss_bytes"].as_u64()).collect();
-    assert!(rss.windows(2).all(|w| w[0] >= w[1]), "sorted by memory: {rss:?}");
+    let rss: Vec<u64> = by_memory
+        .iter()
+        .filter_map(|p| p["rss_bytes"].as_u64())
+        .collect();
+    assert!(
+        rss.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by memory: {rss:?}"
+    );
 }
 
 #[test]
@@ -108,7 +137,11 @@ fn unreachable_agent_exits_3_and_names_the_address() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&addr), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line, not a stack: {err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one line, not a stack: {err}"
+    );
 }
 
 #[test]
@@ -128,8 +161,11 @@ fn usage_errors_exit_2() {
 fn config_errors_name_file_line_and_key() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "node_name = \"n1\"\ncollect_interval = \"1s\"\nbogus = true\n")
-        .expect("write config");
+    std::fs::write(
+        &config,
+        "node_name = \"n1\"\ncollect_interval = \"1s\"\nbogus = true\n",
+    )
+    .expect("write config");
     let out = std::process::Command::new(strata_tests::binary("strata-agent"))
         .args(["run", "--dev", "--config"])
         .arg(&config)
@@ -191,7 +227,10 @@ fn journal_and_identity_survive_a_restart_and_sigterm_is_clean() {
         .iter()
         .filter_map(|e| e["seq"].as_u64())
         .collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq keeps growing: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq keeps growing: {seqs:?}"
+    );
 }
 
 #[test]
@@ -209,9 +248,16 @@ fn prometheus_endpoint_serves_valid_text_and_health() {
         .lines()
         .find(|l| l.starts_with("strata_memory_total_bytes "))
         .expect("strata_memory_total_bytes");
-    let value: f64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("value");
+    let value: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("value");
     assert_eq!(value as u64, memtotal);
-    assert!(body.contains("node_cpu_seconds_total{"), "cpu seconds exported");
+    assert!(
+        body.contains("node_cpu_seconds_total{"),
+        "cpu seconds exported"
+    );
     assert!(body.contains("strata_agent_info{"), "agent info exported");
 
     if have_program("promtool") {
@@ -274,7 +320,11 @@ async fn grpc_history_stream_and_reflection() {
         .into_inner();
     assert!(history.available.iter().any(|s| s == "cpu.busy"));
     assert_eq!(history.series.len(), 2);
-    assert!(history.series.iter().all(|s| s.points.len() >= 2), "{:?}", history.series);
+    assert!(
+        history.series.iter().all(|s| s.points.len() >= 2),
+        "{:?}",
+        history.series
+    );
     let unknown = client
         .get_metric_history(MetricHistoryRequest {
             series: vec!["no.such.series".into()],
@@ -284,13 +334,16 @@ async fn grpc_history_stream_and_reflection() {
         .expect_err("unknown series");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    let mut reflection = ServerReflectionClient::connect(format!("http://{}", agent.grpc))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", agent.grpc))
+        .expect("endpoint")
+        .connect()
         .await
         .expect("connect reflection");
+    let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

@@ -1,7 +1,7 @@
 //! The `strata.v1.Agent` gRPC service over the agent's shared state.
 
 use crate::events::journal::EventQuery;
-use crate::state::{AgentState, unix_now_ms};
+use crate::state::AgentState;
 use std::pin::Pin;
 use std::sync::Arc;
 use strata_proto::v1::agent_server::Agent;
@@ -19,8 +19,6 @@ use tonic::{Request, Response, Status};
 pub const DEFAULT_EVENT_LIMIT: u32 = 1000;
 /// See [`DEFAULT_EVENT_LIMIT`].
 pub const MAX_EVENT_LIMIT: u32 = 10_000;
-/// The default range of a history query when the request leaves it open.
-const DEFAULT_HISTORY_RANGE_MS: i64 = 15 * 60 * 1000;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -87,17 +85,8 @@ impl Agent for AgentService {
     ) -> Result<Response<MetricHistory>, Status> {
         let req = request.into_inner();
         self.check_node(&req.node)?;
-        let to = if req.to_unix_ms > 0 {
-            req.to_unix_ms
-        } else {
-            unix_now_ms()
-        };
-        let from = if req.from_unix_ms > 0 {
-            req.from_unix_ms
-        } else {
-            to - DEFAULT_HISTORY_RANGE_MS
-        };
-        if from > to {
+        let (from, to) = (req.from_unix_ms, req.to_unix_ms);
+        if from > 0 && to > 0 && from > to {
             return Err(Status::invalid_argument(format!(
                 "from_unix_ms ({from}) is after to_unix_ms ({to})"
             )));
@@ -117,7 +106,8 @@ impl Agent for AgentService {
                 available.len()
             )));
         }
-        let (series, step_ms) = history.query(&req.series, from, to, req.step_ms);
+        let step_ms = history.step_for(from, to, req.step_ms);
+        let series = history.query(&req.series, from, to, req.step_ms);
         Ok(Response::new(MetricHistory {
             series,
             available,
@@ -172,7 +162,7 @@ impl Agent for AgentService {
             since_unix_ms: req.since_unix_ms,
             min_severity,
             kind_prefix: req.kind,
-            node: None,
+            node: String::new(),
             limit: limit as usize,
         };
         let journal = self.state.journal.clone();
