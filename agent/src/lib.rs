@@ -10,4 +10,6 @@ pub mod identity;
 pub mod metrics;
 pub mod run;
 pub mod sampler;
+pub mod shim;
 pub mod state;
+pub mod supervisor;

@@ -282,16 +282,31 @@ impl Locator<'_> {
         }
     }
 
-    fn duration(&self, field: &str, value: Option<&str>, default: Duration) -> Result<Duration, SpecError> {
+    fn duration(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, SpecError> {
         match value {
             None => Ok(default),
             Some(text) => humantime::parse_duration(text).map_err(|e| {
-                self.error(field, format!("invalid duration {text:?}: {e} (examples: 500ms, 1s, 5m)"))
+                self.error(
+                    field,
+                    format!("invalid duration {text:?}: {e} (examples: 500ms, 1s, 5m)"),
+                )
             }),
         }
     }
 
-    fn count(&self, field: &str, value: Option<i64>, default: u32, min: u32, max: u32) -> Result<u32, SpecError> {
+    fn count(
+        &self,
+        field: &str,
+        value: Option<i64>,
+        default: u32,
+        min: u32,
+        max: u32,
+    ) -> Result<u32, SpecError> {
         let v = value.unwrap_or(default as i64);
         if v < min as i64 || v > max as i64 {
             return Err(self.error(field, format!("{v} is out of range {min}..={max}")));
@@ -308,14 +323,22 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
     if !valid_name(&raw.name) {
         return Err(at.error(
             "name",
-            format!("{:?} must be 1 to 63 lower-case letters, digits or '-', starting with a letter", raw.name),
+            format!(
+                "{:?} must be 1 to 63 lower-case letters, digits or '-', starting with a letter",
+                raw.name
+            ),
         ));
     }
     if raw.command.is_empty() || raw.command[0].trim().is_empty() {
         return Err(at.error("command", "must name a program (it is empty)"));
     }
     let instances = match raw.instances {
-        Some(n) if n < 0 => return Err(at.error("instances", format!("{n} is negative; use 0 to keep the service defined but stopped"))),
+        Some(n) if n < 0 => {
+            return Err(at.error(
+                "instances",
+                format!("{n} is negative; use 0 to keep the service defined but stopped"),
+            ));
+        }
         other => at.count("instances", other, 1, 0, MAX_INSTANCES)?,
     };
     for key in raw.env.keys() {
@@ -326,14 +349,20 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
     if let Some(dir) = &raw.workdir
         && !dir.is_absolute()
     {
-        return Err(at.error("workdir", format!("{} must be an absolute path", dir.display())));
+        return Err(at.error(
+            "workdir",
+            format!("{} must be an absolute path", dir.display()),
+        ));
     }
 
     let mut ports = BTreeMap::new();
     for (name, port) in &raw.ports {
         let field = format!("ports.{name}.frontend");
         if !valid_name(name) {
-            return Err(at.error(&format!("ports.{name}"), "port names are lower-case letters, digits or '-'"));
+            return Err(at.error(
+                &format!("ports.{name}"),
+                "port names are lower-case letters, digits or '-'",
+            ));
         }
         let frontend = match port.frontend {
             None => None,
@@ -354,21 +383,43 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         Some("on-failure") => RestartPolicy::OnFailure,
         Some("never") => RestartPolicy::Never,
         Some(other) => {
-            return Err(at.error("restart.policy", format!("{other:?} is not one of always, on-failure, never")));
+            return Err(at.error(
+                "restart.policy",
+                format!("{other:?} is not one of always, on-failure, never"),
+            ));
         }
     };
-    let backoff_initial = at.duration("restart.backoff_initial", r.backoff_initial.as_deref(), Duration::from_millis(100))?;
-    let backoff_max = at.duration("restart.backoff_max", r.backoff_max.as_deref(), Duration::from_secs(30))?;
+    let backoff_initial = at.duration(
+        "restart.backoff_initial",
+        r.backoff_initial.as_deref(),
+        Duration::from_millis(100),
+    )?;
+    let backoff_max = at.duration(
+        "restart.backoff_max",
+        r.backoff_max.as_deref(),
+        Duration::from_secs(30),
+    )?;
     if backoff_max < backoff_initial {
-        return Err(at.error("restart.backoff_max", "must not be shorter than backoff_initial"));
+        return Err(at.error(
+            "restart.backoff_max",
+            "must not be shorter than backoff_initial",
+        ));
     }
     let restart = RestartSpec {
         policy,
         backoff_initial,
         backoff_max,
         crashloop_after: at.count("restart.crashloop_after", r.crashloop_after, 5, 1, 1000)?,
-        crashloop_window: at.duration("restart.crashloop_window", r.crashloop_window.as_deref(), Duration::from_secs(60))?,
-        stable_after: at.duration("restart.stable_after", r.stable_after.as_deref(), Duration::from_secs(10))?,
+        crashloop_window: at.duration(
+            "restart.crashloop_window",
+            r.crashloop_window.as_deref(),
+            Duration::from_secs(60),
+        )?,
+        stable_after: at.duration(
+            "restart.stable_after",
+            r.stable_after.as_deref(),
+            Duration::from_secs(10),
+        )?,
     };
 
     let signal = match raw.stop.signal.as_deref() {
@@ -379,7 +430,11 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
     };
     let stop = StopSpec {
         signal,
-        timeout: at.duration("stop.timeout", raw.stop.timeout.as_deref(), Duration::from_secs(10))?,
+        timeout: at.duration(
+            "stop.timeout",
+            raw.stop.timeout.as_deref(),
+            Duration::from_secs(10),
+        )?,
     };
 
     let res = &raw.resources;
@@ -387,13 +442,21 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         memory_max: match &res.memory_max {
             None => None,
             Some(text) => Some(parse_size(text).filter(|b| *b >= 1 << 20).ok_or_else(|| {
-                at.error("resources.memory_max", format!("{text:?} is not a size of at least 1MiB (examples: 256MiB, 1GiB)"))
+                at.error(
+                    "resources.memory_max",
+                    format!("{text:?} is not a size of at least 1MiB (examples: 256MiB, 1GiB)"),
+                )
             })?),
         },
         cpu_max: match res.cpu_max {
             None => None,
             Some(c) if c > 0.0 && c <= 1024.0 => Some(c),
-            Some(c) => return Err(at.error("resources.cpu_max", format!("{c} cores is out of range (0, 1024]"))),
+            Some(c) => {
+                return Err(at.error(
+                    "resources.cpu_max",
+                    format!("{c} cores is out of range (0, 1024]"),
+                ));
+            }
         },
         pids_max: positive(&at, "resources.pids_max", res.pids_max)?,
         nofile: positive(&at, "resources.nofile", res.nofile)?,
@@ -403,7 +466,10 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         max_bytes: match &raw.logs.max_bytes {
             None => 10 << 20,
             Some(text) => parse_size(text).filter(|b| *b >= 4096).ok_or_else(|| {
-                at.error("logs.max_bytes", format!("{text:?} is not a size of at least 4KiB (examples: 10MiB, 512KiB)"))
+                at.error(
+                    "logs.max_bytes",
+                    format!("{text:?} is not a size of at least 4KiB (examples: 10MiB, 512KiB)"),
+                )
             })?,
         },
         keep: at.count("logs.keep", raw.logs.keep, 5, 1, 100)?,
@@ -434,13 +500,20 @@ fn positive(at: &Locator<'_>, field: &str, value: Option<i64>) -> Result<Option<
     }
 }
 
-fn parse_health(at: &Locator<'_>, h: &RawHealth, ports: &BTreeMap<String, PortSpec>) -> Result<HealthSpec, SpecError> {
+fn parse_health(
+    at: &Locator<'_>,
+    h: &RawHealth,
+    ports: &BTreeMap<String, PortSpec>,
+) -> Result<HealthSpec, SpecError> {
     let kinds = [h.http.is_some(), h.tcp == Some(true), h.exec.is_some()];
     let check = match kinds {
         [true, false, false] => {
             let path = h.http.clone().unwrap_or_default();
             if !path.starts_with('/') {
-                return Err(at.error("health.http", format!("{path:?} must be a path starting with '/'")));
+                return Err(at.error(
+                    "health.http",
+                    format!("{path:?} must be a path starting with '/'"),
+                ));
             }
             HealthCheck::Http { path }
         }
@@ -453,24 +526,44 @@ fn parse_health(at: &Locator<'_>, h: &RawHealth, ports: &BTreeMap<String, PortSp
             HealthCheck::Exec { command }
         }
         _ => {
-            return Err(at.error("health", "needs exactly one of http = \"/path\", tcp = true, exec = [\"cmd\"]"));
+            return Err(at.error(
+                "health",
+                "needs exactly one of http = \"/path\", tcp = true, exec = [\"cmd\"]",
+            ));
         }
     };
     let needs_port = !matches!(check, HealthCheck::Exec { .. });
     if let Some(port) = &h.port {
         if !ports.contains_key(port) {
-            return Err(at.error("health.port", format!("{port:?} is not one of the ports in [ports]")));
+            return Err(at.error(
+                "health.port",
+                format!("{port:?} is not one of the ports in [ports]"),
+            ));
         }
     } else if needs_port && ports.is_empty() {
-        return Err(at.error("health", "http and tcp checks need a port: add a [ports.NAME] table"));
+        return Err(at.error(
+            "health",
+            "http and tcp checks need a port: add a [ports.NAME] table",
+        ));
     }
-    let interval = at.duration("health.interval", h.interval.as_deref(), Duration::from_secs(1))?;
-    let timeout = at.duration("health.timeout", h.timeout.as_deref(), Duration::from_millis(500))?;
+    let interval = at.duration(
+        "health.interval",
+        h.interval.as_deref(),
+        Duration::from_secs(1),
+    )?;
+    let timeout = at.duration(
+        "health.timeout",
+        h.timeout.as_deref(),
+        Duration::from_millis(500),
+    )?;
     if interval < Duration::from_millis(100) {
         return Err(at.error("health.interval", "must be at least 100ms"));
     }
     if timeout.is_zero() || timeout > interval {
-        return Err(at.error("health.timeout", "must be more than 0 and not longer than the interval"));
+        return Err(at.error(
+            "health.timeout",
+            "must be more than 0 and not longer than the interval",
+        ));
     }
     Ok(HealthSpec {
         check,
@@ -497,8 +590,13 @@ pub fn check_conflicts<'a>(
             continue;
         }
         for (name, port) in &spec.ports {
-            let Some(frontend) = port.frontend else { continue };
-            let clash = other.ports.iter().find(|(_, p)| p.frontend == Some(frontend));
+            let Some(frontend) = port.frontend else {
+                continue;
+            };
+            let clash = other
+                .ports
+                .iter()
+                .find(|(_, p)| p.frontend == Some(frontend));
             if let Some((other_port, _)) = clash {
                 return Err(at.error(
                     &format!("ports.{name}.frontend"),
@@ -515,13 +613,17 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// Parses a size: "256MiB", "10MB", "4096", "1.5GiB" (binary and decimal units).
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -553,7 +655,11 @@ fn toml_error(file: &str, text: &str, error: &toml::de::Error) -> SpecError {
 
 /// 1-based line of a byte offset.
 fn line_at(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// The dotted field a line sets: its table header plus its key ("health.interval").
@@ -562,12 +668,19 @@ fn field_at_line(text: &str, line: usize) -> String {
     for (i, l) in text.lines().enumerate() {
         let l = strip_comment(l).trim();
         if let Some(header) = l.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            table = header.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            table = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
         }
         if i + 1 == line {
             if let Some((key, _)) = l.split_once('=') {
                 let key = key.trim().trim_matches('"');
-                return if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+                return if table.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{table}.{key}")
+                };
             }
             return table;
         }
@@ -590,7 +703,11 @@ fn line_of_field(text: &str, field: &str) -> Option<usize> {
         }
         if let Some((key, _)) = l.split_once('=') {
             let key = key.trim().trim_matches('"');
-            let full = if table.is_empty() { key.to_string() } else { format!("{table}.{key}") };
+            let full = if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            };
             if full == field {
                 return Some(i + 1);
             }
@@ -678,7 +795,13 @@ keep = 5
         assert_eq!(spec.stop.signal, StopSignal::Term);
         assert_eq!(spec.resources.memory_max, Some(256 << 20));
         assert_eq!(spec.resources.cpu_max, Some(0.5));
-        assert_eq!(spec.logs, LogSpec { max_bytes: 10 << 20, keep: 5 });
+        assert_eq!(
+            spec.logs,
+            LogSpec {
+                max_bytes: 10 << 20,
+                keep: 5
+            }
+        );
         assert_eq!(spec.env["GREETING"], "hi");
     }
 
@@ -688,7 +811,10 @@ keep = 5
         assert_eq!(e.line, Some(15));
         assert_eq!(e.field, "health.rize");
         assert!(e.problem.contains("unknown field"), "{e}");
-        assert!(e.to_string().starts_with("echo.toml:15: health.rize: "), "{e}");
+        assert!(
+            e.to_string().starts_with("echo.toml:15: health.rize: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,9 @@
+//! The service supervisor: runs each service's instances from its spec, keeps them running
+//! under a restart policy, checks their health, isolates them with cgroups and rlimits, and
+//! re-attaches to them after the agent's own restart.
+
+pub mod cgroup;
+pub mod health;
+pub mod logs;
+pub mod policy;
+pub mod spec;
