@@ -9,6 +9,7 @@ use clap::Args;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -17,6 +18,10 @@ use thiserror::Error;
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:7700";
 /// Default HTTP address for /metrics and /health.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:7702";
+/// Default range of backend ports handed to service instances.
+pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 20000..=29999;
+/// Default services dir on an installed host.
+pub const DEFAULT_SERVICES_DIR: &str = "/etc/strata/services.d";
 /// Default interval between two host samples.
 pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -45,6 +50,10 @@ pub struct RunArgs {
     /// Interval between host samples, e.g. "1s", "500ms" [default: 1s].
     #[arg(long, env = "STRATA_COLLECT_INTERVAL", value_name = "DURATION", value_parser = parse_duration_arg)]
     pub collect_interval: Option<Duration>,
+    /// Directory of service specs (`*.toml`) applied at start
+    /// [default: /etc/strata/services.d; none with --dev].
+    #[arg(long, env = "STRATA_SERVICES_DIR", value_name = "DIR")]
+    pub services_dir: Option<PathBuf>,
     /// A label of this node, KEY=VALUE; repeatable. Adds to and overrides the config file's labels.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
@@ -72,6 +81,11 @@ pub struct FileConfig {
     pub collect_interval: Option<Duration>,
     /// How many processes the top lists hold.
     pub top_processes: Option<usize>,
+    pub services_dir: Option<PathBuf>,
+    /// Backend ports for service instances, "FIRST-LAST".
+    pub port_range: Option<String>,
+    /// Parent cgroup of every service instance.
+    pub cgroup_root: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -96,6 +110,9 @@ pub struct AgentConfig {
     pub journal_max_age: Duration,
     /// Host alert rules: the built-in ones with the file's overrides applied.
     pub alerts: Vec<Rule>,
+    pub services_dir: Option<PathBuf>,
+    pub port_range: RangeInclusive<u16>,
+    pub cgroup_root: String,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -180,6 +197,36 @@ pub fn resolve(
         key: "alerts.rules",
         problem: e.to_string(),
     })?;
+    let port_range = match &file.port_range {
+        None => DEFAULT_PORT_RANGE,
+        Some(text) => {
+            crate::supervisor::ports::parse_range(text).ok_or_else(|| ConfigError::Invalid {
+                key: "port_range",
+                problem: format!("{text:?} is not FIRST-LAST with 1 <= FIRST <= LAST <= 65535"),
+            })?
+        }
+    };
+    let cgroup_root = file
+        .cgroup_root
+        .clone()
+        .unwrap_or_else(|| "strata".to_string());
+    if cgroup_root.is_empty() || cgroup_root.contains("..") || cgroup_root.starts_with('/') {
+        return Err(ConfigError::Invalid {
+            key: "cgroup_root",
+            problem: format!("{cgroup_root:?} must be a relative cgroup name such as \"strata\""),
+        });
+    }
+    let services_dir = args
+        .services_dir
+        .clone()
+        .or(file.services_dir.clone())
+        .or_else(|| {
+            if dev {
+                None
+            } else {
+                Some(PathBuf::from(DEFAULT_SERVICES_DIR))
+            }
+        });
     let mut labels = file.labels;
     labels.extend(args.labels.iter().cloned());
     let data_dir = args
@@ -202,6 +249,9 @@ pub fn resolve(
             .max_age
             .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
         alerts,
+        services_dir,
+        port_range,
+        cgroup_root,
     })
 }
 

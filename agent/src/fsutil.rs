@@ -36,6 +36,19 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Replaces `path` with `contents` by rename, without fsync: for runtime files (pids, launch
+/// descriptions) that only mean something while the machine is up. An agent crash cannot
+/// tear them; a power loss makes them moot. Keeps fsync off the restart hot path.
+pub fn write_replace(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, contents)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

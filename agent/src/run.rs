@@ -11,6 +11,7 @@ use crate::identity::load_or_create_node_id;
 use crate::metrics::history::History;
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
+use crate::supervisor::manager::{Supervisor, SupervisorConfig};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,21 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
+    let shim_exe =
+        std::env::current_exe().context("cannot find the agent's own binary for the shim")?;
+    let supervisor = Supervisor::start(
+        SupervisorConfig {
+            data_dir: data_dir.clone(),
+            services_dir: config.services_dir.clone(),
+            port_range: config.port_range.clone(),
+            cgroup_root: config.cgroup_root.clone(),
+            node_name: config.node_name.clone(),
+            shim_exe,
+        },
+        journal.clone(),
+    )
+    .await?;
+
     let (latest, _) = watch::channel(Arc::new(HostMetrics::default()));
     let state = Arc::new(AgentState {
         node_id: node_id.clone(),
@@ -63,6 +79,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         history: Mutex::new(History::default()),
         stats: Mutex::new(CollectStats::default()),
         journal: journal.clone(),
+        supervisor: supervisor.clone(),
     });
 
     let sampler = Sampler::start(state.clone(), &config)?;
@@ -97,6 +114,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     tracing::info!(signal, "shutting down");
     let _ = shutdown_tx.send(true);
     sampler.stop();
+    supervisor.detach_all().await;
     if let Some(watch) = kmsg_watch {
         watch.stop();
     }

@@ -4,6 +4,7 @@
 use crate::events::journal::Journal;
 use crate::facts::HostFacts;
 use crate::metrics::history::History;
+use crate::supervisor::manager::Supervisor;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ pub struct AgentState {
     pub history: Mutex<History>,
     pub stats: Mutex<CollectStats>,
     pub journal: Journal,
+    pub supervisor: Arc<Supervisor>,
 }
 
 impl AgentState {

@@ -2,13 +2,19 @@
 
 use crate::events::journal::EventQuery;
 use crate::state::AgentState;
+use crate::supervisor::logs::{self, LineFilter, LogStream};
+use crate::supervisor::manager::{Action, SupervisorError};
+use crate::supervisor::spec::StopSignal;
 use std::pin::Pin;
 use std::sync::Arc;
 use strata_proto::v1::agent_server::Agent;
 use strata_proto::v1::{
-    Event, GetMetricsRequest, GetNodeRequest, HostMetrics, MetricHistory, MetricHistoryRequest,
-    NodeInfo, QueryEventsReply, QueryEventsRequest, Severity, TopProcessesReply,
-    TopProcessesRequest, WatchEventsRequest, WatchMetricsRequest,
+    ApplySpecReply, ApplySpecRequest, ControlServiceReply, ControlServiceRequest, Event,
+    GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics, ListServicesReply,
+    ListServicesRequest, LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply,
+    QueryEventsRequest, RemoveServiceReply, RemoveServiceRequest, ServiceStatus, Severity,
+    TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchEventsRequest,
+    WatchMetricsRequest,
 };
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
@@ -48,6 +54,52 @@ impl AgentService {
 fn severity_of(value: i32, field: &str) -> Result<Severity, Status> {
     Severity::try_from(value)
         .map_err(|_| Status::invalid_argument(format!("{field}: unknown severity {value}")))
+}
+
+/// The gRPC status for a supervisor error.
+fn supervisor_status(error: SupervisorError) -> Status {
+    match error {
+        SupervisorError::InvalidSpec(e) => Status::invalid_argument(e.to_string()),
+        SupervisorError::Invalid(m) => Status::invalid_argument(m),
+        SupervisorError::NotFound(m) => Status::not_found(m),
+        SupervisorError::Failed(m) => Status::internal(m),
+    }
+}
+
+/// Parses a control request into an action.
+fn parse_action(req: &ControlServiceRequest) -> Result<Action, Status> {
+    match req.action.as_str() {
+        "start" => Ok(Action::Start),
+        "stop" => Ok(Action::Stop),
+        "restart" => Ok(Action::Restart),
+        "scale" => Ok(Action::Scale(req.count)),
+        "signal" => StopSignal::parse(&req.signal).map(Action::Signal).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "signal: {:?} is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2",
+                req.signal
+            ))
+        }),
+        other => Err(Status::invalid_argument(format!(
+            "action: {other:?} is not one of start, stop, restart, scale, signal"
+        ))),
+    }
+}
+
+/// Largest number of past lines one log request returns.
+pub const MAX_LOG_LINES: u32 = 10_000;
+/// How often a followed log is polled for new lines.
+const LOG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn log_line(instance: &str, line: logs::LogLine) -> LogLine {
+    LogLine {
+        time_unix_ms: line.time_unix_ms,
+        instance: instance.to_string(),
+        stream: match line.stream {
+            LogStream::Out => "out".into(),
+            LogStream::Err => "err".into(),
+        },
+        text: line.text,
+    }
 }
 
 /// Whether `event` passes a severity floor and a kind prefix.
@@ -195,6 +247,176 @@ impl Agent for AgentService {
                 },
             );
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesReply>, Status> {
+        self.check_node(&request.get_ref().node)?;
+        Ok(Response::new(ListServicesReply {
+            services: self.state.supervisor.list().await,
+            isolation: self.state.supervisor.isolation(),
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<ServiceStatus>, Status> {
+        let req = request.into_inner();
+        self.check_node(&req.node)?;
+        let status = self
+            .state
+            .supervisor
+            .get(&req.name)
+            .await
+            .map_err(supervisor_status)?;
+        Ok(Response::new(status))
+    }
+
+    async fn apply_spec(
+        &self,
+        request: Request<ApplySpecRequest>,
+    ) -> Result<Response<ApplySpecReply>, Status> {
+        let req = request.into_inner();
+        self.check_node(&req.node)?;
+        let report = self
+            .state
+            .supervisor
+            .apply(&req.source, &req.spec_toml, req.dry_run)
+            .await
+            .map_err(supervisor_status)?;
+        Ok(Response::new(ApplySpecReply {
+            service: report.service,
+            action: report.action.to_string(),
+            changes: report.changes,
+            applied: report.applied,
+        }))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceReply>, Status> {
+        let req = request.into_inner();
+        self.check_node(&req.node)?;
+        let stopped = self
+            .state
+            .supervisor
+            .remove(&req.name)
+            .await
+            .map_err(supervisor_status)?;
+        Ok(Response::new(RemoveServiceReply {
+            service: req.name,
+            stopped_instances: stopped,
+        }))
+    }
+
+    async fn control_service(
+        &self,
+        request: Request<ControlServiceRequest>,
+    ) -> Result<Response<ControlServiceReply>, Status> {
+        let req = request.into_inner();
+        self.check_node(&req.node)?;
+        let action = parse_action(&req)?;
+        let supervisor = &self.state.supervisor;
+        let message = supervisor
+            .control(&req.service, req.instance, action)
+            .await
+            .map_err(supervisor_status)?;
+        let service = supervisor.get(&req.service).await.ok();
+        Ok(Response::new(ControlServiceReply { service, message }))
+    }
+
+    type TailLogsStream = BoxStream<LogLine>;
+
+    async fn tail_logs(
+        &self,
+        request: Request<TailLogsRequest>,
+    ) -> Result<Response<Self::TailLogsStream>, Status> {
+        let req = request.into_inner();
+        self.check_node(&req.node)?;
+        let filter = if req.grep.is_empty() {
+            None
+        } else {
+            Some(LineFilter::new(&req.grep).map_err(|e| {
+                Status::invalid_argument(format!(
+                    "grep: {:?} is not a valid regular expression: {e}",
+                    req.grep
+                ))
+            })?)
+        };
+        let dirs = self
+            .state
+            .supervisor
+            .log_dirs(&req.service, req.instance)
+            .await
+            .map_err(supervisor_status)?;
+        let lines = match req.lines {
+            0 => 100,
+            n => n.min(MAX_LOG_LINES),
+        } as usize;
+        let follow = req.follow;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<LogLine, Status>>(256);
+        tokio::spawn(async move {
+            let filter = filter.map(std::sync::Arc::new);
+            let past = {
+                let dirs = dirs.clone();
+                let filter = filter.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut all = Vec::new();
+                    for (id, dir) in &dirs {
+                        let found = logs::tail(dir, lines, filter.as_deref())
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|l| log_line(id, l));
+                        all.extend(found);
+                    }
+                    all.sort_by_key(|l| l.time_unix_ms);
+                    let skip = all.len().saturating_sub(lines);
+                    all.split_off(skip)
+                })
+                .await
+                .unwrap_or_default()
+            };
+            let mut followers: Vec<(String, logs::Follower)> = if follow {
+                dirs.iter()
+                    .map(|(id, dir)| (id.clone(), logs::Follower::new(dir)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for line in past {
+                if tx.send(Ok(line)).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            let mut timer = tokio::time::interval(LOG_POLL_INTERVAL);
+            loop {
+                timer.tick().await;
+                for (id, follower) in followers.iter_mut() {
+                    let new = follower.poll_new().unwrap_or_default();
+                    for line in new {
+                        if filter.as_ref().is_some_and(|f| !f.matches(&line)) {
+                            continue;
+                        }
+                        if tx.send(Ok(log_line(id, line))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

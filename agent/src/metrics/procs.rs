@@ -77,6 +77,31 @@ fn parse_stat(text: &[u8]) -> Option<StatFields> {
     })
 }
 
+/// One process's figures from `/proc/[pid]/stat`, for the supervisor: whether a pid is
+/// still the process it started (start time), and its CPU ticks and RSS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// The state letter: R, S, D, Z, T, ...
+    pub state: u8,
+    /// utime + stime, in clock ticks.
+    pub ticks: u64,
+    /// Start time after boot, in clock ticks.
+    pub start_time: u64,
+    pub rss_pages: u64,
+}
+
+/// Reads `/proc/[pid]/stat`; `None` when the process is gone or the text is malformed.
+pub fn read_proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let f = parse_stat(&text)?;
+    Some(ProcStat {
+        state: f.state,
+        ticks: f.ticks,
+        start_time: f.start_time,
+        rss_pages: f.rss_pages,
+    })
+}
+
 /// Percent of one core used between two tick readings `elapsed` apart.
 pub(crate) fn cpu_percent(
     prev_ticks: u64,

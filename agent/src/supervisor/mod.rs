@@ -4,6 +4,10 @@
 
 pub mod cgroup;
 pub mod health;
+pub mod instance;
 pub mod logs;
+pub mod manager;
 pub mod policy;
+pub mod ports;
 pub mod spec;
+pub mod store;

@@ -1,0 +1,435 @@
+//! Service commands: apply, services, service, start/stop/restart, scale, signal, remove, logs.
+
+use super::failure::{Failure, FailureKind};
+use super::format::{bytes, table, time_ms, uptime};
+use super::{OutputFormat, print_json};
+use clap::Args;
+use strata_proto::v1::agent_client::AgentClient;
+use strata_proto::v1::{
+    ApplySpecRequest, ControlServiceRequest, GetServiceRequest, InstanceStatus, ListServicesReply,
+    ListServicesRequest, RemoveServiceRequest, ServiceStatus, TailLogsRequest,
+};
+use tonic::transport::Channel;
+
+/// A service, or one of its instances: `web` or `web/2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub service: String,
+    /// 0 means every instance.
+    pub instance: u32,
+}
+
+/// Parses `NAME` or `NAME/INDEX`.
+pub fn parse_target(text: &str) -> Result<Target, String> {
+    let (service, instance) = match text.split_once('/') {
+        None => (text, 0),
+        Some((service, index)) => match index.parse::<u32>() {
+            Ok(i) if i > 0 => (service, i),
+            _ => {
+                return Err(format!(
+                    "{text:?}: the instance after '/' must be a number from 1"
+                ));
+            }
+        },
+    };
+    if service.is_empty() {
+        return Err(format!("{text:?}: no service name"));
+    }
+    Ok(Target {
+        service: service.to_string(),
+        instance,
+    })
+}
+
+/// Flags of `strata logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// NAME for every instance merged, NAME/INDEX for one.
+    #[arg(value_parser = parse_target)]
+    target: Target,
+    /// Keep printing new lines as they are written.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// How many past lines.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    lines: u32,
+    /// Only lines matching this regular expression.
+    #[arg(long)]
+    grep: Option<String>,
+}
+
+fn status_failure(agent: &str) -> impl Fn(tonic::Status) -> Failure + '_ {
+    move |s| Failure::from_status(&s, agent)
+}
+
+/// `strata apply FILE [--dry-run]`.
+pub async fn apply(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    output: OutputFormat,
+    file: &std::path::Path,
+    dry_run: bool,
+) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure::new(
+            FailureKind::Usage,
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    let reply = client
+        .apply_spec(ApplySpecRequest {
+            node: String::new(),
+            spec_toml: text,
+            source: file.display().to_string(),
+            dry_run,
+        })
+        .await
+        .map_err(status_failure(agent))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => print_json(&reply),
+        OutputFormat::Table => {
+            let verb = if reply.applied {
+                ""
+            } else {
+                " (dry run: nothing applied)"
+            };
+            println!("service {}: {}{verb}", reply.service, reply.action);
+            for change in &reply.changes {
+                println!("  {change}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `strata services`.
+pub async fn list(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    output: OutputFormat,
+) -> Result<(), Failure> {
+    let reply = client
+        .list_services(ListServicesRequest::default())
+        .await
+        .map_err(status_failure(agent))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => print_json(&reply),
+        OutputFormat::Table => {
+            println!("{}", render_services(&reply));
+            Ok(())
+        }
+    }
+}
+
+/// The services table.
+pub fn render_services(reply: &ListServicesReply) -> String {
+    if reply.services.is_empty() {
+        return format!("No services. (isolation: {})", reply.isolation);
+    }
+    let mut t = table(&[
+        "name",
+        "version",
+        "instances",
+        "passing",
+        "state",
+        "frontend",
+        "restarts",
+        "health check",
+    ]);
+    for s in &reply.services {
+        let running = s
+            .instances
+            .iter()
+            .filter(|i| i.state == "running" || i.state == "starting")
+            .count();
+        let frontend: Vec<String> = s.frontend_ports.values().map(u32::to_string).collect();
+        t.add_row(vec![
+            s.name.clone(),
+            s.version.clone(),
+            format!("{running}/{}", s.desired_instances),
+            format!("{}/{}", s.passing, s.instances.len()),
+            service_state(s),
+            if frontend.is_empty() {
+                "-".into()
+            } else {
+                frontend.join(",")
+            },
+            s.restarts.to_string(),
+            s.health_check.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+/// One word for a service: stopped, or the worst state among its instances.
+fn service_state(s: &ServiceStatus) -> String {
+    if s.stopped {
+        return "stopped".into();
+    }
+    for worst in [
+        "failed",
+        "crashloop",
+        "backoff",
+        "exited",
+        "stopping",
+        "starting",
+        "pending",
+        "stopped",
+    ] {
+        if s.instances.iter().any(|i| i.state == worst) {
+            return worst.into();
+        }
+    }
+    "running".into()
+}
+
+/// `strata service NAME`.
+pub async fn show(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    output: OutputFormat,
+    name: &str,
+) -> Result<(), Failure> {
+    let status = client
+        .get_service(GetServiceRequest {
+            node: String::new(),
+            name: name.to_string(),
+        })
+        .await
+        .map_err(status_failure(agent))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => print_json(&status),
+        OutputFormat::Table => {
+            println!("{}", render_service(&status));
+            Ok(())
+        }
+    }
+}
+
+/// A service's header lines and its instances table.
+pub fn render_service(s: &ServiceStatus) -> String {
+    let mut out = vec![
+        format!("Service:    {} {}", s.name, s.version),
+        format!("Node:       {}", s.node),
+        format!("Source:     {}", s.source),
+        format!(
+            "Instances:  {} desired, {} passing{}",
+            s.desired_instances,
+            s.passing,
+            if s.stopped {
+                ", stopped by an operator"
+            } else {
+                ""
+            }
+        ),
+        format!("Health:     {}", s.health_check),
+    ];
+    if !s.frontend_ports.is_empty() {
+        let ports: Vec<String> = s
+            .frontend_ports
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push(format!("Frontend:   {}", ports.join(", ")));
+    }
+    out.push(String::new());
+    out.push(render_instances(&s.instances));
+    out.join("\n")
+}
+
+fn render_instances(instances: &[InstanceStatus]) -> String {
+    let now = super::format::now_ms();
+    let mut t = table(&[
+        "instance",
+        "state",
+        "health",
+        "pid",
+        "ports",
+        "cpu%",
+        "rss",
+        "uptime",
+        "restarts",
+        "last exit / reason",
+    ]);
+    for i in instances {
+        let ports: Vec<String> = i.ports.values().map(u32::to_string).collect();
+        let up = if i.pid > 0 && i.started_unix_ms > 0 {
+            uptime(((now - i.started_unix_ms).max(0) / 1000) as u64)
+        } else {
+            "-".into()
+        };
+        let note = if !i.reason.is_empty() {
+            i.reason.clone()
+        } else {
+            i.last_exit
+                .as_ref()
+                .map(|e| format!("{} at {}", e.description, time_ms(e.time_unix_ms)))
+                .unwrap_or_default()
+        };
+        t.add_row(vec![
+            i.id.clone(),
+            i.state.clone(),
+            i.health.clone(),
+            if i.pid > 0 {
+                i.pid.to_string()
+            } else {
+                "-".into()
+            },
+            ports.join(","),
+            format!("{:.1}", i.cpu_percent),
+            bytes(i.rss_bytes),
+            up,
+            i.restarts.to_string(),
+            note,
+        ]);
+    }
+    t.to_string()
+}
+
+/// `strata start|stop|restart|scale|signal`.
+pub async fn control(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    output: OutputFormat,
+    target: &Target,
+    action: &str,
+    count: u32,
+    signal: &str,
+) -> Result<(), Failure> {
+    let reply = client
+        .control_service(ControlServiceRequest {
+            node: String::new(),
+            service: target.service.clone(),
+            instance: target.instance,
+            action: action.to_string(),
+            count,
+            signal: signal.to_string(),
+        })
+        .await
+        .map_err(status_failure(agent))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => print_json(&reply),
+        OutputFormat::Table => {
+            println!("{}", reply.message);
+            Ok(())
+        }
+    }
+}
+
+/// `strata remove NAME`.
+pub async fn remove(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    output: OutputFormat,
+    name: &str,
+) -> Result<(), Failure> {
+    let reply = client
+        .remove_service(RemoveServiceRequest {
+            node: String::new(),
+            name: name.to_string(),
+        })
+        .await
+        .map_err(status_failure(agent))?
+        .into_inner();
+    match output {
+        OutputFormat::Json => print_json(&reply),
+        OutputFormat::Table => {
+            println!(
+                "service {} removed ({} instance(s) stopped)",
+                reply.service, reply.stopped_instances
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `strata logs NAME[/INDEX] [-f] [--lines N] [--grep RE]`: JSON is one line object per line.
+pub async fn logs(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    output: OutputFormat,
+    args: LogsArgs,
+) -> Result<(), Failure> {
+    let mut stream = client
+        .tail_logs(TailLogsRequest {
+            node: String::new(),
+            service: args.target.service.clone(),
+            instance: args.target.instance,
+            lines: args.lines,
+            follow: args.follow,
+            grep: args.grep.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_failure(agent))?
+        .into_inner();
+    let prefix = args.target.instance == 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(line)) => match output {
+                OutputFormat::Json => {
+                    let text = serde_json::to_string(&line).map_err(|e| {
+                        Failure::new(
+                            FailureKind::ActionFailed,
+                            format!("cannot encode JSON: {e}"),
+                        )
+                    })?;
+                    println!("{text}");
+                }
+                OutputFormat::Table if prefix => println!(
+                    "[{}] {} {}",
+                    line.instance,
+                    time_ms(line.time_unix_ms),
+                    line.text
+                ),
+                OutputFormat::Table => println!("{} {}", time_ms(line.time_unix_ms), line.text),
+            },
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(Failure::from_status(&status, agent)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_service_and_instance() {
+        assert_eq!(
+            parse_target("web").unwrap(),
+            Target {
+                service: "web".into(),
+                instance: 0
+            }
+        );
+        assert_eq!(
+            parse_target("web/2").unwrap(),
+            Target {
+                service: "web".into(),
+                instance: 2
+            }
+        );
+        assert!(parse_target("web/0").is_err());
+        assert!(parse_target("web/x").is_err());
+        assert!(parse_target("/1").is_err());
+    }
+
+    #[test]
+    fn service_state_shows_the_worst_instance() {
+        let inst = |state: &str| InstanceStatus {
+            state: state.into(),
+            ..Default::default()
+        };
+        let s = ServiceStatus {
+            instances: vec![inst("running"), inst("crashloop")],
+            ..Default::default()
+        };
+        assert_eq!(service_state(&s), "crashloop");
+        let s = ServiceStatus { stopped: true, ..s };
+        assert_eq!(service_state(&s), "stopped");
+    }
+}
