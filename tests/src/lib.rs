@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +76,11 @@ impl AgentProcess {
             "--http-addr",
             "127.0.0.1:0",
         ]);
+        if !options.extra_args.iter().any(|a| a == "--config") {
+            let config = data_dir.join("test-agent.toml");
+            std::fs::write(&config, test_config(data_dir))?;
+            cmd.arg("--config").arg(config);
+        }
         if let Some(name) = &options.node_name {
             cmd.args(["--node-name", name]);
         }
@@ -177,6 +183,105 @@ impl Drop for AgentProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        stop_services_of(&self.data_dir);
+    }
+}
+
+/// The config every test agent gets unless the test passes its own: a cgroup root and a
+/// backend port range of its own, so agents of parallel tests never share either.
+fn test_config(data_dir: &Path) -> String {
+    let n = NEXT_AGENT.fetch_add(1, Ordering::Relaxed);
+    let first = 30000 + (n % 300) * 100;
+    std::fs::write(data_dir.join("test-cgroup-root"), cgroup_root_for(n)).ok();
+    format!(
+        "cgroup_root = \"{}\"\nport_range = \"{first}-{}\"\nservices_dir = \"{}\"\n",
+        cgroup_root_for(n),
+        first + 99,
+        data_dir.join("services.d").display()
+    )
+}
+
+static NEXT_AGENT: AtomicU32 = AtomicU32::new(0);
+
+fn cgroup_root_for(n: u32) -> String {
+    format!("strata-test-{}-{n}", std::process::id())
+}
+
+/// Stops what the agent of `data_dir` started: every instance's process group and shim, by
+/// the pids in its instance records (each checked against its start time), then removes
+/// the test's cgroups. Tests call it through `Drop`; an agent left running is killed first.
+pub fn stop_services_of(data_dir: &Path) {
+    if let Ok(services) = std::fs::read_dir(data_dir.join("services")) {
+        for service in services.filter_map(Result::ok) {
+            let Ok(instances) = std::fs::read_dir(service.path().join("instances")) else {
+                continue;
+            };
+            for instance in instances.filter_map(Result::ok) {
+                let Ok(bytes) = std::fs::read(instance.path().join("instance.json")) else {
+                    continue;
+                };
+                let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                    continue;
+                };
+                let field = |k: &str| record[k].as_i64().unwrap_or(0);
+                kill_verified(field("pid") as i32, field("start_ticks") as u64, true);
+                kill_verified(field("shim_pid") as i32, field("shim_start_ticks") as u64, false);
+            }
+        }
+    }
+    if let Ok(root) = std::fs::read_to_string(data_dir.join("test-cgroup-root")) {
+        std::thread::sleep(Duration::from_millis(200));
+        remove_cgroups(root.trim());
+    }
+}
+
+fn kill_verified(pid: i32, start_ticks: u64, group: bool) {
+    if pid <= 0 || process_start_ticks(pid) != Some(start_ticks) {
+        return;
+    }
+    let Some(p) = rustix::process::Pid::from_raw(pid) else {
+        return;
+    };
+    let _ = if group {
+        rustix::process::kill_process_group(p, rustix::process::Signal::KILL)
+    } else {
+        rustix::process::kill_process(p, rustix::process::Signal::KILL)
+    };
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot.
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = text.get(text.rfind(')')? + 2..)?;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| t.rfind(')').and_then(|i| t.get(i + 2..i + 3).map(str::to_string)))
+        .is_some_and(|state| state != "Z")
+}
+
+/// Removes a test's cgroup directories (deepest first) in every mounted hierarchy.
+fn remove_cgroups(root: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in hierarchies.filter_map(Result::ok) {
+        let dir = h.path().join(root);
+        if !dir.is_dir() {
+            continue;
+        }
+        if let Ok(children) = std::fs::read_dir(&dir) {
+            for child in children.filter_map(Result::ok) {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
     }
 }
 

@@ -1,0 +1,67 @@
+//! A small HTTP service for the end-to-end tests: serves any path on 127.0.0.1:$PORT,
+//! answering with the status code written in `$HEALTH_FILE` (200 when the file is missing),
+//! and logs one line per request. When the file says `down`, it closes its listening socket
+//! until the file says otherwise, so TCP checks fail too. A real program under supervision,
+//! with no dependency on Python or anything else.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+fn main() {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
+    let health_file = std::env::var("HEALTH_FILE").ok();
+    let wanted = || -> String {
+        health_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|| "200".into())
+    };
+    println!("serving 127.0.0.1:{port} pid {}", std::process::id());
+    let mut listener: Option<TcpListener> = None;
+    loop {
+        let status = wanted();
+        if status == "down" {
+            if listener.take().is_some() {
+                println!("listener closed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        if listener.is_none() {
+            match TcpListener::bind(format!("127.0.0.1:{port}")) {
+                Ok(l) => {
+                    let _ = l.set_nonblocking(true);
+                    listener = Some(l);
+                }
+                Err(e) => {
+                    eprintln!("cannot listen on 127.0.0.1:{port}: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            }
+        }
+        let Some(l) = &listener else { continue };
+        match l.accept() {
+            Ok((stream, _)) => answer(stream, &status),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => eprintln!("accept: {e}"),
+        }
+    }
+}
+
+fn answer(mut stream: TcpStream, status: &str) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut request = String::new();
+    let _ = BufReader::new(&stream).read_line(&mut request);
+    let code: u16 = status.parse().unwrap_or(200);
+    let body = format!("status {code}\n");
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    println!("{} -> {code}", request.trim());
+}
