@@ -43,22 +43,27 @@ const ROUND_PAUSE: Duration = Duration::from_millis(10);
 /// Why a cgroup operation failed: the operation and the path, with the kernel's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    /// A group name that is not one plain path component.
     #[error("invalid cgroup name {name:?}: {why}")]
     InvalidName { name: String, why: &'static str },
+    /// Creating, reading or removing a cgroup directory failed.
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
         source: io::Error,
     },
+    /// The kernel refused a value written to a cgroup file.
     #[error("write {value:?} to {}: {source}", path.display())]
     Write {
         path: PathBuf,
         value: String,
         source: io::Error,
     },
+    /// [`Isolation::open`] found no such group.
     #[error("no cgroup {name:?} exists (looked for {})", path.display())]
     NotFound { name: String, path: PathBuf },
+    /// [`InstanceCgroup::kill_all`] gave up with processes left.
     #[error("processes {pids:?} are still in {} after SIGKILL", path.display())]
     Survivors { path: PathBuf, pids: Vec<i32> },
 }
@@ -90,8 +95,11 @@ impl Ctl {
 /// Which kind of isolation the host allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hierarchy {
+    /// The unified hierarchy.
     V2,
+    /// A hierarchy per controller.
     V1,
+    /// No writable hierarchy: rlimits only.
     None,
 }
 
@@ -301,6 +309,10 @@ impl Isolation {
                 remove_quietly(group);
                 return Err(e);
             }
+        }
+        let leftovers = group.pids();
+        if !leftovers.is_empty() {
+            tracing::warn!(group = name, pids = ?leftovers, "reusing a cgroup that still has processes");
         }
         if let Err(e) = group.apply(resources, &self.controllers()) {
             remove_quietly(group);
@@ -1029,6 +1041,50 @@ mod tests {
             Err(CgroupError::NotFound { .. })
         ));
         drop(group);
+    }
+
+    /// A parent group on the cgroup v2 mount even when it offers none of our controllers (as
+    /// on hybrid hosts): v2 containment, `cgroup.kill` and removal are exercised all the same.
+    #[test]
+    fn v2_groups_contain_and_kill_even_without_controllers() {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let Some(mount) = parse_mountinfo(&text).v2 else {
+            eprintln!("skipping: no cgroup v2 mount");
+            return;
+        };
+        let root = mount.join(format!("strata-test-{}-v2", std::process::id()));
+        if let Err(e) = make_dir(&root) {
+            eprintln!("skipping: {e}");
+            return;
+        }
+        let mut fixture = Fixture {
+            isolation: Isolation {
+                mode: Mode::V2 {
+                    root,
+                    enabled: Vec::new(),
+                },
+            },
+            groups: Vec::new(),
+        };
+        let group = fixture.create("v2-1", &ResourceSpec::default());
+        assert_eq!(group.procs_files().len(), 1);
+        let mut child = spawn_in(&group, "sleep 30 & exec sleep 30");
+        wait_until("two processes in the group", || group.pids().len() == 2);
+        let forked = group
+            .pids()
+            .into_iter()
+            .find(|p| *p != child.id() as i32)
+            .unwrap();
+        assert!(
+            group.cpu_usage_usec().is_some(),
+            "cpu.stat is a core v2 file"
+        );
+        group.kill_all().unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+        wait_until("the forked sleep is dead", || gone_or_zombie(forked));
+        let dirs = group.dirs();
+        group.remove().unwrap();
+        assert!(dirs.iter().all(|d| !d.exists()));
     }
 
     #[test]

@@ -62,8 +62,11 @@ impl Health {
 /// The result of one check, with what happened when it did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckOutcome {
+    /// Healthy.
     Pass,
+    /// Answering but degraded, and how.
     Warn(String),
+    /// Not healthy, and what happened.
     Fail(String),
 }
 
