@@ -93,7 +93,7 @@ struct RunningShim {
     shim: ShimProcess,
     record: InstanceRecord,
     started: Instant,
-    cgroup: Option<InstanceCgroup>,
+    cgroup: InstanceCgroup,
     oom_kills_before: u64,
 }
 
@@ -244,7 +244,7 @@ impl InstanceTask {
                 ports.reserve(*port);
             }
         }
-        let cgroup = self.ctx.isolation.open(&self.cgroup_name());
+        let cgroup = self.ctx.isolation.open(&self.cgroup_name()).ok();
         let shim_alive = same_process(record.shim_pid, record.shim_start_ticks);
         if shim_alive
             && let Some(fd) = Pid::from_raw(record.shim_pid)
@@ -274,7 +274,17 @@ impl InstanceTask {
                     record.pid
                 ),
             );
-            let oom_kills_before = cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+            let cgroup = match cgroup {
+                Some(c) => c,
+                None => match self.ctx.isolation.create(&self.cgroup_name(), &self.spec.resources) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(instance = %self.id(), error = %e, "adopted without a cgroup");
+                        return Phase::Running(self.adopted_without_cgroup(fd, record, started));
+                    }
+                },
+            };
+            let oom_kills_before = cgroup.oom_kills();
             return Phase::Running(RunningShim {
                 shim: ShimProcess::Adopted(fd),
                 record,
@@ -287,9 +297,13 @@ impl InstanceTask {
         if same_process(record.pid, record.start_ticks) {
             kill_group(record.pid, Signal::KILL);
         }
-        if let Some(cgroup) = &cgroup {
-            cgroup.kill_all();
-        }
+        let cgroup = match cgroup {
+            Some(c) => c,
+            None => match self.ctx.isolation.create(&self.cgroup_name(), &self.spec.resources) {
+                Ok(c) => c,
+                Err(_) => return Phase::Start,
+            },
+        };
         let running = RunningShim {
             shim: ShimProcess::Gone,
             record,
@@ -386,7 +400,7 @@ impl InstanceTask {
             log_max_bytes: self.spec.logs.max_bytes,
             log_keep: self.spec.logs.keep,
             nofile: self.spec.resources.nofile,
-            cgroup_procs: cgroup.as_ref().map(|c| c.procs_files()).unwrap_or_default(),
+            cgroup_procs: cgroup.procs_files(),
         };
         let json = serde_json::to_vec(&launch).map_err(|e| format!("cannot encode launch: {e}"))?;
         write_replace(&dir.join(LAUNCH_FILE), &json)
@@ -458,7 +472,7 @@ impl InstanceTask {
                     .health
                     .as_ref()
                     .map(|h| HealthTracker::new(h, started));
-                let oom_kills_before = cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+                let oom_kills_before = cgroup.oom_kills();
                 Ok(RunningShim {
                     shim: ShimProcess::Child(child),
                     record,
@@ -469,9 +483,7 @@ impl InstanceTask {
             }
             _ => {
                 let _ = child.wait().await;
-                if let Some(cgroup) = cgroup {
-                    cgroup.remove();
-                }
+                release_cgroup(cgroup).await;
                 Err(reply.strip_prefix("failed ").unwrap_or(&reply).to_string())
             }
         }
@@ -633,8 +645,9 @@ impl InstanceTask {
 
     fn refresh_stats(&mut self, running: &RunningShim) {
         let now = Instant::now();
-        let (cpu_usec, rss) = match &running.cgroup {
-            Some(c) => (c.cpu_usage_usec(), c.memory_current()),
+        let from_cgroup = running.cgroup.cpu_usage_usec().zip(running.cgroup.memory_current());
+        let (cpu_usec, rss) = match from_cgroup {
+            Some((cpu, rss)) => (Some(cpu), Some(rss)),
             None => match read_proc_stat(running.record.pid) {
                 Some(stat) => {
                     let tps = procfs::ticks_per_second().max(1);
@@ -681,9 +694,7 @@ impl InstanceTask {
             .is_ok();
         if !graceful {
             kill_group(pid, Signal::KILL);
-            if let Some(cgroup) = &running.cgroup {
-                cgroup.kill_all();
-            }
+            kill_cgroup(&running.cgroup).await;
             if tokio::time::timeout(SHIM_EXIT_GRACE, running.shim.exited())
                 .await
                 .is_err()
@@ -692,10 +703,7 @@ impl InstanceTask {
             }
         }
         let exit = read_exit(&self.dir());
-        if let Some(cgroup) = running.cgroup.take() {
-            cgroup.kill_all();
-            cgroup.remove();
-        }
+        release_cgroup(running.cgroup).await;
         self.ctx.store.clear_instance(&self.spec.name, self.index);
         let description = exit
             .as_ref()
@@ -719,18 +727,11 @@ impl InstanceTask {
 
     /// Handles an exit the instance did not get a command for: records it, then applies
     /// the restart policy.
-    async fn after_exit(&mut self, mut running: RunningShim, when: &str) -> Phase {
+    async fn after_exit(&mut self, running: RunningShim, when: &str) -> Phase {
         let dir = self.dir();
         let exit = read_exit(&dir);
-        let oom = running
-            .cgroup
-            .as_ref()
-            .map(|c| c.oom_kills() > running.oom_kills_before)
-            .unwrap_or(false);
-        if let Some(cgroup) = running.cgroup.take() {
-            cgroup.kill_all();
-            cgroup.remove();
-        }
+        let oom = running.cgroup.oom_kills() > running.oom_kills_before;
+        release_cgroup(running.cgroup).await;
         self.ctx.store.clear_instance(&self.spec.name, self.index);
         let kind = match &exit {
             None => ExitKind::Signal(9),
@@ -889,6 +890,26 @@ impl InstanceTask {
         self.ports.clear();
         self.ctx.store.remove_instance(&self.spec.name, self.index);
     }
+}
+
+/// Kills whatever is left in an instance's cgroup (it may block briefly, so off the runtime).
+async fn kill_cgroup(cgroup: &InstanceCgroup) {
+    tokio::task::block_in_place(|| {
+        if let Err(e) = cgroup.kill_all() {
+            tracing::warn!(error = %e, "processes survived the cgroup kill");
+        }
+    });
+}
+
+/// Kills what is left in an instance's cgroup and removes it.
+async fn release_cgroup(cgroup: InstanceCgroup) {
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = cgroup.kill_all() {
+            tracing::warn!(error = %e, "processes survived the cgroup kill");
+        }
+        let _ = cgroup.remove();
+    })
+    .await;
 }
 
 fn check_future(

@@ -146,6 +146,16 @@ impl RestartTracker {
         self.attempt = 0;
     }
 
+    /// Counts a restart an operator asked for, so displays show every restart.
+    pub fn count_restart(&mut self) {
+        self.restarts = self.restarts.saturating_add(1);
+    }
+
+    /// Carries the restart count over from a previous agent, after adoption.
+    pub fn set_restarts(&mut self, restarts: u32) {
+        self.restarts = restarts;
+    }
+
     /// Total restarts decided, for status displays.
     pub fn restarts(&self) -> u32 {
         self.restarts
