@@ -474,3 +474,178 @@ fn end_of_last_line(file: &File, len: u64) -> io::Result<u64> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shim::logfile::LogWriter;
+    use std::io::Write;
+    use std::time::Duration;
+
+    const T: &str = "2026-11-26T05:46:02.123Z";
+    const T_MS: i64 = 1_795_671_962_123;
+
+    fn numbers(lines: &[LogLine]) -> Vec<usize> {
+        lines
+            .iter()
+            .map(|l| l.text.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn parses_the_shim_format_and_keeps_garbage_whole() {
+        assert_eq!(
+            parse_line(&format!("{T} out hello world")),
+            LogLine {
+                time_unix_ms: T_MS,
+                stream: LogStream::Out,
+                text: "hello world".into()
+            }
+        );
+        assert_eq!(parse_line(&format!("{T} err ")).stream, LogStream::Err);
+        assert_eq!(parse_line(&format!("{T} err")).text, "");
+        for garbage in [
+            "",
+            " ",
+            "hello",
+            "2026-13-45T99:99:99.000Z out x",
+            &format!("{T} bad x"),
+            "\u{0}\u{ffff} 日本 out",
+            "2026-11-26T05:46:02.123Z",
+        ] {
+            let line = parse_line(garbage);
+            assert_eq!(line.time_unix_ms, 0, "{garbage:?}");
+            assert_eq!(line.stream, LogStream::Out);
+            assert_eq!(line.text, garbage);
+        }
+    }
+
+    fn write_numbered(writer: &mut LogWriter, range: std::ops::Range<usize>) {
+        for i in range {
+            let stream = if i % 3 == 0 {
+                LogStream::Err
+            } else {
+                LogStream::Out
+            };
+            writer.write_line(stream, format!("line {i}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn tail_returns_the_last_matching_lines_oldest_first_across_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::new(dir.path(), 4096, 5);
+        write_numbered(&mut writer, 0..600);
+        assert!(dir.path().join("output.log.3").exists());
+        assert_eq!(
+            numbers(&tail(dir.path(), 3, None).unwrap()),
+            vec![597, 598, 599]
+        );
+
+        // Lines ending in 7 and on stderr: spread over several files.
+        let filter = LineFilter::new("7$").unwrap().stream(LogStream::Err);
+        let found = tail(dir.path(), 8, Some(&filter)).unwrap();
+        let expected: Vec<usize> = (0..600).filter(|i| i % 10 == 7 && i % 3 == 0).collect();
+        assert_eq!(numbers(&found), expected[expected.len() - 8..].to_vec());
+
+        // Everything kept, in order, with no line lost at chunk or file boundaries.
+        let all = numbers(&tail(dir.path(), usize::MAX, None).unwrap());
+        let first = all[0];
+        assert_eq!(all, (first..600).collect::<Vec<_>>());
+        assert!(tail(dir.path(), 0, None).unwrap().is_empty());
+        assert!(LineFilter::new("(").is_err());
+    }
+
+    #[test]
+    fn tail_reads_big_files_in_chunks_and_keeps_malformed_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = File::create(dir.path().join(LOG_FILE)).unwrap();
+        let long = "x".repeat(3 * CHUNK / 2);
+        writeln!(file, "garbage first").unwrap();
+        for i in 0..20_000 {
+            writeln!(file, "{T} out line {i}").unwrap();
+        }
+        writeln!(file, "{T} err {long}").unwrap();
+        write!(file, "{T} out partial").unwrap();
+        drop(file);
+        let last = tail(dir.path(), 3, None).unwrap();
+        assert_eq!(last[0].text, "line 19999");
+        assert_eq!(last[1].text, long);
+        assert_eq!(last[1].stream, LogStream::Err);
+        assert_eq!(last[2].text, "partial");
+        let all = tail(dir.path(), usize::MAX, None).unwrap();
+        assert_eq!(all.len(), 20_003);
+        assert_eq!(all[0].text, "garbage first");
+        assert_eq!(all[0].time_unix_ms, 0);
+        assert!(
+            tail(&dir.path().join("missing"), 5, None)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn follower_sees_every_line_once_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::new(dir.path(), 4096, 3);
+        write_numbered(&mut writer, 0..50);
+        let mut follower = Follower::new(dir.path(), None).unwrap();
+        let total = 6000;
+        let writing = std::thread::spawn(move || {
+            for chunk in 0..total / 20 {
+                write_numbered(&mut writer, 50 + chunk * 20..50 + (chunk + 1) * 20);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        let mut seen = Vec::new();
+        while seen.len() < total {
+            seen.extend(numbers(&follower.poll_new().unwrap()));
+            if writing.is_finished() && seen.len() < total {
+                seen.extend(numbers(&follower.poll_new().unwrap()));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        writing.join().unwrap();
+        assert_eq!(seen, (50..50 + total).collect::<Vec<_>>());
+        assert!(follower.poll_new().unwrap().is_empty());
+    }
+
+    #[test]
+    fn tail_and_follow_neither_repeat_nor_miss_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_FILE);
+        let mut file = File::create(&path).unwrap();
+        for i in 0..10 {
+            writeln!(file, "{T} out line {i}").unwrap();
+        }
+        // A line being written: the follower, not the tail, delivers it once complete.
+        write!(file, "{T} out line 1").unwrap();
+        let (tail, mut follower) = Follower::tail_and_follow(dir.path(), 3, None).unwrap();
+        assert_eq!(numbers(&tail), vec![7, 8, 9]);
+        assert!(follower.poll_new().unwrap().is_empty());
+        writeln!(file, "0").unwrap();
+        writeln!(file, "{T} out line 11").unwrap();
+        assert_eq!(numbers(&follower.poll_new().unwrap()), vec![10, 11]);
+
+        // Truncated in place (copytruncate): start again at the beginning.
+        file.set_len(0).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(file, "{T} out line 12").unwrap();
+        assert_eq!(numbers(&follower.poll_new().unwrap()), vec![12]);
+    }
+
+    #[test]
+    fn follower_waits_for_the_log_to_appear_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let filter = LineFilter::new("^line [0-9]*5$").unwrap();
+        let mut follower = Follower::new(dir.path(), Some(filter)).unwrap();
+        assert!(follower.poll_new().unwrap().is_empty());
+        let mut writer = LogWriter::new(dir.path(), 1 << 20, 1);
+        write_numbered(&mut writer, 0..30);
+        assert_eq!(numbers(&follower.poll_new().unwrap()), vec![5, 15, 25]);
+    }
+}
