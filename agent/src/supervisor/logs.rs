@@ -53,7 +53,9 @@ pub enum LogError {
     /// The filter pattern is not a valid regular expression.
     #[error("invalid log filter {pattern:?}: {source}")]
     BadFilter {
+        /// The pattern as given.
         pattern: String,
+        /// What the regex parser objected to.
         #[source]
         source: regex::Error,
     },
