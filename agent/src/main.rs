@@ -22,6 +22,9 @@ enum Command {
     Run(RunArgs),
     /// Print the agent's version.
     Version,
+    /// Run one service instance from DIR/launch.json (started by the agent, not by hand).
+    #[command(hide = true)]
+    Shim { dir: std::path::PathBuf },
 }
 
 /// Exit code for a configuration or usage error, the same as clap's.
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => run(args),
+        Command::Shim { dir } => strata_agent::shim::run::run(&dir),
     }
 }
 

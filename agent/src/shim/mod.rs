@@ -13,3 +13,5 @@
 //!   has ended, just before the shim exits.
 
 pub mod launch;
+pub mod logfile;
+pub mod run;
