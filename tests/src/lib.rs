@@ -225,7 +225,11 @@ pub fn stop_services_of(data_dir: &Path) {
                 };
                 let field = |k: &str| record[k].as_i64().unwrap_or(0);
                 kill_verified(field("pid") as i32, field("start_ticks") as u64, true);
-                kill_verified(field("shim_pid") as i32, field("shim_start_ticks") as u64, false);
+                kill_verified(
+                    field("shim_pid") as i32,
+                    field("shim_start_ticks") as u64,
+                    false,
+                );
             }
         }
     }
@@ -260,7 +264,10 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|t| t.rfind(')').and_then(|i| t.get(i + 2..i + 3).map(str::to_string)))
+        .and_then(|t| {
+            t.rfind(')')
+                .and_then(|i| t.get(i + 2..i + 3).map(str::to_string))
+        })
         .is_some_and(|state| state != "Z")
 }
 

@@ -38,7 +38,11 @@ impl Fixture {
 
     fn service(&self, name: &str) -> Value {
         let out = self.agent.strata(&["service", name, "-o", "json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("json")
     }
 
@@ -47,7 +51,13 @@ impl Fixture {
     }
 
     /// Polls the service until `check` holds, or panics with the last state after `timeout`.
-    fn wait_for(&self, name: &str, timeout: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.service(name);
@@ -55,7 +65,10 @@ impl Fixture {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}: {s:#}\nagent stderr:\n{}", self.agent.stderr());
+                panic!(
+                    "timed out waiting for {what}: {s:#}\nagent stderr:\n{}",
+                    self.agent.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -66,7 +79,9 @@ impl Fixture {
     }
 
     fn events(&self, kind: &str) -> Vec<Value> {
-        let out = self.agent.strata(&["events", "--kind", kind, "--limit", "1000", "-o", "json"]);
+        let out = self
+            .agent
+            .strata(&["events", "--kind", kind, "--limit", "1000", "-o", "json"]);
         assert!(out.status.success());
         let v: Value = serde_json::from_slice(&out.stdout).expect("json");
         v["events"].as_array().cloned().unwrap_or_default()
@@ -74,7 +89,10 @@ impl Fixture {
 }
 
 fn state(s: &Value, i: usize) -> String {
-    s["instances"][i]["state"].as_str().unwrap_or("").to_string()
+    s["instances"][i]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn num(v: &Value) -> i64 {
@@ -95,14 +113,19 @@ crashloop_after = 100
 crashloop_window = "60s"
 "#,
     );
-    f.wait_for("crash", Duration::from_secs(20), "4 restarts", |s| num(&s["instances"][0]["restarts"]) >= 4);
+    f.wait_for("crash", Duration::from_secs(20), "4 restarts", |s| {
+        num(&s["instances"][0]["restarts"]) >= 4
+    });
     let backoffs: Vec<String> = f
         .events("service.backoff")
         .iter()
         .filter_map(|e| e["message"].as_str().map(str::to_string))
         .collect();
     assert!(backoffs.len() >= 3, "{backoffs:?}");
-    assert!(backoffs.iter().all(|m| m.contains("exited with code 3")), "{backoffs:?}");
+    assert!(
+        backoffs.iter().all(|m| m.contains("exited with code 3")),
+        "{backoffs:?}"
+    );
     let delays: Vec<f64> = backoffs.iter().filter_map(|m| delay_of(m)).collect();
     assert!(delays.len() >= 3, "{backoffs:?}");
     assert!(delays[2] > delays[0], "backoff grows: {delays:?}");
@@ -142,9 +165,16 @@ crashloop_after = 3
 crashloop_window = "60s"
 "#,
     );
-    let s = f.wait_for("looper", Duration::from_secs(20), "crashloop", |s| state(s, 0) == "crashloop");
+    let s = f.wait_for("looper", Duration::from_secs(20), "crashloop", |s| {
+        state(s, 0) == "crashloop"
+    });
     let restarts = num(&s["instances"][0]["restarts"]);
-    assert!(s["instances"][0]["reason"].as_str().unwrap_or("").contains("crash loop"));
+    assert!(
+        s["instances"][0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("crash loop")
+    );
     std::thread::sleep(Duration::from_millis(800));
     let later = f.instance("looper", 1);
     assert_eq!(later["state"], "crashloop", "held until an operator acts");
@@ -159,7 +189,9 @@ command = ["/bin/sh", "-c", "exit 0"]
 policy = "never"
 "#,
     );
-    f.wait_for("once", Duration::from_secs(20), "exited", |s| state(s, 0) == "exited");
+    f.wait_for("once", Duration::from_secs(20), "exited", |s| {
+        state(s, 0) == "exited"
+    });
     std::thread::sleep(Duration::from_millis(500));
     let once = f.instance("once", 1);
     assert_eq!(once["state"], "exited");
@@ -181,22 +213,37 @@ timeout = "2s"
 "#
         ),
     );
-    let s = f.wait_for("bg", Duration::from_secs(20), "running", |s| state(s, 0) == "running");
+    let s = f.wait_for("bg", Duration::from_secs(20), "running", |s| {
+        state(s, 0) == "running"
+    });
     let pid = num(&s["instances"][0]["pid"]) as i32;
     let deadline = Instant::now() + Duration::from_secs(5);
     while !Path::new(&gc_file).exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let grandchild: i32 = std::fs::read_to_string(&gc_file).expect("gc pid").trim().parse().expect("pid");
+    let grandchild: i32 = std::fs::read_to_string(&gc_file)
+        .expect("gc pid")
+        .trim()
+        .parse()
+        .expect("pid");
     assert!(alive(pid) && alive(grandchild));
     let out = f.agent.strata(&["stop", "bg"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(state(&f.service("bg"), 0), "stopped");
     assert!(!alive(pid), "service stopped");
     assert!(!alive(grandchild), "grandchild stopped too");
 
-    f.apply("missing.toml", "name = \"missing\"\ncommand = [\"/nonexistent/program\"]\n");
-    let s = f.wait_for("missing", Duration::from_secs(20), "failed", |s| state(s, 0) == "failed");
+    f.apply(
+        "missing.toml",
+        "name = \"missing\"\ncommand = [\"/nonexistent/program\"]\n",
+    );
+    let s = f.wait_for("missing", Duration::from_secs(20), "failed", |s| {
+        state(s, 0) == "failed"
+    });
     let reason = s["instances"][0]["reason"].as_str().unwrap_or("");
     assert!(reason.contains("/nonexistent/program"), "{reason}");
 }
@@ -215,7 +262,9 @@ crashloop_after = 1000
 crashloop_window = "1s"
 "#,
     );
-    f.wait_for("churn", Duration::from_secs(120), "200 restarts", |s| num(&s["instances"][0]["restarts"]) >= 200);
+    f.wait_for("churn", Duration::from_secs(120), "200 restarts", |s| {
+        num(&s["instances"][0]["restarts"]) >= 200
+    });
     let out = f.agent.strata(&["stop", "churn"]);
     assert!(out.status.success());
     std::thread::sleep(Duration::from_millis(300));
@@ -226,12 +275,28 @@ crashloop_window = "1s"
 /// Zombie processes whose parent is `parent`.
 fn zombie_children_of(parent: i32) -> Vec<i32> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().filter_map(Result::ok) {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else { continue };
+    for entry in std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z") && fields.get(1).and_then(|p| p.parse().ok()) == Some(parent) {
+        if fields.first() == Some(&"Z")
+            && fields.get(1).and_then(|p| p.parse().ok()) == Some(parent)
+        {
             found.push(pid);
         }
     }
@@ -297,14 +362,25 @@ grace = "0s"
         ),
     );
     let long = Duration::from_secs(20);
-    let health = |s: &Value| s["instances"][0]["health"].as_str().unwrap_or("").to_string();
+    let health = |s: &Value| {
+        s["instances"][0]["health"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
     f.wait_for("web", long, "web passing", |s| health(s) == "passing");
     f.wait_for("raw", long, "raw passing", |s| health(s) == "passing");
     f.wait_for("job", long, "job passing", |s| health(s) == "passing");
 
     std::fs::write(&http_flag, "503").expect("flag");
     let s = f.wait_for("web", long, "web critical", |s| health(s) == "critical");
-    assert!(s["instances"][0]["health_output"].as_str().unwrap_or("").contains("503"), "{s:#}");
+    assert!(
+        s["instances"][0]["health_output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("503"),
+        "{s:#}"
+    );
     std::fs::write(&http_flag, "429").expect("flag");
     f.wait_for("web", long, "web warning", |s| health(s) == "warning");
     std::fs::write(&http_flag, "200").expect("flag");
@@ -316,7 +392,11 @@ grace = "0s"
     f.wait_for("job", long, "job critical", |s| health(s) == "critical");
 
     let out = f.agent.strata(&["signal", "raw", "SIGSTOP"]);
-    assert_eq!(out.status.code(), Some(2), "SIGSTOP is not a signal a spec may send");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "SIGSTOP is not a signal a spec may send"
+    );
     std::fs::write(&raw_flag, "down").expect("flag");
     let critical = f.wait_for("raw", long, "raw critical", |s| health(s) == "critical");
     assert!(critical["instances"][0]["health_output"].as_str().is_some());
@@ -335,7 +415,9 @@ grace = "0s"
 
 #[test]
 fn memory_limit_kills_a_hog_and_the_oom_is_reported() {
-    if !Path::new("/sys/fs/cgroup/memory").is_dir() && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+    if !Path::new("/sys/fs/cgroup/memory").is_dir()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
         println!("skipped: no memory cgroup controller on this host");
         return;
     }
@@ -350,11 +432,20 @@ memory_max = "32MiB"
 policy = "never"
 "#,
     );
-    let s = f.wait_for("hog", Duration::from_secs(30), "hog exited", |s| state(s, 0) == "exited");
+    let s = f.wait_for("hog", Duration::from_secs(30), "hog exited", |s| {
+        state(s, 0) == "exited"
+    });
     let services = f.agent.strata(&["services", "-o", "json"]);
     let isolation: Value = serde_json::from_slice(&services.stdout).expect("json");
-    if !isolation["isolation"].as_str().unwrap_or("").contains("memory") {
-        println!("skipped: isolation without a memory controller: {}", isolation["isolation"]);
+    if !isolation["isolation"]
+        .as_str()
+        .unwrap_or("")
+        .contains("memory")
+    {
+        println!(
+            "skipped: isolation without a memory controller: {}",
+            isolation["isolation"]
+        );
         return;
     }
     assert_eq!(s["instances"][0]["last_exit"]["oom_killed"], true, "{s:#}");
@@ -379,13 +470,23 @@ instances = 2
 "#,
     )
     .expect("spec");
-    assert!(agent.strata(&["apply", spec.to_str().expect("path")]).status.success());
+    assert!(
+        agent
+            .strata(&["apply", spec.to_str().expect("path")])
+            .status
+            .success()
+    );
     let running = |agent: &AgentProcess| -> Vec<i64> {
         let out = agent.strata(&["service", "ticker", "-o", "json"]);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         v["instances"]
             .as_array()
-            .map(|a| a.iter().filter(|i| i["state"] == "running").map(|i| num(&i["pid"])).collect())
+            .map(|a| {
+                a.iter()
+                    .filter(|i| i["state"] == "running")
+                    .map(|i| num(&i["pid"]))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -397,47 +498,96 @@ instances = 2
         assert!(Instant::now() < deadline, "instances did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let starts: Vec<u64> = pids.iter().map(|p| process_start_ticks(*p as i32).expect("alive")).collect();
-    agent.signal(rustix::process::Signal::KILL).expect("kill -9");
+    let starts: Vec<u64> = pids
+        .iter()
+        .map(|p| process_start_ticks(*p as i32).expect("alive"))
+        .collect();
+    agent
+        .signal(rustix::process::Signal::KILL)
+        .expect("kill -9");
     std::thread::sleep(Duration::from_millis(500));
     for pid in &pids {
-        assert!(alive(*pid as i32), "service {pid} survives the agent's death");
+        assert!(
+            alive(*pid as i32),
+            "service {pid} survives the agent's death"
+        );
     }
     let log = data.join("logs/ticker/1/output.log");
     let lines_while_down = std::fs::read_to_string(&log).expect("log").lines().count();
     std::thread::sleep(Duration::from_millis(500));
     let lines_later = std::fs::read_to_string(&log).expect("log").lines().count();
-    assert!(lines_later > lines_while_down, "logging goes on while the agent is down");
+    assert!(
+        lines_later > lines_while_down,
+        "logging goes on while the agent is down"
+    );
     drop(agent);
 
     let agent = AgentProcess::start(&data, &options).expect("agent restarts");
     let after = running(&agent);
     assert_eq!(after, pids, "same pids after the agent's restart");
     for (pid, ticks) in pids.iter().zip(&starts) {
-        assert_eq!(process_start_ticks(*pid as i32), Some(*ticks), "not restarted");
+        assert_eq!(
+            process_start_ticks(*pid as i32),
+            Some(*ticks),
+            "not restarted"
+        );
     }
     let out = agent.strata(&["logs", "ticker/1", "--lines", "5", "-o", "json"]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
-    assert_eq!(agent.strata(&["events", "--kind", "service.adopted", "-o", "json"]).status.code(), Some(0));
+    assert_eq!(
+        agent
+            .strata(&["events", "--kind", "service.adopted", "-o", "json"])
+            .status
+            .code(),
+        Some(0)
+    );
     let out = agent.strata(&["restart", "ticker/1"]);
     assert!(out.status.success(), "an adopted instance can be restarted");
     let new = running(&agent);
-    assert!(!new.contains(&pids[0]) || new.len() < 2, "instance 1 got a new pid: {new:?}");
+    assert!(
+        !new.contains(&pids[0]) || new.len() < 2,
+        "instance 1 got a new pid: {new:?}"
+    );
     assert!(!alive(pids[0] as i32));
 }
 
 #[test]
 fn invalid_specs_are_rejected_whole_with_file_line_and_field() {
     let f = start("sup-invalid");
-    f.apply("good.toml", "name = \"good\"\ncommand = [\"/bin/sleep\", \"1000\"]\n[ports.http]\nfrontend = 18080\n");
-    let before = f.wait_for("good", Duration::from_secs(20), "running", |s| state(s, 0) == "running");
+    f.apply(
+        "good.toml",
+        "name = \"good\"\ncommand = [\"/bin/sleep\", \"1000\"]\n[ports.http]\nfrontend = 18080\n",
+    );
+    let before = f.wait_for("good", Duration::from_secs(20), "running", |s| {
+        state(s, 0) == "running"
+    });
     let cases = [
-        ("unknown.toml", "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\nbogus = 1\n", ":3: bogus: unknown field"),
-        ("duration.toml", "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\n[health]\ntcp = true\ninterval = \"soon\"\n", ":5: health.interval: invalid duration"),
-        ("negative.toml", "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\ninstances = -1\n", ":3: instances: -1 is negative"),
-        ("empty.toml", "name = \"good\"\ncommand = []\n", ":2: command: must name a program"),
-        ("clash.toml", "name = \"other\"\ncommand = [\"/bin/sleep\", \"1\"]\n[ports.web]\nfrontend = 18080\n", ":4: ports.web.frontend: port 18080 is already the frontend of service \"good\""),
+        (
+            "unknown.toml",
+            "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\nbogus = 1\n",
+            ":3: bogus: unknown field",
+        ),
+        (
+            "duration.toml",
+            "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\n[health]\ntcp = true\ninterval = \"soon\"\n",
+            ":5: health.interval: invalid duration",
+        ),
+        (
+            "negative.toml",
+            "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\ninstances = -1\n",
+            ":3: instances: -1 is negative",
+        ),
+        (
+            "empty.toml",
+            "name = \"good\"\ncommand = []\n",
+            ":2: command: must name a program",
+        ),
+        (
+            "clash.toml",
+            "name = \"other\"\ncommand = [\"/bin/sleep\", \"1\"]\n[ports.web]\nfrontend = 18080\n",
+            ":4: ports.web.frontend: port 18080 is already the frontend of service \"good\"",
+        ),
     ];
     for (file, text, expected) in cases {
         let path = f.dir.path().join(file);
@@ -448,7 +598,10 @@ fn invalid_specs_are_rejected_whole_with_file_line_and_field() {
         assert!(err.contains(&format!("{file}{expected}")), "{file}: {err}");
     }
     let after = f.service("good");
-    assert_eq!(after["instances"][0]["pid"], before["instances"][0]["pid"], "running service untouched");
+    assert_eq!(
+        after["instances"][0]["pid"], before["instances"][0]["pid"],
+        "running service untouched"
+    );
     let out = f.agent.strata(&["services", "-o", "json"]);
     let all: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(all["services"].as_array().map(Vec::len), Some(1));
@@ -477,12 +630,20 @@ grace = "0s"
     };
     f.apply("api.toml", &spec("1"));
     let all_passing = |s: &Value| {
-        s["instances"].as_array().is_some_and(|a| a.len() == 3 && a.iter().all(|i| i["health"] == "passing"))
+        s["instances"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|i| i["health"] == "passing"))
     };
     f.wait_for("api", Duration::from_secs(30), "3 passing", all_passing);
     let dry = f.dir.path().join("api2.toml");
     std::fs::write(&dry, spec("2")).expect("write");
-    let out = f.agent.strata(&["apply", dry.to_str().expect("path"), "--dry-run", "-o", "json"]);
+    let out = f.agent.strata(&[
+        "apply",
+        dry.to_str().expect("path"),
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
     let reply: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(reply["applied"], false);
     assert_eq!(reply["changes"][0], "version: 1 -> 2");
@@ -494,9 +655,15 @@ grace = "0s"
     loop {
         let s = f.service("api");
         let instances = s["instances"].as_array().cloned().unwrap_or_default();
-        let down = instances.iter().filter(|i| i["health"] != "passing").count();
+        let down = instances
+            .iter()
+            .filter(|i| i["health"] != "passing")
+            .count();
         max_down = max_down.max(down);
-        if instances.iter().all(|i| i["version"] == "2" && i["health"] == "passing") {
+        if instances
+            .iter()
+            .all(|i| i["version"] == "2" && i["health"] == "passing")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "rollout did not finish: {s:#}");
@@ -506,7 +673,10 @@ grace = "0s"
 
     let out = f.agent.strata(&["scale", "api", "1"]);
     assert!(out.status.success());
-    assert_eq!(f.service("api")["instances"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        f.service("api")["instances"].as_array().map(Vec::len),
+        Some(1)
+    );
     let out = f.agent.strata(&["remove", "api"]);
     assert!(out.status.success());
     assert_eq!(f.agent.strata(&["service", "api"]).status.code(), Some(4));

@@ -102,6 +102,36 @@ fn log_line(instance: &str, line: logs::LogLine) -> LogLine {
     }
 }
 
+type OpenedLogs = (Vec<LogLine>, Vec<(String, logs::Follower)>);
+
+/// The last `lines` lines over every instance's log, merged by time, and (when following)
+/// a follower per instance that continues exactly where the tail ended.
+fn open_logs(
+    dirs: &[(String, std::path::PathBuf)],
+    lines: usize,
+    follow: bool,
+    make_filter: &dyn Fn() -> Result<Option<LineFilter>, Status>,
+) -> Result<OpenedLogs, Status> {
+    let mut past = Vec::new();
+    let mut followers = Vec::new();
+    for (id, dir) in dirs {
+        let filter = make_filter()?;
+        let found = if follow {
+            let (found, follower) = logs::Follower::tail_and_follow(dir, lines, filter)
+                .map_err(|e| Status::internal(format!("cannot read the logs of {id}: {e}")))?;
+            followers.push((id.clone(), follower));
+            found
+        } else {
+            logs::tail(dir, lines, filter.as_ref())
+                .map_err(|e| Status::internal(format!("cannot read the logs of {id}: {e}")))?
+        };
+        past.extend(found.into_iter().map(|l| log_line(id, l)));
+    }
+    past.sort_by_key(|l| l.time_unix_ms);
+    let skip = past.len().saturating_sub(lines);
+    Ok((past.split_off(skip), followers))
+}
+
 /// Whether `event` passes a severity floor and a kind prefix.
 pub fn event_matches(event: &Event, min_severity: Severity, kind_prefix: &str) -> bool {
     event.severity >= min_severity as i32 && event.kind.starts_with(kind_prefix)
@@ -337,16 +367,16 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::TailLogsStream>, Status> {
         let req = request.into_inner();
         self.check_node(&req.node)?;
-        let filter = if req.grep.is_empty() {
-            None
-        } else {
-            Some(LineFilter::new(&req.grep).map_err(|e| {
-                Status::invalid_argument(format!(
-                    "grep: {:?} is not a valid regular expression: {e}",
-                    req.grep
-                ))
-            })?)
+        let grep = req.grep.clone();
+        let make_filter = move || -> Result<Option<LineFilter>, Status> {
+            if grep.is_empty() {
+                return Ok(None);
+            }
+            LineFilter::new(&grep)
+                .map(Some)
+                .map_err(|e| Status::invalid_argument(format!("grep: {e}")))
         };
+        make_filter()?;
         let dirs = self
             .state
             .supervisor
@@ -358,41 +388,18 @@ impl Agent for AgentService {
             n => n.min(MAX_LOG_LINES),
         } as usize;
         let follow = req.follow;
+        let (past, mut followers) =
+            tokio::task::spawn_blocking(move || open_logs(&dirs, lines, follow, &make_filter))
+                .await
+                .map_err(|e| Status::internal(format!("log read did not finish: {e}")))??;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<LogLine, Status>>(256);
         tokio::spawn(async move {
-            let filter = filter.map(std::sync::Arc::new);
-            let past = {
-                let dirs = dirs.clone();
-                let filter = filter.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut all = Vec::new();
-                    for (id, dir) in &dirs {
-                        let found = logs::tail(dir, lines, filter.as_deref())
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|l| log_line(id, l));
-                        all.extend(found);
-                    }
-                    all.sort_by_key(|l| l.time_unix_ms);
-                    let skip = all.len().saturating_sub(lines);
-                    all.split_off(skip)
-                })
-                .await
-                .unwrap_or_default()
-            };
-            let mut followers: Vec<(String, logs::Follower)> = if follow {
-                dirs.iter()
-                    .map(|(id, dir)| (id.clone(), logs::Follower::new(dir)))
-                    .collect()
-            } else {
-                Vec::new()
-            };
             for line in past {
                 if tx.send(Ok(line)).await.is_err() {
                     return;
                 }
             }
-            if !follow {
+            if followers.is_empty() {
                 return;
             }
             let mut timer = tokio::time::interval(LOG_POLL_INTERVAL);
@@ -401,9 +408,6 @@ impl Agent for AgentService {
                 for (id, follower) in followers.iter_mut() {
                     let new = follower.poll_new().unwrap_or_default();
                     for line in new {
-                        if filter.as_ref().is_some_and(|f| !f.matches(&line)) {
-                            continue;
-                        }
                         if tx.send(Ok(log_line(id, line))).await.is_err() {
                             return;
                         }

@@ -79,7 +79,7 @@ enum Phase {
     /// Should run: start it now.
     Start,
     /// Running under this shim.
-    Running(RunningShim),
+    Running(Box<RunningShim>),
     /// Waiting to start again.
     Backoff(Instant),
     /// Not running, and stays so until a command: stopped, exited, crash loop or failed.
@@ -228,7 +228,7 @@ impl InstanceTask {
         loop {
             phase = match phase {
                 Phase::Start => self.start().await,
-                Phase::Running(running) => self.supervise(running).await,
+                Phase::Running(running) => self.supervise(*running).await,
                 Phase::Backoff(until) => self.backoff(until).await,
                 Phase::Held => self.held().await,
                 Phase::Done => return,
@@ -251,7 +251,12 @@ impl InstanceTask {
                 .and_then(|pid| {
                     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
                 })
-                .and_then(|fd| AsyncFd::new(fd).ok())
+                .and_then(|fd| {
+                    // SAFETY: an OwnedFd keeps its descriptor open and the same for its whole
+                    // life, which the AsyncFd owns.
+                    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                        .ok()
+                })
         {
             let started_ago =
                 Duration::from_millis((unix_now_ms() - record.started_unix_ms).max(0) as u64);
@@ -276,22 +281,27 @@ impl InstanceTask {
             );
             let cgroup = match cgroup {
                 Some(c) => c,
-                None => match self.ctx.isolation.create(&self.cgroup_name(), &self.spec.resources) {
+                None => match self
+                    .ctx
+                    .isolation
+                    .create(&self.cgroup_name(), &self.spec.resources)
+                {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!(instance = %self.id(), error = %e, "adopted without a cgroup");
-                        return Phase::Running(self.adopted_without_cgroup(fd, record, started));
+                        tracing::warn!(instance = %self.id(), error = %e, "cannot re-open the cgroup; restarting");
+                        kill_group(record.pid, Signal::KILL);
+                        return Phase::Start;
                     }
                 },
             };
             let oom_kills_before = cgroup.oom_kills();
-            return Phase::Running(RunningShim {
+            return Phase::Running(Box::new(RunningShim {
                 shim: ShimProcess::Adopted(fd),
                 record,
                 started,
                 cgroup,
                 oom_kills_before,
-            });
+            }));
         }
         // The shim is gone: it either recorded the exit or was killed with its service.
         if same_process(record.pid, record.start_ticks) {
@@ -299,7 +309,11 @@ impl InstanceTask {
         }
         let cgroup = match cgroup {
             Some(c) => c,
-            None => match self.ctx.isolation.create(&self.cgroup_name(), &self.spec.resources) {
+            None => match self
+                .ctx
+                .isolation
+                .create(&self.cgroup_name(), &self.spec.resources)
+            {
                 Ok(c) => c,
                 Err(_) => return Phase::Start,
             },
@@ -338,7 +352,7 @@ impl InstanceTask {
                         format!("{} started (pid {})", self.id(), running.record.pid),
                     );
                 }
-                Phase::Running(running)
+                Phase::Running(Box::new(running))
             }
             Err(reason) => {
                 self.set_state("failed", Some(reason.clone()));
@@ -645,7 +659,10 @@ impl InstanceTask {
 
     fn refresh_stats(&mut self, running: &RunningShim) {
         let now = Instant::now();
-        let from_cgroup = running.cgroup.cpu_usage_usec().zip(running.cgroup.memory_current());
+        let from_cgroup = running
+            .cgroup
+            .cpu_usage_usec()
+            .zip(running.cgroup.memory_current());
         let (cpu_usec, rss) = match from_cgroup {
             Some((cpu, rss)) => (Some(cpu), Some(rss)),
             None => match read_proc_stat(running.record.pid) {
@@ -912,13 +929,13 @@ async fn release_cgroup(cgroup: InstanceCgroup) {
     .await;
 }
 
-fn check_future(
+async fn check_future(
     check: HealthCheck,
     target: SocketAddr,
     timeout: Duration,
     env: Vec<(String, String)>,
-) -> impl Future<Output = CheckOutcome> + Send {
-    async move { health::run_check(&check, target, timeout, &env).await }
+) -> CheckOutcome {
+    health::run_check(&check, target, timeout, &env).await
 }
 
 /// Awaits the running check, or never when there is none (so `select!` can poll it).

@@ -2,7 +2,7 @@
 //! (validate whole, store, then converge), rolling restarts, scaling, operator controls, and
 //! re-adoption of what a previous agent left running.
 
-use super::cgroup::Isolation;
+use super::cgroup;
 use super::instance::{self, Command, InstanceContext, InstanceHandle};
 use super::ports::PortAllocator;
 use super::spec::{HealthCheck, ServiceSpec, SpecError, StopSignal, check_conflicts, parse_spec};
@@ -100,7 +100,7 @@ impl Supervisor {
                 config.data_dir.display()
             )
         })?;
-        let isolation = Isolation::detect(&config.cgroup_root);
+        let isolation = cgroup::detect(&config.cgroup_root);
         tracing::info!(isolation = %isolation.describe(), "service isolation");
         let ctx = Arc::new(InstanceContext {
             store,

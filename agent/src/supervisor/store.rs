@@ -54,6 +54,9 @@ pub struct StoredService {
     pub desired: Desired,
 }
 
+/// A stored service that cannot be loaded: (name, reason).
+pub type BrokenService = (String, String);
+
 /// The supervisor's directory tree.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -105,7 +108,7 @@ impl Store {
 
     /// Every stored service. A service whose files cannot be read is skipped and reported
     /// in the second list as (name, reason).
-    pub fn load_services(&self) -> io::Result<(Vec<StoredService>, Vec<(String, String)>)> {
+    pub fn load_services(&self) -> io::Result<(Vec<StoredService>, Vec<BrokenService>)> {
         let mut services = Vec::new();
         let mut broken = Vec::new();
         let mut names: Vec<String> = std::fs::read_dir(&self.services)?

@@ -16,7 +16,10 @@ fn now_ns() -> u128 {
 fn main() {
     let start = now_ns();
     if let Some(path) = std::env::var_os("CRASH_LOG")
-        && let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path)
+        && let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
     {
         let _ = writeln!(file, "{start} {}", now_ns());
     }

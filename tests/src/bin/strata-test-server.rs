@@ -45,7 +45,9 @@ fn main() {
         let Some(l) = &listener else { continue };
         match l.accept() {
             Ok((stream, _)) => answer(stream, &status),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) => eprintln!("accept: {e}"),
         }
     }
