@@ -46,6 +46,8 @@ pub struct AgentProcess {
     /// The data dir the agent uses.
     pub data_dir: PathBuf,
     stderr_path: PathBuf,
+    /// When set, dropping stops only the agent and leaves its services to the next agent.
+    keep_services: bool,
 }
 
 /// Options for starting an agent.
@@ -118,6 +120,7 @@ impl AgentProcess {
                         data_dir: data_dir.to_path_buf(),
                         child,
                         stderr_path,
+                        keep_services: false,
                     });
                 }
                 Ok(_) => continue,
@@ -134,6 +137,14 @@ impl AgentProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `kill -9` of the agent alone: its services keep running for the next agent.
+    pub fn crash(mut self) -> Result<()> {
+        self.signal(rustix::process::Signal::KILL)?;
+        self.child.wait()?;
+        self.keep_services = true;
+        Ok(())
     }
 
     /// Sends `signal` to the agent, by its pid.
@@ -183,7 +194,9 @@ impl Drop for AgentProcess {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        stop_services_of(&self.data_dir);
+        if !self.keep_services {
+            stop_services_of(&self.data_dir);
+        }
     }
 }
 

@@ -489,22 +489,23 @@ instances = 2
             })
             .unwrap_or_default()
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let pids = loop {
-        let pids = running(&agent);
-        if pids.len() == 2 {
-            break pids;
+    let two_running = |agent: &AgentProcess| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pids = running(agent);
+            if pids.len() == 2 {
+                return pids;
+            }
+            assert!(Instant::now() < deadline, "instances not running: {pids:?}");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(Instant::now() < deadline, "instances did not start");
-        std::thread::sleep(Duration::from_millis(50));
     };
+    let pids = two_running(&agent);
     let starts: Vec<u64> = pids
         .iter()
         .map(|p| process_start_ticks(*p as i32).expect("alive"))
         .collect();
-    agent
-        .signal(rustix::process::Signal::KILL)
-        .expect("kill -9");
+    agent.crash().expect("kill -9");
     std::thread::sleep(Duration::from_millis(500));
     for pid in &pids {
         assert!(
@@ -520,10 +521,9 @@ instances = 2
         lines_later > lines_while_down,
         "logging goes on while the agent is down"
     );
-    drop(agent);
 
     let agent = AgentProcess::start(&data, &options).expect("agent restarts");
-    let after = running(&agent);
+    let after = two_running(&agent);
     assert_eq!(after, pids, "same pids after the agent's restart");
     for (pid, ticks) in pids.iter().zip(&starts) {
         assert_eq!(
@@ -570,7 +570,7 @@ fn invalid_specs_are_rejected_whole_with_file_line_and_field() {
         ),
         (
             "duration.toml",
-            "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\n[health]\ntcp = true\ninterval = \"soon\"\n",
+            "name = \"good\"\ncommand = [\"/bin/sleep\", \"1\"]\n[health]\nexec = [\"true\"]\ninterval = \"soon\"\n",
             ":5: health.interval: invalid duration",
         ),
         (
