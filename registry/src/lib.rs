@@ -1,6 +1,9 @@
-//! Strata's communication layer: gossip membership, the replicated service catalog,
-//! the local load balancer and DNS. Filled by the registry and balancer work; for now it
-//! only names the crate's place in the workspace.
+//! Strata's communication layer: gossip membership (SWIM via foca) with sealed packets, the
+//! replicated service catalog, the local load balancer and DNS.
+//!
+//! The catalog publishes a [`table::ServiceTable`] snapshot on every change; the balancer and
+//! DNS read only that, so each part can be built and tested alone.
 
-/// The version of the registry protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub mod balance;
+pub mod dns;
+pub mod table;

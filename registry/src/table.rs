@@ -1,0 +1,76 @@
+//! The service table: what discovery knows right now, in the shape the balancer and DNS
+//! consume. The catalog produces a new `Arc<ServiceTable>` on every relevant change and
+//! publishes it on a `tokio::sync::watch` channel; readers never lock the catalog.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// How a service's connections are spread over its instances (`[balance]` in the spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConn,
+    /// Power of two choices over a peak-EWMA of connect latency (Linkerd's default).
+    #[default]
+    P2cEwma,
+}
+
+/// Per-service balancing settings, carried in the catalog with the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BalanceConfig {
+    pub algorithm: Algorithm,
+    /// Use instances on the same node first while any of them is passing.
+    pub prefer_local: bool,
+}
+
+/// One instance of a service as discovery sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// "web/1".
+    pub instance: String,
+    /// Name of the node it runs on.
+    pub node: String,
+    /// The node's advertised address.
+    pub ip: IpAddr,
+    /// Port name to backend port.
+    pub ports: BTreeMap<String, u16>,
+    /// Whether it runs on the node that reads this table.
+    pub local: bool,
+    pub version: String,
+    pub tags: Vec<String>,
+}
+
+/// A service and where its traffic may go.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    pub name: String,
+    /// Port name to the static frontend port the balancer serves on every node.
+    pub frontends: BTreeMap<String, u16>,
+    pub balance: BalanceConfig,
+    /// Passing, not draining, on live nodes: these get new connections.
+    pub endpoints: Vec<Endpoint>,
+    /// Known but not to get new connections (draining, on a drained node, or not passing);
+    /// open connections to them may finish.
+    pub unavailable: Vec<Endpoint>,
+}
+
+/// A cluster member as DNS and the balancer need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub id: String,
+    pub ip: IpAddr,
+    /// Alive or suspect (still routable); false when down or left.
+    pub alive: bool,
+}
+
+/// Everything discovery knows, as one immutable snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ServiceTable {
+    /// Increases with every change.
+    pub generation: u64,
+    pub services: BTreeMap<String, ServiceEntry>,
+    pub nodes: BTreeMap<String, NodeEntry>,
+}
