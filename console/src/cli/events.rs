@@ -56,13 +56,14 @@ pub async fn events(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
     args: EventsArgs,
 ) -> Result<(), Failure> {
     let min_severity = args.severity.unwrap_or(Severity::Unspecified) as i32;
     let kind = args.kind.unwrap_or_default();
     let reply = client
         .query_events(QueryEventsRequest {
-            node: String::new(),
+            node: node.to_string(),
             since_unix_ms: args.since.unwrap_or(0),
             min_severity,
             kind: kind.clone(),
@@ -87,7 +88,7 @@ pub async fn events(
     }
     let mut stream = client
         .watch_events(WatchEventsRequest {
-            node: String::new(),
+            node: node.to_string(),
             min_severity,
             kind,
         })

@@ -15,9 +15,12 @@ pub async fn node(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
 ) -> Result<(), Failure> {
     let info = client
-        .get_node(GetNodeRequest::default())
+        .get_node(GetNodeRequest {
+            node: node.to_string(),
+        })
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
@@ -77,9 +80,12 @@ pub async fn metrics(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
 ) -> Result<(), Failure> {
     let m = client
-        .get_metrics(GetMetricsRequest::default())
+        .get_metrics(GetMetricsRequest {
+            node: node.to_string(),
+        })
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
@@ -225,12 +231,13 @@ pub async fn top(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
     limit: u32,
 ) -> Result<(), Failure> {
     let reply = client
         .top_processes(TopProcessesRequest {
+            node: node.to_string(),
             limit,
-            ..Default::default()
         })
         .await
         .map_err(|s| Failure::from_status(&s, agent))?

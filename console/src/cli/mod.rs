@@ -1,6 +1,7 @@
 //! Headless subcommands: the same views and actions as the console, for people (tables)
 //! and scripts (`-o json`, stable exit codes).
 
+mod cluster;
 mod connect;
 mod events;
 mod failure;
@@ -24,6 +25,9 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// The node a node-scoped command is about (name or id); the agent forwards to it.
+    #[arg(long, global = true, default_value = "")]
+    pub node: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -123,52 +127,123 @@ pub enum Command {
         after_help = "Examples:\n  strata logs web -f\n  strata logs web/1 --lines 500 --grep 'error|warn'"
     )]
     Logs(services::LogsArgs),
+    /// Cluster members as gossip sees them: status, incarnation, addresses.
+    #[command(after_help = "Example:\n  strata members -o json")]
+    Members,
+    /// The replicated service catalog: every instance on every node.
+    #[command(after_help = "Example:\n  strata catalog")]
+    Catalog,
+    /// Drain a node: its instances get no new connections anywhere.
+    #[command(after_help = "Example:\n  strata drain n2")]
+    Drain {
+        /// The node to drain.
+        target: String,
+    },
+    /// Undo `strata drain`.
+    #[command(after_help = "Example:\n  strata undrain n2")]
+    Undrain {
+        /// The node to undrain.
+        target: String,
+    },
+    /// Remove a down member from the cluster now.
+    #[command(name = "force-leave", after_help = "Example:\n  strata force-leave n3")]
+    ForceLeave {
+        /// The down member.
+        member: String,
+    },
+    /// Gossip keys on every live member (or --node): list, install, use (make primary), remove.
+    #[command(
+        after_help = "Key rotation:\n  strata keyring install NEWKEY\n  strata keyring use NEWKEY\n  strata keyring remove OLDKEY"
+    )]
+    Keyring {
+        /// list, install, use or remove.
+        #[arg(value_parser = ["list", "install", "use", "remove"])]
+        op: String,
+        /// The key (base64), for install, use and remove.
+        key: Option<String>,
+    },
 }
 
 /// Runs one subcommand.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let mut client = connect::connect(&cli.agent).await?;
     let agent = cli.agent.as_str();
+    let (c, out, node) = (&mut client, cli.output, cli.node.as_str());
     match cli.command {
-        Command::Node => host::node(&mut client, agent, cli.output).await,
-        Command::Metrics => host::metrics(&mut client, agent, cli.output).await,
-        Command::Top { limit } => host::top(&mut client, agent, cli.output, limit).await,
-        Command::Events(args) => events::events(&mut client, agent, cli.output, args).await,
+        Command::Node => host::node(c, agent, out, node).await,
+        Command::Metrics => host::metrics(c, agent, out, node).await,
+        Command::Top { limit } => host::top(c, agent, out, node, limit).await,
+        Command::Events(args) => events::events(c, agent, out, node, args).await,
         Command::Apply { file, dry_run } => {
-            services::apply(&mut client, agent, cli.output, &file, dry_run).await
+            services::apply(c, agent, out, node, &file, dry_run).await
         }
-        Command::Services => services::list(&mut client, agent, cli.output).await,
-        Command::Service { name } => services::show(&mut client, agent, cli.output, &name).await,
+        Command::Services => services::list(c, agent, out, node).await,
+        Command::Service { name } => services::show(c, agent, out, node, &name).await,
         Command::Start { target } => {
-            services::control(&mut client, agent, cli.output, &target, "start", 0, "").await
+            services::control(
+                c,
+                agent,
+                out,
+                services::control_request(node, &target, "start", 0, ""),
+            )
+            .await
         }
         Command::Stop { target } => {
-            services::control(&mut client, agent, cli.output, &target, "stop", 0, "").await
+            services::control(
+                c,
+                agent,
+                out,
+                services::control_request(node, &target, "stop", 0, ""),
+            )
+            .await
         }
         Command::Restart { target } => {
-            services::control(&mut client, agent, cli.output, &target, "restart", 0, "").await
+            services::control(
+                c,
+                agent,
+                out,
+                services::control_request(node, &target, "restart", 0, ""),
+            )
+            .await
         }
         Command::Scale { name, count } => {
             let target = services::Target {
                 service: name,
                 instance: 0,
             };
-            services::control(&mut client, agent, cli.output, &target, "scale", count, "").await
-        }
-        Command::Signal { target, signal } => {
             services::control(
-                &mut client,
+                c,
                 agent,
-                cli.output,
-                &target,
-                "signal",
-                0,
-                &signal,
+                out,
+                services::control_request(node, &target, "scale", count, ""),
             )
             .await
         }
-        Command::Remove { name } => services::remove(&mut client, agent, cli.output, &name).await,
-        Command::Logs(args) => services::logs(&mut client, agent, cli.output, args).await,
+        Command::Signal { target, signal } => {
+            services::control(
+                c,
+                agent,
+                out,
+                services::control_request(node, &target, "signal", 0, &signal),
+            )
+            .await
+        }
+        Command::Remove { name } => services::remove(c, agent, out, node, &name).await,
+        Command::Logs(args) => services::logs(c, agent, out, node, args).await,
+        Command::Members => cluster::members(c, agent, out).await,
+        Command::Catalog => cluster::catalog(c, agent, out).await,
+        Command::Drain { target } => cluster::drain(c, agent, out, &target, true).await,
+        Command::Undrain { target } => cluster::drain(c, agent, out, &target, false).await,
+        Command::ForceLeave { member } => cluster::force_leave(c, agent, out, &member).await,
+        Command::Keyring { op, key } => {
+            if op != "list" && key.is_none() {
+                return Err(Failure::new(
+                    FailureKind::Usage,
+                    format!("keyring {op} needs a KEY"),
+                ));
+            }
+            cluster::keyring(c, agent, out, node, &op, key.as_deref().unwrap_or("")).await
+        }
     }
 }
 

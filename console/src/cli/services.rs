@@ -67,6 +67,7 @@ pub async fn apply(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
     file: &std::path::Path,
     dry_run: bool,
 ) -> Result<(), Failure> {
@@ -78,7 +79,7 @@ pub async fn apply(
     })?;
     let reply = client
         .apply_spec(ApplySpecRequest {
-            node: String::new(),
+            node: node.to_string(),
             spec_toml: text,
             source: file.display().to_string(),
             dry_run,
@@ -108,9 +109,12 @@ pub async fn list(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
 ) -> Result<(), Failure> {
     let reply = client
-        .list_services(ListServicesRequest::default())
+        .list_services(ListServicesRequest {
+            node: node.to_string(),
+        })
         .await
         .map_err(status_failure(agent))?
         .into_inner();
@@ -190,11 +194,12 @@ pub async fn show(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
     name: &str,
 ) -> Result<(), Failure> {
     let status = client
         .get_service(GetServiceRequest {
-            node: String::new(),
+            node: node.to_string(),
             name: name.to_string(),
         })
         .await
@@ -289,25 +294,33 @@ fn render_instances(instances: &[InstanceStatus]) -> String {
     t.to_string()
 }
 
+/// The request for `strata start|stop|restart|scale|signal`.
+pub fn control_request(
+    node: &str,
+    target: &Target,
+    action: &str,
+    count: u32,
+    signal: &str,
+) -> ControlServiceRequest {
+    ControlServiceRequest {
+        node: node.to_string(),
+        service: target.service.clone(),
+        instance: target.instance,
+        action: action.to_string(),
+        count,
+        signal: signal.to_string(),
+    }
+}
+
 /// `strata start|stop|restart|scale|signal`.
 pub async fn control(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
-    target: &Target,
-    action: &str,
-    count: u32,
-    signal: &str,
+    request: ControlServiceRequest,
 ) -> Result<(), Failure> {
     let reply = client
-        .control_service(ControlServiceRequest {
-            node: String::new(),
-            service: target.service.clone(),
-            instance: target.instance,
-            action: action.to_string(),
-            count,
-            signal: signal.to_string(),
-        })
+        .control_service(request)
         .await
         .map_err(status_failure(agent))?
         .into_inner();
@@ -325,11 +338,12 @@ pub async fn remove(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
     name: &str,
 ) -> Result<(), Failure> {
     let reply = client
         .remove_service(RemoveServiceRequest {
-            node: String::new(),
+            node: node.to_string(),
             name: name.to_string(),
         })
         .await
@@ -352,11 +366,12 @@ pub async fn logs(
     client: &mut AgentClient<Channel>,
     agent: &str,
     output: OutputFormat,
+    node: &str,
     args: LogsArgs,
 ) -> Result<(), Failure> {
     let mut stream = client
         .tail_logs(TailLogsRequest {
-            node: String::new(),
+            node: node.to_string(),
             service: args.target.service.clone(),
             instance: args.target.instance,
             lines: args.lines,
