@@ -22,6 +22,10 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:7702";
 pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 20000..=29999;
 /// Default services dir on an installed host.
 pub const DEFAULT_SERVICES_DIR: &str = "/etc/strata/services.d";
+/// Default gossip address.
+pub const DEFAULT_GOSSIP_ADDR: &str = "127.0.0.1:7701";
+/// Default DNS address.
+pub const DEFAULT_DNS_ADDR: &str = "127.0.0.1:7753";
 /// Default interval between two host samples.
 pub const DEFAULT_COLLECT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -50,6 +54,32 @@ pub struct RunArgs {
     /// Interval between host samples, e.g. "1s", "500ms" [default: 1s].
     #[arg(long, env = "STRATA_COLLECT_INTERVAL", value_name = "DURATION", value_parser = parse_duration_arg)]
     pub collect_interval: Option<Duration>,
+    /// UDP (and TCP) address of the gossip protocol [default: 127.0.0.1:7701].
+    #[arg(long, env = "STRATA_GOSSIP_ADDR", value_name = "ADDR")]
+    pub gossip_addr: Option<SocketAddr>,
+    /// The gossip address other agents reach this one at, when it differs from --gossip-addr.
+    #[arg(long, env = "STRATA_ADVERTISE_ADDR", value_name = "ADDR")]
+    pub advertise_addr: Option<SocketAddr>,
+    /// Gossip address of an agent to join (repeatable); retried with backoff.
+    #[arg(long = "join", value_name = "HOST:PORT")]
+    pub join: Vec<String>,
+    /// The cluster key: 32 bytes in base64 (`strata-agent keygen` prints one).
+    #[arg(
+        long,
+        env = "STRATA_GOSSIP_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub gossip_key: Option<String>,
+    /// Allow gossip without a key (unsealed packets) outside --dev.
+    #[arg(long, env = "STRATA_INSECURE_GOSSIP")]
+    pub insecure_gossip: bool,
+    /// Address the local load balancer listens on for frontend ports [default: 127.0.0.1].
+    #[arg(long, env = "STRATA_BALANCER_ADDR", value_name = "IP")]
+    pub balancer_addr: Option<std::net::IpAddr>,
+    /// UDP and TCP address of the DNS server [default: 127.0.0.1:7753].
+    #[arg(long, env = "STRATA_DNS_ADDR", value_name = "ADDR")]
+    pub dns_addr: Option<SocketAddr>,
     /// Directory of service specs (`*.toml`) applied at start
     /// [default: /etc/strata/services.d; none with --dev].
     #[arg(long, env = "STRATA_SERVICES_DIR", value_name = "DIR")]
@@ -82,6 +112,19 @@ pub struct FileConfig {
     /// How many processes the top lists hold.
     pub top_processes: Option<usize>,
     pub services_dir: Option<PathBuf>,
+    pub gossip_addr: Option<SocketAddr>,
+    pub advertise_addr: Option<SocketAddr>,
+    #[serde(default)]
+    pub join: Vec<String>,
+    pub gossip_key: Option<String>,
+    pub insecure_gossip: Option<bool>,
+    /// How long a down member stays in the catalog before it is forgotten.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub reap_after: Option<Duration>,
+    pub balancer_addr: Option<std::net::IpAddr>,
+    pub dns_addr: Option<SocketAddr>,
+    /// The DNS domain services are found under.
+    pub dns_domain: Option<String>,
     /// Backend ports for service instances, "FIRST-LAST".
     pub port_range: Option<String>,
     /// Parent cgroup of every service instance.
@@ -113,6 +156,15 @@ pub struct AgentConfig {
     pub services_dir: Option<PathBuf>,
     pub port_range: RangeInclusive<u16>,
     pub cgroup_root: String,
+    pub gossip_addr: SocketAddr,
+    pub advertise_addr: Option<SocketAddr>,
+    pub join: Vec<String>,
+    /// The cluster key; `None` only with --dev or --insecure-gossip.
+    pub gossip_key: Option<String>,
+    pub reap_after: Duration,
+    pub balancer_addr: std::net::IpAddr,
+    pub dns_addr: SocketAddr,
+    pub dns_domain: String,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -227,6 +279,54 @@ pub fn resolve(
                 Some(PathBuf::from(DEFAULT_SERVICES_DIR))
             }
         });
+    let gossip_addr = args
+        .gossip_addr
+        .or(file.gossip_addr)
+        .unwrap_or_else(|| default_addr(DEFAULT_GOSSIP_ADDR));
+    let dns_addr = args
+        .dns_addr
+        .or(file.dns_addr)
+        .unwrap_or_else(|| default_addr(DEFAULT_DNS_ADDR));
+    let balancer_addr = args
+        .balancer_addr
+        .or(file.balancer_addr)
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    if dev {
+        for (key, ip) in [
+            ("gossip_addr", gossip_addr.ip()),
+            ("dns_addr", dns_addr.ip()),
+            ("balancer_addr", balancer_addr),
+        ] {
+            if !ip.is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!(
+                        "{ip} is not a loopback address; --dev binds to loopback only"
+                    ),
+                });
+            }
+        }
+    }
+    let gossip_key = args.gossip_key.clone().or(file.gossip_key.clone());
+    let insecure_gossip = args.insecure_gossip || file.insecure_gossip.unwrap_or(false);
+    if gossip_key.is_none() && !dev && !insecure_gossip {
+        return Err(ConfigError::Invalid {
+            key: "gossip_key",
+            problem: "no cluster key: give --gossip-key (strata-agent keygen prints one), or --insecure-gossip to gossip unsealed".into(),
+        });
+    }
+    if let Some(key) = &gossip_key {
+        strata_registry::seal::Keyring::new(key).map_err(|e| ConfigError::Invalid {
+            key: "gossip_key",
+            problem: e.to_string(),
+        })?;
+    }
+    let mut join = file.join.clone();
+    join.extend(args.join.iter().cloned());
+    let dns_domain = file
+        .dns_domain
+        .clone()
+        .unwrap_or_else(|| "strata".to_string());
     let mut labels = file.labels;
     labels.extend(args.labels.iter().cloned());
     let data_dir = args
@@ -252,6 +352,14 @@ pub fn resolve(
         services_dir,
         port_range,
         cgroup_root,
+        gossip_addr,
+        advertise_addr: args.advertise_addr.or(file.advertise_addr),
+        join,
+        gossip_key,
+        reap_after: file.reap_after.unwrap_or(Duration::from_secs(3600)),
+        balancer_addr,
+        dns_addr,
+        dns_domain,
     })
 }
 
@@ -319,7 +427,27 @@ mod tests {
     use super::*;
 
     fn args() -> RunArgs {
-        RunArgs::default()
+        RunArgs {
+            insecure_gossip: true,
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_key_is_required_outside_dev() {
+        let err = resolve(&RunArgs::default(), FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gossip_key:"), "{err}");
+        let mut a = RunArgs::default();
+        a.gossip_key = Some("not base64!".into());
+        let err = resolve(&a, FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("gossip_key:"), "{err}");
+        a.dev = true;
+        a.gossip_key = None;
+        assert!(resolve(&a, FileConfig::default(), "h").is_ok());
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! argument parsing over these modules, and the end-to-end tests drive the binary.
 
 pub mod api;
+pub mod cluster_link;
 pub mod config;
 pub mod events;
 pub mod facts;
 pub mod fsutil;
 pub mod identity;
+pub mod keyring_store;
 pub mod metrics;
 pub mod run;
 pub mod sampler;

@@ -22,6 +22,9 @@ enum Command {
     Run(RunArgs),
     /// Print the agent's version.
     Version,
+    /// Print a new random cluster key (32 bytes, base64) for --gossip-key.
+    #[command(after_help = "Example:\n  strata-agent run --gossip-key \"$(strata-agent keygen)\"")]
+    Keygen,
     /// Run one service instance from DIR/launch.json (started by the agent, not by hand).
     #[command(hide = true)]
     Shim { dir: std::path::PathBuf },
@@ -35,6 +38,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Version => {
             println!("strata-agent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Keygen => {
+            println!("{}", strata_registry::seal::generate_key());
             ExitCode::SUCCESS
         }
         Command::Run(args) => run(args),

@@ -12,12 +12,14 @@ use crate::metrics::history::History;
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
 use crate::supervisor::manager::{Supervisor, SupervisorConfig};
+use crate::{cluster_link, keyring_store};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use strata_proto::v1::agent_server::AgentServer;
 use strata_proto::v1::{HostMetrics, Severity};
+use strata_registry::cluster::{Cluster, ClusterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -65,6 +67,24 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     )
     .await?;
 
+    let keyring = keyring_store::load(&data_dir, config.gossip_key.as_deref())?;
+    let cluster = Cluster::start(ClusterConfig {
+        node_id: node_id.clone(),
+        node_name: config.node_name.clone(),
+        bind: config.gossip_addr,
+        advertise: config.advertise_addr,
+        grpc_addr,
+        join: config.join.clone(),
+        keyring,
+        tags: config.labels.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        reap_after: config.reap_after,
+        ..ClusterConfig::default()
+    })
+    .await
+    .with_context(|| format!("cannot start gossip on {}", config.gossip_addr))?;
+    let gossip_addr = cluster.local_addr();
+
     let (latest, _) = watch::channel(Arc::new(HostMetrics::default()));
     let state = Arc::new(AgentState {
         node_id: node_id.clone(),
@@ -80,7 +100,12 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         stats: Mutex::new(CollectStats::default()),
         journal: journal.clone(),
         supervisor: supervisor.clone(),
+        cluster: cluster.clone(),
+        data_dir: data_dir.clone(),
     });
+    let publisher =
+        cluster_link::spawn_publisher(cluster.clone(), supervisor.clone(), state.clone());
+    let recorder = cluster_link::spawn_event_recorder(&cluster, journal.clone());
 
     let sampler = Sampler::start(state.clone(), &config)?;
     let kmsg_watch = kmsg::spawn_watch(PathBuf::from(KMSG_PATH), journal.clone());
@@ -106,7 +131,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     );
     tracing::info!(%grpc_addr, %http_addr, node = %config.node_name, data_dir = %data_dir.display(), "agent ready");
     println!(
-        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr}",
+        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr}",
         config.node_name
     );
 
@@ -114,6 +139,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     tracing::info!(signal, "shutting down");
     let _ = shutdown_tx.send(true);
     sampler.stop();
+    publisher.abort();
+    cluster.leave().await;
+    recorder.abort();
     supervisor.detach_all().await;
     if let Some(watch) = kmsg_watch {
         watch.stop();

@@ -38,6 +38,9 @@ pub struct AgentState {
     pub stats: Mutex<CollectStats>,
     pub journal: Journal,
     pub supervisor: Arc<Supervisor>,
+    pub cluster: strata_registry::cluster::Cluster,
+    /// The data dir, for state the API changes (the keyring).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl AgentState {

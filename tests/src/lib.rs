@@ -41,6 +41,8 @@ pub struct AgentProcess {
     pub grpc: SocketAddr,
     /// The HTTP address the agent bound.
     pub http: SocketAddr,
+    /// The gossip address the agent bound.
+    pub gossip: SocketAddr,
     /// The node id the agent reported.
     pub node_id: String,
     /// The data dir the agent uses.
@@ -116,6 +118,7 @@ impl AgentProcess {
                     return Ok(AgentProcess {
                         grpc: field("grpc=")?.parse()?,
                         http: field("http=")?.parse()?,
+                        gossip: field("gossip=")?.parse()?,
                         node_id: field("id=")?,
                         data_dir: data_dir.to_path_buf(),
                         child,
@@ -207,10 +210,14 @@ fn test_config(data_dir: &Path) -> String {
     let first = 30000 + (n % 300) * 100;
     std::fs::write(data_dir.join("test-cgroup-root"), cgroup_root_for(n)).ok();
     format!(
-        "cgroup_root = \"{}\"\nport_range = \"{first}-{}\"\nservices_dir = \"{}\"\n",
+        "cgroup_root = \"{}\"\nport_range = \"{first}-{}\"\nservices_dir = \"{}\"\n\
+         insecure_gossip = true\ngossip_addr = \"127.0.0.1:0\"\ndns_addr = \"127.0.0.1:0\"\n\
+         balancer_addr = \"127.0.{}.{}\"\n",
         cgroup_root_for(n),
         first + 99,
-        data_dir.join("services.d").display()
+        data_dir.join("services.d").display(),
+        1 + n / 250,
+        2 + n % 250
     )
 }
 

@@ -184,7 +184,8 @@ fn config_file_is_applied_and_flags_win() {
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
-        "node_name = \"from-file\"\n[labels]\nrack = \"r9\"\n",
+        "node_name = \"from-file\"\ninsecure_gossip = true\ngossip_addr = \"127.0.0.1:0\"\n\
+         dns_addr = \"127.0.0.1:0\"\n[labels]\nrack = \"r9\"\n",
     )
     .expect("write config");
     let options = AgentOptions {

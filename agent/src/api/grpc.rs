@@ -1,24 +1,32 @@
 //! The `strata.v1.Agent` gRPC service over the agent's shared state.
 
+use crate::events::journal::EventDraft;
 use crate::events::journal::EventQuery;
-use crate::state::AgentState;
+use crate::state::{AgentState, unix_now_ms};
 use crate::supervisor::logs::{self, LineFilter, LogStream};
 use crate::supervisor::manager::{Action, SupervisorError};
 use crate::supervisor::spec::StopSignal;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::agent_server::Agent;
 use strata_proto::v1::{
-    ApplySpecReply, ApplySpecRequest, ControlServiceReply, ControlServiceRequest, Event,
-    GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics, ListServicesReply,
+    ApplySpecReply, ApplySpecRequest, ClusterUpdate, ControlServiceReply, ControlServiceRequest,
+    DrainNodeReply, DrainNodeRequest, Event, ForceLeaveReply, ForceLeaveRequest, GetCatalogReply,
+    GetCatalogRequest, GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics,
+    KeyringReply, KeyringRequest, ListMembersReply, ListMembersRequest, ListServicesReply,
     ListServicesRequest, LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply,
     QueryEventsRequest, RemoveServiceReply, RemoveServiceRequest, ServiceStatus, Severity,
-    TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchEventsRequest,
-    WatchMetricsRequest,
+    TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchClusterRequest,
+    WatchEventsRequest, WatchMetricsRequest,
 };
+use strata_registry::cluster::{Cluster, ClusterEvent};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 /// Default and largest number of events one query returns, so a read stays bounded.
@@ -28,32 +36,151 @@ pub const MAX_EVENT_LIMIT: u32 = 10_000;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Serves the Agent API from the shared state.
+/// Metadata set on a request one agent forwards to another: the forwarding agent's name.
+const FORWARDED_HEADER: &str = "strata-forwarded-by";
+/// How long forwarding waits for a peer agent to accept the connection.
+const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Serves the Agent API from the shared state, forwarding node-scoped requests for other
+/// nodes to their agents.
 pub struct AgentService {
     state: Arc<AgentState>,
+    peers: Mutex<HashMap<SocketAddr, Channel>>,
+}
+
+/// Requests that name a target node.
+pub trait NodeScoped {
+    /// The target node's name or id; empty for the contacted agent.
+    fn node(&self) -> &str;
+}
+
+macro_rules! node_scoped {
+    ($($t:ty),* $(,)?) => {
+        $(impl NodeScoped for $t {
+            fn node(&self) -> &str {
+                &self.node
+            }
+        })*
+    };
+}
+
+node_scoped!(
+    GetNodeRequest,
+    GetMetricsRequest,
+    MetricHistoryRequest,
+    WatchMetricsRequest,
+    TopProcessesRequest,
+    QueryEventsRequest,
+    WatchEventsRequest,
+    ListServicesRequest,
+    GetServiceRequest,
+    ApplySpecRequest,
+    RemoveServiceRequest,
+    ControlServiceRequest,
+    TailLogsRequest,
+    KeyringRequest,
+    DrainNodeRequest,
+);
+
+/// A request to send on to another agent, marked as forwarded by `origin`.
+fn forward<R>(message: R, origin: &str) -> Request<R> {
+    let mut request = Request::new(message);
+    if let Ok(value) = origin.parse() {
+        request.metadata_mut().insert(FORWARDED_HEADER, value);
+    }
+    request
 }
 
 impl AgentService {
     /// A service reading `state`.
     pub fn new(state: Arc<AgentState>) -> Self {
-        AgentService { state }
+        AgentService {
+            state,
+            peers: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn check_node(&self, node: &str) -> Result<(), Status> {
+    /// Where a node-scoped request is served: here (`None`), or by the named node's agent,
+    /// whose client is returned. A request that was already forwarded once is never forwarded
+    /// again, so a stale address cannot make a loop.
+    fn route<R: NodeScoped>(
+        &self,
+        request: &Request<R>,
+    ) -> Result<Option<AgentClient<Channel>>, Status> {
+        let node = request.get_ref().node();
         if self.state.is_self(node) {
-            Ok(())
-        } else {
-            Err(Status::not_found(format!(
-                "node {node:?} is not known to agent {} (cluster membership is not enabled on this agent)",
-                self.state.node_name
-            )))
+            return Ok(None);
         }
+        if request.metadata().contains_key(FORWARDED_HEADER) {
+            return Err(Status::not_found(format!(
+                "node {node:?} is not agent {}, which this request was forwarded to",
+                self.state.node_name
+            )));
+        }
+        let addr = self.state.cluster.grpc_addr_of(node).ok_or_else(|| {
+            Status::not_found(format!(
+                "node {node:?} is not a live member of the cluster (see `strata members`)"
+            ))
+        })?;
+        let mut peers = self
+            .peers
+            .lock()
+            .map_err(|_| Status::internal("the peer connection cache is unavailable"))?;
+        if let Some(channel) = peers.get(&addr) {
+            return Ok(Some(AgentClient::new(channel.clone())));
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("bad peer address {addr}: {e}")))?
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
+            .connect_lazy();
+        peers.insert(addr, channel.clone());
+        Ok(Some(AgentClient::new(channel)))
     }
 }
 
 fn severity_of(value: i32, field: &str) -> Result<Severity, Status> {
     Severity::try_from(value)
         .map_err(|_| Status::invalid_argument(format!("{field}: unknown severity {value}")))
+}
+
+/// What a cluster event means for a watching console; catalog changes carry the new record.
+fn cluster_update(cluster: &Cluster, event: &ClusterEvent) -> Option<ClusterUpdate> {
+    let now = unix_now_ms();
+    match event {
+        ClusterEvent::RecordChanged { node } => Some(ClusterUpdate {
+            kind: "record".into(),
+            records: cluster
+                .records()
+                .into_iter()
+                .filter(|r| &r.name == node || &r.id == node)
+                .collect(),
+            node: node.clone(),
+            time_unix_ms: now,
+            ..Default::default()
+        }),
+        ClusterEvent::Reaped { name } => Some(ClusterUpdate {
+            kind: "removed".into(),
+            node: name.clone(),
+            time_unix_ms: now,
+            ..Default::default()
+        }),
+        ClusterEvent::Joined { name }
+        | ClusterEvent::Rejoined { name }
+        | ClusterEvent::Suspect { name }
+        | ClusterEvent::Down { name }
+        | ClusterEvent::Left { name }
+        | ClusterEvent::Conflict { name, .. } => Some(ClusterUpdate {
+            kind: "member".into(),
+            members: cluster
+                .members()
+                .into_iter()
+                .filter(|m| &m.name == name)
+                .collect(),
+            node: name.clone(),
+            time_unix_ms: now,
+            ..Default::default()
+        }),
+    }
 }
 
 /// The gRPC status for a supervisor error.
@@ -143,7 +270,11 @@ impl Agent for AgentService {
         &self,
         request: Request<GetNodeRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
-        self.check_node(&request.get_ref().node)?;
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .get_node(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         Ok(Response::new(self.state.node_info()))
     }
 
@@ -151,7 +282,11 @@ impl Agent for AgentService {
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<HostMetrics>, Status> {
-        self.check_node(&request.get_ref().node)?;
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .get_metrics(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let latest = self.state.latest();
         if latest.time_unix_ms == 0 {
             return Err(Status::unavailable(
@@ -165,8 +300,12 @@ impl Agent for AgentService {
         &self,
         request: Request<MetricHistoryRequest>,
     ) -> Result<Response<MetricHistory>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .get_metric_history(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let (from, to) = (req.from_unix_ms, req.to_unix_ms);
         if from > 0 && to > 0 && from > to {
             return Err(Status::invalid_argument(format!(
@@ -203,7 +342,12 @@ impl Agent for AgentService {
         &self,
         request: Request<WatchMetricsRequest>,
     ) -> Result<Response<Self::WatchMetricsStream>, Status> {
-        self.check_node(&request.get_ref().node)?;
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .watch_metrics(forward(request.into_inner(), &self.state.node_name))
+                .await
+                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<HostMetrics>));
+        }
         let stream = WatchStream::new(self.state.latest.subscribe())
             .filter(|m| m.time_unix_ms != 0)
             .map(|m| Ok((*m).clone()));
@@ -214,8 +358,12 @@ impl Agent for AgentService {
         &self,
         request: Request<TopProcessesRequest>,
     ) -> Result<Response<TopProcessesReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .top_processes(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let latest = self.state.latest();
         let limit = if req.limit == 0 {
             10
@@ -233,8 +381,12 @@ impl Agent for AgentService {
         &self,
         request: Request<QueryEventsRequest>,
     ) -> Result<Response<QueryEventsReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .query_events(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let min_severity = severity_of(req.min_severity, "min_severity")?;
         let limit = match req.limit {
             0 => DEFAULT_EVENT_LIMIT,
@@ -261,8 +413,13 @@ impl Agent for AgentService {
         &self,
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .watch_events(forward(request.into_inner(), &self.state.node_name))
+                .await
+                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<Event>));
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let min_severity = severity_of(req.min_severity, "min_severity")?;
         let kind = req.kind;
         let stream =
@@ -283,7 +440,11 @@ impl Agent for AgentService {
         &self,
         request: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesReply>, Status> {
-        self.check_node(&request.get_ref().node)?;
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .list_services(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         Ok(Response::new(ListServicesReply {
             services: self.state.supervisor.list().await,
             isolation: self.state.supervisor.isolation(),
@@ -294,8 +455,12 @@ impl Agent for AgentService {
         &self,
         request: Request<GetServiceRequest>,
     ) -> Result<Response<ServiceStatus>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .get_service(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let status = self
             .state
             .supervisor
@@ -309,8 +474,12 @@ impl Agent for AgentService {
         &self,
         request: Request<ApplySpecRequest>,
     ) -> Result<Response<ApplySpecReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .apply_spec(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let report = self
             .state
             .supervisor
@@ -329,8 +498,12 @@ impl Agent for AgentService {
         &self,
         request: Request<RemoveServiceRequest>,
     ) -> Result<Response<RemoveServiceReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .remove_service(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let stopped = self
             .state
             .supervisor
@@ -347,8 +520,12 @@ impl Agent for AgentService {
         &self,
         request: Request<ControlServiceRequest>,
     ) -> Result<Response<ControlServiceReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .control_service(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let action = parse_action(&req)?;
         let supervisor = &self.state.supervisor;
         let message = supervisor
@@ -365,8 +542,13 @@ impl Agent for AgentService {
         &self,
         request: Request<TailLogsRequest>,
     ) -> Result<Response<Self::TailLogsStream>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .tail_logs(forward(request.into_inner(), &self.state.node_name))
+                .await
+                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<LogLine>));
+        }
         let req = request.into_inner();
-        self.check_node(&req.node)?;
         let grep = req.grep.clone();
         let make_filter = move || -> Result<Option<LineFilter>, Status> {
             if grep.is_empty() {
@@ -421,6 +603,164 @@ impl Agent for AgentService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn list_members(
+        &self,
+        _request: Request<ListMembersRequest>,
+    ) -> Result<Response<ListMembersReply>, Status> {
+        let cluster = &self.state.cluster;
+        Ok(Response::new(ListMembersReply {
+            members: cluster.members(),
+            dropped_packets: cluster.stats().dropped_total(),
+        }))
+    }
+
+    async fn get_catalog(
+        &self,
+        _request: Request<GetCatalogRequest>,
+    ) -> Result<Response<GetCatalogReply>, Status> {
+        Ok(Response::new(GetCatalogReply {
+            records: self.state.cluster.records(),
+        }))
+    }
+
+    type WatchClusterStream = BoxStream<ClusterUpdate>;
+
+    async fn watch_cluster(
+        &self,
+        _request: Request<WatchClusterRequest>,
+    ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        let cluster = self.state.cluster.clone();
+        let mut events = cluster.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ClusterUpdate, Status>>(64);
+        tokio::spawn(async move {
+            let snapshot = ClusterUpdate {
+                kind: "snapshot".into(),
+                members: cluster.members(),
+                records: cluster.records(),
+                node: String::new(),
+                time_unix_ms: unix_now_ms(),
+            };
+            if tx.send(Ok(snapshot)).await.is_err() {
+                return;
+            }
+            loop {
+                let update = match events.recv().await {
+                    Ok(event) => cluster_update(&cluster, &event),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        Some(ClusterUpdate {
+                            kind: "snapshot".into(),
+                            members: cluster.members(),
+                            records: cluster.records(),
+                            node: String::new(),
+                            time_unix_ms: unix_now_ms(),
+                        })
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if let Some(update) = update
+                    && tx.send(Ok(update)).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<DrainNodeRequest>,
+    ) -> Result<Response<DrainNodeReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .drain_node(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
+        let req = request.into_inner();
+        self.state.cluster.set_draining(req.drain);
+        let (kind, word) = if req.drain {
+            ("node.drained", "drained")
+        } else {
+            ("node.undrained", "undrained")
+        };
+        let draft = EventDraft::new(
+            kind,
+            Severity::Info,
+            format!("node:{}", self.state.node_name),
+            format!("node {} {word}", self.state.node_name),
+        );
+        if let Err(e) = self.state.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record the drain event");
+        }
+        Ok(Response::new(DrainNodeReply {
+            node: self.state.node_name.clone(),
+            draining: req.drain,
+        }))
+    }
+
+    async fn force_leave(
+        &self,
+        request: Request<ForceLeaveRequest>,
+    ) -> Result<Response<ForceLeaveReply>, Status> {
+        let req = request.into_inner();
+        self.state
+            .cluster
+            .force_leave(&req.member)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let draft = EventDraft::new(
+            "member.force_left",
+            Severity::Info,
+            format!("node:{}", req.member),
+            format!("{} was removed from the cluster by force-leave", req.member),
+        );
+        if let Err(e) = self.state.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record the force-leave event");
+        }
+        Ok(Response::new(ForceLeaveReply { member: req.member }))
+    }
+
+    async fn keyring(
+        &self,
+        request: Request<KeyringRequest>,
+    ) -> Result<Response<KeyringReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .keyring(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
+        let req = request.into_inner();
+        let cluster = &self.state.cluster;
+        let result = match req.op.as_str() {
+            "list" | "" => Ok(()),
+            "install" => cluster.install_key(&req.key),
+            "use" => cluster.use_key(&req.key),
+            "remove" => cluster.remove_key(&req.key),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "op: {other:?} is not one of list, install, use, remove"
+                )));
+            }
+        };
+        result.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if req.op != "list" && !req.op.is_empty() {
+            crate::keyring_store::save(&self.state.data_dir, cluster).map_err(|e| {
+                Status::internal(format!("the keyring changed but was not stored: {e}"))
+            })?;
+        }
+        let info = cluster.keyring().ok_or_else(|| {
+            Status::failed_precondition(
+                "this agent gossips without a key (--insecure-gossip or --dev)",
+            )
+        })?;
+        Ok(Response::new(KeyringReply {
+            keys: info.fingerprints,
+            primary: info.primary,
+            dropped_packets: cluster.stats().dropped_total(),
+        }))
     }
 }
 

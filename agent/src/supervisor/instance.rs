@@ -48,6 +48,8 @@ pub struct InstanceContext {
     pub node_name: String,
     /// The binary started as `<exe> shim DIR`.
     pub shim_exe: PathBuf,
+    /// Bumped on every change of any instance's status, for the catalog publisher.
+    pub changes: watch::Sender<u64>,
 }
 
 /// An operator's (or the supervisor's) request to an instance task.
@@ -186,8 +188,14 @@ impl InstanceTask {
         format!("{}-{}", self.spec.name, self.index)
     }
 
+    /// Changes the published status and tells the supervisor's watchers.
+    fn update(&self, change: impl FnOnce(&mut InstanceStatus)) {
+        self.status.send_modify(change);
+        self.ctx.changes.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
     fn set_state(&self, state: &str, reason: Option<String>) {
-        self.status.send_modify(|s| {
+        self.update(|s| {
             if s.state != state {
                 s.state = state.to_string();
                 s.state_since_unix_ms = unix_now_ms();
@@ -373,7 +381,7 @@ impl InstanceTask {
             "running"
         };
         self.last_cpu = None;
-        self.status.send_modify(|s| {
+        self.update(|s| {
             s.state = state.into();
             s.state_since_unix_ms = unix_now_ms();
             s.pid = record.pid;
@@ -634,10 +642,9 @@ impl InstanceTask {
             CheckOutcome::Warn(m) | CheckOutcome::Fail(m) => m.clone(),
         };
         let changed = tracker.record(outcome, Instant::now());
-        self.status
-            .send_modify(|s| s.health_output = output.clone());
+        self.update(|s| s.health_output = output.clone());
         if let Some(health) = changed {
-            self.status.send_modify(|s| {
+            self.update(|s| {
                 s.health = health.label().into();
                 if s.state == "starting" && health != Health::Unknown {
                     s.state = "running".into();
@@ -690,7 +697,7 @@ impl InstanceTask {
         if let Some(cur) = cpu_usec {
             self.last_cpu = Some((now, cur));
         }
-        self.status.send_modify(|s| {
+        self.update(|s| {
             s.cpu_percent = cpu_percent;
             s.rss_bytes = rss.unwrap_or(0);
         });
@@ -726,7 +733,7 @@ impl InstanceTask {
             .as_ref()
             .map(|e| describe_exit(e, false))
             .unwrap_or_else(|| "exit not recorded".into());
-        self.status.send_modify(|s| {
+        self.update(|s| {
             s.last_exit = exit.as_ref().map(|e| exit_info(e, false));
         });
         self.set_state("stopped", Some(String::new()));
@@ -768,7 +775,7 @@ impl InstanceTask {
             Some(e) => describe_exit(e, oom),
             None => "the shim vanished without recording the exit".to_string(),
         };
-        self.status.send_modify(|s| {
+        self.update(|s| {
             s.last_exit = Some(match &exit {
                 Some(e) => exit_info(e, oom),
                 None => ExitInfo {
@@ -798,9 +805,7 @@ impl InstanceTask {
                         humantime::format_duration(round_ms(after))
                     )),
                 );
-                self.status.send_modify(|s| {
-                    s.next_start_unix_ms = unix_now_ms() + after.as_millis() as i64
-                });
+                self.update(|s| s.next_start_unix_ms = unix_now_ms() + after.as_millis() as i64);
                 self.event(
                     "service.backoff",
                     Severity::Warning,

@@ -14,9 +14,9 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use strata_proto::v1::{InstanceStatus, ServiceStatus, Severity};
+use strata_proto::v1::{CatalogInstance, CatalogService, InstanceStatus, ServiceStatus, Severity};
 use thiserror::Error;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Where the supervisor keeps its state and how it runs services.
@@ -109,6 +109,7 @@ impl Supervisor {
             ports: Mutex::new(PortAllocator::new(config.port_range.clone())),
             node_name: config.node_name.clone(),
             shim_exe: config.shim_exe.clone(),
+            changes: watch::channel(0).0,
         });
         let supervisor = Arc::new(Supervisor {
             ctx: ctx.clone(),
@@ -119,6 +120,16 @@ impl Supervisor {
             supervisor.load_services_dir(dir).await;
         }
         Ok(supervisor)
+    }
+
+    /// A counter that changes whenever any service or instance does: the catalog publisher
+    /// waits on it instead of polling.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.ctx.changes.subscribe()
+    }
+
+    fn bump(&self) {
+        self.ctx.changes.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     /// The isolation the host allowed, in words.
@@ -343,6 +354,7 @@ impl Supervisor {
             &name,
             format!("spec of {name} {action} from {source}"),
         );
+        self.bump();
         report.applied = true;
         Ok(report)
     }
@@ -401,6 +413,7 @@ impl Supervisor {
             name,
             format!("service {name} removed ({count} instance(s) stopped)"),
         );
+        self.bump();
         Ok(count)
     }
 
@@ -448,6 +461,7 @@ impl Supervisor {
                 name,
                 format!("{name} scaled from {before} to {count} instance(s)"),
             );
+            self.bump();
             return Ok(format!(
                 "{name} scaled from {before} to {count} instance(s)"
             ));
@@ -528,6 +542,53 @@ impl Supervisor {
     pub async fn list(&self) -> Vec<ServiceStatus> {
         let services = self.services.lock().await;
         services.values().map(|s| self.status_of(s)).collect()
+    }
+
+    /// This node's services as its catalog record carries them. An instance without a health
+    /// check counts as passing while it runs (as in Consul); one that is stopping is draining.
+    pub async fn catalog_services(&self) -> Vec<CatalogService> {
+        let services = self.services.lock().await;
+        services
+            .values()
+            .map(|service| {
+                let spec = &service.spec;
+                let instances = service
+                    .instances
+                    .values()
+                    .map(|h| {
+                        let s = h.status.borrow();
+                        let health = if spec.health.is_none() && s.state == "running" {
+                            "passing".to_string()
+                        } else if s.state == "running" || s.state == "starting" {
+                            s.health.clone()
+                        } else {
+                            "critical".to_string()
+                        };
+                        CatalogInstance {
+                            id: s.id.clone(),
+                            ports: s.ports.clone(),
+                            health,
+                            version: s.version.clone(),
+                            draining: s.state == "stopping",
+                            state: s.state.clone(),
+                        }
+                    })
+                    .collect();
+                CatalogService {
+                    name: spec.name.clone(),
+                    version: spec.version.clone(),
+                    frontends: spec
+                        .ports
+                        .iter()
+                        .filter_map(|(n, p)| p.frontend.map(|f| (n.clone(), u32::from(f))))
+                        .collect(),
+                    algorithm: spec.balance.algorithm.clone(),
+                    prefer_local: spec.balance.prefer_local,
+                    tags: spec.tags.clone(),
+                    instances,
+                }
+            })
+            .collect()
     }
 
     /// One service with its instances.

@@ -29,6 +29,16 @@ pub struct ServiceSpec {
     pub stop: StopSpec,
     pub resources: ResourceSpec,
     pub logs: LogSpec,
+    pub balance: BalanceSpec,
+}
+
+/// The `[balance]` table: how the balancer on every node spreads this service's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceSpec {
+    /// round_robin, least_conn or p2c_ewma.
+    pub algorithm: String,
+    /// Use instances on the same node first while any is passing.
+    pub prefer_local: bool,
 }
 
 /// One named port of a service.
@@ -210,6 +220,15 @@ struct RawSpec {
     resources: RawResources,
     #[serde(default)]
     logs: RawLogs,
+    #[serde(default)]
+    balance: RawBalance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBalance {
+    algorithm: Option<String>,
+    prefer_local: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -475,6 +494,21 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         keep: at.count("logs.keep", raw.logs.keep, 5, 1, 100)?,
     };
 
+    let algorithm = raw
+        .balance
+        .algorithm
+        .unwrap_or_else(|| "p2c_ewma".to_string());
+    if !["round_robin", "least_conn", "p2c_ewma"].contains(&algorithm.as_str()) {
+        return Err(at.error(
+            "balance.algorithm",
+            format!("{algorithm:?} is not one of round_robin, least_conn, p2c_ewma"),
+        ));
+    }
+    let balance = BalanceSpec {
+        algorithm,
+        prefer_local: raw.balance.prefer_local.unwrap_or(false),
+    };
+
     Ok(ServiceSpec {
         name: raw.name,
         version: raw.version.unwrap_or_else(|| "0".to_string()),
@@ -489,6 +523,7 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         stop,
         resources,
         logs,
+        balance,
     })
 }
 
