@@ -360,3 +360,429 @@ fn node_name(zone: &Zone, node: &str) -> Option<Name> {
         .and_then(|n| n.prepend_label(node.to_ascii_lowercase()))
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{NodeEntry, ServiceEntry};
+    use std::collections::BTreeMap;
+
+    fn ep(instance: &str, node: &str, ip: &str, ports: &[(&str, u16)], tags: &[&str]) -> Endpoint {
+        Endpoint {
+            instance: instance.into(),
+            node: node.into(),
+            ip: ip.parse().unwrap(),
+            ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            local: false,
+            version: "1.0.0".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn service(name: &str, endpoints: Vec<Endpoint>, unavailable: Vec<Endpoint>) -> ServiceEntry {
+        ServiceEntry {
+            name: name.into(),
+            endpoints,
+            unavailable,
+            ..ServiceEntry::default()
+        }
+    }
+
+    fn node(name: &str, ip: &str, alive: bool) -> NodeEntry {
+        NodeEntry {
+            name: name.into(),
+            id: format!("id-{name}"),
+            ip: ip.parse().unwrap(),
+            alive,
+        }
+    }
+
+    fn table() -> ServiceTable {
+        let services = [
+            service(
+                "web",
+                vec![
+                    ep(
+                        "web/1",
+                        "n1",
+                        "10.0.0.1",
+                        &[("http", 8080), ("admin", 9090)],
+                        &["v2", "canary"],
+                    ),
+                    ep("web/2", "n2", "10.0.0.2", &[("http", 8080)], &["v1"]),
+                    ep("web/3", "n3", "fd00::3", &[("http", 8081)], &["v2"]),
+                    ep("web/4", "n1", "10.0.0.1", &[("http", 8082)], &[]),
+                ],
+                vec![ep("web/5", "n4", "10.0.0.5", &[("http", 8080)], &["v2"])],
+            ),
+            service(
+                "db",
+                vec![],
+                vec![ep("db/1", "n2", "10.0.0.2", &[("pg", 5432)], &[])],
+            ),
+            service(
+                "bad name",
+                vec![ep("b/1", "n1", "10.0.0.1", &[("http", 1)], &[])],
+                vec![],
+            ),
+            service(
+                "api",
+                vec![ep("api/1", "bad node", "10.0.0.9", &[("http", 7000)], &[])],
+                vec![],
+            ),
+        ];
+        let nodes = [
+            node("n1", "10.0.0.1", true),
+            node("n2", "10.0.0.2", true),
+            node("n3", "fd00::3", true),
+            node("n4", "10.0.0.4", false),
+            node("bad node", "10.0.0.9", true),
+        ];
+        ServiceTable {
+            generation: 7,
+            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            nodes: nodes
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    fn zone() -> Zone {
+        Zone::new(&DnsConfig::default()).unwrap()
+    }
+
+    fn ask(name: &str, qtype: RecordType) -> Answer {
+        resolve(&zone(), &table(), &Name::from_ascii(name).unwrap(), qtype)
+    }
+
+    fn ips(records: &[Record]) -> BTreeSet<IpAddr> {
+        records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ip_set(ips: &[&str]) -> BTreeSet<IpAddr> {
+        ips.iter().map(|ip| ip.parse().unwrap()).collect()
+    }
+
+    fn srvs(answer: &Answer) -> Vec<(String, u16)> {
+        let mut out: Vec<_> = answer
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::SRV(srv) => {
+                    assert_eq!((srv.priority, srv.weight), (1, 1));
+                    (srv.target.to_ascii(), srv.port)
+                }
+                other => panic!("not an SRV record: {other:?}"),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn assert_negative(answer: &Answer, code: ResponseCode) {
+        assert_eq!(answer.code, code);
+        assert!(answer.authoritative);
+        assert!(answer.answers.is_empty(), "{answer:?}");
+        assert_eq!(answer.authority.len(), 1, "{answer:?}");
+        let soa = &answer.authority[0];
+        assert_eq!(soa.name.to_ascii(), "strata.");
+        assert_eq!(soa.ttl, 5);
+        match &soa.data {
+            RData::SOA(soa) => {
+                assert_eq!(soa.minimum, 5);
+                assert_eq!(soa.serial, 7);
+            }
+            other => panic!("not an SOA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_a_has_passing_instances_deduplicated() {
+        let answer = ask("web.service.strata.", RecordType::A);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert!(answer.authoritative);
+        // 10.0.0.1 twice (web/1 and web/4) gives one record; web/5 is unavailable.
+        assert_eq!(answer.answers.len(), 2);
+        assert_eq!(ips(&answer.answers), ip_set(&["10.0.0.1", "10.0.0.2"]));
+        for record in &answer.answers {
+            assert_eq!(record.ttl, 5);
+            assert_eq!(record.name.to_ascii(), "web.service.strata.");
+        }
+        assert!(answer.authority.is_empty() && answer.additionals.is_empty());
+    }
+
+    #[test]
+    fn service_aaaa_has_ipv6_instances() {
+        let answer = ask("web.service.strata.", RecordType::AAAA);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert_eq!(ips(&answer.answers), ip_set(&["fd00::3"]));
+    }
+
+    #[test]
+    fn any_gives_both_families() {
+        let answer = ask("web.service.strata.", RecordType::ANY);
+        assert_eq!(
+            ips(&answer.answers),
+            ip_set(&["10.0.0.1", "10.0.0.2", "fd00::3"])
+        );
+    }
+
+    #[test]
+    fn names_match_without_case_and_keep_the_askers_case() {
+        let answer = ask("WeB.SeRvIcE.StRaTa.", RecordType::A);
+        assert_eq!(ips(&answer.answers), ip_set(&["10.0.0.1", "10.0.0.2"]));
+        assert_eq!(answer.answers[0].name.to_ascii(), "WeB.SeRvIcE.StRaTa.");
+    }
+
+    #[test]
+    fn plain_srv_lists_every_port_with_node_targets_and_their_addresses() {
+        let answer = ask("web.service.strata.", RecordType::SRV);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert_eq!(
+            srvs(&answer),
+            vec![
+                ("n1.node.strata.".to_string(), 8080),
+                ("n1.node.strata.".to_string(), 8082),
+                ("n1.node.strata.".to_string(), 9090),
+                ("n2.node.strata.".to_string(), 8080),
+                ("n3.node.strata.".to_string(), 8081),
+            ]
+        );
+        let mut extra: Vec<_> = answer
+            .additionals
+            .iter()
+            .map(|r| (r.name.to_ascii(), r.record_type(), r.ttl))
+            .collect();
+        extra.sort();
+        assert_eq!(
+            extra,
+            vec![
+                ("n1.node.strata.".to_string(), RecordType::A, 30),
+                ("n2.node.strata.".to_string(), RecordType::A, 30),
+                ("n3.node.strata.".to_string(), RecordType::AAAA, 30),
+            ]
+        );
+        assert_eq!(
+            ips(&answer.additionals),
+            ip_set(&["10.0.0.1", "10.0.0.2", "fd00::3"])
+        );
+    }
+
+    #[test]
+    fn port_srv_lists_only_that_port() {
+        let admin = ask("_admin._tcp.web.service.strata.", RecordType::SRV);
+        assert_eq!(srvs(&admin), vec![("n1.node.strata.".to_string(), 9090)]);
+        assert_eq!(ips(&admin.additionals), ip_set(&["10.0.0.1"]));
+
+        let http = ask("_HTTP._tcp.web.service.strata.", RecordType::SRV);
+        assert_eq!(srvs(&http).len(), 4);
+        assert!(
+            srvs(&http)
+                .iter()
+                .all(|(_, p)| [8080, 8081, 8082].contains(p))
+        );
+
+        assert_negative(
+            &ask("_nope._tcp.web.service.strata.", RecordType::SRV),
+            ResponseCode::NXDomain,
+        );
+        assert_negative(
+            &ask("admin._tcp.web.service.strata.", RecordType::SRV),
+            ResponseCode::NXDomain,
+        );
+        // The port name only carries SRV.
+        assert_negative(
+            &ask("_admin._tcp.web.service.strata.", RecordType::A),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn tag_filters_instances() {
+        let v2 = ask("v2.web.service.strata.", RecordType::A);
+        assert_eq!(ips(&v2.answers), ip_set(&["10.0.0.1"]));
+        let v2 = ask("V2.web.service.strata.", RecordType::AAAA);
+        assert_eq!(ips(&v2.answers), ip_set(&["fd00::3"]));
+        let v1 = ask("v1.web.service.strata.", RecordType::SRV);
+        assert_eq!(srvs(&v1), vec![("n2.node.strata.".to_string(), 8080)]);
+        assert_negative(
+            &ask("v9.web.service.strata.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+    }
+
+    #[test]
+    fn service_without_passing_instances_is_nxdomain() {
+        assert_negative(
+            &ask("db.service.strata.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+        // web/5 (unavailable) is the only instance on n4: its tag-less SRV never shows up.
+        let srv = ask("web.service.strata.", RecordType::SRV);
+        assert!(!srvs(&srv).iter().any(|(t, _)| t.starts_with("n4.")));
+    }
+
+    #[test]
+    fn unknown_names_under_the_domain_are_nxdomain() {
+        for name in [
+            "nope.service.strata.",
+            "x.y.web.service.strata.",
+            "foo.strata.",
+            "web.services.strata.",
+            "n9.node.strata.",
+            "a.n1.node.strata.",
+        ] {
+            assert_negative(&ask(name, RecordType::A), ResponseCode::NXDomain);
+        }
+    }
+
+    #[test]
+    fn existing_name_with_another_type_is_nodata() {
+        assert_negative(
+            &ask("web.service.strata.", RecordType::MX),
+            ResponseCode::NoError,
+        );
+        assert_negative(
+            &ask("service.strata.", RecordType::A),
+            ResponseCode::NoError,
+        );
+        assert_negative(&ask("strata.", RecordType::A), ResponseCode::NoError);
+    }
+
+    #[test]
+    fn apex_soa() {
+        let answer = ask("strata.", RecordType::SOA);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert_eq!(answer.answers.len(), 1);
+        assert_eq!(answer.answers[0].record_type(), RecordType::SOA);
+    }
+
+    #[test]
+    fn names_outside_the_domain_are_refused() {
+        for name in [
+            "example.com.",
+            "strata.example.",
+            "web.service.stratax.",
+            ".",
+        ] {
+            let answer = ask(name, RecordType::A);
+            assert_eq!(answer.code, ResponseCode::Refused, "{name}");
+            assert!(!answer.authoritative);
+            assert!(answer.answers.is_empty() && answer.authority.is_empty());
+        }
+    }
+
+    #[test]
+    fn alive_nodes_resolve() {
+        let answer = ask("N1.node.strata.", RecordType::A);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert_eq!(ips(&answer.answers), ip_set(&["10.0.0.1"]));
+        assert_eq!(answer.answers[0].ttl, 30);
+        assert_eq!(
+            ips(&ask("n3.node.strata.", RecordType::AAAA).answers),
+            ip_set(&["fd00::3"])
+        );
+        assert_negative(
+            &ask("n3.node.strata.", RecordType::A),
+            ResponseCode::NoError,
+        );
+        // Known but down.
+        assert_negative(
+            &ask("n4.node.strata.", RecordType::A),
+            ResponseCode::NXDomain,
+        );
+    }
+
+    #[test]
+    fn table_names_that_are_not_labels_are_skipped() {
+        let spaced = Name::from_labels(vec![&b"bad name"[..], b"service", b"strata"]).unwrap();
+        let answer = resolve(&zone(), &table(), &spaced, RecordType::A);
+        assert_negative(&answer, ResponseCode::NXDomain);
+        let spaced = Name::from_labels(vec![&b"bad node"[..], b"node", b"strata"]).unwrap();
+        let answer = resolve(&zone(), &table(), &spaced, RecordType::A);
+        assert_negative(&answer, ResponseCode::NXDomain);
+        // The instance is still reachable by address; it has no SRV target name.
+        assert_eq!(
+            ips(&ask("api.service.strata.", RecordType::A).answers),
+            ip_set(&["10.0.0.9"])
+        );
+        assert_negative(
+            &ask("api.service.strata.", RecordType::SRV),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn ttls_and_domain_are_configurable() {
+        let config = DnsConfig {
+            domain: "Consul.Internal".into(),
+            service_ttl: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(2),
+            negative_ttl: Duration::from_secs(3),
+            ..DnsConfig::default()
+        };
+        let zone = Zone::new(&config).unwrap();
+        let table = table();
+        let srv = resolve(
+            &zone,
+            &table,
+            &Name::from_ascii("web.service.consul.internal.").unwrap(),
+            RecordType::SRV,
+        );
+        assert!(srv.answers.iter().all(|r| r.ttl == 1));
+        assert!(srv.additionals.iter().all(|r| r.ttl == 2));
+        assert!(
+            srvs(&srv)
+                .iter()
+                .all(|(t, _)| t.ends_with(".node.consul.internal."))
+        );
+        let nx = resolve(
+            &zone,
+            &table,
+            &Name::from_ascii("nope.service.consul.internal.").unwrap(),
+            RecordType::A,
+        );
+        assert_eq!(nx.code, ResponseCode::NXDomain);
+        assert_eq!(nx.authority[0].ttl, 3);
+        let refused = resolve(
+            &zone,
+            &table,
+            &Name::from_ascii("web.service.strata.").unwrap(),
+            RecordType::A,
+        );
+        assert_eq!(refused.code, ResponseCode::Refused);
+    }
+
+    #[test]
+    fn bad_domains_are_rejected() {
+        for domain in ["", ".", "bad domain", "a..b", "-x"] {
+            let config = DnsConfig {
+                domain: domain.into(),
+                ..DnsConfig::default()
+            };
+            let err = Zone::new(&config).unwrap_err();
+            assert!(
+                matches!(err, DnsError::InvalidDomain { .. }),
+                "{domain:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["web", "web-1", "_http", "a", &"x".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-web", "web-", "a.b", "a b", "wéb", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+}
