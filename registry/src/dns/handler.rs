@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::DNSClass;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -26,11 +26,11 @@ pub(crate) struct Counters {
 impl Counters {
     fn record(&self, code: ResponseCode) {
         self.queries.fetch_add(1, Ordering::Relaxed);
-        match code {
-            ResponseCode::NXDomain => self.nxdomain.fetch_add(1, Ordering::Relaxed),
-            ResponseCode::Refused => self.refused.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
+        if code == ResponseCode::NXDomain {
+            self.nxdomain.fetch_add(1, Ordering::Relaxed);
+        } else if code == ResponseCode::Refused {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> DnsStats {
@@ -64,9 +64,8 @@ impl Handler {
 
     /// The answer for a request, or the response code that rejects it.
     fn answer(&self, request: &Request) -> Answer {
-        if request.metadata.message_type != MessageType::Query
-            || request.metadata.op_code != OpCode::Query
-        {
+        // hickory-server drops responses before they get here; UPDATE, NOTIFY... are not served.
+        if request.metadata.op_code != OpCode::Query {
             return Answer::error(ResponseCode::NotImp);
         }
         let [query] = request.queries.queries() else {

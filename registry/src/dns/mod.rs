@@ -152,6 +152,15 @@ async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), 
     }
 }
 
+impl std::fmt::Debug for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServer")
+            .field("local_addr", &self.local_addr)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl DnsServer {
     /// The bound address (UDP and TCP share it); tells callers the port when they asked for 0.
     pub fn local_addr(&self) -> SocketAddr {

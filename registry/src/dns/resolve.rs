@@ -179,7 +179,8 @@ pub(crate) fn resolve(zone: &Zone, table: &ServiceTable, name: &Name, qtype: Rec
         return Answer::error(ResponseCode::Refused);
     }
     let lower = name.to_lowercase();
-    let relative = usize::from(lower.num_labels()) - usize::from(zone.origin.num_labels());
+    let relative =
+        usize::from(lower.num_labels()).saturating_sub(usize::from(zone.origin.num_labels()));
     let labels: Option<Vec<&str>> = lower
         .iter()
         .take(relative)
