@@ -84,6 +84,17 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     .await
     .with_context(|| format!("cannot start gossip on {}", config.gossip_addr))?;
     let gossip_addr = cluster.local_addr();
+    let dns = strata_registry::dns::start(
+        strata_registry::dns::DnsConfig {
+            addr: config.dns_addr,
+            domain: config.dns_domain.clone(),
+            ..Default::default()
+        },
+        cluster.table(),
+    )
+    .await
+    .with_context(|| format!("cannot start DNS on {}", config.dns_addr))?;
+    let dns_addr = dns.local_addr();
 
     let (latest, _) = watch::channel(Arc::new(HostMetrics::default()));
     let state = Arc::new(AgentState {
@@ -131,7 +142,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     );
     tracing::info!(%grpc_addr, %http_addr, node = %config.node_name, data_dir = %data_dir.display(), "agent ready");
     println!(
-        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr}",
+        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr}",
         config.node_name
     );
 
@@ -143,6 +154,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     cluster.leave().await;
     recorder.abort();
     supervisor.detach_all().await;
+    dns.shutdown().await;
     if let Some(watch) = kmsg_watch {
         watch.stop();
     }
