@@ -28,7 +28,13 @@ if [ "${#need[@]}" -gt 0 ]; then
     [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
-ulimit -n 65536
+# A proxy holds two descriptors per connection; raise the limit as far as this host allows.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+max_idle=$(( ($(ulimit -n) - 500) / 2 ))
+if [ "$IDLE" -gt "$max_idle" ]; then
+    echo "== RLIMIT_NOFILE is $(ulimit -n) here (hard limit): $max_idle idle connections, not $IDLE"
+    IDLE=$max_idle
+fi
 cargo build --release --quiet -p strata-registry --example balancer_bench
 bench=./target/release/examples/balancer_bench
 work=$(mktemp -d)
@@ -47,7 +53,7 @@ head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
 chmod -R a+rX "$work/www"
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $(ulimit -n);
 pid $work/nginx.pid;
 error_log $work/nginx-error.log;
 events { worker_connections 30000; }
@@ -66,7 +72,7 @@ nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 cat > "$work/haproxy.cfg" <<CONF
 global
-    maxconn 30000
+    maxconn $(( ($(ulimit -n) - 200) / 2 ))
 defaults
     mode tcp
     timeout connect 1s
