@@ -7,6 +7,7 @@ use crate::supervisor::manager::Supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 use strata_proto::v1::{HostMetrics, NodeSummary, Severity};
+use strata_registry::balance::{Balancer, BalancerEvent};
 use strata_registry::cluster::{Cluster, ClusterEvent};
 use tokio::task::JoinHandle;
 
@@ -161,4 +162,66 @@ pub fn event_draft(event: &ClusterEvent) -> Option<EventDraft> {
         format!("node:{name}"),
         message,
     ))
+}
+
+/// Records the balancer's listener problems and ejections in the journal.
+pub fn spawn_balancer_recorder(balancer: &Balancer, journal: Journal) -> JoinHandle<()> {
+    let mut events = balancer.subscribe_events();
+    tokio::spawn(async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if let Some(draft) = balancer_event_draft(&event)
+                && let Err(e) = journal.append(draft)
+            {
+                tracing::warn!(error = %e, "cannot record a balancer event");
+            }
+        }
+    })
+}
+
+/// The journal event for a balancer event worth an operator's attention.
+pub fn balancer_event_draft(event: &BalancerEvent) -> Option<EventDraft> {
+    Some(match event {
+        BalancerEvent::ListenFailed {
+            service,
+            port_name,
+            port,
+            error,
+        } => EventDraft::new(
+            "balancer.listen_failed",
+            Severity::Critical,
+            format!("service:{service}"),
+            format!("frontend {port_name} of {service} cannot listen on port {port}: {error}"),
+        ),
+        BalancerEvent::Ejected {
+            service,
+            instance,
+            node,
+            duration_ms,
+            ejections,
+        } => EventDraft::new(
+            "balancer.ejected",
+            Severity::Warning,
+            format!("service:{instance}"),
+            format!(
+                "{instance} on {node} ejected from {service} for {} ms after connect failures (ejection {ejections})",
+                duration_ms
+            ),
+        ),
+        BalancerEvent::Restored {
+            service,
+            instance,
+            node,
+        } => EventDraft::new(
+            "balancer.restored",
+            Severity::Info,
+            format!("service:{instance}"),
+            format!("{instance} on {node} is back in {service}"),
+        ),
+        BalancerEvent::Listening { .. } | BalancerEvent::Closed { .. } => return None,
+    })
 }

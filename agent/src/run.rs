@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use strata_proto::v1::agent_server::AgentServer;
 use strata_proto::v1::{HostMetrics, Severity};
+use strata_registry::balance::{AccessLogConfig, Balancer, BalancerConfig};
 use strata_registry::cluster::{Cluster, ClusterConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -95,6 +96,17 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     .await
     .with_context(|| format!("cannot start DNS on {}", config.dns_addr))?;
     let dns_addr = dns.local_addr();
+    let access_log_dir = data_dir.join("access");
+    let balancer = Balancer::start(
+        BalancerConfig {
+            bind_ip: config.balancer_addr,
+            access_log: Some(AccessLogConfig::new(&access_log_dir)),
+            ..BalancerConfig::default()
+        },
+        cluster.table(),
+    )
+    .context("cannot start the balancer")?;
+    let balancer_events = cluster_link::spawn_balancer_recorder(&balancer, journal.clone());
 
     let (latest, _) = watch::channel(Arc::new(HostMetrics::default()));
     let state = Arc::new(AgentState {
@@ -113,6 +125,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         supervisor: supervisor.clone(),
         cluster: cluster.clone(),
         data_dir: data_dir.clone(),
+        balancer,
+        access_log_dir,
+        dns,
     });
     let publisher =
         cluster_link::spawn_publisher(cluster.clone(), supervisor.clone(), state.clone());
@@ -142,8 +157,8 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     );
     tracing::info!(%grpc_addr, %http_addr, node = %config.node_name, data_dir = %data_dir.display(), "agent ready");
     println!(
-        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr}",
-        config.node_name
+        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr} balancer={}",
+        config.node_name, config.balancer_addr
     );
 
     let signal = wait_for_shutdown_signal().await?;
@@ -154,7 +169,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     cluster.leave().await;
     recorder.abort();
     supervisor.detach_all().await;
-    dns.shutdown().await;
+    balancer_events.abort();
     if let Some(watch) = kmsg_watch {
         watch.stop();
     }

@@ -41,6 +41,10 @@ pub struct AgentState {
     pub cluster: strata_registry::cluster::Cluster,
     /// The data dir, for state the API changes (the keyring).
     pub data_dir: std::path::PathBuf,
+    pub balancer: strata_registry::balance::Balancer,
+    /// Where the balancer writes its access log.
+    pub access_log_dir: std::path::PathBuf,
+    pub dns: strata_registry::dns::DnsServer,
 }
 
 impl AgentState {

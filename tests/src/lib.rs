@@ -43,6 +43,10 @@ pub struct AgentProcess {
     pub http: SocketAddr,
     /// The gossip address the agent bound.
     pub gossip: SocketAddr,
+    /// The DNS address (UDP and TCP) the agent bound.
+    pub dns: SocketAddr,
+    /// The address the agent's balancer serves frontend ports on.
+    pub balancer: std::net::IpAddr,
     /// The node id the agent reported.
     pub node_id: String,
     /// The data dir the agent uses.
@@ -119,6 +123,8 @@ impl AgentProcess {
                         grpc: field("grpc=")?.parse()?,
                         http: field("http=")?.parse()?,
                         gossip: field("gossip=")?.parse()?,
+                        dns: field("dns=")?.parse()?,
+                        balancer: field("balancer=")?.parse()?,
                         node_id: field("id=")?,
                         data_dir: data_dir.to_path_buf(),
                         child,

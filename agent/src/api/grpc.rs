@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::agent_server::Agent;
 use strata_proto::v1::{
-    ApplySpecReply, ApplySpecRequest, ClusterUpdate, ControlServiceReply, ControlServiceRequest,
-    DrainNodeReply, DrainNodeRequest, Event, ForceLeaveReply, ForceLeaveRequest, GetCatalogReply,
-    GetCatalogRequest, GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics,
-    KeyringReply, KeyringRequest, ListMembersReply, ListMembersRequest, ListServicesReply,
-    ListServicesRequest, LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply,
-    QueryEventsRequest, RemoveServiceReply, RemoveServiceRequest, ServiceStatus, Severity,
+    AccessRecord, ApplySpecReply, ApplySpecRequest, BalancerReply, ClusterUpdate,
+    ControlServiceReply, ControlServiceRequest, DrainNodeReply, DrainNodeRequest, Event,
+    ForceLeaveReply, ForceLeaveRequest, GetBalancerRequest, GetCatalogReply, GetCatalogRequest,
+    GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics, KeyringReply,
+    KeyringRequest, ListMembersReply, ListMembersRequest, ListServicesReply, ListServicesRequest,
+    LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply, QueryEventsRequest,
+    RemoveServiceReply, RemoveServiceRequest, ServiceStatus, Severity, TailAccessLogRequest,
     TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchClusterRequest,
     WatchEventsRequest, WatchMetricsRequest,
 };
@@ -79,6 +80,8 @@ node_scoped!(
     ControlServiceRequest,
     TailLogsRequest,
     KeyringRequest,
+    GetBalancerRequest,
+    TailAccessLogRequest,
     DrainNodeRequest,
 );
 
@@ -761,6 +764,83 @@ impl Agent for AgentService {
             primary: info.primary,
             dropped_packets: cluster.stats().dropped_total(),
         }))
+    }
+
+    async fn get_balancer(
+        &self,
+        request: Request<GetBalancerRequest>,
+    ) -> Result<Response<BalancerReply>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .get_balancer(forward(request.into_inner(), &self.state.node_name))
+                .await;
+        }
+        Ok(Response::new(super::balancer::balancer_reply(
+            &self.state.balancer.stats(),
+        )))
+    }
+
+    type TailAccessLogStream = BoxStream<AccessRecord>;
+
+    async fn tail_access_log(
+        &self,
+        request: Request<TailAccessLogRequest>,
+    ) -> Result<Response<Self::TailAccessLogStream>, Status> {
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .tail_access_log(forward(request.into_inner(), &self.state.node_name))
+                .await
+                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<AccessRecord>));
+        }
+        let req = request.into_inner();
+        let lines = match req.lines {
+            0 => 100,
+            n => n.min(MAX_LOG_LINES),
+        } as usize;
+        let service = (!req.service.is_empty()).then_some(req.service.clone());
+        let mut live = req.follow.then(|| self.state.balancer.subscribe_access());
+        let dir = self.state.access_log_dir.clone();
+        let filter = service.clone();
+        let past = tokio::task::spawn_blocking(move || {
+            strata_registry::balance::read_access_log(&dir, filter.as_deref(), lines)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("access log read did not finish: {e}")))?
+        .map_err(|e| Status::internal(format!("cannot read the access log: {e}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<AccessRecord, Status>>(256);
+        tokio::spawn(async move {
+            for record in &past {
+                if tx
+                    .send(Ok(super::balancer::access_record(record)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let Some(live) = live.as_mut() else { return };
+            loop {
+                match live.recv().await {
+                    Ok(record) => {
+                        if service.as_ref().is_some_and(|s| *s != record.service) {
+                            continue;
+                        }
+                        if tx
+                            .send(Ok(super::balancer::access_record(&record)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

@@ -34,7 +34,11 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
         last_collect_seconds: stats.last_collect_seconds,
         alerts_firing: stats.alerts_firing,
     };
-    let body = prometheus::render(&latest, &state.node_info(), &agent);
+    let mut body = prometheus::render(&latest, &state.node_info(), &agent);
+    body.push_str(&strata_registry::balance::render_prometheus(
+        &state.balancer.stats(),
+    ));
+    body.push_str(&dns_metrics(&state.dns.stats()));
     ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], body)
 }
 
@@ -62,4 +66,31 @@ async fn health(State(state): State<Arc<AgentState>>, interval: Duration) -> imp
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
+}
+
+/// The DNS server's counters in the Prometheus text format.
+fn dns_metrics(stats: &strata_registry::dns::DnsStats) -> String {
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "strata_dns_queries_total",
+            "DNS queries answered.",
+            stats.queries,
+        ),
+        (
+            "strata_dns_nxdomain_total",
+            "DNS answers that were NXDOMAIN.",
+            stats.nxdomain,
+        ),
+        (
+            "strata_dns_refused_total",
+            "DNS queries refused (outside the domain).",
+            stats.refused,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
+    out
 }

@@ -707,6 +707,9 @@ impl InstanceTask {
     /// everything it started once the timeout passes.
     async fn stop(&mut self, mut running: RunningShim, why: &str) {
         self.set_state("stopping", None);
+        if !self.spec.stop.drain.is_zero() {
+            tokio::time::sleep(self.spec.stop.drain).await;
+        }
         let pid = running.record.pid;
         if same_process(pid, running.record.start_ticks) {
             let signal =

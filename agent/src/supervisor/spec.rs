@@ -97,6 +97,9 @@ pub struct RestartSpec {
 pub struct StopSpec {
     pub signal: StopSignal,
     pub timeout: Duration,
+    /// How long an instance is marked draining (no new connections from any balancer) before
+    /// it is signalled: 2s for services with a frontend port, else 0.
+    pub drain: Duration,
 }
 
 /// Signals a spec may name for stopping.
@@ -267,6 +270,7 @@ struct RawRestart {
 struct RawStop {
     signal: Option<String>,
     timeout: Option<String>,
+    drain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -447,6 +451,12 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
             at.error("stop.signal", format!("{text:?} is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2"))
         })?,
     };
+    let has_frontend = ports.values().any(|p| p.frontend.is_some());
+    let default_drain = if has_frontend {
+        Duration::from_secs(2)
+    } else {
+        Duration::ZERO
+    };
     let stop = StopSpec {
         signal,
         timeout: at.duration(
@@ -454,6 +464,7 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
             raw.stop.timeout.as_deref(),
             Duration::from_secs(10),
         )?,
+        drain: at.duration("stop.drain", raw.stop.drain.as_deref(), default_drain)?,
     };
 
     let res = &raw.resources;

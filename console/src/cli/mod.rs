@@ -1,6 +1,7 @@
 //! Headless subcommands: the same views and actions as the console, for people (tables)
 //! and scripts (`-o json`, stable exit codes).
 
+mod balancer;
 mod cluster;
 mod connect;
 mod events;
@@ -151,6 +152,24 @@ pub enum Command {
         /// The down member.
         member: String,
     },
+    /// The local balancer: listeners and per-instance figures.
+    #[command(after_help = "Example:\n  strata balancer --node n2")]
+    Balancer,
+    /// The balancer's per-connection access log.
+    #[command(
+        name = "access-log",
+        after_help = "Examples:\n  strata access-log web -f\n  strata access-log --lines 500 -o json"
+    )]
+    AccessLog {
+        /// Only this service.
+        service: Option<String>,
+        /// Keep printing new connections.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many past records.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: u32,
+    },
     /// Gossip keys on every live member (or --node): list, install, use (make primary), remove.
     #[command(
         after_help = "Key rotation:\n  strata keyring install NEWKEY\n  strata keyring use NEWKEY\n  strata keyring remove OLDKEY"
@@ -231,6 +250,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Remove { name } => services::remove(c, agent, out, node, &name).await,
         Command::Logs(args) => services::logs(c, agent, out, node, args).await,
         Command::Members => cluster::members(c, agent, out).await,
+        Command::Balancer => balancer::balancer(c, agent, out, node).await,
+        Command::AccessLog {
+            service,
+            follow,
+            lines,
+        } => balancer::access_log(c, agent, out, node, service, lines, follow).await,
         Command::Catalog => cluster::catalog(c, agent, out).await,
         Command::Drain { target } => cluster::drain(c, agent, out, &target, true).await,
         Command::Undrain { target } => cluster::drain(c, agent, out, &target, false).await,

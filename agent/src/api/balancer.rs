@@ -1,0 +1,86 @@
+//! The balancer's figures and access log in the API's terms.
+
+use strata_proto::v1::{
+    AccessRecord, BalancerEndpoint, BalancerListener, BalancerReply, BalancerService,
+};
+use strata_registry::balance::{self, BalancerStats, ListenerStatus};
+
+/// The balancer's statistics as the API returns them.
+pub fn balancer_reply(stats: &BalancerStats) -> BalancerReply {
+    BalancerReply {
+        services: stats
+            .services
+            .iter()
+            .map(|s| BalancerService {
+                name: s.name.clone(),
+                algorithm: serde_label(&s.algorithm),
+                prefer_local: s.prefer_local,
+                listeners: s
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        let (state, detail) = match &l.status {
+                            ListenerStatus::Listening { addr } => ("listening", addr.clone()),
+                            ListenerStatus::Failed { error } => ("failed", error.clone()),
+                        };
+                        BalancerListener {
+                            port_name: l.port_name.clone(),
+                            port: u32::from(l.port),
+                            state: state.into(),
+                            detail,
+                        }
+                    })
+                    .collect(),
+                active: s.active,
+                total: s.total,
+                no_healthy_instance: s.no_healthy_instance,
+                endpoints: s
+                    .endpoints
+                    .iter()
+                    .map(|e| BalancerEndpoint {
+                        instance: e.instance.clone(),
+                        node: e.node.clone(),
+                        ip: e.ip.clone(),
+                        local: e.local,
+                        draining: e.draining,
+                        active: e.active,
+                        total: e.total,
+                        failures: e.failures,
+                        bytes_in: e.bytes_in,
+                        bytes_out: e.bytes_out,
+                        connect_latency_ewma_ms: e.connect_latency_ewma_ms,
+                        ejected_until: e.ejected_until.clone().unwrap_or_default(),
+                        ejections: e.ejections,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        access_log_dropped: stats.access_log_dropped,
+    }
+}
+
+/// One access log record as the API returns it.
+pub fn access_record(r: &balance::AccessRecord) -> AccessRecord {
+    AccessRecord {
+        time: r.time.clone(),
+        service: r.service.clone(),
+        port_name: r.port_name.clone(),
+        client: r.client.clone(),
+        instance: r.instance.clone().unwrap_or_default(),
+        node: r.node.clone().unwrap_or_default(),
+        backend: r.backend.clone().unwrap_or_default(),
+        attempts: r.attempts,
+        bytes_in: r.bytes_in,
+        bytes_out: r.bytes_out,
+        duration_ms: r.duration_ms,
+        outcome: serde_label(&r.outcome),
+    }
+}
+
+/// The snake_case name serde gives a unit enum variant ("p2c_ewma", "connect_failed").
+fn serde_label<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

@@ -1,0 +1,209 @@
+//! End to end: a client on one agent's frontend port reaches an instance on another agent
+//! through the local balancer, DNS on either agent answers from the replicated catalog, and
+//! both drop an instance that turns critical.
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::Value;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, http_get};
+
+fn agent(dir: &std::path::Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
+    let extra_args = join
+        .map(|s| vec!["--join".to_string(), s.gossip.to_string()])
+        .unwrap_or_default();
+    AgentProcess::start(
+        &dir.join(name),
+        &AgentOptions {
+            node_name: Some(name.to_string()),
+            extra_args,
+            ..Default::default()
+        },
+    )
+    .expect("agent starts")
+}
+
+fn json(agent: &AgentProcess, args: &[&str]) -> Value {
+    let out = agent.strata(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A records for `name` from the DNS server at `server`: (response code, addresses).
+fn dns_a(server: SocketAddr, name: &str) -> (ResponseCode, Vec<IpAddr>) {
+    let mut query = Message::query();
+    query.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    socket
+        .send_to(&query.to_vec().expect("encode"), server)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buf).expect("dns answer");
+    let reply = Message::from_vec(&buf[..n]).expect("decode");
+    let ips = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    (reply.metadata.response_code, ips)
+}
+
+#[test]
+fn a_frontend_reaches_another_agents_instance_and_dns_follows_health() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n1 = agent(dir.path(), "b1", None);
+    let n2 = agent(dir.path(), "b2", Some(&n1));
+    let frontend = closed_port();
+    let health = dir.path().join("health");
+    std::fs::write(&health, "200").expect("flag");
+    let spec = dir.path().join("web.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "web"
+command = ["{}"]
+env = {{ HEALTH_FILE = "{}" }}
+[ports.http]
+frontend = {frontend}
+[health]
+http = "/"
+interval = "200ms"
+timeout = "150ms"
+rise = 1
+fall = 1
+grace = "0s"
+"#,
+            binary("strata-test-server").display(),
+            health.display()
+        ),
+    )
+    .expect("spec");
+    assert!(
+        n2.strata(&["apply", spec.to_str().expect("path")])
+            .status
+            .success()
+    );
+
+    let front = SocketAddr::new(n1.balancer, frontend);
+    wait_until(
+        "web reachable through b1's frontend",
+        Duration::from_secs(30),
+        || matches!(http_get(front, "/"), Ok((200, _))),
+    );
+    let (code, body) = http_get(front, "/hello").expect("through the balancer");
+    assert_eq!((code, body.trim()), (200, "status 200"));
+
+    let (rcode, ips) = dns_a(n1.dns, "web.service.strata.");
+    assert_eq!(rcode, ResponseCode::NoError);
+    assert_eq!(ips, vec![IpAddr::from([127, 0, 0, 1])]);
+    let (rcode, _) = dns_a(n1.dns, "nothing.service.strata.");
+    assert_eq!(rcode, ResponseCode::NXDomain);
+    let (rcode, ips) = dns_a(n1.dns, "b2.node.strata.");
+    assert_eq!((rcode, ips.len()), (ResponseCode::NoError, 1));
+
+    let stats = json(&n1, &["balancer", "-o", "json"]);
+    let web = &stats["services"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["endpoints"][0]["node"], "b2");
+    assert!(
+        web["endpoints"][0]["total"].as_u64().unwrap_or(0) >= 2,
+        "{stats:#}"
+    );
+    let out = n1.strata(&["access-log", "web", "-o", "json"]);
+    assert!(out.status.success());
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["outcome"] == "ok" && r["node"] == "b2"),
+        "{records:?}"
+    );
+
+    std::fs::write(&health, "503").expect("flag");
+    wait_until(
+        "the critical instance leaves DNS on b1",
+        Duration::from_secs(30),
+        || dns_a(n1.dns, "web.service.strata.").0 == ResponseCode::NXDomain,
+    );
+    wait_until(
+        "the frontend has no healthy instance",
+        Duration::from_secs(30),
+        || http_get(front, "/").is_err(),
+    );
+    let out = n1.strata(&["access-log", "web", "-o", "json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no_healthy_instance"));
+}
+
+#[test]
+fn a_taken_frontend_port_is_reported_and_other_services_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n1 = agent(dir.path(), "p1", None);
+    let taken = std::net::TcpListener::bind((n1.balancer, 0)).expect("hold a port");
+    let taken_port = taken.local_addr().expect("addr").port();
+    let free_port = closed_port();
+    let server = binary("strata-test-server").display().to_string();
+    for (name, port) in [("clash", taken_port), ("fine", free_port)] {
+        let spec = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"{name}\"\ncommand = [\"{server}\"]\n[ports.http]\nfrontend = {port}\n"
+            ),
+        )
+        .expect("spec");
+        assert!(
+            n1.strata(&["apply", spec.to_str().expect("path")])
+                .status
+                .success()
+        );
+    }
+    wait_until("the clash is reported", Duration::from_secs(30), || {
+        let stats = json(&n1, &["balancer", "-o", "json"]);
+        stats["services"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["name"] == "clash" && s["listeners"][0]["state"] == "failed")
+        })
+    });
+    let events = json(&n1, &["events", "--kind", "balancer", "-o", "json"]);
+    assert!(
+        events["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "balancer.listen_failed"))
+    );
+    wait_until(
+        "the other service is served",
+        Duration::from_secs(30),
+        || {
+            matches!(
+                http_get(SocketAddr::new(n1.balancer, free_port), "/"),
+                Ok((200, _))
+            )
+        },
+    );
+    drop(taken);
+}
