@@ -461,19 +461,6 @@ impl Node {
         self.members.get(id).map(|e| e.status)
     }
 
-    /// The gRPC address of a live node by name or id (this node included).
-    pub fn grpc_addr_of(&self, node: &str) -> Option<SocketAddr> {
-        let local = self.catalog.local();
-        if local.id == node || local.name == node {
-            return local.grpc_addr.parse().ok();
-        }
-        self.members
-            .entries()
-            .values()
-            .filter(|e| e.status.is_live() && (e.identity.id == node || e.identity.name == node))
-            .find_map(|e| self.catalog.get(&e.identity.id)?.grpc_addr.parse().ok())
-    }
-
     /// The service table, rebuilt if anything relevant changed since the last call.
     pub fn table(&mut self) -> Arc<ServiceTable> {
         if self.table_dirty {
