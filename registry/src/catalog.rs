@@ -79,10 +79,10 @@ impl Catalog {
         if record.id == self.local_id {
             return false;
         }
-        if let Some((version, _)) = self.tombstones.get(&record.id) {
-            if record.version <= *version {
-                return false;
-            }
+        if let Some((version, _)) = self.tombstones.get(&record.id)
+            && record.version <= *version
+        {
+            return false;
         }
         match self.records.get(&record.id) {
             Some(held) if held.version >= record.version => false,

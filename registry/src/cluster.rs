@@ -73,7 +73,8 @@ pub struct GossipStats {
     pub dropped_unsealed: u64,
 }
 
-/// A running gossip node; cheap to clone.
+/// A running gossip node; cheap to clone. Dropping every clone stops it without leaving
+/// (peers detect a failure); call [`Cluster::leave`] to go gracefully.
 #[derive(Clone)]
 pub struct Cluster {
     shared: Arc<Shared>,
@@ -90,10 +91,12 @@ impl Cluster {
         };
         let udp = UdpSocket::bind(config.bind).await.map_err(bind_err)?;
         let bound = udp.local_addr().map_err(bind_err)?;
-        let tcp = TcpListener::bind(bound).await.map_err(|source| ClusterError::Bind {
-            addr: bound,
-            source,
-        })?;
+        let tcp = TcpListener::bind(bound)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: bound,
+                source,
+            })?;
         let advertise = config.advertise.unwrap_or(bound);
         let mut seeds = Vec::new();
         for join in &config.join {
@@ -144,7 +147,14 @@ impl Cluster {
             events,
         });
         let (command_tx, commands) = mpsc::channel(1024);
-        let driver = Driver::new(node, Arc::new(udp), tcp, shared.clone(), commands, command_tx.clone());
+        let driver = Driver::new(
+            node,
+            Arc::new(udp),
+            tcp,
+            shared.clone(),
+            commands,
+            command_tx.downgrade(),
+        );
         tokio::spawn(driver.run());
         tracing::info!(%bound, %advertise, "gossip started");
         Ok(Cluster {
@@ -215,7 +225,10 @@ impl Cluster {
         if matching.is_empty() {
             return Err(ClusterError::UnknownMember(name.to_string()));
         }
-        if matching.iter().any(|m| m.status == "alive" || m.status == "suspect") {
+        if matching
+            .iter()
+            .any(|m| m.status == "alive" || m.status == "suspect")
+        {
             return Err(ClusterError::MemberLive(name.to_string()));
         }
         self.commands
@@ -225,12 +238,23 @@ impl Cluster {
 
     /// Key fingerprints, or `None` in insecure mode.
     pub fn keyring(&self) -> Option<KeyringInfo> {
-        let keyring = self.shared.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        let keyring = self
+            .shared
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         keyring.as_ref().map(Keyring::info)
     }
 
-    fn with_keyring(&self, f: impl FnOnce(&mut Keyring) -> Result<(), KeyError>) -> Result<(), ClusterError> {
-        let mut keyring = self.shared.keyring.write().unwrap_or_else(PoisonError::into_inner);
+    fn with_keyring(
+        &self,
+        f: impl FnOnce(&mut Keyring) -> Result<(), KeyError>,
+    ) -> Result<(), ClusterError> {
+        let mut keyring = self
+            .shared
+            .keyring
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(f(keyring.as_mut().ok_or(KeyError::Insecure)?)?)
     }
 

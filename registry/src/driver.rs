@@ -103,7 +103,8 @@ pub(crate) struct Driver {
     pub tcp: TcpListener,
     pub shared: Arc<Shared>,
     pub commands: mpsc::Receiver<Command>,
-    pub command_tx: mpsc::Sender<Command>,
+    /// Weak, so dropping every handle stops the task (like a crash: no leave).
+    pub command_tx: mpsc::WeakSender<Command>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: BTreeMap<u64, NodeTimer>,
     seq: u64,
@@ -116,7 +117,7 @@ impl Driver {
         tcp: TcpListener,
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
-        command_tx: mpsc::Sender<Command>,
+        command_tx: mpsc::WeakSender<Command>,
     ) -> Self {
         Self {
             node,
@@ -158,7 +159,9 @@ impl Driver {
                 },
                 accepted = self.tcp.accept() => match accepted {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve_stream(stream, self.shared.clone(), self.command_tx.clone()));
+                        if let Some(commands) = self.command_tx.upgrade() {
+                            tokio::spawn(serve_stream(stream, self.shared.clone(), commands));
+                        }
                     }
                     Err(e) => tracing::debug!(error = %e, "tcp accept"),
                 },
@@ -170,12 +173,16 @@ impl Driver {
     fn on_datagram(&mut self, packet: &[u8]) {
         let counters = &self.shared.counters;
         counters.packets_in.fetch_add(1, Ordering::Relaxed);
-        counters.bytes_in.fetch_add(packet.len() as u64, Ordering::Relaxed);
+        counters
+            .bytes_in
+            .fetch_add(packet.len() as u64, Ordering::Relaxed);
         if packet.len() > MAX_DATAGRAM {
             counters.dropped_oversized.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(payload) = self.shared.open(packet) else { return };
+        let Some(payload) = self.shared.open(packet) else {
+            return;
+        };
         if let Err(e) = self.node.handle_datagram(&payload, now_ms()) {
             tracing::debug!(error = %e, "datagram dropped");
             let counter = match e {
@@ -214,7 +221,10 @@ impl Driver {
                 let answer = self.node.handle_stream_request(&bytes, now);
                 if let Err(e) = &answer {
                     tracing::debug!(error = %e, "stream request");
-                    self.shared.counters.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .dropped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = reply.send(answer.ok().flatten());
             }
@@ -222,7 +232,10 @@ impl Driver {
                 let answer = self.node.handle_stream_reply(&bytes, now);
                 if let Err(e) = &answer {
                     tracing::debug!(error = %e, "stream reply");
-                    self.shared.counters.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
+                        .dropped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = push.send(answer.ok().flatten());
             }
@@ -236,21 +249,28 @@ impl Driver {
         for output in self.node.take_outputs() {
             match output {
                 Output::Datagram { to, payload } => {
-                    let Some(packet) = self.shared.seal(&payload) else { continue };
+                    let Some(packet) = self.shared.seal(&payload) else {
+                        continue;
+                    };
                     let counters = &self.shared.counters;
                     counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                    counters.bytes_out.fetch_add(packet.len() as u64, Ordering::Relaxed);
+                    counters
+                        .bytes_out
+                        .fetch_add(packet.len() as u64, Ordering::Relaxed);
                     if let Err(e) = self.udp.try_send_to(&packet, to) {
                         tracing::debug!(error = %e, %to, "udp send");
                     }
                 }
                 Output::Stream { to, request } => {
-                    tokio::spawn(open_stream(to, request, self.shared.clone(), self.command_tx.clone()));
+                    if let Some(commands) = self.command_tx.upgrade() {
+                        tokio::spawn(open_stream(to, request, self.shared.clone(), commands));
+                    }
                 }
                 Output::Timer { after, timer } => {
                     self.seq += 1;
                     self.pending.insert(self.seq, timer);
-                    self.timers.push(Reverse((Instant::now() + after, self.seq)));
+                    self.timers
+                        .push(Reverse((Instant::now() + after, self.seq)));
                 }
                 Output::Event(event) => {
                     changed = true;
@@ -267,7 +287,11 @@ impl Driver {
                 members: self.node.members(),
                 records: self.node.records(),
             };
-            *self.shared.snapshot.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
+            *self
+                .shared
+                .snapshot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = snapshot;
         }
     }
 }
@@ -276,22 +300,33 @@ impl Driver {
 async fn read_frame(stream: &mut TcpStream, shared: &Shared) -> Option<Vec<u8>> {
     let len = stream.read_u32().await.ok()? as usize;
     if len > MAX_FRAME {
-        shared.counters.dropped_oversized.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .dropped_oversized
+            .fetch_add(1, Ordering::Relaxed);
         return None;
     }
     let mut frame = vec![0u8; len];
     stream.read_exact(&mut frame).await.ok()?;
-    shared.counters.bytes_in.fetch_add(len as u64 + 4, Ordering::Relaxed);
+    shared
+        .counters
+        .bytes_in
+        .fetch_add(len as u64 + 4, Ordering::Relaxed);
     shared.open(&frame)
 }
 
 /// Seals and writes one length-prefixed frame.
 async fn write_frame(stream: &mut TcpStream, shared: &Shared, payload: &[u8]) -> Option<()> {
     let frame = shared.seal(payload)?;
-    let len = u32::try_from(frame.len()).ok().filter(|l| *l as usize <= MAX_FRAME)?;
+    let len = u32::try_from(frame.len())
+        .ok()
+        .filter(|l| *l as usize <= MAX_FRAME)?;
     stream.write_u32(len).await.ok()?;
     stream.write_all(&frame).await.ok()?;
-    shared.counters.bytes_out.fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+    shared
+        .counters
+        .bytes_out
+        .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
     Some(())
 }
 
@@ -319,7 +354,12 @@ async fn serve_stream(mut stream: TcpStream, shared: Arc<Shared>, commands: mpsc
 }
 
 /// Client side of a push/pull exchange.
-async fn open_stream(to: SocketAddr, request: Vec<u8>, shared: Arc<Shared>, commands: mpsc::Sender<Command>) {
+async fn open_stream(
+    to: SocketAddr,
+    request: Vec<u8>,
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+) {
     let exchange = async {
         let mut stream = TcpStream::connect(to).await.ok()?;
         write_frame(&mut stream, &shared, &request).await?;
@@ -327,7 +367,12 @@ async fn open_stream(to: SocketAddr, request: Vec<u8>, shared: Arc<Shared>, comm
         let push = ask(&commands, |tx| Command::StreamReply(reply, tx)).await?;
         write_frame(&mut stream, &shared, &push).await
     };
-    if timeout(STREAM_TIMEOUT, exchange).await.ok().flatten().is_none() {
+    if timeout(STREAM_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
         tracing::trace!(%to, "stream exchange ended early");
     }
 }

@@ -152,14 +152,15 @@ fn nonzero(n: usize) -> NonZeroUsize {
 
 /// foca's configuration for a cluster of `size` members with our timings.
 fn swim_config(timing: &Timing, size: usize) -> foca::Config {
-    let size = NonZeroU32::new(u32::try_from(size.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+    let size =
+        NonZeroU32::new(u32::try_from(size.max(1)).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
     let mut config = foca::Config::new_lan(size);
     config.probe_period = timing.probe_period;
     config.probe_rtt = timing.probe_timeout;
     config.num_indirect_probes = nonzero(timing.indirect_probes);
-    config.suspect_to_down_after = timing.probe_period.mul_f64(
-        timing.suspicion_multiplier * f64::from(size.get()).log10().max(1.0),
-    );
+    config.suspect_to_down_after = timing
+        .probe_period
+        .mul_f64(timing.suspicion_multiplier * f64::from(size.get()).log10().max(1.0));
     config.remove_down_after = Some(timing.reap_after);
     config.max_packet_size = nonzero(wire::MAX_DATAGRAM - SEAL_OVERHEAD - 1);
     config.periodic_gossip = Some(foca::PeriodicParams {
@@ -245,9 +246,11 @@ impl Node {
         let result = match Kind::from_byte(kind) {
             Some(Kind::Swim) => match self.swim.handle_data(body, &mut self.runtime) {
                 Ok(()) => Ok(()),
-                Err(e @ (foca::Error::Decode(_) | foca::Error::MalformedPacket | foca::Error::CustomBroadcast(_))) => {
-                    Err(PacketError::Malformed(e.to_string()))
-                }
+                Err(
+                    e @ (foca::Error::Decode(_)
+                    | foca::Error::MalformedPacket
+                    | foca::Error::CustomBroadcast(_)),
+                ) => Err(PacketError::Malformed(e.to_string())),
                 Err(foca::Error::DataTooBig) => Err(PacketError::Oversized(body.len())),
                 Err(e) => {
                     tracing::trace!(error = %e, "swim packet ignored");
@@ -305,8 +308,13 @@ impl Node {
     }
 
     /// Answers a TCP request (digest or pull) or applies a push; `None` means no reply.
-    pub fn handle_stream_request(&mut self, bytes: &[u8], now_ms: u64) -> Result<Option<Vec<u8>>, PacketError> {
-        let message = wire::decode_stream(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
+    pub fn handle_stream_request(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, PacketError> {
+        let message =
+            wire::decode_stream(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
         let reply = match message {
             Stream::Digest(theirs) => {
                 let diff = self.catalog.diff(&theirs);
@@ -323,15 +331,22 @@ impl Node {
                 self.merge_encoded(&records, now_ms);
                 None
             }
-            Stream::Reply { .. } => return Err(PacketError::Malformed("reply as a request".into())),
+            Stream::Reply { .. } => {
+                return Err(PacketError::Malformed("reply as a request".into()));
+            }
         };
         self.after_swim(now_ms);
         Ok(reply.map(|m| wire::encode(&m)))
     }
 
     /// Applies the reply to a stream request this node sent; returns a push to send back.
-    pub fn handle_stream_reply(&mut self, bytes: &[u8], now_ms: u64) -> Result<Option<Vec<u8>>, PacketError> {
-        let message = wire::decode_stream(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
+    pub fn handle_stream_reply(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<Vec<u8>>, PacketError> {
+        let message =
+            wire::decode_stream(bytes).map_err(|e| PacketError::Malformed(e.to_string()))?;
         let Stream::Reply { records, want } = message else {
             return Err(PacketError::Malformed("expected a reply".into()));
         };
@@ -365,7 +380,12 @@ impl Node {
     pub fn force_leave(&mut self, name: &str, now_ms: u64) -> Result<(), NodeError> {
         let mut events = Vec::new();
         let ids = self.members.force_leave(name, &mut events).ok_or_else(|| {
-            if self.members.entries().values().any(|e| e.identity.name == name) {
+            if self
+                .members
+                .entries()
+                .values()
+                .any(|e| e.identity.name == name)
+            {
                 NodeError::MemberLive(name.to_string())
             } else {
                 NodeError::UnknownMember(name.to_string())
@@ -497,10 +517,12 @@ impl Node {
     fn announce_to_seeds(&mut self, now_ms: u64) {
         let own = self.identity().addr;
         for seed in self.seeds.clone() {
-            if seed != own {
-                if let Err(e) = self.swim.announce(NodeIdentity::seed(seed), &mut self.runtime) {
-                    tracing::debug!(error = %e, %seed, "announce");
-                }
+            if seed != own
+                && let Err(e) = self
+                    .swim
+                    .announce(NodeIdentity::seed(seed), &mut self.runtime)
+            {
+                tracing::debug!(error = %e, %seed, "announce");
             }
         }
         self.after_swim(now_ms);
@@ -531,7 +553,8 @@ impl Node {
     fn local_changed(&mut self, now_ms: u64) {
         self.broadcast_local();
         let name = self.identity().name.clone();
-        self.out.push(Output::Event(ClusterEvent::RecordChanged { node: name }));
+        self.out
+            .push(Output::Event(ClusterEvent::RecordChanged { node: name }));
         self.table_dirty = true;
         if let Err(e) = self.swim.broadcast(&mut self.runtime) {
             tracing::debug!(error = %e, "broadcast");
@@ -565,7 +588,8 @@ impl Node {
         if self.catalog.merge(record) {
             self.pulling.remove(&id);
             self.table_dirty = true;
-            self.out.push(Output::Event(ClusterEvent::RecordChanged { node: name }));
+            self.out
+                .push(Output::Event(ClusterEvent::RecordChanged { node: name }));
             if self.members.get(&id).is_some() {
                 self.orphans.remove(&id);
             } else {
@@ -576,8 +600,12 @@ impl Node {
 
     fn apply_departure(&mut self, departure: &Departure, now_ms: u64) {
         let mut events = Vec::new();
-        self.members.depart(&departure.id, departure.bump, now_ms, &mut events);
-        if self.catalog.remove(&departure.id, departure.version, now_ms) {
+        self.members
+            .depart(&departure.id, departure.bump, now_ms, &mut events);
+        if self
+            .catalog
+            .remove(&departure.id, departure.version, now_ms)
+        {
             self.table_dirty = true;
         }
         if !events.is_empty() {
@@ -596,10 +624,9 @@ impl Node {
             }
             Broadcast::Announce { id, version, addr } => {
                 let behind = self.catalog.version_of(&id).is_none_or(|v| v < version);
-                let pulling = self
-                    .pulling
-                    .get(&id)
-                    .is_some_and(|(v, at)| *v >= version && now_ms.saturating_sub(*at) < PULL_RETRY_MS);
+                let pulling = self.pulling.get(&id).is_some_and(|(v, at)| {
+                    *v >= version && now_ms.saturating_sub(*at) < PULL_RETRY_MS
+                });
                 if behind && !pulling && id != self.identity().id {
                     self.pulling.insert(id.clone(), (version, now_ms));
                     self.out.push(Output::Stream {
@@ -660,7 +687,10 @@ impl Node {
         while let Some((to, data)) = self.runtime.to_send() {
             let mut payload = vec![Kind::Swim as u8];
             payload.extend_from_slice(&data);
-            self.out.push(Output::Datagram { to: to.addr, payload });
+            self.out.push(Output::Datagram {
+                to: to.addr,
+                payload,
+            });
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.schedule(after, NodeTimer::Swim(timer));
@@ -692,7 +722,8 @@ impl Node {
             self.catalog.remove(&id, 0, now_ms);
             self.table_dirty = true;
         }
-        self.catalog.expire_tombstones(now_ms, reap_ms.saturating_mul(2));
+        self.catalog
+            .expire_tombstones(now_ms, reap_ms.saturating_mul(2));
         let local = self.identity().id.clone();
         for id in self.catalog.records().keys() {
             if *id != local && self.members.get(id).is_none() {

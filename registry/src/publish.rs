@@ -24,7 +24,13 @@ fn record_ip(record: &NodeRecord, fallback: IpAddr) -> IpAddr {
         .ip
         .parse()
         .ok()
-        .or_else(|| record.gossip_addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            record
+                .gossip_addr
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.ip())
+        })
         .unwrap_or(fallback)
 }
 
@@ -105,7 +111,8 @@ pub fn build(
                     version: instance.version.clone(),
                     tags: service.tags.clone(),
                 };
-                let serving = instance.health == "passing" && !instance.draining && !record.draining;
+                let serving =
+                    instance.health == "passing" && !instance.draining && !record.draining;
                 if serving {
                     entry.endpoints.push(endpoint);
                 } else {

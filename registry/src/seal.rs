@@ -84,7 +84,9 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring").field("keys", &self.info()).finish()
+        f.debug_struct("Keyring")
+            .field("keys", &self.info())
+            .finish()
     }
 }
 
@@ -305,7 +307,10 @@ mod tests {
         let (a, b) = (key(), key());
         let mut ring = Keyring::new(&a).unwrap();
         let sealed_a = seal(Some(&ring), b"x").unwrap();
-        assert!(matches!(ring.use_primary(&b), Err(KeyError::NotInstalled(_))));
+        assert!(matches!(
+            ring.use_primary(&b),
+            Err(KeyError::NotInstalled(_))
+        ));
         ring.install(&b).unwrap();
         ring.install(&b).unwrap();
         assert_eq!(ring.info().keys.len(), 2);

@@ -60,27 +60,59 @@ async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
         }]);
     }
     let mut table = nodes[3].table();
-    until("4 endpoints on n3", || table.borrow_and_update().services.get("web").is_some_and(|s| s.endpoints.len() == 4)).await;
-    until("4 alive members on n0", || nodes[0].members().iter().filter(|m| m.status == "alive").count() == 4).await;
-    assert_eq!(nodes[0].grpc_addr_of("n2"), Some("127.0.0.1:7702".parse().unwrap()));
+    until("4 endpoints on n3", || {
+        table
+            .borrow_and_update()
+            .services
+            .get("web")
+            .is_some_and(|s| s.endpoints.len() == 4)
+    })
+    .await;
+    until("4 alive members on n0", || {
+        nodes[0]
+            .members()
+            .iter()
+            .filter(|m| m.status == "alive")
+            .count()
+            == 4
+    })
+    .await;
+    assert_eq!(
+        nodes[0].grpc_addr_of("n2"),
+        Some("127.0.0.1:7702".parse().unwrap())
+    );
 
-    let intruder = Cluster::start(config(9, &generate_key().unwrap(), Some(seed))).await.unwrap();
+    let intruder = Cluster::start(config(9, &generate_key().unwrap(), Some(seed)))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(nodes[0].members().iter().all(|m| m.name != "n9"), "wrong key admitted");
+    assert!(
+        nodes[0].members().iter().all(|m| m.name != "n9"),
+        "wrong key admitted"
+    );
     assert!(nodes[0].stats().dropped_bad_key > 0);
     assert_eq!(intruder.members().len(), 1);
     intruder.leave().await;
 
     let mut events = nodes[0].subscribe();
     nodes[2].leave().await;
-    until("n2 left on n0", || nodes[0].members().iter().any(|m| m.name == "n2" && m.status == "left")).await;
+    until("n2 left on n0", || {
+        nodes[0]
+            .members()
+            .iter()
+            .any(|m| m.name == "n2" && m.status == "left")
+    })
+    .await;
     let mut saw_left = false;
     while let Ok(event) = events.try_recv() {
         saw_left |= matches!(event, strata_registry::events::ClusterEvent::Left { ref name } if name == "n2");
     }
     assert!(saw_left);
     assert!(nodes[0].records().iter().all(|r| r.id != "id-2"));
-    assert!(nodes[0].force_leave("n1").is_err(), "live members are not force-left");
+    assert!(
+        nodes[0].force_leave("n1").is_err(),
+        "live members are not force-left"
+    );
     let stats = nodes[1].stats();
     assert!(stats.packets_in > 0 && stats.bytes_out > 0);
     for node in [&nodes[0], &nodes[1], &nodes[3]] {

@@ -78,7 +78,7 @@ impl foca::BroadcastHandler<NodeIdentity> for Handler {
             Broadcast::Record(bytes) => {
                 let record = wire::decode_record(bytes)?;
                 self.fresh_version(&record.id, record.version)
-                    .then(|| Key::Node {
+                    .then_some(Key::Node {
                         id: record.id,
                         version: record.version,
                     })

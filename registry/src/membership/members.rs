@@ -171,7 +171,12 @@ impl Members {
     }
 
     /// Removes members down or left for longer than `after_ms`; returns their ids.
-    pub fn reap(&mut self, now_ms: u64, after_ms: u64, events: &mut Vec<ClusterEvent>) -> Vec<String> {
+    pub fn reap(
+        &mut self,
+        now_ms: u64,
+        after_ms: u64,
+        events: &mut Vec<ClusterEvent>,
+    ) -> Vec<String> {
         let expired: Vec<String> = self
             .by_id
             .iter()
@@ -190,9 +195,16 @@ impl Members {
 
     /// Removes down or left members with this name now; returns their ids, or `None` when a
     /// member of that name is live or none exists.
-    pub fn force_leave(&mut self, name: &str, events: &mut Vec<ClusterEvent>) -> Option<Vec<String>> {
-        let matching: Vec<&MemberEntry> =
-            self.by_id.values().filter(|e| e.identity.name == name).collect();
+    pub fn force_leave(
+        &mut self,
+        name: &str,
+        events: &mut Vec<ClusterEvent>,
+    ) -> Option<Vec<String>> {
+        let matching: Vec<&MemberEntry> = self
+            .by_id
+            .values()
+            .filter(|e| e.identity.name == name)
+            .collect();
         if matching.is_empty() || matching.iter().any(|e| e.status.is_live()) {
             return None;
         }
@@ -224,7 +236,12 @@ impl Members {
             entry.conflict = by_name
                 .get(&entry.identity.name)
                 .filter(|_| entry.status.is_live())
-                .map(|ids| ids.iter().filter(|id| **id != entry.identity.id).cloned().collect())
+                .map(|ids| {
+                    ids.iter()
+                        .filter(|id| **id != entry.identity.id)
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default();
         }
         for (name, ids) in &by_name {
@@ -242,7 +259,12 @@ impl Members {
     pub fn local_conflict(&self) -> Vec<String> {
         self.conflicts
             .get(&self.local.name)
-            .map(|ids| ids.iter().filter(|id| **id != self.local.id).cloned().collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| **id != self.local.id)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -13,11 +13,30 @@ use strata_registry::node::{Node, NodeConfig, NodeTimer, Output, Timing};
 use strata_registry::seal::{self, Keyring, OpenError};
 
 pub enum Work {
-    Datagram { to: SocketAddr, bytes: Vec<u8> },
-    Timer { node: usize, epoch: u32, timer: NodeTimer },
-    Request { from: usize, to: SocketAddr, bytes: Vec<u8> },
-    Reply { to: usize, from: SocketAddr, epoch: u32, bytes: Vec<u8> },
-    Push { to: SocketAddr, bytes: Vec<u8> },
+    Datagram {
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+        timer: NodeTimer,
+    },
+    Request {
+        from: usize,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Reply {
+        to: usize,
+        from: SocketAddr,
+        epoch: u32,
+        bytes: Vec<u8>,
+    },
+    Push {
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
 }
 
 pub struct SimNode {
@@ -153,7 +172,9 @@ impl Sim {
     }
 
     fn reachable(&mut self, from: usize, to: SocketAddr) -> bool {
-        let Some(to) = self.index_of(to) else { return false };
+        let Some(to) = self.index_of(to) else {
+            return false;
+        };
         self.nodes[from].group == self.nodes[to].group && self.rng.f64() >= self.loss
     }
 
@@ -173,7 +194,9 @@ impl Sim {
 
     /// Moves node `i`'s outputs into the queue.
     pub fn flush(&mut self, i: usize) {
-        let Some(node) = self.nodes[i].node.as_mut() else { return };
+        let Some(node) = self.nodes[i].node.as_mut() else {
+            return;
+        };
         let outputs = node.take_outputs();
         let epoch = self.nodes[i].epoch;
         for output in outputs {
@@ -187,7 +210,14 @@ impl Sim {
                 }
                 Output::Timer { after, timer } => {
                     let at = self.now + after.as_millis() as u64;
-                    self.push(at, Work::Timer { node: i, epoch, timer });
+                    self.push(
+                        at,
+                        Work::Timer {
+                            node: i,
+                            epoch,
+                            timer,
+                        },
+                    );
                 }
                 Output::Stream { to, request } => {
                     if self.reachable(i, to) {
@@ -225,23 +255,42 @@ impl Sim {
                 if self.nodes[i].node.is_none() {
                     return;
                 }
-                let Some(payload) = self.open_at(i, &bytes) else { return };
+                let Some(payload) = self.open_at(i, &bytes) else {
+                    return;
+                };
                 let reply = self.node(i).handle_stream_request(&payload, now);
                 self.flush(i);
-                if let Ok(Some(reply)) = reply {
-                    if self.reachable(i, self.nodes[from].addr) {
+                if let Ok(Some(reply)) = reply
+                    && self.reachable(i, self.nodes[from].addr)
+                {
+                    {
                         let bytes = self.seal_from(i, &reply);
                         let at = now + self.delay();
                         let epoch = self.nodes[from].epoch;
-                        self.push(at, Work::Reply { to: from, from: to, epoch, bytes });
+                        self.push(
+                            at,
+                            Work::Reply {
+                                to: from,
+                                from: to,
+                                epoch,
+                                bytes,
+                            },
+                        );
                     }
                 }
             }
-            Work::Reply { to, from, epoch, bytes } => {
+            Work::Reply {
+                to,
+                from,
+                epoch,
+                bytes,
+            } => {
                 if self.nodes[to].epoch != epoch || self.nodes[to].node.is_none() {
                     return;
                 }
-                let Some(payload) = self.open_at(to, &bytes) else { return };
+                let Some(payload) = self.open_at(to, &bytes) else {
+                    return;
+                };
                 let push = self.node(to).handle_stream_reply(&payload, now);
                 self.flush(to);
                 if let Ok(Some(push)) = push {
@@ -279,12 +328,18 @@ impl Sim {
     }
 
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| self.nodes[*i].node.is_some()).collect()
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].node.is_some())
+            .collect()
     }
 
     /// (id, status) of every member node `i` sees, itself included.
     pub fn view(&mut self, i: usize) -> Vec<(String, String)> {
-        self.node(i).members().into_iter().map(|m| (m.id, m.status)).collect()
+        self.node(i)
+            .members()
+            .into_iter()
+            .map(|m| (m.id, m.status))
+            .collect()
     }
 
     pub fn records(&mut self, i: usize) -> Vec<NodeRecord> {
@@ -297,11 +352,7 @@ impl Sim {
         let running = self.running();
         let first = self.records(running[0]);
         running.clone().into_iter().all(|i| {
-            let alive = self
-                .view(i)
-                .iter()
-                .filter(|(_, s)| s == "alive")
-                .count();
+            let alive = self.view(i).iter().filter(|(_, s)| s == "alive").count();
             alive == running.len() && self.records(i) == first
         })
     }
