@@ -82,21 +82,28 @@ pub struct Cluster {
     gossip_addr: SocketAddr,
 }
 
+/// Binds UDP and TCP on one port; with port 0, retries until a port is free for both.
+async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), ClusterError> {
+    let err = |addr, source| ClusterError::Bind { addr, source };
+    let mut attempt = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await.map_err(|e| err(addr, e))?;
+        let bound = udp.local_addr().map_err(|e| err(addr, e))?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e) if addr.port() == 0 && attempt < 20 => {
+                tracing::debug!(error = %e, %bound, "tcp port taken; picking another");
+                attempt += 1;
+            }
+            Err(e) => return Err(err(bound, e)),
+        }
+    }
+}
+
 impl Cluster {
     /// Binds UDP and TCP, starts the driver task and starts joining in the background.
     pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
-        let bind_err = |source| ClusterError::Bind {
-            addr: config.bind,
-            source,
-        };
-        let udp = UdpSocket::bind(config.bind).await.map_err(bind_err)?;
-        let bound = udp.local_addr().map_err(bind_err)?;
-        let tcp = TcpListener::bind(bound)
-            .await
-            .map_err(|source| ClusterError::Bind {
-                addr: bound,
-                source,
-            })?;
+        let (udp, tcp, bound) = bind(config.bind).await?;
         let advertise = config.advertise.unwrap_or(bound);
         let mut seeds = Vec::new();
         for join in &config.join {
