@@ -1,0 +1,315 @@
+//! The handle the agent uses: starts the gossip node on real sockets and exposes members,
+//! the catalog, the service table, events, keys and counters.
+
+use crate::driver::{Command, Counters, Driver, Shared, Snapshot, now_ms};
+use crate::events::ClusterEvent;
+use crate::membership::identity::NodeIdentity;
+use crate::node::{Node, NodeConfig, Timing};
+use crate::seal::{KeyError, Keyring, KeyringInfo};
+use crate::table::ServiceTable;
+use rand::TryRng as _;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// How the agent configures its gossip node.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The agent's UUID, stable across restarts.
+    pub node_id: String,
+    pub node_name: String,
+    /// UDP and TCP gossip bind address; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// The address peers reach us at, when it differs from `bind`.
+    pub advertise: Option<SocketAddr>,
+    pub grpc_addr: SocketAddr,
+    /// The address services here are reached at; defaults to the advertised ip.
+    pub ip: Option<IpAddr>,
+    /// Join addresses, `host:port`.
+    pub join: Vec<String>,
+    /// `None` runs insecure (dev only): packets unsealed.
+    pub keyring: Option<Keyring>,
+    pub tags: BTreeMap<String, String>,
+    pub agent_version: String,
+    /// Protocol timings, including reap-after and anti-entropy interval.
+    pub timing: Timing,
+}
+
+/// Why the cluster could not start or refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot bind gossip socket {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no member named {0}")]
+    UnknownMember(String),
+    #[error("member {0} is still alive or suspect; only down or left members can be removed")]
+    MemberLive(String),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the gossip task has stopped")]
+    Stopped,
+}
+
+/// Gossip traffic counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    /// UDP and TCP bytes, sealed, as on the wire.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped_bad_key: u64,
+    pub dropped_malformed: u64,
+    pub dropped_oversized: u64,
+    /// Unsealed packets in a sealed cluster, or sealed ones in an insecure cluster.
+    pub dropped_unsealed: u64,
+}
+
+/// A running gossip node; cheap to clone. Dropping every clone stops it without leaving
+/// (peers detect a failure); call [`Cluster::leave`] to go gracefully.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    gossip_addr: SocketAddr,
+}
+
+/// Binds UDP and TCP on one port; with port 0, retries until a port is free for both.
+async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), ClusterError> {
+    let err = |addr, source| ClusterError::Bind { addr, source };
+    let mut attempt = 0;
+    loop {
+        let udp = UdpSocket::bind(addr).await.map_err(|e| err(addr, e))?;
+        let bound = udp.local_addr().map_err(|e| err(addr, e))?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e) if addr.port() == 0 && attempt < 20 => {
+                tracing::debug!(error = %e, %bound, "tcp port taken; picking another");
+                attempt += 1;
+            }
+            Err(e) => return Err(err(bound, e)),
+        }
+    }
+}
+
+impl Cluster {
+    /// Binds UDP and TCP, starts the driver task and starts joining in the background.
+    pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let (udp, tcp, bound) = bind(config.bind).await?;
+        let advertise = config.advertise.unwrap_or(bound);
+        let mut seeds = Vec::new();
+        for join in &config.join {
+            match tokio::net::lookup_host(join.as_str()).await {
+                Ok(addrs) => seeds.extend(addrs.filter(|a| *a != advertise)),
+                Err(e) => tracing::warn!(join = %join, error = %e, "cannot resolve join address"),
+            }
+        }
+        let now = now_ms();
+        let identity = NodeIdentity {
+            id: config.node_id.clone(),
+            name: config.node_name.clone(),
+            addr: advertise,
+            bump: now,
+        };
+        let record = NodeRecord {
+            grpc_addr: config.grpc_addr.to_string(),
+            ip: config.ip.unwrap_or(advertise.ip()).to_string(),
+            tags: config.tags.clone().into_iter().collect(),
+            agent_version: config.agent_version.clone(),
+            ..Default::default()
+        };
+        let mut seed = [0u8; 8];
+        if let Err(e) = rand::rngs::SysRng.try_fill_bytes(&mut seed) {
+            tracing::warn!(error = %e, "no OS randomness; seeding gossip from the clock");
+            seed = now.to_le_bytes();
+        }
+        let mut node = Node::new(
+            NodeConfig {
+                identity,
+                record,
+                timing: config.timing.clone(),
+                seeds,
+            },
+            u64::from_le_bytes(seed),
+            now,
+        );
+        let (table, _) = watch::channel(node.table());
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            keyring: RwLock::new(config.keyring),
+            counters: Counters::default(),
+            snapshot: RwLock::new(Snapshot {
+                members: node.members(),
+                records: node.records(),
+            }),
+            table,
+            events,
+        });
+        let (command_tx, commands) = mpsc::channel(1024);
+        let driver = Driver::new(
+            node,
+            Arc::new(udp),
+            tcp,
+            shared.clone(),
+            commands,
+            command_tx.downgrade(),
+        );
+        tokio::spawn(driver.run());
+        tracing::info!(%bound, %advertise, "gossip started");
+        Ok(Cluster {
+            shared,
+            commands: command_tx,
+            gossip_addr: advertise,
+        })
+    }
+
+    /// The address peers reach this node at (the bound port when configured with 0).
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.gossip_addr
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        self.shared
+            .snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every member, this node first.
+    pub fn members(&self) -> Vec<Member> {
+        self.snapshot().members
+    }
+
+    /// The catalog: one record per known node.
+    pub fn records(&self) -> Vec<NodeRecord> {
+        self.snapshot().records
+    }
+
+    /// The service table, updated on every relevant change.
+    pub fn table(&self) -> watch::Receiver<Arc<ServiceTable>> {
+        self.shared.table.subscribe()
+    }
+
+    /// Membership and catalog events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.shared.events.subscribe()
+    }
+
+    fn send(&self, command: Command) {
+        if self.commands.try_send(command).is_err() {
+            tracing::warn!("gossip task busy or stopped; local change not applied");
+        }
+    }
+
+    /// Publishes this node's services; gossips only a real change.
+    pub fn set_services(&self, services: Vec<CatalogService>) {
+        self.send(Command::SetServices(services));
+    }
+
+    /// Publishes this node's summary; gossips only a real change.
+    pub fn set_summary(&self, summary: NodeSummary) {
+        self.send(Command::SetSummary(summary));
+    }
+
+    /// Marks this node draining: its instances stop getting new connections.
+    pub fn set_draining(&self, draining: bool) {
+        self.send(Command::SetDraining(draining));
+    }
+
+    /// Forgets a down or left member now.
+    pub fn force_leave(&self, name: &str) -> Result<(), ClusterError> {
+        let members = self.members();
+        let matching: Vec<&Member> = members.iter().skip(1).filter(|m| m.name == name).collect();
+        if matching.is_empty() {
+            return Err(ClusterError::UnknownMember(name.to_string()));
+        }
+        if matching
+            .iter()
+            .any(|m| m.status == "alive" || m.status == "suspect")
+        {
+            return Err(ClusterError::MemberLive(name.to_string()));
+        }
+        self.commands
+            .try_send(Command::ForceLeave(name.to_string()))
+            .map_err(|_| ClusterError::Stopped)
+    }
+
+    /// Key fingerprints, or `None` in insecure mode.
+    pub fn keyring(&self) -> Option<KeyringInfo> {
+        let keyring = self
+            .shared
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        keyring.as_ref().map(Keyring::info)
+    }
+
+    fn with_keyring(
+        &self,
+        f: impl FnOnce(&mut Keyring) -> Result<(), KeyError>,
+    ) -> Result<(), ClusterError> {
+        let mut keyring = self
+            .shared
+            .keyring
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(f(keyring.as_mut().ok_or(KeyError::Insecure)?)?)
+    }
+
+    /// Installs a key that opens packets (step 1 of a rotation, on every node).
+    pub fn install_key(&self, b64: &str) -> Result<(), ClusterError> {
+        self.with_keyring(|k| k.install(b64))
+    }
+
+    /// Seals with an installed key from now on (step 2).
+    pub fn use_key(&self, b64: &str) -> Result<(), ClusterError> {
+        self.with_keyring(|k| k.use_primary(b64))
+    }
+
+    /// Removes an old key (step 3); the primary cannot be removed.
+    pub fn remove_key(&self, b64: &str) -> Result<(), ClusterError> {
+        self.with_keyring(|k| k.remove(b64))
+    }
+
+    /// Traffic and drop counters.
+    pub fn stats(&self) -> GossipStats {
+        let c = &self.shared.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        GossipStats {
+            packets_in: get(&c.packets_in),
+            packets_out: get(&c.packets_out),
+            bytes_in: get(&c.bytes_in),
+            bytes_out: get(&c.bytes_out),
+            dropped_bad_key: get(&c.dropped_bad_key),
+            dropped_malformed: get(&c.dropped_malformed),
+            dropped_oversized: get(&c.dropped_oversized),
+            dropped_unsealed: get(&c.dropped_unsealed),
+        }
+    }
+
+    /// The gRPC address of a live node (name or id), for forwarding requests.
+    pub fn grpc_addr_of(&self, node: &str) -> Option<SocketAddr> {
+        self.members()
+            .into_iter()
+            .filter(|m| m.status == "alive" || m.status == "suspect")
+            .find(|m| m.id == node || m.name == node)
+            .and_then(|m| m.grpc_addr.parse().ok())
+    }
+
+    /// Leaves gracefully (peers see `left` at once) and stops the driver task.
+    pub async fn leave(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Leave(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
+    }
+}

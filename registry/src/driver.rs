@@ -1,0 +1,378 @@
+//! The tokio driver: moves bytes between sockets and the sans-I/O [`Node`], schedules its
+//! timers, seals and opens every packet, and publishes snapshots for the [`crate::cluster`]
+//! handle. No protocol decisions are made here.
+
+use crate::events::ClusterEvent;
+use crate::node::{Node, NodeTimer, Output};
+use crate::seal::{self, Keyring, OpenError};
+use crate::table::ServiceTable;
+use crate::wire::{MAX_DATAGRAM, MAX_FRAME};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::{Instant, timeout};
+
+/// How long one TCP exchange may take.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Packet and byte counters, by direction and drop reason.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub dropped_bad_key: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_oversized: AtomicU64,
+    pub dropped_unsealed: AtomicU64,
+}
+
+impl Counters {
+    fn drop_open(&self, reason: OpenError) {
+        let counter = match reason {
+            OpenError::BadKey => &self.dropped_bad_key,
+            OpenError::Unsealed | OpenError::UnexpectedSealed => &self.dropped_unsealed,
+            OpenError::Truncated | OpenError::Malformed => &self.dropped_malformed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the handle reads without reaching into the driver task.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Snapshot {
+    pub members: Vec<Member>,
+    pub records: Vec<NodeRecord>,
+}
+
+/// State shared by the driver task and the handle.
+pub(crate) struct Shared {
+    pub keyring: RwLock<Option<Keyring>>,
+    pub counters: Counters,
+    pub snapshot: RwLock<Snapshot>,
+    pub table: watch::Sender<Arc<ServiceTable>>,
+    pub events: broadcast::Sender<ClusterEvent>,
+}
+
+impl Shared {
+    fn seal(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        seal::seal(keyring.as_ref(), payload)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot seal"))
+            .ok()
+    }
+
+    fn open(&self, packet: &[u8]) -> Option<Vec<u8>> {
+        let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        seal::open(keyring.as_ref(), packet)
+            .inspect_err(|reason| self.counters.drop_open(*reason))
+            .ok()
+    }
+}
+
+/// Requests from the handle and the stream tasks to the driver task.
+pub(crate) enum Command {
+    SetServices(Vec<CatalogService>),
+    SetSummary(NodeSummary),
+    SetDraining(bool),
+    ForceLeave(String),
+    Leave(oneshot::Sender<()>),
+    StreamRequest(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
+    StreamReply(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
+}
+
+/// Unix time in ms.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The driver task's state.
+pub(crate) struct Driver {
+    pub node: Node,
+    pub udp: Arc<UdpSocket>,
+    pub tcp: TcpListener,
+    pub shared: Arc<Shared>,
+    pub commands: mpsc::Receiver<Command>,
+    /// Weak, so dropping every handle stops the task (like a crash: no leave).
+    pub command_tx: mpsc::WeakSender<Command>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: BTreeMap<u64, NodeTimer>,
+    seq: u64,
+}
+
+impl Driver {
+    pub fn new(
+        node: Node,
+        udp: Arc<UdpSocket>,
+        tcp: TcpListener,
+        shared: Arc<Shared>,
+        commands: mpsc::Receiver<Command>,
+        command_tx: mpsc::WeakSender<Command>,
+    ) -> Self {
+        Self {
+            node,
+            udp,
+            tcp,
+            shared,
+            commands,
+            command_tx,
+            timers: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Runs until the node has left.
+    pub async fn run(mut self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        self.dispatch().await;
+        loop {
+            let deadline = self
+                .timers
+                .peek()
+                .map_or_else(|| Instant::now() + Duration::from_secs(3600), |t| t.0.0);
+            tokio::select! {
+                received = self.udp.recv_from(&mut buf) => match received {
+                    Ok((len, _from)) => self.on_datagram(&buf[..len]),
+                    Err(e) => tracing::debug!(error = %e, "udp receive"),
+                },
+                () = tokio::time::sleep_until(deadline) => self.on_timers(),
+                command = self.commands.recv() => match command {
+                    Some(Command::Leave(done)) => {
+                        self.node.leave(now_ms());
+                        self.dispatch().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => return,
+                },
+                accepted = self.tcp.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        if let Some(commands) = self.command_tx.upgrade() {
+                            tokio::spawn(serve_stream(stream, self.shared.clone(), commands));
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "tcp accept"),
+                },
+            }
+            self.dispatch().await;
+        }
+    }
+
+    fn on_datagram(&mut self, packet: &[u8]) {
+        let counters = &self.shared.counters;
+        counters.packets_in.fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes_in
+            .fetch_add(packet.len() as u64, Ordering::Relaxed);
+        if packet.len() > MAX_DATAGRAM {
+            counters.dropped_oversized.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(payload) = self.shared.open(packet) else {
+            return;
+        };
+        if let Err(e) = self.node.handle_datagram(&payload, now_ms()) {
+            tracing::debug!(error = %e, "datagram dropped");
+            let counter = match e {
+                crate::node::PacketError::Oversized(_) => &counters.dropped_oversized,
+                crate::node::PacketError::Malformed(_) => &counters.dropped_malformed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, seq))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(timer) = self.pending.remove(&seq) {
+                self.node.handle_timer(timer, now_ms());
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let now = now_ms();
+        match command {
+            Command::SetServices(services) => self.node.set_services(services, now),
+            Command::SetSummary(summary) => self.node.set_summary(summary, now),
+            Command::SetDraining(draining) => self.node.set_draining(draining, now),
+            Command::ForceLeave(name) => {
+                if let Err(e) = self.node.force_leave(&name, now) {
+                    tracing::info!(error = %e, "force-leave");
+                }
+            }
+            Command::StreamRequest(bytes, reply) => {
+                let answer = self.node.handle_stream_request(&bytes, now);
+                if let Err(e) = &answer {
+                    tracing::debug!(error = %e, "stream request");
+                    self.shared
+                        .counters
+                        .dropped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = reply.send(answer.ok().flatten());
+            }
+            Command::StreamReply(bytes, push) => {
+                let answer = self.node.handle_stream_reply(&bytes, now);
+                if let Err(e) = &answer {
+                    tracing::debug!(error = %e, "stream reply");
+                    self.shared
+                        .counters
+                        .dropped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = push.send(answer.ok().flatten());
+            }
+            Command::Leave(_) => {}
+        }
+    }
+
+    /// Performs the node's outputs and publishes what changed.
+    async fn dispatch(&mut self) {
+        let mut changed = false;
+        for output in self.node.take_outputs() {
+            match output {
+                Output::Datagram { to, payload } => {
+                    let Some(packet) = self.shared.seal(&payload) else {
+                        continue;
+                    };
+                    let counters = &self.shared.counters;
+                    counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .bytes_out
+                        .fetch_add(packet.len() as u64, Ordering::Relaxed);
+                    if let Err(e) = self.udp.try_send_to(&packet, to) {
+                        tracing::debug!(error = %e, %to, "udp send");
+                    }
+                }
+                Output::Stream { to, request } => {
+                    if let Some(commands) = self.command_tx.upgrade() {
+                        tokio::spawn(open_stream(to, request, self.shared.clone(), commands));
+                    }
+                }
+                Output::Timer { after, timer } => {
+                    self.seq += 1;
+                    self.pending.insert(self.seq, timer);
+                    self.timers
+                        .push(Reverse((Instant::now() + after, self.seq)));
+                }
+                Output::Event(event) => {
+                    changed = true;
+                    let _ = self.shared.events.send(event);
+                }
+            }
+        }
+        if let Some(table) = self.node.changed_table() {
+            changed = true;
+            self.shared.table.send_replace(table);
+        }
+        if changed {
+            let snapshot = Snapshot {
+                members: self.node.members(),
+                records: self.node.records(),
+            };
+            *self
+                .shared
+                .snapshot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = snapshot;
+        }
+    }
+}
+
+/// Reads one length-prefixed sealed frame, bounded by [`MAX_FRAME`].
+async fn read_frame(stream: &mut TcpStream, shared: &Shared) -> Option<Vec<u8>> {
+    let len = stream.read_u32().await.ok()? as usize;
+    if len > MAX_FRAME {
+        shared
+            .counters
+            .dropped_oversized
+            .fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let mut frame = vec![0u8; len];
+    stream.read_exact(&mut frame).await.ok()?;
+    shared
+        .counters
+        .bytes_in
+        .fetch_add(len as u64 + 4, Ordering::Relaxed);
+    shared.open(&frame)
+}
+
+/// Seals and writes one length-prefixed frame.
+async fn write_frame(stream: &mut TcpStream, shared: &Shared, payload: &[u8]) -> Option<()> {
+    let frame = shared.seal(payload)?;
+    let len = u32::try_from(frame.len())
+        .ok()
+        .filter(|l| *l as usize <= MAX_FRAME)?;
+    stream.write_u32(len).await.ok()?;
+    stream.write_all(&frame).await.ok()?;
+    shared
+        .counters
+        .bytes_out
+        .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+    Some(())
+}
+
+/// Asks the driver task and waits for its answer.
+async fn ask(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<Option<Vec<u8>>>) -> Command,
+) -> Option<Vec<u8>> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.ok()?;
+    rx.await.ok().flatten()
+}
+
+/// Server side of a push/pull exchange: request, reply, optional push.
+async fn serve_stream(mut stream: TcpStream, shared: Arc<Shared>, commands: mpsc::Sender<Command>) {
+    let exchange = async {
+        let request = read_frame(&mut stream, &shared).await?;
+        let reply = ask(&commands, |tx| Command::StreamRequest(request, tx)).await?;
+        write_frame(&mut stream, &shared, &reply).await?;
+        let push = read_frame(&mut stream, &shared).await?;
+        ask(&commands, |tx| Command::StreamRequest(push, tx)).await;
+        Some(())
+    };
+    let _ = timeout(STREAM_TIMEOUT, exchange).await;
+}
+
+/// Client side of a push/pull exchange.
+async fn open_stream(
+    to: SocketAddr,
+    request: Vec<u8>,
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(to).await.ok()?;
+        write_frame(&mut stream, &shared, &request).await?;
+        let reply = read_frame(&mut stream, &shared).await?;
+        let push = ask(&commands, |tx| Command::StreamReply(reply, tx)).await?;
+        write_frame(&mut stream, &shared, &push).await
+    };
+    if timeout(STREAM_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::trace!(%to, "stream exchange ended early");
+    }
+}

@@ -1,0 +1,121 @@
+//! Real `Cluster`s on 127.0.0.1: join, discovery through the table, graceful leave, and a
+//! node with the wrong key kept out.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use strata_proto::v1::{CatalogInstance, CatalogService};
+use strata_registry::cluster::{Cluster, ClusterConfig};
+use strata_registry::node::Timing;
+use strata_registry::seal::{Keyring, generate_key};
+
+fn config(i: usize, key: &str, join: Option<SocketAddr>) -> ClusterConfig {
+    ClusterConfig {
+        node_id: format!("id-{i}"),
+        node_name: format!("n{i}"),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        grpc_addr: format!("127.0.0.1:{}", 7700 + i).parse().unwrap(),
+        ip: None,
+        join: join.map(|a| a.to_string()).into_iter().collect(),
+        keyring: Some(Keyring::new(key).unwrap()),
+        tags: Default::default(),
+        agent_version: "test".into(),
+        timing: Timing {
+            anti_entropy_interval: Duration::from_secs(1),
+            ..Timing::default()
+        },
+    }
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
+    let key = generate_key().unwrap();
+    let first = Cluster::start(config(0, &key, None)).await.unwrap();
+    let seed = first.gossip_addr();
+    assert_ne!(seed.port(), 0);
+    let mut nodes = vec![first];
+    for i in 1..4 {
+        nodes.push(Cluster::start(config(i, &key, Some(seed))).await.unwrap());
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        node.set_services(vec![CatalogService {
+            name: "web".into(),
+            instances: vec![CatalogInstance {
+                id: format!("web/{i}"),
+                ports: [("http".to_string(), 8000 + i as u32)].into(),
+                health: "passing".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+    }
+    let mut table = nodes[3].table();
+    until("4 endpoints on n3", || {
+        table
+            .borrow_and_update()
+            .services
+            .get("web")
+            .is_some_and(|s| s.endpoints.len() == 4)
+    })
+    .await;
+    until("4 alive members on n0", || {
+        nodes[0]
+            .members()
+            .iter()
+            .filter(|m| m.status == "alive")
+            .count()
+            == 4
+    })
+    .await;
+    assert_eq!(
+        nodes[0].grpc_addr_of("n2"),
+        Some("127.0.0.1:7702".parse().unwrap())
+    );
+
+    let intruder = Cluster::start(config(9, &generate_key().unwrap(), Some(seed)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        nodes[0].members().iter().all(|m| m.name != "n9"),
+        "wrong key admitted"
+    );
+    assert!(nodes[0].stats().dropped_bad_key > 0);
+    assert_eq!(intruder.members().len(), 1);
+    intruder.leave().await;
+
+    let mut events = nodes[0].subscribe();
+    nodes[2].leave().await;
+    until("n2 left on n0", || {
+        nodes[0]
+            .members()
+            .iter()
+            .any(|m| m.name == "n2" && m.status == "left")
+    })
+    .await;
+    let mut saw_left = false;
+    while let Ok(event) = events.try_recv() {
+        saw_left |= matches!(event, strata_registry::events::ClusterEvent::Left { ref name } if name == "n2");
+    }
+    assert!(saw_left);
+    assert!(nodes[0].records().iter().all(|r| r.id != "id-2"));
+    assert!(
+        nodes[0].force_leave("n1").is_err(),
+        "live members are not force-left"
+    );
+    let stats = nodes[1].stats();
+    assert!(stats.packets_in > 0 && stats.bytes_out > 0);
+    for node in [&nodes[0], &nodes[1], &nodes[3]] {
+        node.leave().await;
+    }
+}
