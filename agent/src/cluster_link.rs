@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use strata_proto::v1::{HostMetrics, NodeSummary, Severity};
 use strata_registry::balance::{Balancer, BalancerEvent};
-use strata_registry::cluster::{Cluster, ClusterEvent};
+use strata_registry::cluster::Cluster;
+use strata_registry::events::ClusterEvent;
 use tokio::task::JoinHandle;
 
 /// How often the summary is recomputed; it is only gossiped when it really changed.
@@ -154,6 +155,13 @@ pub fn event_draft(event: &ClusterEvent) -> Option<EventDraft> {
                 ids.join(", ")
             ),
         ),
+        ClusterEvent::Alive { name } => (
+            "member.alive",
+            Severity::Info,
+            name,
+            format!("{name} is alive again"),
+        ),
+        ClusterEvent::SelfRejoined => return None,
         ClusterEvent::RecordChanged { .. } => return None,
     };
     Some(EventDraft::new(

@@ -439,8 +439,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("gossip_key:"), "{err}");
-        let mut a = RunArgs::default();
-        a.gossip_key = Some("not base64!".into());
+        let mut a = RunArgs {
+            gossip_key: Some("not base64!".into()),
+            ..RunArgs::default()
+        };
         let err = resolve(&a, FileConfig::default(), "h")
             .unwrap_err()
             .to_string();

@@ -19,7 +19,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  strata-agent run --dev\n  strata-agent run --config /etc/strata/agent.toml\n  STRATA_NODE_NAME=n1 strata-agent run --data-dir /tmp/n1 --grpc-addr 127.0.0.1:7710"
     )]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the agent's version.
     Version,
     /// Print a new random cluster key (32 bytes, base64) for --gossip-key.
@@ -40,11 +40,17 @@ fn main() -> ExitCode {
             println!("strata-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Keygen => {
-            println!("{}", strata_registry::seal::generate_key());
-            ExitCode::SUCCESS
-        }
-        Command::Run(args) => run(args),
+        Command::Keygen => match strata_registry::seal::generate_key() {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("strata-agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => run(*args),
         Command::Shim { dir } => strata_agent::shim::run::run(&dir),
     }
 }

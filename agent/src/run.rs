@@ -21,6 +21,7 @@ use strata_proto::v1::agent_server::AgentServer;
 use strata_proto::v1::{HostMetrics, Severity};
 use strata_registry::balance::{AccessLogConfig, Balancer, BalancerConfig};
 use strata_registry::cluster::{Cluster, ClusterConfig};
+use strata_registry::node::Timing;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -79,12 +80,15 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         keyring,
         tags: config.labels.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        reap_after: config.reap_after,
-        ..ClusterConfig::default()
+        ip: None,
+        timing: Timing {
+            reap_after: config.reap_after,
+            ..Timing::default()
+        },
     })
     .await
     .with_context(|| format!("cannot start gossip on {}", config.gossip_addr))?;
-    let gossip_addr = cluster.local_addr();
+    let gossip_addr = cluster.gossip_addr();
     let dns = strata_registry::dns::start(
         strata_registry::dns::DnsConfig {
             addr: config.dns_addr,

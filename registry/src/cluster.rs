@@ -73,6 +73,16 @@ pub struct GossipStats {
     pub dropped_unsealed: u64,
 }
 
+impl GossipStats {
+    /// Every packet dropped, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_bad_key
+            + self.dropped_malformed
+            + self.dropped_oversized
+            + self.dropped_unsealed
+    }
+}
+
 /// A running gossip node; cheap to clone. Dropping every clone stops it without leaving
 /// (peers detect a failure); call [`Cluster::leave`] to go gracefully.
 #[derive(Clone)]
@@ -251,6 +261,16 @@ impl Cluster {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         keyring.as_ref().map(Keyring::info)
+    }
+
+    /// The installed keys (base64, primary first) for the agent's keyring file.
+    pub fn export_keys(&self) -> Option<(String, Vec<String>)> {
+        let keyring = self
+            .shared
+            .keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        keyring.as_ref().map(Keyring::export)
     }
 
     fn with_keyring(

@@ -177,6 +177,14 @@ impl Keyring {
         }
     }
 
+    /// The keys themselves (base64), primary first, for the agent to store its keyring so a
+    /// rotation survives a restart. Never shown by the API.
+    pub fn export(&self) -> (String, Vec<String>) {
+        let primary = B64.encode(self.keys[self.primary].bytes);
+        let keys = self.keys.iter().map(|k| B64.encode(k.bytes)).collect();
+        (primary, keys)
+    }
+
     fn position(&self, bytes: &[u8; KEY_LEN]) -> Option<usize> {
         self.keys.iter().position(|k| &k.bytes == bytes)
     }

@@ -23,7 +23,8 @@ use strata_proto::v1::{
     TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchClusterRequest,
     WatchEventsRequest, WatchMetricsRequest,
 };
-use strata_registry::cluster::{Cluster, ClusterEvent};
+use strata_registry::cluster::Cluster;
+use strata_registry::events::ClusterEvent;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::{Stream, StreamExt};
@@ -167,7 +168,9 @@ fn cluster_update(cluster: &Cluster, event: &ClusterEvent) -> Option<ClusterUpda
             time_unix_ms: now,
             ..Default::default()
         }),
+        ClusterEvent::SelfRejoined => None,
         ClusterEvent::Joined { name }
+        | ClusterEvent::Alive { name }
         | ClusterEvent::Rejoined { name }
         | ClusterEvent::Suspect { name }
         | ClusterEvent::Down { name }
@@ -760,7 +763,7 @@ impl Agent for AgentService {
             )
         })?;
         Ok(Response::new(KeyringReply {
-            keys: info.fingerprints,
+            keys: info.keys,
             primary: info.primary,
             dropped_packets: cluster.stats().dropped_total(),
         }))
