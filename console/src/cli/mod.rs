@@ -4,6 +4,7 @@
 mod balancer;
 mod cluster;
 mod connect;
+mod docs;
 mod events;
 mod failure;
 mod format;
@@ -65,7 +66,7 @@ pub enum Command {
     Events(events::EventsArgs),
     /// Validate a service spec and apply it (store it, then converge).
     #[command(
-        after_help = "Examples:\n  strata apply ./strata.toml --dry-run\n  strata apply ./strata.toml"
+        after_help = "Examples:\n  strata apply ./strata.toml --dry-run\n  strata apply ./strata.toml --wait"
     )]
     Apply {
         /// The spec file (strata.toml).
@@ -73,6 +74,8 @@ pub enum Command {
         /// Validate and show the changes without applying them.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        wait: services::WaitArgs,
     },
     /// The services this agent supervises.
     #[command(after_help = "Example:\n  strata services -o json")]
@@ -84,10 +87,14 @@ pub enum Command {
         name: String,
     },
     /// Start a service (NAME) or one instance (NAME/INDEX).
-    #[command(after_help = "Example:\n  strata start web/2")]
+    #[command(
+        after_help = "Examples:\n  strata start web/2\n  strata start web --wait --timeout 30s"
+    )]
     Start {
         #[arg(value_parser = services::parse_target)]
         target: services::Target,
+        #[command(flatten)]
+        wait: services::WaitArgs,
     },
     /// Stop a service or one instance; a stopped service stays stopped across agent restarts.
     #[command(after_help = "Example:\n  strata stop web")]
@@ -96,18 +103,24 @@ pub enum Command {
         target: services::Target,
     },
     /// Restart a service or one instance.
-    #[command(after_help = "Example:\n  strata restart web")]
+    #[command(
+        after_help = "Examples:\n  strata restart web\n  strata restart web --wait   # returns when every instance passes again"
+    )]
     Restart {
         #[arg(value_parser = services::parse_target)]
         target: services::Target,
+        #[command(flatten)]
+        wait: services::WaitArgs,
     },
     /// Set the number of instances of a service.
-    #[command(after_help = "Example:\n  strata scale web 4")]
+    #[command(after_help = "Examples:\n  strata scale web 4\n  strata scale web 4 --wait")]
     Scale {
         /// Service name.
         name: String,
         /// The new number of instances.
         count: u32,
+        #[command(flatten)]
+        wait: services::WaitArgs,
     },
     /// Send a signal to a service's or an instance's processes.
     #[command(after_help = "Example:\n  strata signal web SIGHUP")]
@@ -170,6 +183,21 @@ pub enum Command {
         #[arg(long, short = 'n', default_value_t = 100)]
         lines: u32,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > ~/.zfunc/_strata"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (strata.1 and one per subcommand) into a directory.
+    #[command(after_help = "Example:\n  strata man --dir /usr/local/share/man/man1")]
+    Man {
+        /// Where to write the pages.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
     /// Gossip keys on every live member (or --node): list, install, use (make primary), remove.
     #[command(
         after_help = "Key rotation:\n  strata keyring install NEWKEY\n  strata keyring use NEWKEY\n  strata keyring remove OLDKEY"
@@ -185,6 +213,11 @@ pub enum Command {
 
 /// Runs one subcommand.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Completions { shell } => return docs::completions(*shell),
+        Command::Man { dir } => return docs::man_pages(dir),
+        _ => {}
+    }
     let mut client = connect::connect(&cli.agent).await?;
     let agent = cli.agent.as_str();
     let (c, out, node) = (&mut client, cli.output, cli.node.as_str());
@@ -193,19 +226,20 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Metrics => host::metrics(c, agent, out, node).await,
         Command::Top { limit } => host::top(c, agent, out, node, limit).await,
         Command::Events(args) => events::events(c, agent, out, node, args).await,
-        Command::Apply { file, dry_run } => {
-            services::apply(c, agent, out, node, &file, dry_run).await
+        Command::Apply {
+            file,
+            dry_run,
+            wait,
+        } => {
+            let service = services::apply(c, agent, out, node, &file, dry_run).await?;
+            services::wait_if(c, agent, node, &wait, &service, 0).await
         }
         Command::Services => services::list(c, agent, out, node).await,
         Command::Service { name } => services::show(c, agent, out, node, &name).await,
-        Command::Start { target } => {
-            services::control(
-                c,
-                agent,
-                out,
-                services::control_request(node, &target, "start", 0, ""),
-            )
-            .await
+        Command::Start { target, wait } => {
+            let request = services::control_request(node, &target, "start", 0, "");
+            services::control(c, agent, out, request).await?;
+            services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
         }
         Command::Stop { target } => {
             services::control(
@@ -216,27 +250,19 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             )
             .await
         }
-        Command::Restart { target } => {
-            services::control(
-                c,
-                agent,
-                out,
-                services::control_request(node, &target, "restart", 0, ""),
-            )
-            .await
+        Command::Restart { target, wait } => {
+            let request = services::control_request(node, &target, "restart", 0, "");
+            services::control(c, agent, out, request).await?;
+            services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
         }
-        Command::Scale { name, count } => {
+        Command::Scale { name, count, wait } => {
             let target = services::Target {
                 service: name,
                 instance: 0,
             };
-            services::control(
-                c,
-                agent,
-                out,
-                services::control_request(node, &target, "scale", count, ""),
-            )
-            .await
+            let request = services::control_request(node, &target, "scale", count, "");
+            services::control(c, agent, out, request).await?;
+            services::wait_if(c, agent, node, &wait, &target.service, 0).await
         }
         Command::Signal { target, signal } => {
             services::control(
@@ -260,6 +286,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Drain { target } => cluster::drain(c, agent, out, &target, true).await,
         Command::Undrain { target } => cluster::drain(c, agent, out, &target, false).await,
         Command::ForceLeave { member } => cluster::force_leave(c, agent, out, &member).await,
+        Command::Completions { .. } | Command::Man { .. } => Ok(()),
         Command::Keyring { op, key } => {
             if op != "list" && key.is_none() {
                 return Err(Failure::new(

@@ -4,6 +4,7 @@ use super::failure::{Failure, FailureKind};
 use super::format::{bytes, table, time_ms, uptime};
 use super::{OutputFormat, print_json};
 use clap::Args;
+use std::time::{Duration, Instant};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     ApplySpecRequest, ControlServiceRequest, GetServiceRequest, InstanceStatus, ListServicesReply,
@@ -70,7 +71,7 @@ pub async fn apply(
     node: &str,
     file: &std::path::Path,
     dry_run: bool,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let text = std::fs::read_to_string(file).map_err(|e| {
         Failure::new(
             FailureKind::Usage,
@@ -88,7 +89,7 @@ pub async fn apply(
         .map_err(status_failure(agent))?
         .into_inner();
     match output {
-        OutputFormat::Json => print_json(&reply),
+        OutputFormat::Json => print_json(&reply)?,
         OutputFormat::Table => {
             let verb = if reply.applied {
                 ""
@@ -99,8 +100,83 @@ pub async fn apply(
             for change in &reply.changes {
                 println!("  {change}");
             }
-            Ok(())
         }
+    }
+    Ok(reply.service)
+}
+
+/// `--wait [--timeout D]` of the actions that converge.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Return only when every instance runs and passes its health check (exit 1 with the
+    /// instances that do not, after --timeout).
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, e.g. "60s", "2m".
+    #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+    timeout: Duration,
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 2m)"))
+}
+
+/// Whether an instance counts as converged: running, and passing when it has a health check.
+pub fn instance_ready(instance: &InstanceStatus, has_check: bool) -> bool {
+    instance.state == "running" && (!has_check || instance.health == "passing")
+}
+
+/// Waits (when `--wait` was given) until every instance of `service` (or the one given)
+/// runs and passes, polling the agent; fails naming the instances that do not.
+pub async fn wait_if(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    node: &str,
+    wait: &WaitArgs,
+    service: &str,
+    instance: u32,
+) -> Result<(), Failure> {
+    if !wait.wait {
+        return Ok(());
+    }
+    let deadline = Instant::now() + wait.timeout;
+    loop {
+        let status = client
+            .get_service(GetServiceRequest {
+                node: node.to_string(),
+                name: service.to_string(),
+            })
+            .await
+            .map_err(status_failure(agent))?
+            .into_inner();
+        let has_check = status.health_check != "none";
+        let version_ok = |i: &InstanceStatus| instance != 0 || i.version == status.version;
+        let waiting: Vec<String> = status
+            .instances
+            .iter()
+            .filter(|i| instance == 0 || i.index == instance)
+            .filter(|i| !(instance_ready(i, has_check) && version_ok(i)))
+            .map(|i| format!("{} is {}/{}", i.id, i.state, i.health))
+            .collect();
+        let complete = instance != 0 || status.desired_instances as usize == status.instances.len();
+        if waiting.is_empty() && complete {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let why = if waiting.is_empty() {
+                "instances are still being added or removed".to_string()
+            } else {
+                waiting.join(", ")
+            };
+            return Err(Failure::new(
+                FailureKind::ActionFailed,
+                format!(
+                    "{service} did not converge within {}: {why}",
+                    humantime::format_duration(wait.timeout)
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
