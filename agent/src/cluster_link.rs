@@ -63,6 +63,10 @@ pub fn spawn_publisher(
         let mut changes = supervisor.subscribe_changes();
         let mut summary_timer = tokio::time::interval(SUMMARY_INTERVAL);
         cluster.set_services(supervisor.catalog_services().await);
+        let mut samples = state.latest.subscribe();
+        if samples.wait_for(|m| m.time_unix_ms != 0).await.is_err() {
+            return;
+        }
         loop {
             tokio::select! {
                 changed = changes.changed() => {
