@@ -17,14 +17,22 @@ const FRAMES: usize = 200;
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn main() {
     let built = Instant::now();
     let mut model = fixture::large(NODES, INSTANCES);
-    println!("model of {NODES} nodes / {INSTANCES} instances built in {:?}; VmRSS {:.1} MiB", built.elapsed(), rss_mib());
+    println!(
+        "model of {NODES} nodes / {INSTANCES} instances built in {:?}; VmRSS {:.1} MiB",
+        built.elapsed(),
+        rss_mib()
+    );
     let mut terminal = Terminal::new(TestBackend::new(160, 48)).expect("terminal");
     let per_node = INSTANCES / NODES;
     for view in [View::Overview, View::Nodes, View::Services] {
@@ -35,7 +43,11 @@ fn main() {
             let start = Instant::now();
             for k in 0..10 {
                 let n = (frame * 10 + k) % NODES;
-                model.update(Msg::Cluster(fixture::large_record(n, per_node, frame as u64)));
+                model.update(Msg::Cluster(fixture::large_record(
+                    n,
+                    per_node,
+                    frame as u64,
+                )));
             }
             model.refresh();
             terminal.draw(|f| app.draw(f, &model)).expect("draw");

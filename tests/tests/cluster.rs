@@ -8,7 +8,12 @@ use strata_tests::{AgentOptions, AgentProcess};
 const KEY: &str = "q2v0Ykq4b6m6o2Ck3qvP0bJx8m9D5Yt6d6WqXz3mJjE=";
 const OTHER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-fn agent(dir: &std::path::Path, name: &str, key: &str, join: Option<&AgentProcess>) -> AgentProcess {
+fn agent(
+    dir: &std::path::Path,
+    name: &str,
+    key: &str,
+    join: Option<&AgentProcess>,
+) -> AgentProcess {
     let mut extra_args = vec!["--gossip-key".to_string(), key.to_string()];
     if let Some(seed) = join {
         extra_args.push("--join".into());
@@ -27,7 +32,11 @@ fn agent(dir: &std::path::Path, name: &str, key: &str, join: Option<&AgentProces
 
 fn json(agent: &AgentProcess, args: &[&str]) -> Value {
     let out = agent.strata(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
@@ -37,7 +46,12 @@ fn statuses(agent: &AgentProcess) -> Vec<(String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|m| (m["name"].as_str().unwrap_or("").to_string(), m["status"].as_str().unwrap_or("").to_string()))
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or("").to_string(),
+                        m["status"].as_str().unwrap_or("").to_string(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -61,9 +75,12 @@ fn catalog_services(agent: &AgentProcess) -> Vec<String> {
         .flatten()
         .flat_map(|r| {
             let node = r["name"].as_str().unwrap_or("").to_string();
-            r["services"].as_array().cloned().unwrap_or_default().into_iter().map(move |s| {
-                format!("{}@{}", s["name"].as_str().unwrap_or(""), node)
-            })
+            r["services"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |s| format!("{}@{}", s["name"].as_str().unwrap_or(""), node))
         })
         .collect();
     names.sort();
@@ -83,17 +100,34 @@ fn five_agents_form_a_cluster_replicate_and_survive_a_kill() {
         let s = statuses(a);
         s.len() == 5 && s.iter().all(|(_, st)| st == "alive")
     };
-    wait_until("5 alive members everywhere", Duration::from_secs(30), || agents.iter().all(everyone_alive));
+    wait_until(
+        "5 alive members everywhere",
+        Duration::from_secs(30),
+        || agents.iter().all(everyone_alive),
+    );
 
     for (i, a) in agents.iter().enumerate() {
         let spec = dir.path().join(format!("svc{i}.toml"));
-        std::fs::write(&spec, format!("name = \"svc{}\"\ncommand = [\"/bin/sleep\", \"1000\"]\n", i + 1)).expect("spec");
-        assert!(a.strata(&["apply", spec.to_str().expect("path")]).status.success());
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"svc{}\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+                i + 1
+            ),
+        )
+        .expect("spec");
+        assert!(
+            a.strata(&["apply", spec.to_str().expect("path")])
+                .status
+                .success()
+        );
     }
     let expected: Vec<String> = (1..=5).map(|i| format!("svc{i}@c{i}")).collect();
-    wait_until("every catalog holds every service", Duration::from_secs(30), || {
-        agents.iter().all(|a| catalog_services(a) == expected)
-    });
+    wait_until(
+        "every catalog holds every service",
+        Duration::from_secs(30),
+        || agents.iter().all(|a| catalog_services(a) == expected),
+    );
 
     let remote = json(&agents[0], &["--node", "c3", "services", "-o", "json"]);
     assert_eq!(remote["services"][0]["name"], "svc3", "forwarded to c3");
@@ -107,11 +141,15 @@ fn five_agents_form_a_cluster_replicate_and_survive_a_kill() {
     let victim_dir = victim.data_dir.clone();
     victim.crash().expect("kill -9");
     wait_until("c5 down everywhere", Duration::from_secs(30), || {
-        agents.iter().all(|a| statuses(a).contains(&("c5".to_string(), "down".to_string())))
+        agents
+            .iter()
+            .all(|a| statuses(a).contains(&("c5".to_string(), "down".to_string())))
     });
     let events = json(&agents[0], &["events", "--kind", "member", "-o", "json"]);
     assert!(
-        events["events"].as_array().is_some_and(|e| e.iter().any(|e| e["kind"] == "member.down")),
+        events["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["kind"] == "member.down")),
         "{events:#}"
     );
 
@@ -119,16 +157,25 @@ fn five_agents_form_a_cluster_replicate_and_survive_a_kill() {
         &victim_dir,
         &AgentOptions {
             node_name: Some("c5".into()),
-            extra_args: vec!["--gossip-key".into(), KEY.into(), "--join".into(), agents[0].gossip.to_string()],
+            extra_args: vec![
+                "--gossip-key".into(),
+                KEY.into(),
+                "--join".into(),
+                agents[0].gossip.to_string(),
+            ],
             ..Default::default()
         },
     )
     .expect("c5 restarts");
     agents.push(back);
-    wait_until("c5 alive again everywhere", Duration::from_secs(30), || agents.iter().all(everyone_alive));
-    wait_until("svc5 back in every catalog", Duration::from_secs(30), || {
-        agents.iter().all(|a| catalog_services(a) == expected)
+    wait_until("c5 alive again everywhere", Duration::from_secs(30), || {
+        agents.iter().all(everyone_alive)
     });
+    wait_until(
+        "svc5 back in every catalog",
+        Duration::from_secs(30),
+        || agents.iter().all(|a| catalog_services(a) == expected),
+    );
 }
 
 #[test]
@@ -137,13 +184,18 @@ fn an_agent_with_the_wrong_key_is_not_admitted_and_leave_is_seen_at_once() {
     let a = agent(dir.path(), "k1", KEY, None);
     let b = agent(dir.path(), "k2", KEY, Some(&a));
     let intruder = agent(dir.path(), "k3", OTHER_KEY, Some(&a));
-    wait_until("k1 and k2 see each other", Duration::from_secs(20), || statuses(&a).len() == 2 && statuses(&b).len() == 2);
+    wait_until("k1 and k2 see each other", Duration::from_secs(20), || {
+        statuses(&a).len() == 2 && statuses(&b).len() == 2
+    });
     std::thread::sleep(Duration::from_secs(2));
     let names: Vec<String> = statuses(&a).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["k1", "k2"], "the intruder is not a member");
     assert_eq!(statuses(&intruder).len(), 1, "the intruder sees nobody");
     let members = json(&a, &["members", "-o", "json"]);
-    assert!(members["dropped_packets"].as_u64().unwrap_or(0) > 0, "its packets were dropped and counted");
+    assert!(
+        members["dropped_packets"].as_u64().unwrap_or(0) > 0,
+        "its packets were dropped and counted"
+    );
 
     let status = b.terminate(Duration::from_secs(15)).expect("stops");
     assert!(status.success());
@@ -151,7 +203,13 @@ fn an_agent_with_the_wrong_key_is_not_admitted_and_leave_is_seen_at_once() {
         statuses(&a).contains(&("k2".to_string(), "left".to_string())) || statuses(&a).len() == 1
     });
     let events = json(&a, &["events", "--kind", "member", "-o", "json"]);
-    let kinds: Vec<&str> = events["events"].as_array().map(|e| e.iter().filter_map(|e| e["kind"].as_str()).collect()).unwrap_or_default();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
     assert!(kinds.contains(&"member.left"), "{kinds:?}");
-    assert!(!kinds.contains(&"member.down"), "a graceful leave is not a failure: {kinds:?}");
+    assert!(
+        !kinds.contains(&"member.down"),
+        "a graceful leave is not a failure: {kinds:?}"
+    );
 }

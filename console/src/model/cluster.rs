@@ -9,7 +9,9 @@ use strata_proto::v1::{ClusterUpdate, Member, NodeRecord};
 pub const TREND_LEN: usize = 32;
 
 /// Columns of the nodes table, in order; sort indexes refer to these.
-pub const NODE_COLUMNS: [&str; 8] = ["NAME", "STATUS", "CPU", "MEM", "DISK", "LOAD", "TREND", "ALERTS"];
+pub const NODE_COLUMNS: [&str; 8] = [
+    "NAME", "STATUS", "CPU", "MEM", "DISK", "LOAD", "TREND", "ALERTS",
+];
 /// Columns of the services table, in order.
 pub const SERVICE_COLUMNS: [&str; 6] = ["NAME", "PASSING", "PORT", "VERSION", "RESTARTS", "NODES"];
 
@@ -97,7 +99,11 @@ impl Cluster {
     pub fn apply(&mut self, update: ClusterUpdate) {
         match update.kind.as_str() {
             "snapshot" => {
-                self.members = update.members.into_iter().map(|m| (m.name.clone(), m)).collect();
+                self.members = update
+                    .members
+                    .into_iter()
+                    .map(|m| (m.name.clone(), m))
+                    .collect();
                 self.records.clear();
                 for r in update.records {
                     self.add_record(r);
@@ -156,8 +162,10 @@ impl Cluster {
             .members
             .values()
             .filter(|m| {
-                self.member_query
-                    .matches(&format!("{} {} {} {}", m.name, m.status, m.gossip_addr, m.grpc_addr))
+                self.member_query.matches(&format!(
+                    "{} {} {} {}",
+                    m.name, m.status, m.gossip_addr, m.grpc_addr
+                ))
             })
             .map(|m| m.name.clone())
             .collect();
@@ -165,7 +173,11 @@ impl Cluster {
 
     fn rebuild_nodes(&mut self) {
         let mut names: Vec<&String> = self.members.keys().collect();
-        names.extend(self.records.keys().filter(|n| !self.members.contains_key(*n)));
+        names.extend(
+            self.records
+                .keys()
+                .filter(|n| !self.members.contains_key(*n)),
+        );
         names.sort();
         self.nodes = names
             .into_iter()
@@ -188,9 +200,8 @@ impl Cluster {
                     alerts: summary.alerts_firing,
                     draining: record.is_some_and(|r| r.draining)
                         || member.is_some_and(|m| m.draining),
-                    instances: record.map_or(0, |r| {
-                        r.services.iter().map(|s| s.instances.len()).sum()
-                    }),
+                    instances: record
+                        .map_or(0, |r| r.services.iter().map(|s| s.instances.len()).sum()),
                 }
             })
             .collect();
@@ -226,8 +237,11 @@ impl Cluster {
                     .filter(|i| i.state == "crashloop" || i.state == "failed")
                     .count();
                 if row.ports.is_empty() {
-                    let mut ports: Vec<String> =
-                        s.frontends.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    let mut ports: Vec<String> = s
+                        .frontends
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect();
                     ports.sort();
                     row.ports = ports.join(",");
                 }
@@ -377,7 +391,14 @@ mod tests {
         assert_eq!(c.nodes.len(), 2);
         assert_eq!(c.nodes[1].status, "unknown");
         assert_eq!(c.services.len(), 1);
-        assert_eq!((c.services[0].passing, c.services[0].total, c.services[0].broken), (1, 2, 1));
+        assert_eq!(
+            (
+                c.services[0].passing,
+                c.services[0].total,
+                c.services[0].broken
+            ),
+            (1, 2, 1)
+        );
         assert_eq!(c.health_counts(), (1, 0, 1));
         c.node_query.sort_by(2);
         c.node_query.descending = true;

@@ -9,9 +9,10 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Where the connection to the agent stands, as the header shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ConnState {
     /// The first connection attempt is under way.
+    #[default]
     Connecting,
     /// The cluster stream is up.
     Connected,

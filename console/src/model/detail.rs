@@ -83,15 +83,30 @@ impl NodeDetail {
         if let Some(mem) = &m.memory
             && mem.total_bytes > 0
         {
-            push("mem.used_percent".into(), mem.used_bytes as f64 * 100.0 / mem.total_bytes as f64);
+            push(
+                "mem.used_percent".into(),
+                mem.used_bytes as f64 * 100.0 / mem.total_bytes as f64,
+            );
         }
         for d in &m.disks {
-            push(format!("disk.{}.read_bytes_per_sec", d.device), d.read_bytes_per_sec);
-            push(format!("disk.{}.write_bytes_per_sec", d.device), d.write_bytes_per_sec);
+            push(
+                format!("disk.{}.read_bytes_per_sec", d.device),
+                d.read_bytes_per_sec,
+            );
+            push(
+                format!("disk.{}.write_bytes_per_sec", d.device),
+                d.write_bytes_per_sec,
+            );
         }
         for n in &m.networks {
-            push(format!("net.{}.rx_bytes_per_sec", n.interface), n.rx_bytes_per_sec);
-            push(format!("net.{}.tx_bytes_per_sec", n.interface), n.tx_bytes_per_sec);
+            push(
+                format!("net.{}.rx_bytes_per_sec", n.interface),
+                n.rx_bytes_per_sec,
+            );
+            push(
+                format!("net.{}.tx_bytes_per_sec", n.interface),
+                n.tx_bytes_per_sec,
+            );
         }
         self.latest = Some(m);
     }

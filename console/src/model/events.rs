@@ -31,17 +31,29 @@ impl Timeline {
         for e in batch {
             let newest = self.newest.entry(e.node.clone()).or_insert(0);
             if e.time_unix_ms < *newest
-                && self.events.iter().rev().take(512).any(|x| x.node == e.node && x.seq == e.seq)
+                && self
+                    .events
+                    .iter()
+                    .rev()
+                    .take(512)
+                    .any(|x| x.node == e.node && x.seq == e.seq)
             {
                 continue;
             }
             if e.time_unix_ms == *newest
-                && self.events.iter().rev().take(64).any(|x| x.node == e.node && x.seq == e.seq)
+                && self
+                    .events
+                    .iter()
+                    .rev()
+                    .take(64)
+                    .any(|x| x.node == e.node && x.seq == e.seq)
             {
                 continue;
             }
             *newest = (*newest).max(e.time_unix_ms);
-            let at = self.events.partition_point(|x| x.time_unix_ms <= e.time_unix_ms);
+            let at = self
+                .events
+                .partition_point(|x| x.time_unix_ms <= e.time_unix_ms);
             self.events.insert(at, e);
             if self.events.len() > EVENT_CAP {
                 self.events.pop_front();
@@ -89,7 +101,10 @@ impl Timeline {
     }
 
     /// Events about `node` (its own journal, kernel lines included), newest last.
-    pub fn for_node<'a>(&'a self, node: &'a str) -> impl DoubleEndedIterator<Item = &'a Event> + 'a {
+    pub fn for_node<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl DoubleEndedIterator<Item = &'a Event> + 'a {
         self.events.iter().filter(move |e| e.node == node)
     }
 }
@@ -144,8 +159,14 @@ mod tests {
     #[test]
     fn merges_in_time_order_without_duplicates_and_filters() {
         let mut t = Timeline::default();
-        t.merge(vec![ev("n1", 1, 10, Severity::Info, "agent.started"), ev("n1", 2, 30, Severity::Critical, "kernel.oom_kill")]);
-        t.merge(vec![ev("n2", 1, 20, Severity::Warning, "alert.firing"), ev("n1", 2, 30, Severity::Critical, "kernel.oom_kill")]);
+        t.merge(vec![
+            ev("n1", 1, 10, Severity::Info, "agent.started"),
+            ev("n1", 2, 30, Severity::Critical, "kernel.oom_kill"),
+        ]);
+        t.merge(vec![
+            ev("n2", 1, 20, Severity::Warning, "alert.firing"),
+            ev("n1", 2, 30, Severity::Critical, "kernel.oom_kill"),
+        ]);
         let times: Vec<i64> = t.events.iter().map(|e| e.time_unix_ms).collect();
         assert_eq!(times, vec![10, 20, 30]);
         t.cycle_severity();

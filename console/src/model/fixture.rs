@@ -47,7 +47,15 @@ fn service(name: &str, port: u32, instances: Vec<CatalogInstance>) -> CatalogSer
     }
 }
 
-fn record(name: &str, cpu: f64, mem: f64, disk: f64, mount: &str, alerts: u32, services: Vec<CatalogService>) -> NodeRecord {
+fn record(
+    name: &str,
+    cpu: f64,
+    mem: f64,
+    disk: f64,
+    mount: &str,
+    alerts: u32,
+    services: Vec<CatalogService>,
+) -> NodeRecord {
     NodeRecord {
         id: format!("id-{name}"),
         name: name.into(),
@@ -66,7 +74,15 @@ fn record(name: &str, cpu: f64, mem: f64, disk: f64, mount: &str, alerts: u32, s
     }
 }
 
-fn event(node: &str, seq: u64, ago_s: i64, sev: Severity, kind: &str, subject: &str, message: &str) -> Event {
+fn event(
+    node: &str,
+    seq: u64,
+    ago_s: i64,
+    sev: Severity,
+    kind: &str,
+    subject: &str,
+    message: &str,
+) -> Event {
     Event {
         seq,
         time_unix_ms: NOW_MS - ago_s * 1000,
@@ -92,7 +108,13 @@ fn status(node: &str, instances: Vec<InstanceStatus>) -> ServiceStatus {
     }
 }
 
-fn instance_status(index: u32, state: &str, health: &str, pid: i32, restarts: u32) -> InstanceStatus {
+fn instance_status(
+    index: u32,
+    state: &str,
+    health: &str,
+    pid: i32,
+    restarts: u32,
+) -> InstanceStatus {
     InstanceStatus {
         id: format!("web/{index}"),
         service: "web".into(),
@@ -115,7 +137,13 @@ fn instance_status(index: u32, state: &str, health: &str, pid: i32, restarts: u3
 }
 
 fn metrics(t: i64) -> HostMetrics {
-    let shares = |busy: f64| CpuShares { busy, user: busy * 0.7, system: busy * 0.3, idle: 100.0 - busy, ..Default::default() };
+    let shares = |busy: f64| CpuShares {
+        busy,
+        user: busy * 0.7,
+        system: busy * 0.3,
+        idle: 100.0 - busy,
+        ..Default::default()
+    };
     HostMetrics {
         node_name: "n1".into(),
         time_unix_ms: t,
@@ -134,14 +162,55 @@ fn metrics(t: i64) -> HostMetrics {
             ..Default::default()
         }),
         filesystems: vec![
-            FilesystemMetrics { mountpoint: "/".into(), device: "sda1".into(), size_bytes: 100 << 30, used_bytes: 40 << 30, used_percent: 40.0, ..Default::default() },
-            FilesystemMetrics { mountpoint: "/var".into(), device: "sdb1".into(), size_bytes: 500 << 30, used_bytes: 300 << 30, used_percent: 60.0, ..Default::default() },
+            FilesystemMetrics {
+                mountpoint: "/".into(),
+                device: "sda1".into(),
+                size_bytes: 100 << 30,
+                used_bytes: 40 << 30,
+                used_percent: 40.0,
+                ..Default::default()
+            },
+            FilesystemMetrics {
+                mountpoint: "/var".into(),
+                device: "sdb1".into(),
+                size_bytes: 500 << 30,
+                used_bytes: 300 << 30,
+                used_percent: 60.0,
+                ..Default::default()
+            },
         ],
-        disks: vec![DiskMetrics { device: "sda".into(), read_bytes_per_sec: 1.5e6, write_bytes_per_sec: 3.0e6, util_percent: 12.0, ..Default::default() }],
-        networks: vec![NetworkMetrics { interface: "eth0".into(), rx_bytes_per_sec: 2.0e6, tx_bytes_per_sec: 1.0e6, ..Default::default() }],
+        disks: vec![DiskMetrics {
+            device: "sda".into(),
+            read_bytes_per_sec: 1.5e6,
+            write_bytes_per_sec: 3.0e6,
+            util_percent: 12.0,
+            ..Default::default()
+        }],
+        networks: vec![NetworkMetrics {
+            interface: "eth0".into(),
+            rx_bytes_per_sec: 2.0e6,
+            tx_bytes_per_sec: 1.0e6,
+            ..Default::default()
+        }],
         top_cpu: vec![
-            ProcessInfo { pid: 4242, name: "web".into(), command: "/srv/web --port 31001".into(), cpu_percent: 35.0, rss_bytes: 96 << 20, state: "R".into(), ..Default::default() },
-            ProcessInfo { pid: 901, name: "strata-agent".into(), command: "strata-agent run".into(), cpu_percent: 2.0, rss_bytes: 40 << 20, state: "S".into(), ..Default::default() },
+            ProcessInfo {
+                pid: 4242,
+                name: "web".into(),
+                command: "/srv/web --port 31001".into(),
+                cpu_percent: 35.0,
+                rss_bytes: 96 << 20,
+                state: "R".into(),
+                ..Default::default()
+            },
+            ProcessInfo {
+                pid: 901,
+                name: "strata-agent".into(),
+                command: "strata-agent run".into(),
+                cpu_percent: 2.0,
+                rss_bytes: 40 << 20,
+                state: "S".into(),
+                ..Default::default()
+            },
         ],
         ..Default::default()
     }
@@ -151,7 +220,12 @@ fn history() -> MetricHistory {
     let series = |name: &str, f: &dyn Fn(i64) -> f64| Series {
         name: name.into(),
         points: (0..60)
-            .map(|i| Point { time_unix_ms: NOW_MS - (60 - i) * 15_000, avg: f(i), min: 0.0, max: 0.0 })
+            .map(|i| Point {
+                time_unix_ms: NOW_MS - (60 - i) * 15_000,
+                avg: f(i),
+                min: 0.0,
+                max: 0.0,
+            })
             .collect(),
     };
     MetricHistory {
@@ -181,55 +255,156 @@ pub fn model() -> Model {
             member("n4", "alive", 3_600, 4),
         ],
         records: vec![
-            record("n1", 42.0, 56.0, 60.0, "/var", 0, vec![
-                service("web", 8080, vec![instance("web", 1, "passing", "running"), instance("web", 2, "passing", "running")]),
-                service("api", 8081, vec![instance("api", 1, "passing", "running")]),
-            ]),
-            record("n2", 12.0, 30.0, 41.0, "/", 0, vec![
-                service("web", 8080, vec![instance("web", 3, "critical", "crashloop")]),
-            ]),
+            record(
+                "n1",
+                42.0,
+                56.0,
+                60.0,
+                "/var",
+                0,
+                vec![
+                    service(
+                        "web",
+                        8080,
+                        vec![
+                            instance("web", 1, "passing", "running"),
+                            instance("web", 2, "passing", "running"),
+                        ],
+                    ),
+                    service("api", 8081, vec![instance("api", 1, "passing", "running")]),
+                ],
+            ),
+            record(
+                "n2",
+                12.0,
+                30.0,
+                41.0,
+                "/",
+                0,
+                vec![service(
+                    "web",
+                    8080,
+                    vec![instance("web", 3, "critical", "crashloop")],
+                )],
+            ),
             record("n3", 0.0, 0.0, 20.0, "/", 0, vec![]),
-            record("n4", 88.0, 91.0, 97.0, "/var", 1, vec![
-                service("api", 8081, vec![instance("api", 2, "warning", "running")]),
-                service("worker", 0, vec![instance("worker", 1, "passing", "running")]),
-            ]),
+            record(
+                "n4",
+                88.0,
+                91.0,
+                97.0,
+                "/var",
+                1,
+                vec![
+                    service("api", 8081, vec![instance("api", 2, "warning", "running")]),
+                    service(
+                        "worker",
+                        0,
+                        vec![instance("worker", 1, "passing", "running")],
+                    ),
+                ],
+            ),
         ],
         ..Default::default()
     }));
     m.update(Msg::Events(vec![
-        event("n1", 1, 86_000, Severity::Info, "agent.started", "node:n1", "strata-agent 0.1.0 started"),
-        event("n2", 7, 900, Severity::Warning, "service.backoff", "service:web/3", "web/3 exited with code 3; restarting in 1.6s"),
-        event("n2", 8, 600, Severity::Critical, "service.crashloop", "service:web/3", "web/3 crashed 5 times in 60s: held"),
-        event("n4", 3, 1_800, Severity::Warning, "alert.firing", "filesystem:/var", "/var is 97% full (threshold 90%)"),
-        event("n4", 4, 240, Severity::Critical, "kernel.oom_kill", "memory", "Out of memory: Killed process 5121 (worker)"),
-        event("n1", 2, 120, Severity::Info, "service.started", "service:web/2", "web/2 started (pid 4242)"),
+        event(
+            "n1",
+            1,
+            86_000,
+            Severity::Info,
+            "agent.started",
+            "node:n1",
+            "strata-agent 0.1.0 started",
+        ),
+        event(
+            "n2",
+            7,
+            900,
+            Severity::Warning,
+            "service.backoff",
+            "service:web/3",
+            "web/3 exited with code 3; restarting in 1.6s",
+        ),
+        event(
+            "n2",
+            8,
+            600,
+            Severity::Critical,
+            "service.crashloop",
+            "service:web/3",
+            "web/3 crashed 5 times in 60s: held",
+        ),
+        event(
+            "n4",
+            3,
+            1_800,
+            Severity::Warning,
+            "alert.firing",
+            "filesystem:/var",
+            "/var is 97% full (threshold 90%)",
+        ),
+        event(
+            "n4",
+            4,
+            240,
+            Severity::Critical,
+            "kernel.oom_kill",
+            "memory",
+            "Out of memory: Killed process 5121 (worker)",
+        ),
+        event(
+            "n1",
+            2,
+            120,
+            Severity::Info,
+            "service.started",
+            "service:web/2",
+            "web/2 started (pid 4242)",
+        ),
     ]));
     m.open_node("n1");
-    m.update(Msg::NodeInfo("n1".into(), NodeInfo {
-        name: "n1".into(),
-        hostname: "n1.dc1".into(),
-        os: "Debian 13".into(),
-        kernel: "6.18.0".into(),
-        cores: 4,
-        memory_bytes: 16 << 30,
-        agent_version: "0.1.0".into(),
-        host_uptime_secs: 864_000,
-        ..Default::default()
-    }));
+    m.update(Msg::NodeInfo(
+        "n1".into(),
+        NodeInfo {
+            name: "n1".into(),
+            hostname: "n1.dc1".into(),
+            os: "Debian 13".into(),
+            kernel: "6.18.0".into(),
+            cores: 4,
+            memory_bytes: 16 << 30,
+            agent_version: "0.1.0".into(),
+            host_uptime_secs: 864_000,
+            ..Default::default()
+        },
+    ));
     m.update(Msg::NodeHistory("n1".into(), history()));
-    m.update(Msg::NodeMetrics("n1".into(), metrics(NOW_MS)));
+    m.update(Msg::NodeMetrics("n1".into(), Box::new(metrics(NOW_MS))));
     m.open_service("web");
     m.update(Msg::Service {
         name: "web".into(),
         node: "n1".into(),
-        status: Ok(status("n1", vec![instance_status(1, "running", "passing", 4242, 0), instance_status(2, "running", "passing", 4243, 1)])),
+        status: Ok(status(
+            "n1",
+            vec![
+                instance_status(1, "running", "passing", 4242, 0),
+                instance_status(2, "running", "passing", 4243, 1),
+            ],
+        )),
     });
     m.update(Msg::Service {
         name: "web".into(),
         node: "n2".into(),
-        status: Ok(status("n2", vec![instance_status(3, "crashloop", "critical", 0, 5)])),
+        status: Ok(status(
+            "n2",
+            vec![instance_status(3, "crashloop", "critical", 0, 5)],
+        )),
     });
-    let generation = m.logs.open(LogTarget { node: "n2".into(), service: "web".into(), instance: 0 });
+    let generation = m.logs.open(LogTarget {
+        node: "n2".into(),
+        service: "web".into(),
+        instance: 0,
+    });
     m.update(Msg::Logs {
         generation,
         lines: (0..40)
@@ -237,7 +412,11 @@ pub fn model() -> Model {
                 time_unix_ms: NOW_MS - (40 - i) * 1000,
                 instance: format!("web/{}", 1 + i % 3),
                 stream: if i % 7 == 0 { "err" } else { "out" }.into(),
-                text: if i % 7 == 0 { format!("ERROR request {i} failed: upstream timeout") } else { format!("GET /api/items/{i} 200 {}ms", i % 13) },
+                text: if i % 7 == 0 {
+                    format!("ERROR request {i} failed: upstream timeout")
+                } else {
+                    format!("GET /api/items/{i} 200 {}ms", i % 13)
+                },
             })
             .collect(),
         dropped: 12,
@@ -265,8 +444,21 @@ pub fn large_snapshot(nodes: usize, instances: usize, tick: u64) -> ClusterUpdat
             let services = (0..per_node)
                 .map(|i| {
                     let s = (n * per_node + i) % 200;
-                    let state = if (n + i) % 997 == 0 { "crashloop" } else { "running" };
-                    service(&format!("svc-{s:03}"), 9000 + s as u32, vec![instance(&format!("svc-{s:03}"), (n % 50) as u32 + 1, "passing", state)])
+                    let state = if (n + i) % 997 == 0 {
+                        "crashloop"
+                    } else {
+                        "running"
+                    };
+                    service(
+                        &format!("svc-{s:03}"),
+                        9000 + s as u32,
+                        vec![instance(
+                            &format!("svc-{s:03}"),
+                            (n % 50) as u32 + 1,
+                            "passing",
+                            state,
+                        )],
+                    )
                 })
                 .collect();
             let cpu = ((n as u64 * 7 + tick * 13) % 100) as f64;
@@ -276,7 +468,16 @@ pub fn large_snapshot(nodes: usize, instances: usize, tick: u64) -> ClusterUpdat
         .collect();
     ClusterUpdate {
         kind: "snapshot".into(),
-        members: (0..nodes).map(|n| member(&format!("node-{n:05}"), if n % 500 == 7 { "down" } else { "alive" }, 60, (n % 250) as u8)).collect(),
+        members: (0..nodes)
+            .map(|n| {
+                member(
+                    &format!("node-{n:05}"),
+                    if n % 500 == 7 { "down" } else { "alive" },
+                    60,
+                    (n % 250) as u8,
+                )
+            })
+            .collect(),
         records,
         ..Default::default()
     }
@@ -292,5 +493,9 @@ pub fn large_record(n: usize, per_node: usize, tick: u64) -> ClusterUpdate {
             s.cpu_busy_percent = ((n as u64 * 7 + tick * 13) % 100) as f64;
         }
     }
-    ClusterUpdate { kind: "record".into(), records, ..Default::default() }
+    ClusterUpdate {
+        kind: "record".into(),
+        records,
+        ..Default::default()
+    }
 }

@@ -27,7 +27,11 @@ impl LogTarget {
         } else {
             format!("{}/{}", self.service, self.instance)
         };
-        if self.node.is_empty() { what } else { format!("{what} on {}", self.node) }
+        if self.node.is_empty() {
+            what
+        } else {
+            format!("{what} on {}", self.node)
+        }
     }
 }
 
@@ -152,7 +156,11 @@ impl LogBuffer {
 
     /// Lines the view can show (all, or the matching ones).
     pub fn len(&self) -> usize {
-        if self.filter_lower.is_empty() { self.lines.len() } else { self.matches.len() }
+        if self.filter_lower.is_empty() {
+            self.lines.len()
+        } else {
+            self.matches.len()
+        }
     }
 
     /// True when there is nothing to show.
@@ -227,7 +235,10 @@ mod tests {
 
     fn line(i: u64) -> LogLine {
         LogLine {
-            text: format!("line {i}{}", if i % 10 == 0 { " ERROR" } else { "" }),
+            text: format!(
+                "line {i}{}",
+                if i.is_multiple_of(10) { " ERROR" } else { "" }
+            ),
             instance: "web/1".into(),
             ..Default::default()
         }
@@ -236,7 +247,11 @@ mod tests {
     #[test]
     fn ring_is_bounded_and_filter_index_follows_eviction() {
         let mut b = LogBuffer::with_capacity(100);
-        let g = b.open(LogTarget { node: "n1".into(), service: "web".into(), instance: 0 });
+        let g = b.open(LogTarget {
+            node: "n1".into(),
+            service: "web".into(),
+            instance: 0,
+        });
         b.set_filter("error");
         b.push(g, (0..250).map(line).collect(), 7);
         assert_eq!(b.len(), 10);
@@ -253,7 +268,11 @@ mod tests {
     #[test]
     fn pause_holds_the_window_and_end_resumes() {
         let mut b = LogBuffer::with_capacity(1000);
-        let g = b.open(LogTarget { node: String::new(), service: "web".into(), instance: 1 });
+        let g = b.open(LogTarget {
+            node: String::new(),
+            service: "web".into(),
+            instance: 1,
+        });
         b.push(g, (0..100).map(line).collect(), 0);
         b.toggle_pause();
         let start = b.window_start(10);

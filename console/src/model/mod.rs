@@ -18,7 +18,9 @@ use events::Timeline;
 use logs::LogBuffer;
 use problems::Problem;
 use std::collections::HashMap;
-use strata_proto::v1::{ClusterUpdate, Event, HostMetrics, LogLine, MetricHistory, NodeInfo, ServiceStatus};
+use strata_proto::v1::{
+    ClusterUpdate, Event, HostMetrics, LogLine, MetricHistory, NodeInfo, ServiceStatus,
+};
 
 /// Something that happened outside the UI: data from the agent or a connection change.
 #[derive(Debug)]
@@ -55,7 +57,7 @@ pub enum Msg {
     /// Facts of a node.
     NodeInfo(String, NodeInfo),
     /// A live metrics sample of a node.
-    NodeMetrics(String, HostMetrics),
+    NodeMetrics(String, Box<HostMetrics>),
     /// Metric history of a node.
     NodeHistory(String, MetricHistory),
     /// A node-view request failed.
@@ -118,12 +120,6 @@ pub struct Model {
     pub pending_actions: usize,
 }
 
-impl Default for ConnState {
-    fn default() -> Self {
-        ConnState::Connecting
-    }
-}
-
 impl Model {
     /// An empty model for `agent`.
     pub fn new(agent: &str, now_ms: i64) -> Model {
@@ -163,10 +159,13 @@ impl Model {
                 }
             }
             Msg::NodeInfo(name, info) if name == self.node.name => self.node.info = Some(info),
-            Msg::NodeMetrics(name, m) if name == self.node.name => self.node.add_sample(m),
+            Msg::NodeMetrics(name, m) if name == self.node.name => self.node.add_sample(*m),
             Msg::NodeHistory(name, h) if name == self.node.name => self.node.set_history(h),
             Msg::NodeError(name, e) if name == self.node.name => self.node.error = Some(e),
-            Msg::NodeInfo(..) | Msg::NodeMetrics(..) | Msg::NodeHistory(..) | Msg::NodeError(..) => {}
+            Msg::NodeInfo(..)
+            | Msg::NodeMetrics(..)
+            | Msg::NodeHistory(..)
+            | Msg::NodeError(..) => {}
             Msg::Service { name, node, status } => {
                 if let Ok(s) = &status {
                     self.cluster.set_restarts(&name, &node, s.restarts);
@@ -187,7 +186,12 @@ impl Model {
     pub fn refresh(&mut self) {
         self.cluster.refresh();
         self.timeline.refresh();
-        self.problems = problems::problems(&self.cluster, &self.timeline, self.now_ms, &mut self.first_seen);
+        self.problems = problems::problems(
+            &self.cluster,
+            &self.timeline,
+            self.now_ms,
+            &mut self.first_seen,
+        );
     }
 
     /// Opens the node view's data for `name`, keeping the range.
@@ -223,14 +227,21 @@ mod tests {
         for k in ["crash loop", "disk full", "OOM kill", "alert firing"] {
             assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
         }
-        let disk = m.problems.iter().find(|p| p.kind == "disk full").map(|p| p.subject.clone());
+        let disk = m
+            .problems
+            .iter()
+            .find(|p| p.kind == "disk full")
+            .map(|p| p.subject.clone());
         assert_eq!(disk.as_deref(), Some("/var 97%"));
     }
 
     #[test]
     fn disconnect_marks_data_stale_until_reconnected() {
         let mut m = Model::new("a:1", 0);
-        m.update(Msg::Disconnected { error: "refused".into(), retry_at_ms: 5000 });
+        m.update(Msg::Disconnected {
+            error: "refused".into(),
+            retry_at_ms: 5000,
+        });
         assert!(m.stale);
         m.update(Msg::Connected);
         assert!(!m.stale);
@@ -244,10 +255,19 @@ mod tests {
         m.update(Msg::Service {
             name: "web".into(),
             node: "n1".into(),
-            status: Ok(ServiceStatus { name: "web".into(), restarts: 4, ..Default::default() }),
+            status: Ok(ServiceStatus {
+                name: "web".into(),
+                restarts: 4,
+                ..Default::default()
+            }),
         });
         m.refresh();
-        let web = m.cluster.services.iter().find(|s| s.name == "web").and_then(|s| s.restarts);
+        let web = m
+            .cluster
+            .services
+            .iter()
+            .find(|s| s.name == "web")
+            .and_then(|s| s.restarts);
         assert_eq!(web, Some(4 + 5), "n1 now 4, n2 5 from the fixture");
         assert!(m.service.per_node.contains_key("n1"));
     }

@@ -55,13 +55,19 @@ pub fn problems(
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     let mut seen = |kind: &str, node: &str, subject: &str| -> i64 {
-        *first_seen.entry(format!("{kind}|{node}|{subject}")).or_insert(now_ms)
+        *first_seen
+            .entry(format!("{kind}|{node}|{subject}"))
+            .or_insert(now_ms)
     };
     for m in cluster.members.values() {
         if m.status == "down" || m.status == "suspect" {
             out.push(Problem {
                 rank: if m.status == "down" { 0 } else { 3 },
-                kind: if m.status == "down" { "node down" } else { "node suspect" },
+                kind: if m.status == "down" {
+                    "node down"
+                } else {
+                    "node suspect"
+                },
                 subject: m.name.clone(),
                 node: m.name.clone(),
                 since_ms: m.since_unix_ms,
@@ -70,7 +76,10 @@ pub fn problems(
         }
     }
     for r in cluster.records.values() {
-        let live = cluster.members.get(&r.name).is_none_or(|m| m.status == "alive");
+        let live = cluster
+            .members
+            .get(&r.name)
+            .is_none_or(|m| m.status == "alive");
         for s in &r.services {
             for i in &s.instances {
                 let (rank, kind) = match (i.state.as_str(), i.health.as_str()) {
@@ -79,7 +88,11 @@ pub fn problems(
                     (_, "critical") if live => (2, "critical"),
                     _ => continue,
                 };
-                let index = i.id.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let index =
+                    i.id.rsplit('/')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
                 out.push(Problem {
                     rank,
                     kind,

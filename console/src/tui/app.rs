@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use strata_proto::v1::ControlServiceRequest;
 
 /// Commands of `:` mode, for completion.
-pub const COMMANDS: [&str; 10] = ["overview", "nodes", "node", "services", "service", "logs", "events", "members", "help", "quit"];
+pub const COMMANDS: [&str; 10] = [
+    "overview", "nodes", "node", "services", "service", "logs", "events", "members", "help", "quit",
+];
 
 /// What keys currently edit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +113,8 @@ impl App {
             match popup {
                 Popup::Confirm { question, ops } => match key.code {
                     KeyCode::Char('y') | KeyCode::Char('Y') => {
-                        let (label, ops) = (question.trim_end_matches('?').to_string(), ops.clone());
+                        let (label, ops) =
+                            (question.trim_end_matches('?').to_string(), ops.clone());
                         self.popups.pop();
                         model.pending_actions += 1;
                         model.last_action = None;
@@ -138,7 +141,10 @@ impl App {
                     _ => {}
                 },
                 Popup::Help(_) | Popup::Message { .. } => {
-                    if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') | KeyCode::Char('?')) {
+                    if matches!(
+                        key.code,
+                        KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q') | KeyCode::Char('?')
+                    ) {
                         self.popups.pop();
                     }
                 }
@@ -260,7 +266,11 @@ impl App {
                     View::Services => &mut model.cluster.service_query,
                     _ => return,
                 };
-                let columns = if self.view == View::Nodes { crate::model::cluster::NODE_COLUMNS.len() } else { crate::model::cluster::SERVICE_COLUMNS.len() };
+                let columns = if self.view == View::Nodes {
+                    crate::model::cluster::NODE_COLUMNS.len()
+                } else {
+                    crate::model::cluster::SERVICE_COLUMNS.len()
+                };
                 if action == Action::Sort {
                     q.sort = (q.sort + 1) % columns;
                 } else {
@@ -280,7 +290,10 @@ impl App {
                     };
                     let name = name.clone();
                     model.open_node(&name);
-                    self.outbox.push(Request::Node { name, range: model.node.range });
+                    self.outbox.push(Request::Node {
+                        name,
+                        range: model.node.range,
+                    });
                 }
             }
             Action::Severity => {
@@ -288,9 +301,18 @@ impl App {
                 model.refresh();
             }
             _ => match self.component().plan(action, model, self.sel()) {
-                Some(Plan::Confirm { question, ops }) => self.popups.push(Popup::Confirm { question, ops }),
-                Some(Plan::Prompt(prompt)) => self.popups.push(Popup::Input { prompt, text: String::new() }),
-                Some(Plan::Refuse(why)) => self.popups.push(Popup::Message { title: "Not here".into(), text: why, error: true }),
+                Some(Plan::Confirm { question, ops }) => {
+                    self.popups.push(Popup::Confirm { question, ops })
+                }
+                Some(Plan::Prompt(prompt)) => self.popups.push(Popup::Input {
+                    prompt,
+                    text: String::new(),
+                }),
+                Some(Plan::Refuse(why)) => self.popups.push(Popup::Message {
+                    title: "Not here".into(),
+                    text: why,
+                    error: true,
+                }),
                 None => {}
             },
         }
@@ -302,7 +324,11 @@ impl App {
             Nav::To(v) => v,
             Nav::Logs(target, nodes) => {
                 let generation = model.logs.open(target.clone());
-                self.outbox.push(Request::Logs { target, nodes, generation });
+                self.outbox.push(Request::Logs {
+                    target,
+                    nodes,
+                    generation,
+                });
                 View::Logs
             }
             Nav::Events(filter) => {
@@ -329,7 +355,10 @@ impl App {
         match &view {
             View::Node(name) => {
                 model.open_node(name);
-                self.outbox.push(Request::Node { name: name.clone(), range: model.node.range });
+                self.outbox.push(Request::Node {
+                    name: name.clone(),
+                    range: model.node.range,
+                });
             }
             View::Service(name) => {
                 model.open_service(name);
@@ -342,8 +371,16 @@ impl App {
 
     /// The request that refreshes the service view of `name`.
     pub fn service_request(&self, model: &Model, name: &str) -> Request {
-        let nodes = model.cluster.service_nodes(name).into_iter().map(|(n, _)| n).collect();
-        Request::Service { name: name.to_string(), nodes }
+        let nodes = model
+            .cluster
+            .service_nodes(name)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        Request::Service {
+            name: name.to_string(),
+            nodes,
+        }
     }
 
     fn back(&mut self, model: &mut Model) {
@@ -370,9 +407,25 @@ impl App {
                     Some((s, i)) => (s, i.parse().unwrap_or(0)),
                     None => (arg, 0),
                 };
-                let nodes: Vec<String> = model.cluster.service_nodes(service).into_iter().map(|(n, _)| n).collect();
-                let node = if nodes.len() == 1 { nodes[0].clone() } else { String::new() };
-                Nav::Logs(LogTarget { node, service: service.to_string(), instance }, nodes)
+                let nodes: Vec<String> = model
+                    .cluster
+                    .service_nodes(service)
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect();
+                let node = if nodes.len() == 1 {
+                    nodes[0].clone()
+                } else {
+                    String::new()
+                };
+                Nav::Logs(
+                    LogTarget {
+                        node,
+                        service: service.to_string(),
+                        instance,
+                    },
+                    nodes,
+                )
             }
             "help" => {
                 self.popups.push(Popup::Help(self.help()));
@@ -383,7 +436,13 @@ impl App {
                 return;
             }
             _ => {
-                self.popups.push(Popup::Message { title: "Unknown command".into(), text: format!(":{line} (try :nodes, :services, :events, :members, :logs NAME, :node NAME)"), error: true });
+                self.popups.push(Popup::Message {
+                    title: "Unknown command".into(),
+                    text: format!(
+                        ":{line} (try :nodes, :services, :events, :members, :logs NAME, :node NAME)"
+                    ),
+                    error: true,
+                });
                 return;
             }
         };
@@ -393,7 +452,19 @@ impl App {
     /// (key, description) of every action this view offers, plus the global ones.
     pub fn help(&self) -> Vec<(String, String)> {
         let mut actions: Vec<Action> = self.component().commands().to_vec();
-        actions.extend([Action::Up, Action::Down, Action::Top, Action::Bottom, Action::PageUp, Action::PageDown, Action::Command, Action::Filter, Action::Back, Action::Help, Action::Quit]);
+        actions.extend([
+            Action::Up,
+            Action::Down,
+            Action::Top,
+            Action::Bottom,
+            Action::PageUp,
+            Action::PageDown,
+            Action::Command,
+            Action::Filter,
+            Action::Back,
+            Action::Help,
+            Action::Quit,
+        ]);
         actions
             .into_iter()
             .filter(|a| !(self.readonly && a.is_change()))
@@ -403,12 +474,27 @@ impl App {
 
     /// Draws the whole screen.
     pub fn draw(&mut self, frame: &mut Frame, model: &Model) {
-        let [header, body, footer] = Layout::vertical([Constraint::Length(1), Constraint::Min(1), Constraint::Length(1)]).areas(frame.area());
+        let [header, body, footer] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(1),
+            Constraint::Length(1),
+        ])
+        .areas(frame.area());
         self.page = body.height.saturating_sub(3).max(1) as usize;
-        frame.render_widget(Paragraph::new(self.header_line(model)).style(self.theme.bar), header);
-        let cx = Ctx { model, theme: &self.theme, selected: self.sel() };
+        frame.render_widget(
+            Paragraph::new(self.header_line(model)).style(self.theme.bar),
+            header,
+        );
+        let cx = Ctx {
+            model,
+            theme: &self.theme,
+            selected: self.sel(),
+        };
         self.component().draw(frame, body, &cx);
-        frame.render_widget(Paragraph::new(self.footer_line(model)).style(self.theme.bar), footer);
+        frame.render_widget(
+            Paragraph::new(self.footer_line(model)).style(self.theme.bar),
+            footer,
+        );
         if let Some(p) = self.popups.last() {
             popup::draw(frame, body, p, &self.theme);
         }
@@ -426,7 +512,11 @@ impl App {
         };
         let mut spans = vec![
             Span::styled(" strata ", t.title),
-            Span::raw(format!("{} · {} nodes · ", model.agent, model.cluster.members.len().max(model.cluster.records.len()))),
+            Span::raw(format!(
+                "{} · {} nodes · ",
+                model.agent,
+                model.cluster.members.len().max(model.cluster.records.len())
+            )),
             Span::styled(state, style),
             Span::raw(format!(" · {}", views::name(&self.view))),
         ];
@@ -449,15 +539,34 @@ impl App {
         let t = &self.theme;
         match &self.mode {
             Mode::Command(text) => {
-                let hint = if self.candidates.is_empty() { String::new() } else { format!("   [{}]", self.candidates.join(" ")) };
-                Line::from(vec![Span::styled(format!(":{text}_"), t.key), Span::raw(hint)])
+                let hint = if self.candidates.is_empty() {
+                    String::new()
+                } else {
+                    format!("   [{}]", self.candidates.join(" "))
+                };
+                Line::from(vec![
+                    Span::styled(format!(":{text}_"), t.key),
+                    Span::raw(hint),
+                ])
             }
-            Mode::Filter(text) => Line::from(vec![Span::styled(format!("/{text}_"), t.key), Span::raw("   enter keep · esc clear")]),
+            Mode::Filter(text) => Line::from(vec![
+                Span::styled(format!("/{text}_"), t.key),
+                Span::raw("   enter keep · esc clear"),
+            ]),
             Mode::Normal => {
                 let mut spans = Vec::new();
                 let mut actions: Vec<Action> = self.component().commands().to_vec();
-                actions.extend([Action::Command, Action::Filter, Action::Back, Action::Help, Action::Quit]);
-                for a in actions.into_iter().filter(|a| !(self.readonly && a.is_change())) {
+                actions.extend([
+                    Action::Command,
+                    Action::Filter,
+                    Action::Back,
+                    Action::Help,
+                    Action::Quit,
+                ]);
+                for a in actions
+                    .into_iter()
+                    .filter(|a| !(self.readonly && a.is_change()))
+                {
                     if let Some(k) = self.keymap.key_of(a) {
                         spans.push(Span::styled(format!(" {k}"), t.key));
                         spans.push(Span::raw(format!(" {}", a.describe())));
@@ -473,21 +582,51 @@ fn confirm_prompt(prompt: &Prompt, text: &str) -> Popup {
     match prompt {
         Prompt::Scale { service, nodes } => match text.parse::<u32>() {
             Ok(count) => Popup::Confirm {
-                question: format!("Scale service {service} to {count} instances on node{} {}?", if nodes.len() == 1 { "" } else { "s" }, nodes.join(", ")),
+                question: format!(
+                    "Scale service {service} to {count} instances on node{} {}?",
+                    if nodes.len() == 1 { "" } else { "s" },
+                    nodes.join(", ")
+                ),
                 ops: nodes
                     .iter()
-                    .map(|n| Op::Control(ControlServiceRequest { node: n.clone(), service: service.clone(), action: "scale".into(), count, ..Default::default() }))
+                    .map(|n| {
+                        Op::Control(ControlServiceRequest {
+                            node: n.clone(),
+                            service: service.clone(),
+                            action: "scale".into(),
+                            count,
+                            ..Default::default()
+                        })
+                    })
                     .collect(),
             },
-            Err(_) => Popup::Message { title: "Scale".into(), text: format!("{text:?} is not a number of instances"), error: true },
+            Err(_) => Popup::Message {
+                title: "Scale".into(),
+                text: format!("{text:?} is not a number of instances"),
+                error: true,
+            },
         },
         Prompt::Apply { node } => {
             if text.is_empty() {
-                return Popup::Message { title: "Apply".into(), text: "no file given".into(), error: true };
+                return Popup::Message {
+                    title: "Apply".into(),
+                    text: "no file given".into(),
+                    error: true,
+                };
             }
             Popup::Confirm {
-                question: format!("Apply spec {text} on node {}?", if node.is_empty() { "(contacted agent)" } else { node }),
-                ops: vec![Op::Apply { node: node.clone(), path: text.to_string() }],
+                question: format!(
+                    "Apply spec {text} on node {}?",
+                    if node.is_empty() {
+                        "(contacted agent)"
+                    } else {
+                        node
+                    }
+                ),
+                ops: vec![Op::Apply {
+                    node: node.clone(),
+                    path: text.to_string(),
+                }],
             }
         }
     }
@@ -496,11 +635,20 @@ fn confirm_prompt(prompt: &Prompt, text: &str) -> Popup {
 /// Completes a command line: the completed text and the candidates when ambiguous.
 pub fn complete(text: &str, model: &Model) -> (String, Vec<String>) {
     let (head, word, pool): (String, &str, Vec<String>) = match text.split_once(' ') {
-        None => (String::new(), text, COMMANDS.iter().map(|s| s.to_string()).collect()),
+        None => (
+            String::new(),
+            text,
+            COMMANDS.iter().map(|s| s.to_string()).collect(),
+        ),
         Some((cmd, arg)) => {
             let pool = match cmd {
                 "node" => model.cluster.nodes.iter().map(|n| n.name.clone()).collect(),
-                "service" | "logs" => model.cluster.services.iter().map(|s| s.name.clone()).collect(),
+                "service" | "logs" => model
+                    .cluster
+                    .services
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect(),
                 _ => Vec::new(),
             };
             (format!("{cmd} "), arg.trim_start(), pool)
@@ -510,7 +658,12 @@ pub fn complete(text: &str, model: &Model) -> (String, Vec<String>) {
     match matches.len() {
         0 => (text.to_string(), Vec::new()),
         1 => {
-            let sep = if head.is_empty() && matches!(matches[0].as_str(), "node" | "service" | "logs") { " " } else { "" };
+            let sep =
+                if head.is_empty() && matches!(matches[0].as_str(), "node" | "service" | "logs") {
+                    " "
+                } else {
+                    ""
+                };
             (format!("{head}{}{sep}", matches[0]), Vec::new())
         }
         _ => {
@@ -520,7 +673,10 @@ pub fn complete(text: &str, model: &Model) -> (String, Vec<String>) {
                     prefix.pop();
                 }
             }
-            (format!("{head}{prefix}"), matches.into_iter().take(12).collect())
+            (
+                format!("{head}{prefix}"),
+                matches.into_iter().take(12).collect(),
+            )
         }
     }
 }

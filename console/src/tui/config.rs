@@ -60,7 +60,11 @@ mod tests {
 
     #[test]
     fn parses_all_fields_and_rejects_unknown_ones() {
-        let c = parse("agent = \"n1:7700\"\ntheme = \"mono\"\nmouse = true\n[keys]\nrestart = \"ctrl-r\"\n", "t").unwrap();
+        let c = parse(
+            "agent = \"n1:7700\"\ntheme = \"mono\"\nmouse = true\n[keys]\nrestart = \"ctrl-r\"\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!(c.agent.as_deref(), Some("n1:7700"));
         assert_eq!(c.keys["restart"], "ctrl-r");
         assert!(parse("agnet = \"x\"", "t").unwrap_err().contains("agnet"));

@@ -19,7 +19,9 @@ impl Key {
     pub fn from_event(event: KeyEvent) -> Key {
         let mut mods = event.modifiers & (KeyModifiers::CONTROL | KeyModifiers::ALT);
         let code = match event.code {
-            KeyCode::Char(c) if mods.contains(KeyModifiers::CONTROL) => KeyCode::Char(c.to_ascii_lowercase()),
+            KeyCode::Char(c) if mods.contains(KeyModifiers::CONTROL) => {
+                KeyCode::Char(c.to_ascii_lowercase())
+            }
             KeyCode::BackTab => {
                 mods |= KeyModifiers::SHIFT;
                 KeyCode::Tab
@@ -61,7 +63,11 @@ impl Key {
                     if chars.next().is_some() {
                         return None;
                     }
-                    KeyCode::Char(if mods.contains(KeyModifiers::CONTROL) { c.to_ascii_lowercase() } else { c })
+                    KeyCode::Char(if mods.contains(KeyModifiers::CONTROL) {
+                        c.to_ascii_lowercase()
+                    } else {
+                        c
+                    })
                 }
             }
         };
@@ -163,8 +169,10 @@ impl Keymap {
         let mut names: Vec<_> = remaps.iter().collect();
         names.sort();
         for (name, key) in names {
-            let action = Action::from_name(name).ok_or_else(|| format!("[keys]: unknown action {name:?}"))?;
-            let key = Key::parse(key).ok_or_else(|| format!("[keys] {name}: unknown key {key:?}"))?;
+            let action = Action::from_name(name)
+                .ok_or_else(|| format!("[keys]: unknown action {name:?}"))?;
+            let key =
+                Key::parse(key).ok_or_else(|| format!("[keys] {name}: unknown key {key:?}"))?;
             keymap.map.retain(|_, a| *a != action);
             keymap.map.insert(key, action);
         }
@@ -182,7 +190,12 @@ impl Keymap {
 
     /// The first key (by label order) bound to `action`, for the footer and help.
     pub fn key_of(&self, action: Action) -> Option<String> {
-        let mut keys: Vec<String> = self.map.iter().filter(|(_, a)| **a == action).map(|(k, _)| k.label()).collect();
+        let mut keys: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(_, a)| **a == action)
+            .map(|(k, _)| k.label())
+            .collect();
         keys.sort_by_key(|k| (k.chars().count() > 1, k.clone()));
         keys.into_iter().next()
     }

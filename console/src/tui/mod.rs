@@ -21,9 +21,13 @@ use crate::cli::format::now_ms;
 use crate::cli::{DEFAULT_AGENT, Failure, FailureKind};
 use crate::model::Model;
 use app::App;
-use crossterm::event::{DisableMouseCapture, EnableMouseCapture, Event, EventStream, KeyEventKind, MouseEventKind};
+use crossterm::event::{
+    DisableMouseCapture, EnableMouseCapture, Event, EventStream, KeyEventKind, MouseEventKind,
+};
 use crossterm::execute;
-use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode};
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
 use futures_util::StreamExt;
 use keymap::Keymap;
 use ratatui::Terminal;
@@ -58,7 +62,12 @@ fn usage(message: String) -> Failure {
 /// Restores the terminal: raw mode off, main screen back, mouse released.
 fn restore() {
     let _ = disable_raw_mode();
-    let _ = execute!(std::io::stdout(), LeaveAlternateScreen, DisableMouseCapture, crossterm::cursor::Show);
+    let _ = execute!(
+        std::io::stdout(),
+        LeaveAlternateScreen,
+        DisableMouseCapture,
+        crossterm::cursor::Show
+    );
 }
 
 /// Restores the terminal when dropped, on every way out of [`run`].
@@ -73,11 +82,17 @@ impl Drop for TerminalGuard {
 /// Opens the console until the operator quits.
 pub async fn run(options: Options) -> Result<(), Failure> {
     let config = config::load().map_err(usage)?;
-    let agent = options.agent.or(config.agent).unwrap_or_else(|| DEFAULT_AGENT.to_string());
+    let agent = options
+        .agent
+        .or(config.agent)
+        .unwrap_or_else(|| DEFAULT_AGENT.to_string());
     agent_uri(&agent)?;
     let keymap = Keymap::with_remaps(&config.keys).map_err(usage)?;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let theme_name = options.theme.or(config.theme).unwrap_or_else(|| "dark".into());
+    let theme_name = options
+        .theme
+        .or(config.theme)
+        .unwrap_or_else(|| "dark".into());
     let theme = Theme::named(&theme_name, no_color);
     let mouse = options.mouse || config.mouse.unwrap_or(false);
 
@@ -86,14 +101,29 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         restore();
         hook(info);
     }));
-    enable_raw_mode().map_err(|e| Failure::new(FailureKind::ActionFailed, format!("cannot use the terminal: {e}")))?;
+    enable_raw_mode().map_err(|e| {
+        Failure::new(
+            FailureKind::ActionFailed,
+            format!("cannot use the terminal: {e}"),
+        )
+    })?;
     let _guard = TerminalGuard;
     let mut stdout = std::io::stdout();
-    execute!(stdout, EnterAlternateScreen).map_err(|e| Failure::new(FailureKind::ActionFailed, format!("cannot use the terminal: {e}")))?;
+    execute!(stdout, EnterAlternateScreen).map_err(|e| {
+        Failure::new(
+            FailureKind::ActionFailed,
+            format!("cannot use the terminal: {e}"),
+        )
+    })?;
     if mouse {
         let _ = execute!(stdout, EnableMouseCapture);
     }
-    let mut terminal = Terminal::new(CrosstermBackend::new(stdout)).map_err(|e| Failure::new(FailureKind::ActionFailed, format!("cannot use the terminal: {e}")))?;
+    let mut terminal = Terminal::new(CrosstermBackend::new(stdout)).map_err(|e| {
+        Failure::new(
+            FailureKind::ActionFailed,
+            format!("cannot use the terminal: {e}"),
+        )
+    })?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let mut net = net::Net::start(agent.clone(), tx);
@@ -102,7 +132,8 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
     let mut last_service = 0i64;
-    let fail = |e: std::io::Error| Failure::new(FailureKind::ActionFailed, format!("terminal error: {e}"));
+    let fail =
+        |e: std::io::Error| Failure::new(FailureKind::ActionFailed, format!("terminal error: {e}"));
     loop {
         tokio::select! {
             event = events.next() => match event {

@@ -113,12 +113,27 @@ impl Net {
     /// Handles one request without waiting for the network.
     pub fn handle(&mut self, request: Request) {
         match request {
-            Request::Logs { target, nodes, generation } => {
+            Request::Logs {
+                target,
+                nodes,
+                generation,
+            } => {
                 self.close_logs();
-                let nodes = if nodes.is_empty() { vec![target.node.clone()] } else { nodes };
+                let nodes = if nodes.is_empty() {
+                    vec![target.node.clone()]
+                } else {
+                    nodes
+                };
                 let prefix = nodes.len() > 1;
                 for node in nodes {
-                    let task = log_task(self.client.clone(), self.tx.clone(), target.clone(), node, generation, prefix);
+                    let task = log_task(
+                        self.client.clone(),
+                        self.tx.clone(),
+                        target.clone(),
+                        node,
+                        generation,
+                        prefix,
+                    );
                     self.logs.push(tokio::spawn(task));
                 }
             }
@@ -127,7 +142,12 @@ impl Net {
                 if let Some(h) = self.node.take() {
                     h.abort();
                 }
-                self.node = Some(tokio::spawn(node_task(self.client.clone(), self.tx.clone(), name, range)));
+                self.node = Some(tokio::spawn(node_task(
+                    self.client.clone(),
+                    self.tx.clone(),
+                    name,
+                    range,
+                )));
             }
             Request::CloseNode => {
                 if let Some(h) = self.node.take() {
@@ -140,13 +160,22 @@ impl Net {
                     for node in nodes {
                         let status = match client.clone() {
                             Some(mut c) => c
-                                .get_service(GetServiceRequest { node: node.clone(), name: name.clone() })
+                                .get_service(GetServiceRequest {
+                                    node: node.clone(),
+                                    name: name.clone(),
+                                })
                                 .await
                                 .map(|r| r.into_inner())
                                 .map_err(|s| s.message().to_string()),
                             None => Err("not connected".to_string()),
                         };
-                        let _ = tx.send(Msg::Service { name: name.clone(), node, status }).await;
+                        let _ = tx
+                            .send(Msg::Service {
+                                name: name.clone(),
+                                node,
+                                status,
+                            })
+                            .await;
                     }
                 });
             }
@@ -188,25 +217,56 @@ async fn run_ops(mut client: Client, ops: Vec<Op>) -> Result<String, String> {
         let text = match op {
             Op::Control(req) => {
                 let node = req.node.clone();
-                let reply = client.control_service(req).await.map_err(|s| s.message().to_string())?.into_inner();
-                if node.is_empty() { reply.message } else { format!("{node}: {}", reply.message) }
-            }
-            Op::Drain(req) => {
-                let r = client.drain_node(req).await.map_err(|s| s.message().to_string())?.into_inner();
-                format!("{} {}", r.node, if r.draining { "draining" } else { "undrained" })
-            }
-            Op::ForceLeave(req) => {
-                let r = client.force_leave(req).await.map_err(|s| s.message().to_string())?.into_inner();
-                format!("{} removed", r.member)
-            }
-            Op::Apply { node, path } => {
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-                let r = client
-                    .apply_spec(ApplySpecRequest { node, spec_toml: text, source: path, dry_run: false })
+                let reply = client
+                    .control_service(req)
                     .await
                     .map_err(|s| s.message().to_string())?
                     .into_inner();
-                format!("service {}: {} {}", r.service, r.action, r.changes.join("; "))
+                if node.is_empty() {
+                    reply.message
+                } else {
+                    format!("{node}: {}", reply.message)
+                }
+            }
+            Op::Drain(req) => {
+                let r = client
+                    .drain_node(req)
+                    .await
+                    .map_err(|s| s.message().to_string())?
+                    .into_inner();
+                format!(
+                    "{} {}",
+                    r.node,
+                    if r.draining { "draining" } else { "undrained" }
+                )
+            }
+            Op::ForceLeave(req) => {
+                let r = client
+                    .force_leave(req)
+                    .await
+                    .map_err(|s| s.message().to_string())?
+                    .into_inner();
+                format!("{} removed", r.member)
+            }
+            Op::Apply { node, path } => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {path}: {e}"))?;
+                let r = client
+                    .apply_spec(ApplySpecRequest {
+                        node,
+                        spec_toml: text,
+                        source: path,
+                        dry_run: false,
+                    })
+                    .await
+                    .map_err(|s| s.message().to_string())?
+                    .into_inner();
+                format!(
+                    "service {}: {} {}",
+                    r.service,
+                    r.action,
+                    r.changes.join("; ")
+                )
             }
         };
         said.push(text);
@@ -228,12 +288,20 @@ fn jitter() -> f64 {
     0.5 + fastrand::f64() * 0.5
 }
 
-async fn cluster_task(agent: String, tx: mpsc::Sender<Msg>, client_tx: watch::Sender<Option<Client>>) {
+async fn cluster_task(
+    agent: String,
+    tx: mpsc::Sender<Msg>,
+    client_tx: watch::Sender<Option<Client>>,
+) {
     let mut attempt = 0u32;
     loop {
         let error = match connect(&agent).await {
             Err(f) => f.message,
-            Ok(client) => match client.clone().watch_cluster(WatchClusterRequest::default()).await {
+            Ok(client) => match client
+                .clone()
+                .watch_cluster(WatchClusterRequest::default())
+                .await
+            {
                 Err(s) => s.message().to_string(),
                 Ok(reply) => {
                     attempt = 0;
@@ -260,7 +328,11 @@ async fn cluster_task(agent: String, tx: mpsc::Sender<Msg>, client_tx: watch::Se
         let delay = backoff(attempt, jitter());
         attempt = attempt.saturating_add(1);
         let retry_at_ms = now_ms() + delay.as_millis() as i64;
-        if tx.send(Msg::Disconnected { error, retry_at_ms }).await.is_err() {
+        if tx
+            .send(Msg::Disconnected { error, retry_at_ms })
+            .await
+            .is_err()
+        {
             return;
         }
         tokio::time::sleep(delay).await;
@@ -272,14 +344,27 @@ async fn events_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<M
     let mut since: std::collections::HashMap<String, i64> = Default::default();
     let mut cursor = 0usize;
     loop {
-        let Some(mut client) = client_of(&mut rx).await else { return };
+        let Some(mut client) = client_of(&mut rx).await else {
+            return;
+        };
         if let Ok(reply) = client.list_members(ListMembersRequest::default()).await {
-            let live: Vec<String> = reply.into_inner().members.into_iter().filter(|m| m.status == "alive").map(|m| m.name).collect();
+            let live: Vec<String> = reply
+                .into_inner()
+                .members
+                .into_iter()
+                .filter(|m| m.status == "alive")
+                .map(|m| m.name)
+                .collect();
             let n = live.len();
             for k in 0..n.min(EVENT_ROUND) {
                 let node = &live[(cursor + k) % n];
                 let from = since.get(node).copied().unwrap_or(0);
-                let req = QueryEventsRequest { node: node.clone(), since_unix_ms: from, limit: 500, ..Default::default() };
+                let req = QueryEventsRequest {
+                    node: node.clone(),
+                    since_unix_ms: from,
+                    limit: 500,
+                    ..Default::default()
+                };
                 if let Ok(reply) = client.query_events(req).await {
                     let events = reply.into_inner().events;
                     if let Some(last) = events.iter().map(|e| e.time_unix_ms).max() {
@@ -300,7 +385,9 @@ async fn events_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<M
 async fn watch_events_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<Msg>) {
     let mut attempt = 0;
     loop {
-        let Some(mut client) = client_of(&mut rx).await else { return };
+        let Some(mut client) = client_of(&mut rx).await else {
+            return;
+        };
         if let Ok(reply) = client.watch_events(WatchEventsRequest::default()).await {
             attempt = 0;
             let mut stream = reply.into_inner();
@@ -317,13 +404,29 @@ async fn watch_events_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Se
 
 /// Tails one node's logs of `target`, in batches; when the console falls behind, whole
 /// batches are dropped and counted instead of queueing without bound.
-async fn log_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<Msg>, target: LogTarget, node: String, generation: u64, prefix: bool) {
+async fn log_task(
+    mut rx: watch::Receiver<Option<Client>>,
+    tx: mpsc::Sender<Msg>,
+    target: LogTarget,
+    node: String,
+    generation: u64,
+    prefix: bool,
+) {
     let mut attempt = 0;
     let mut dropped = 0u64;
     let mut past = 200;
     loop {
-        let Some(mut client) = client_of(&mut rx).await else { return };
-        let req = TailLogsRequest { node: node.clone(), service: target.service.clone(), instance: target.instance, lines: past, follow: true, grep: String::new() };
+        let Some(mut client) = client_of(&mut rx).await else {
+            return;
+        };
+        let req = TailLogsRequest {
+            node: node.clone(),
+            service: target.service.clone(),
+            instance: target.instance,
+            lines: past,
+            follow: true,
+            grep: String::new(),
+        };
         let reason = match client.tail_logs(req).await {
             Err(s) => s.message().to_string(),
             Ok(reply) => {
@@ -351,36 +454,62 @@ async fn log_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<Msg>
                 }
             }
         };
-        let _ = tx.send(Msg::LogsEnded { generation, reason: format!("{reason}; retrying") }).await;
+        let _ = tx
+            .send(Msg::LogsEnded {
+                generation,
+                reason: format!("{reason}; retrying"),
+            })
+            .await;
         tokio::time::sleep(backoff(attempt, jitter())).await;
         attempt += 1;
         past = 1;
     }
 }
 
-fn send_batch(tx: &mpsc::Sender<Msg>, generation: u64, batch: &mut Vec<LogLine>, dropped: &mut u64) {
+fn send_batch(
+    tx: &mpsc::Sender<Msg>,
+    generation: u64,
+    batch: &mut Vec<LogLine>,
+    dropped: &mut u64,
+) {
     if batch.is_empty() && *dropped == 0 {
         return;
     }
     let lines = std::mem::take(batch);
     let n = lines.len() as u64;
-    match tx.try_send(Msg::Logs { generation, lines, dropped: *dropped }) {
+    match tx.try_send(Msg::Logs {
+        generation,
+        lines,
+        dropped: *dropped,
+    }) {
         Ok(()) => *dropped = 0,
         Err(_) => *dropped += n,
     }
 }
 
 /// Loads a node's facts and history, then streams its metrics.
-async fn node_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<Msg>, name: String, range: Range) {
+async fn node_task(
+    mut rx: watch::Receiver<Option<Client>>,
+    tx: mpsc::Sender<Msg>,
+    name: String,
+    range: Range,
+) {
     let mut attempt = 0;
     loop {
-        let Some(mut client) = client_of(&mut rx).await else { return };
+        let Some(mut client) = client_of(&mut rx).await else {
+            return;
+        };
         if let Ok(info) = client.get_node(GetNodeRequest { node: name.clone() }).await {
-            let _ = tx.send(Msg::NodeInfo(name.clone(), info.into_inner())).await;
+            let _ = tx
+                .send(Msg::NodeInfo(name.clone(), info.into_inner()))
+                .await;
         }
         let now = now_ms();
         let available = client
-            .get_metric_history(MetricHistoryRequest { node: name.clone(), ..Default::default() })
+            .get_metric_history(MetricHistoryRequest {
+                node: name.clone(),
+                ..Default::default()
+            })
             .await
             .map(|r| r.into_inner().available)
             .unwrap_or_default();
@@ -390,23 +519,42 @@ async fn node_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<Msg
                 s == "cpu.busy"
                     || s == "mem.used_percent"
                     || (s.starts_with("disk.") && s.ends_with("_bytes_per_sec"))
-                    || (s.starts_with("net.") && s.ends_with("_bytes_per_sec") && !s.starts_with("net.lo."))
+                    || (s.starts_with("net.")
+                        && s.ends_with("_bytes_per_sec")
+                        && !s.starts_with("net.lo."))
             })
             .collect();
-        let req = MetricHistoryRequest { node: name.clone(), series, from_unix_ms: now - range.millis(), to_unix_ms: now, step_ms: 0 };
+        let req = MetricHistoryRequest {
+            node: name.clone(),
+            series,
+            from_unix_ms: now - range.millis(),
+            to_unix_ms: now,
+            step_ms: 0,
+        };
         match client.get_metric_history(req).await {
             Ok(h) => {
-                let _ = tx.send(Msg::NodeHistory(name.clone(), h.into_inner())).await;
+                let _ = tx
+                    .send(Msg::NodeHistory(name.clone(), h.into_inner()))
+                    .await;
             }
             Err(s) => {
-                let _ = tx.send(Msg::NodeError(name.clone(), s.message().to_string())).await;
+                let _ = tx
+                    .send(Msg::NodeError(name.clone(), s.message().to_string()))
+                    .await;
             }
         }
-        if let Ok(reply) = client.watch_metrics(WatchMetricsRequest { node: name.clone() }).await {
+        if let Ok(reply) = client
+            .watch_metrics(WatchMetricsRequest { node: name.clone() })
+            .await
+        {
             attempt = 0;
             let mut stream = reply.into_inner();
             while let Ok(Some(m)) = stream.message().await {
-                if tx.send(Msg::NodeMetrics(name.clone(), m)).await.is_err() {
+                if tx
+                    .send(Msg::NodeMetrics(name.clone(), Box::new(m)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -40,8 +40,12 @@ pub enum Popup {
 }
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
-    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))]).flex(Flex::Center).areas(area);
-    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))]).flex(Flex::Center).areas(row);
+    let [row] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [cell] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(row);
     cell
 }
 
@@ -51,7 +55,12 @@ pub fn draw(frame: &mut Frame, area: Rect, popup: &Popup, theme: &Theme) {
         Popup::Help(keys) => (
             "Keys".into(),
             keys.iter()
-                .map(|(k, w)| Line::from(vec![Span::styled(format!("{k:>8}  "), theme.key), Span::raw(w.clone())]))
+                .map(|(k, w)| {
+                    Line::from(vec![
+                        Span::styled(format!("{k:>8}  "), theme.key),
+                        Span::raw(w.clone()),
+                    ])
+                })
                 .collect(),
             theme.base,
         ),
@@ -60,27 +69,66 @@ pub fn draw(frame: &mut Frame, area: Rect, popup: &Popup, theme: &Theme) {
             vec![
                 Line::raw(question.clone()),
                 Line::raw(""),
-                Line::from(vec![Span::styled("y", theme.key), Span::raw(" yes   "), Span::styled("n", theme.key), Span::raw("/"), Span::styled("esc", theme.key), Span::raw(" no")]),
+                Line::from(vec![
+                    Span::styled("y", theme.key),
+                    Span::raw(" yes   "),
+                    Span::styled("n", theme.key),
+                    Span::raw("/"),
+                    Span::styled("esc", theme.key),
+                    Span::raw(" no"),
+                ]),
             ],
             theme.warn,
         ),
         Popup::Input { prompt, text } => {
             let ask = match prompt {
                 Prompt::Scale { service, .. } => format!("Instances of {service}:"),
-                Prompt::Apply { node } => format!("Spec file to apply on {}:", if node.is_empty() { "the contacted agent" } else { node }),
+                Prompt::Apply { node } => format!(
+                    "Spec file to apply on {}:",
+                    if node.is_empty() {
+                        "the contacted agent"
+                    } else {
+                        node
+                    }
+                ),
             };
-            ("Input".into(), vec![Line::raw(ask), Line::styled(format!("> {text}_"), theme.key)], theme.base)
+            (
+                "Input".into(),
+                vec![
+                    Line::raw(ask),
+                    Line::styled(format!("> {text}_"), theme.key),
+                ],
+                theme.base,
+            )
         }
         Popup::Message { title, text, error } => (
             title.clone(),
-            vec![Line::raw(text.clone()), Line::raw(""), Line::styled("esc/enter to close", theme.dim)],
+            vec![
+                Line::raw(text.clone()),
+                Line::raw(""),
+                Line::styled("esc/enter to close", theme.dim),
+            ],
             if *error { theme.crit } else { theme.ok },
         ),
     };
-    let width = lines.iter().map(|l| l.width() as u16).max().unwrap_or(20).clamp(30, area.width.saturating_sub(4).max(30)) + 4;
+    let width = lines
+        .iter()
+        .map(|l| l.width() as u16)
+        .max()
+        .unwrap_or(20)
+        .clamp(30, area.width.saturating_sub(4).max(30))
+        + 4;
     let height = lines.len() as u16 + 2;
     let rect = centered(area, width, height);
     frame.render_widget(Clear, rect);
-    let block = Block::bordered().title(format!(" {title} ")).border_style(style);
-    frame.render_widget(Paragraph::new(lines).block(block).style(theme.base).wrap(Wrap { trim: false }), rect);
+    let block = Block::bordered()
+        .title(format!(" {title} "))
+        .border_style(style);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .style(theme.base)
+            .wrap(Wrap { trim: false }),
+        rect,
+    );
 }

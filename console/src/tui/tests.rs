@@ -16,7 +16,10 @@ use ratatui::backend::TestBackend;
 use std::collections::HashMap;
 
 fn app() -> (App, Model) {
-    (App::new(Keymap::default(), Theme::named("dark", false), false), fixture::model())
+    (
+        App::new(Keymap::default(), Theme::named("dark", false), false),
+        fixture::model(),
+    )
 }
 
 fn render(app: &mut App, model: &Model, w: u16, h: u16) -> String {
@@ -68,7 +71,15 @@ fn every_view_at_80x24_and_160x48() {
 fn overview_names_every_problem_of_the_fixture() {
     let (mut app, model) = app();
     let screen = render(&mut app, &model, 160, 48);
-    for needle in ["node down", "crash loop", "web/3", "/var 97%", "OOM kill", "alert firing", "7m 0s ago"] {
+    for needle in [
+        "node down",
+        "crash loop",
+        "web/3",
+        "/var 97%",
+        "OOM kill",
+        "alert firing",
+        "7m 0s ago",
+    ] {
         assert!(screen.contains(needle), "{needle} missing:\n{screen}");
     }
 }
@@ -100,7 +111,9 @@ fn restart_asks_naming_the_target_and_runs_only_on_yes() {
     app.key(&mut model, key('j'));
     app.key(&mut model, key('R'));
     match app.popups.last() {
-        Some(Popup::Confirm { question, .. }) => assert_eq!(question, "Restart service web on node n2 (1 instance)?"),
+        Some(Popup::Confirm { question, .. }) => {
+            assert_eq!(question, "Restart service web on node n2 (1 instance)?")
+        }
         other => panic!("{other:?}"),
     }
     app.key(&mut model, key('n'));
@@ -108,13 +121,19 @@ fn restart_asks_naming_the_target_and_runs_only_on_yes() {
     app.key(&mut model, key('r'));
     app.key(&mut model, code(KeyCode::Esc));
     assert!(app.popups.is_empty() && app.outbox.is_empty());
-    assert_eq!(app.view, View::Service("web".into()), "Esc closes the popup only");
+    assert_eq!(
+        app.view,
+        View::Service("web".into()),
+        "Esc closes the popup only"
+    );
     app.key(&mut model, key('r'));
     app.key(&mut model, key('y'));
     match app.outbox.as_slice() {
         [Request::Run { label, ops }] => {
             assert_eq!(label, "Restart instance web/3 on node n2");
-            assert!(matches!(&ops[0], Op::Control(c) if c.node == "n2" && c.instance == 3 && c.action == "restart"));
+            assert!(
+                matches!(&ops[0], Op::Control(c) if c.node == "n2" && c.instance == 3 && c.action == "restart")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -131,7 +150,10 @@ fn scale_prompts_then_confirms() {
     app.key(&mut model, code(KeyCode::Enter));
     match app.popups.last() {
         Some(Popup::Confirm { question, ops }) => {
-            assert_eq!(question, "Scale service web to 4 instances on nodes n1, n2?");
+            assert_eq!(
+                question,
+                "Scale service web to 4 instances on nodes n1, n2?"
+            );
             assert_eq!(ops.len(), 2);
         }
         other => panic!("{other:?}"),
@@ -143,12 +165,17 @@ fn force_leave_only_for_down_members() {
     let (mut app, mut model) = app();
     app.command(&mut model, "members");
     app.key(&mut model, key('F'));
-    assert!(matches!(app.popups.last(), Some(Popup::Message { error: true, .. })));
+    assert!(matches!(
+        app.popups.last(),
+        Some(Popup::Message { error: true, .. })
+    ));
     app.key(&mut model, code(KeyCode::Esc));
     app.key(&mut model, key('G'));
     app.key(&mut model, key('k'));
     app.key(&mut model, key('F'));
-    assert!(matches!(app.popups.last(), Some(Popup::Confirm { question, .. }) if question.contains("n3")));
+    assert!(
+        matches!(app.popups.last(), Some(Popup::Confirm { question, .. }) if question.contains("n3"))
+    );
 }
 
 #[test]
@@ -158,7 +185,11 @@ fn esc_walks_back_through_history_with_selection() {
     app.key(&mut model, key('j'));
     app.key(&mut model, code(KeyCode::Enter));
     assert_eq!(app.view, View::Node("n2".into()));
-    assert!(app.outbox.iter().any(|r| matches!(r, Request::Node { name, .. } if name == "n2")));
+    assert!(
+        app.outbox
+            .iter()
+            .any(|r| matches!(r, Request::Node { name, .. } if name == "n2"))
+    );
     app.key(&mut model, key('e'));
     assert_eq!(app.view, View::Events);
     app.key(&mut model, code(KeyCode::Esc));
@@ -174,7 +205,11 @@ fn esc_walks_back_through_history_with_selection() {
 #[test]
 fn enter_on_a_crash_loop_problem_follows_its_logs() {
     let (mut app, mut model) = app();
-    let at = model.problems.iter().position(|p| p.kind == "crash loop").unwrap();
+    let at = model
+        .problems
+        .iter()
+        .position(|p| p.kind == "crash loop")
+        .unwrap();
     for _ in 0..at {
         app.key(&mut model, key('j'));
     }
@@ -195,7 +230,11 @@ fn events_enter_opens_the_subject() {
     app.command(&mut model, "events");
     app.key(&mut model, key('j'));
     app.key(&mut model, code(KeyCode::Enter));
-    assert_eq!(app.view, View::Node("n4".into()), "second newest is the OOM kill on n4");
+    assert_eq!(
+        app.view,
+        View::Node("n4".into()),
+        "second newest is the OOM kill on n4"
+    );
     app.key(&mut model, code(KeyCode::Esc));
     app.key(&mut model, key('v'));
     app.key(&mut model, key('v'));
@@ -223,7 +262,13 @@ fn command_mode_completes_commands_and_names() {
     assert_eq!(complete("serv", &model).0, "service");
     assert_eq!(complete("services", &model).0, "services");
     assert_eq!(complete("no", &model).0, "node");
-    assert_eq!(complete("node n", &model), ("node n".into(), vec!["n1".into(), "n2".into(), "n3".into(), "n4".into()]));
+    assert_eq!(
+        complete("node n", &model),
+        (
+            "node n".into(),
+            vec!["n1".into(), "n2".into(), "n3".into(), "n4".into()]
+        )
+    );
     assert_eq!(complete("service we", &model).0, "service web");
     assert_eq!(complete("logs wo", &model).0, "logs worker");
     let (mut app, mut model) = self::app();
@@ -247,9 +292,20 @@ fn remapped_keys_from_the_config_replace_the_defaults() {
     assert_eq!(app.sel(), 0, "j is no longer down");
     app.key(&mut model, key('n'));
     assert_eq!(app.sel(), 1);
-    app.key(&mut model, KeyEvent::new(KeyCode::Char('r'), KeyModifiers::CONTROL));
-    assert!(matches!(app.popups.last(), Some(Popup::Confirm { question, .. }) if question == "Restart instance web/2 on node n1?"));
-    assert!(render(&mut app, &model, 160, 48).contains("ctrl-r restart") || app.help().iter().any(|(k, a)| k == "ctrl-r" && a == "restart"));
+    app.key(
+        &mut model,
+        KeyEvent::new(KeyCode::Char('r'), KeyModifiers::CONTROL),
+    );
+    assert!(
+        matches!(app.popups.last(), Some(Popup::Confirm { question, .. }) if question == "Restart instance web/2 on node n1?")
+    );
+    assert!(
+        render(&mut app, &model, 160, 48).contains("ctrl-r restart")
+            || app
+                .help()
+                .iter()
+                .any(|(k, a)| k == "ctrl-r" && a == "restart")
+    );
     let bad: HashMap<String, String> = [("explode".to_string(), "x".to_string())].into();
     assert!(Keymap::with_remaps(&bad).unwrap_err().contains("explode"));
 }
@@ -260,6 +316,9 @@ fn quit_by_q_and_ctrl_c() {
     app.key(&mut model, key('q'));
     assert!(app.quit);
     let (mut app, mut model) = self::app();
-    app.key(&mut model, KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    app.key(
+        &mut model,
+        KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+    );
     assert!(app.quit);
 }

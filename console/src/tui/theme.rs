@@ -84,7 +84,9 @@ impl Theme {
     pub fn status(&self, word: &str) -> Style {
         match word {
             "alive" | "passing" | "running" | "connected" => self.ok,
-            "suspect" | "warning" | "backoff" | "starting" | "stopping" | "pending" | "WARN" => self.warn,
+            "suspect" | "warning" | "backoff" | "starting" | "stopping" | "pending" | "WARN" => {
+                self.warn
+            }
             "down" | "critical" | "crashloop" | "failed" | "exited" | "CRIT" => self.crit,
             _ => self.base,
         }

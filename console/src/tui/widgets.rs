@@ -23,7 +23,11 @@ pub struct Col {
 
 /// Shorthand for a [`Col`].
 pub const fn col(title: &'static str, width: u16, priority: u8) -> Col {
-    Col { title, width, priority }
+    Col {
+        title,
+        width,
+        priority,
+    }
 }
 
 /// Which columns fit in `width`, in table order: lowest priorities first are dropped.
@@ -31,7 +35,11 @@ pub fn fit(cols: &[Col], width: u16) -> Vec<usize> {
     let mut keep: Vec<usize> = (0..cols.len()).collect();
     let total = |keep: &[usize]| keep.iter().map(|&i| cols[i].width + 1).sum::<u16>();
     while total(&keep) > width && keep.len() > 1 {
-        let worst = keep.iter().enumerate().max_by_key(|(pos, i)| (cols[**i].priority, *pos)).map(|(pos, _)| pos);
+        let worst = keep
+            .iter()
+            .enumerate()
+            .max_by_key(|(pos, i)| (cols[**i].priority, *pos))
+            .map(|(pos, _)| pos);
         match worst {
             Some(pos) => {
                 keep.remove(pos);
@@ -44,7 +52,11 @@ pub fn fit(cols: &[Col], width: u16) -> Vec<usize> {
 
 /// First row index to draw so that `selected` is visible in `height` rows.
 pub fn offset(selected: usize, height: usize) -> usize {
-    if height == 0 { selected } else { selected.saturating_sub(height - 1) }
+    if height == 0 {
+        selected
+    } else {
+        selected.saturating_sub(height - 1)
+    }
 }
 
 /// Draws a bordered table of `len` rows, building cells only for the visible window
@@ -60,7 +72,10 @@ pub fn table<'a>(
     theme: &Theme,
     cells: impl Fn(usize) -> Vec<(String, Style)>,
 ) {
-    let block = Block::new().borders(Borders::TOP).title(title).border_style(theme.dim);
+    let block = Block::new()
+        .borders(Borders::TOP)
+        .title(title)
+        .border_style(theme.dim);
     let inner_width = area.width;
     let keep = fit(cols, inner_width);
     let height = area.height.saturating_sub(2) as usize;
@@ -77,7 +92,13 @@ pub fn table<'a>(
     let widths: Vec<Constraint> = keep
         .iter()
         .enumerate()
-        .map(|(pos, &c)| if pos + 1 == keep.len() { Constraint::Min(cols[c].width) } else { Constraint::Length(cols[c].width) })
+        .map(|(pos, &c)| {
+            if pos + 1 == keep.len() {
+                Constraint::Min(cols[c].width)
+            } else {
+                Constraint::Length(cols[c].width)
+            }
+        })
         .collect();
     let header = Row::new(keep.iter().map(|&c| Cell::from(cols[c].title))).style(theme.title);
     let table = Table::new(rows, widths)
@@ -97,7 +118,10 @@ pub fn sparkline<'a>(values: impl Iterator<Item = &'a u8>, width: usize) -> Stri
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let values: Vec<u8> = values.copied().collect();
     let start = values.len().saturating_sub(width);
-    values[start..].iter().map(|&v| BARS[(v.min(100) as usize * 7) / 100]).collect()
+    values[start..]
+        .iter()
+        .map(|&v| BARS[(v.min(100) as usize * 7) / 100])
+        .collect()
 }
 
 /// "5m 10s ago", or "-" for an unknown time.
@@ -146,7 +170,12 @@ mod tests {
 
     #[test]
     fn narrow_tables_drop_low_priority_columns_first() {
-        let cols = [col("NAME", 10, 0), col("TREND", 20, 3), col("CPU", 5, 1), col("NOTE", 20, 2)];
+        let cols = [
+            col("NAME", 10, 0),
+            col("TREND", 20, 3),
+            col("CPU", 5, 1),
+            col("NOTE", 20, 2),
+        ];
         assert_eq!(fit(&cols, 200), vec![0, 1, 2, 3]);
         assert_eq!(fit(&cols, 40), vec![0, 2, 3]);
         assert_eq!(fit(&cols, 17), vec![0, 2]);

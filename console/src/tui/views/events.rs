@@ -32,19 +32,37 @@ impl Component for Events {
         if !tl.filter.is_empty() {
             head.push_str(&format!(" /{}", tl.filter));
         }
-        let cols = [col("TIME", 20, 1), col("SEV", 4, 0), col("NODE", 8, 0), col("KIND", 18, 2), col("SUBJECT", 16, 3), col("MESSAGE", 30, 0)];
-        table(frame, area, title(head, t), &cols, tl.index.len(), cx.selected, t, |i| {
-            let Some(e) = newest_first(m, i).and_then(|k| tl.events.get(k)) else { return Vec::new() };
-            let label = severity_label(e.severity);
-            vec![
-                (time_ms(e.time_unix_ms), t.dim),
-                (label.into(), t.status(label)),
-                (e.node.clone(), t.base),
-                (e.kind.clone(), t.base),
-                (e.subject.clone(), t.dim),
-                (e.message.clone(), t.base),
-            ]
-        });
+        let cols = [
+            col("TIME", 20, 1),
+            col("SEV", 4, 0),
+            col("NODE", 8, 0),
+            col("KIND", 18, 2),
+            col("SUBJECT", 16, 3),
+            col("MESSAGE", 30, 0),
+        ];
+        table(
+            frame,
+            area,
+            title(head, t),
+            &cols,
+            tl.index.len(),
+            cx.selected,
+            t,
+            |i| {
+                let Some(e) = newest_first(m, i).and_then(|k| tl.events.get(k)) else {
+                    return Vec::new();
+                };
+                let label = severity_label(e.severity);
+                vec![
+                    (time_ms(e.time_unix_ms), t.dim),
+                    (label.into(), t.status(label)),
+                    (e.node.clone(), t.base),
+                    (e.kind.clone(), t.base),
+                    (e.subject.clone(), t.dim),
+                    (e.message.clone(), t.base),
+                ]
+            },
+        );
     }
 
     fn commands(&self) -> &'static [Action] {

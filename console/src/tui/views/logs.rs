@@ -16,7 +16,10 @@ pub struct Logs;
 impl Component for Logs {
     fn draw(&self, frame: &mut Frame, area: Rect, cx: &Ctx) {
         let (b, t) = (&cx.model.logs, cx.theme);
-        let what = b.target.as_ref().map_or("nothing".to_string(), |x| x.label());
+        let what = b
+            .target
+            .as_ref()
+            .map_or("nothing".to_string(), |x| x.label());
         let state = if b.paused { "PAUSED" } else { "following" };
         let mut head = format!("Logs {what} · {state} · {} lines", b.len());
         if b.dropped > 0 {
@@ -25,7 +28,10 @@ impl Component for Logs {
         if !b.filter.is_empty() {
             head.push_str(&format!(" · /{}", b.filter));
         }
-        let block = Block::new().borders(Borders::TOP).title(title(head, t)).border_style(t.dim);
+        let block = Block::new()
+            .borders(Borders::TOP)
+            .title(title(head, t))
+            .border_style(t.dim);
         let height = area.height.saturating_sub(1) as usize;
         let start = b.window_start(height);
         let mut lines: Vec<Line> = (start..(start + height).min(b.len()))
@@ -52,6 +58,12 @@ impl Component for Logs {
     }
 
     fn commands(&self) -> &'static [Action] {
-        &[Action::Pause, Action::Wrap, Action::Timestamps, Action::Top, Action::Bottom]
+        &[
+            Action::Pause,
+            Action::Wrap,
+            Action::Timestamps,
+            Action::Top,
+            Action::Bottom,
+        ]
     }
 }

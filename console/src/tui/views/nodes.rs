@@ -19,30 +19,83 @@ impl Component for Nodes {
         let (m, t) = (cx.model, cx.theme);
         let c = &m.cluster;
         let q = &c.node_query;
-        let cols = [col("NAME", 14, 0), col("STATUS", 9, 0), col("CPU", 5, 1), col("MEM", 5, 1), col("DISK", 12, 2), col("LOAD", 6, 4), col("TREND", 16, 5), col("ALERTS", 6, 3), col("SINCE", 12, 6)];
+        let cols = [
+            col("NAME", 14, 0),
+            col("STATUS", 9, 0),
+            col("CPU", 5, 1),
+            col("MEM", 5, 1),
+            col("DISK", 12, 2),
+            col("LOAD", 6, 4),
+            col("TREND", 16, 5),
+            col("ALERTS", 6, 3),
+            col("SINCE", 12, 6),
+        ];
         let dir = if q.descending { "↓" } else { "↑" };
-        let head = format!("Nodes ({}/{}) sort {}{dir}{}", c.node_index.len(), c.nodes.len(), NODE_COLUMNS[q.sort.min(NODE_COLUMNS.len() - 1)], if q.filter.is_empty() { String::new() } else { format!(" /{}", q.filter) });
-        table(frame, area, title(head, t), &cols, c.node_index.len(), cx.selected, t, |i| {
-            let n = &c.nodes[c.node_index[i]];
-            let pct = |v: f64, warn: f64| (format!("{v:.0}%"), if v >= warn { t.crit } else { t.base });
-            let status = if n.draining { format!("{} (dr)", n.status) } else { n.status.clone() };
-            let trend = c.trend.get(&n.name).map(|s| sparkline(s.iter(), 16)).unwrap_or_default();
-            vec![
-                (n.name.clone(), t.base),
-                (status, t.status(&n.status)),
-                pct(n.cpu, 90.0),
-                pct(n.mem, 90.0),
-                (format!("{:.0}% {}", n.disk, n.worst_disk), if n.disk >= 90.0 { t.crit } else { t.base }),
-                (format!("{:.2}", n.load), t.base),
-                (trend, t.ok),
-                (n.alerts.to_string(), if n.alerts > 0 { t.warn } else { t.dim }),
-                (ago(m.now_ms, n.since_ms), t.dim),
-            ]
-        });
+        let head = format!(
+            "Nodes ({}/{}) sort {}{dir}{}",
+            c.node_index.len(),
+            c.nodes.len(),
+            NODE_COLUMNS[q.sort.min(NODE_COLUMNS.len() - 1)],
+            if q.filter.is_empty() {
+                String::new()
+            } else {
+                format!(" /{}", q.filter)
+            }
+        );
+        table(
+            frame,
+            area,
+            title(head, t),
+            &cols,
+            c.node_index.len(),
+            cx.selected,
+            t,
+            |i| {
+                let n = &c.nodes[c.node_index[i]];
+                let pct = |v: f64, warn: f64| {
+                    (format!("{v:.0}%"), if v >= warn { t.crit } else { t.base })
+                };
+                let status = if n.draining {
+                    format!("{} (dr)", n.status)
+                } else {
+                    n.status.clone()
+                };
+                let trend = c
+                    .trend
+                    .get(&n.name)
+                    .map(|s| sparkline(s.iter(), 16))
+                    .unwrap_or_default();
+                vec![
+                    (n.name.clone(), t.base),
+                    (status, t.status(&n.status)),
+                    pct(n.cpu, 90.0),
+                    pct(n.mem, 90.0),
+                    (
+                        format!("{:.0}% {}", n.disk, n.worst_disk),
+                        if n.disk >= 90.0 { t.crit } else { t.base },
+                    ),
+                    (format!("{:.2}", n.load), t.base),
+                    (trend, t.ok),
+                    (
+                        n.alerts.to_string(),
+                        if n.alerts > 0 { t.warn } else { t.dim },
+                    ),
+                    (ago(m.now_ms, n.since_ms), t.dim),
+                ]
+            },
+        );
     }
 
     fn commands(&self) -> &'static [Action] {
-        &[Action::Enter, Action::Events, Action::Sort, Action::Reverse, Action::Drain, Action::Undrain, Action::Apply]
+        &[
+            Action::Enter,
+            Action::Events,
+            Action::Sort,
+            Action::Reverse,
+            Action::Drain,
+            Action::Undrain,
+            Action::Apply,
+        ]
     }
 
     fn rows(&self, model: &Model) -> usize {
@@ -76,7 +129,15 @@ pub fn node_plan(action: Action, name: String) -> Option<Plan> {
         _ => return None,
     };
     Some(Plan::Confirm {
-        question: format!("{} node {name}{}?", if drain { "Drain" } else { "Undrain" }, if drain { " (its instances get no new connections)" } else { "" }),
+        question: format!(
+            "{} node {name}{}?",
+            if drain { "Drain" } else { "Undrain" },
+            if drain {
+                " (its instances get no new connections)"
+            } else {
+                ""
+            }
+        ),
         ops: vec![Op::Drain(DrainNodeRequest { node: name, drain })],
     })
 }
