@@ -1,12 +1,15 @@
 //! `strata`: the operator's console and headless CLI for a Strata ecosystem.
 
-mod cli;
-
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 use std::process::ExitCode;
+use strata_console::{cli, tui};
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let args = match cli::Cli::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -17,7 +20,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let result = if args.command.is_none() {
+        let agent_given = matches.value_source("agent") != Some(ValueSource::DefaultValue);
+        runtime.block_on(tui::run(tui::Options {
+            agent: agent_given.then(|| args.agent.clone()),
+            readonly: args.readonly,
+            theme: args.theme.clone(),
+            mouse: args.mouse,
+        }))
+    } else {
+        runtime.block_on(cli::run(args))
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("strata: {}", failure.message);

@@ -3,11 +3,11 @@
 
 mod balancer;
 mod cluster;
-mod connect;
+pub(crate) mod connect;
 mod docs;
 mod events;
-mod failure;
-mod format;
+pub(crate) mod failure;
+pub(crate) mod format;
 mod host;
 mod services;
 
@@ -30,8 +30,18 @@ pub struct Cli {
     /// The node a node-scoped command is about (name or id); the agent forwards to it.
     #[arg(long, global = true, default_value = "")]
     pub node: String,
+    /// Console only: hide every action (start, stop, restart, scale, drain, apply, force-leave).
+    #[arg(long)]
+    pub readonly: bool,
+    /// Console only: colours (NO_COLOR forces mono); the config file's theme when not given.
+    #[arg(long, value_parser = ["dark", "light", "mono"])]
+    pub theme: Option<String>,
+    /// Console only: capture the mouse (clicks select rows, wheel scrolls); breaks text selection.
+    #[arg(long)]
+    pub mouse: bool,
+    /// Without a subcommand, `strata` opens the console.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// How results are printed.
@@ -214,14 +224,17 @@ pub enum Command {
 /// Runs one subcommand.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
-        Command::Completions { shell } => return docs::completions(*shell),
-        Command::Man { dir } => return docs::man_pages(dir),
+        Some(Command::Completions { shell }) => return docs::completions(*shell),
+        Some(Command::Man { dir }) => return docs::man_pages(dir),
         _ => {}
     }
     let mut client = connect::connect(&cli.agent).await?;
     let agent = cli.agent.as_str();
     let (c, out, node) = (&mut client, cli.output, cli.node.as_str());
-    match cli.command {
+    let Some(command) = cli.command else {
+        return Err(Failure::new(FailureKind::Usage, "no subcommand"));
+    };
+    match command {
         Command::Node => host::node(c, agent, out, node).await,
         Command::Metrics => host::metrics(c, agent, out, node).await,
         Command::Top { limit } => host::top(c, agent, out, node, limit).await,
