@@ -627,3 +627,460 @@ fn render_config(s: &Settings) -> String {
     out.push_str(&format!("data_dir = {}\n", quoted(DATA_DIR)));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    const FRESH: &str = "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=";
+
+    fn host(systemd: bool) -> Host {
+        Host {
+            root: PathBuf::from("/r"),
+            exe: PathBuf::from("/build/strata-agent"),
+            systemd,
+            as_root: true,
+            host_ip: Some(IpAddr::from([10, 0, 0, 5])),
+            fresh_key: FRESH.into(),
+        }
+    }
+
+    fn empty() -> Current {
+        Current {
+            binary: Found::Missing,
+            binary_same: false,
+            config: Found::Missing,
+            unit: Found::Missing,
+            etc_dir: Found::Missing,
+            services_dir: Found::Missing,
+            data_dir: Found::Missing,
+        }
+    }
+
+    fn file(mode: u32, text: &str) -> Found {
+        Found::File {
+            mode,
+            uid: 0,
+            text: Some(text.into()),
+        }
+    }
+
+    /// The state after carrying `plan` out on `current`.
+    fn after(plan: &Plan, mut current: Current) -> Current {
+        for action in &plan.actions {
+            match action {
+                Action::CreateDir { path, mode } | Action::SetMode { path, mode } => {
+                    let found = slot(&mut current, path);
+                    *found = match found {
+                        Found::File { text, .. } => Found::File {
+                            mode: *mode,
+                            uid: 0,
+                            text: text.clone(),
+                        },
+                        _ => Found::Dir {
+                            mode: *mode,
+                            uid: 0,
+                        },
+                    };
+                }
+                Action::WriteFile {
+                    path,
+                    mode,
+                    content,
+                    ..
+                } => *slot(&mut current, path) = file(*mode, content),
+                Action::CopyBinary { mode, .. } => {
+                    current.binary = Found::File {
+                        mode: *mode,
+                        uid: 0,
+                        text: None,
+                    };
+                    current.binary_same = true;
+                }
+                Action::RemoveFile { path }
+                | Action::RemoveTree { path }
+                | Action::RemoveDirIfEmpty { path } => *slot(&mut current, path) = Found::Missing,
+                Action::RunCommand { .. } => {}
+            }
+        }
+        current
+    }
+
+    fn slot<'a>(current: &'a mut Current, path: &Path) -> &'a mut Found {
+        let root = Path::new("/r");
+        if path == under(root, BIN_PATH) {
+            &mut current.binary
+        } else if path == under(root, CONFIG_PATH) {
+            &mut current.config
+        } else if path == under(root, UNIT_PATH) {
+            &mut current.unit
+        } else if path == under(root, ETC_DIR) {
+            &mut current.etc_dir
+        } else if path == under(root, SERVICES_DIR) {
+            &mut current.services_dir
+        } else if path == under(root, DATA_DIR) {
+            &mut current.data_dir
+        } else {
+            panic!("unexpected path {}", path.display())
+        }
+    }
+
+    fn written<'a>(plan: &'a Plan, host_path: &str) -> &'a str {
+        plan.actions
+            .iter()
+            .find_map(|a| match a {
+                Action::WriteFile { path, content, .. }
+                    if path == &under(Path::new("/r"), host_path) =>
+                {
+                    Some(content.as_str())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{host_path} is not written: {plan:#?}"))
+    }
+
+    fn commands(plan: &Plan) -> Vec<String> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::RunCommand { argv } => Some(argv.join(" ")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fresh_install_creates_everything_with_the_right_modes() {
+        let request = Request {
+            node_name: Some("web-1".into()),
+            join: vec!["10.0.0.1:7701".into()],
+            gossip_key: Some(KEY.into()),
+            ..Request::default()
+        };
+        let plan = plan_install(&request, &empty(), &host(false)).unwrap();
+        let r = Path::new("/r");
+        assert_eq!(
+            plan.actions[..3],
+            [
+                Action::CreateDir {
+                    path: under(r, ETC_DIR),
+                    mode: 0o755
+                },
+                Action::CreateDir {
+                    path: under(r, SERVICES_DIR),
+                    mode: 0o755
+                },
+                Action::CreateDir {
+                    path: under(r, DATA_DIR),
+                    mode: 0o750
+                },
+            ]
+        );
+        assert!(plan.actions.contains(&Action::CopyBinary {
+            from: PathBuf::from("/build/strata-agent"),
+            to: PathBuf::from("/r/usr/local/bin/strata-agent"),
+            mode: 0o755
+        }));
+        assert!(plan.actions.iter().any(|a| matches!(a,
+            Action::WriteFile { path, mode: 0o600, secret: Some(s), .. }
+                if path == Path::new("/r/etc/strata/agent.toml") && s == KEY)));
+        assert!(plan.actions.iter().any(|a| matches!(a,
+            Action::WriteFile { path, mode: 0o644, .. }
+                if path == Path::new("/r/etc/systemd/system/strata-agent.service"))));
+        assert_eq!(plan.generated_key, None);
+        // Without systemd the commands are for the operator, not run.
+        assert!(commands(&plan).is_empty());
+        assert_eq!(
+            plan.manual_commands,
+            [
+                systemctl(&["daemon-reload"]),
+                systemctl(&["enable", "--now", UNIT_NAME])
+            ]
+        );
+    }
+
+    #[test]
+    fn the_config_uses_real_paths_and_parses_with_the_agents_parser() {
+        let request = Request {
+            node_name: Some("web-1".into()),
+            join: vec!["10.0.0.1:7701".into(), "db-\"1\":7701".into()],
+            gossip_key: Some(KEY.into()),
+            advertise_addr: Some("203.0.113.5:7701".parse().unwrap()),
+            ..Request::default()
+        };
+        let plan = plan_install(&request, &empty(), &host(false)).unwrap();
+        let text = written(&plan, CONFIG_PATH);
+        let file = config::parse_file(text).unwrap();
+        assert_eq!(file.node_name.as_deref(), Some("web-1"));
+        assert_eq!(file.gossip_key.as_deref(), Some(KEY));
+        assert_eq!(file.join, ["10.0.0.1:7701", "db-\"1\":7701"]);
+        assert_eq!(file.gossip_addr, Some("10.0.0.5:7701".parse().unwrap()));
+        assert_eq!(
+            file.advertise_addr,
+            Some("203.0.113.5:7701".parse().unwrap())
+        );
+        assert_eq!(
+            file.grpc_addr,
+            Some(config::DEFAULT_GRPC_ADDR.parse().unwrap())
+        );
+        assert_eq!(
+            file.services_dir,
+            Some(PathBuf::from("/etc/strata/services.d"))
+        );
+        assert_eq!(file.data_dir, Some(PathBuf::from("/var/lib/strata")));
+        let resolved = config::resolve(&RunArgs::default(), file, "h").unwrap();
+        assert_eq!(resolved.gossip_key.as_deref(), Some(KEY));
+    }
+
+    #[test]
+    fn the_unit_runs_the_installed_binary_under_notify_and_keeps_services_on_stop() {
+        let unit = render_unit();
+        for line in [
+            "Type=notify",
+            "ExecStart=/usr/local/bin/strata-agent run --config /etc/strata/agent.toml",
+            "Restart=on-failure",
+            "KillMode=process",
+            "Delegate=yes",
+            "LimitNOFILE=1048576",
+            "WantedBy=multi-user.target",
+        ] {
+            assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
+        }
+        assert!(unit.lines().any(|l| l.starts_with("TimeoutStopSec=")));
+        assert!(!unit.contains('@'), "a placeholder is left:\n{unit}");
+        for bad in [
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "PrivateTmp=yes",
+        ] {
+            assert!(!unit.lines().any(|l| l == bad), "{bad} breaks services");
+        }
+    }
+
+    #[test]
+    fn a_second_run_changes_nothing_and_says_so() {
+        let request = Request {
+            join: vec!["10.0.0.1:7701".into()],
+            ..Request::default()
+        };
+        let first = plan_install(&request, &empty(), &host(true)).unwrap();
+        assert_eq!(first.generated_key.as_deref(), Some(FRESH));
+        let installed = after(&first, empty());
+        let mut again_host = host(true);
+        again_host.fresh_key = KEY.into();
+        let second = plan_install(&request, &installed, &again_host).unwrap();
+        assert_eq!(second.generated_key, None, "the installed key is kept");
+        assert_eq!(second.unchanged.len(), 6, "{:#?}", second.unchanged);
+        assert!(
+            second
+                .unchanged
+                .iter()
+                .all(|l| l.starts_with("unchanged: "))
+        );
+        // Only the ensure-enabled command, which changes nothing on a running agent.
+        assert_eq!(
+            commands(&second),
+            ["systemctl enable --now strata-agent.service"]
+        );
+        // Without flags, a rerun keeps what the installed config says.
+        let bare = plan_install(&Request::default(), &installed, &again_host).unwrap();
+        assert_eq!(bare.unchanged.len(), 6, "{bare:#?}");
+    }
+
+    #[test]
+    fn a_fresh_install_under_systemd_reloads_and_starts() {
+        let plan = plan_install(&Request::default(), &empty(), &host(true)).unwrap();
+        assert_eq!(
+            commands(&plan),
+            [
+                "systemctl daemon-reload",
+                "systemctl enable --now strata-agent.service"
+            ]
+        );
+        assert!(plan.manual_commands.is_empty());
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("--join 10.0.0.5:7701"))
+        );
+    }
+
+    #[test]
+    fn an_upgrade_replaces_the_binary_and_restarts() {
+        let installed = after(
+            &plan_install(&Request::default(), &empty(), &host(true)).unwrap(),
+            empty(),
+        );
+        let upgraded = Current {
+            binary_same: false,
+            ..installed
+        };
+        let plan = plan_install(&Request::default(), &upgraded, &host(true)).unwrap();
+        assert!(
+            matches!(plan.actions[0], Action::CopyBinary { .. }),
+            "{plan:#?}"
+        );
+        assert_eq!(
+            commands(&plan),
+            [
+                "systemctl enable strata-agent.service",
+                "systemctl restart strata-agent.service"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_different_config_needs_force() {
+        let mut current = empty();
+        current.config = file(0o600, "node_name = \"old\"\n");
+        let request = Request {
+            node_name: Some("new".into()),
+            gossip_key: Some(KEY.into()),
+            ..Request::default()
+        };
+        let err = plan_install(&request, &current, &host(false)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, PlanError::ConfigDiffers { .. }), "{text}");
+        assert!(text.contains("/r/etc/strata/agent.toml"), "{text}");
+        assert!(text.contains("--force"), "{text}");
+        assert!(!text.contains(KEY), "the key leaked: {text}");
+        let forced = Request {
+            force: true,
+            ..request
+        };
+        let plan = plan_install(&forced, &current, &host(false)).unwrap();
+        assert!(written(&plan, CONFIG_PATH).contains("node_name = \"new\""));
+    }
+
+    #[test]
+    fn a_wrong_mode_or_owner_is_fixed_without_rewriting() {
+        let installed = after(
+            &plan_install(&Request::default(), &empty(), &host(false)).unwrap(),
+            empty(),
+        );
+        let Found::File { text, .. } = installed.config.clone() else {
+            panic!("no config");
+        };
+        let loose = Current {
+            config: Found::File {
+                mode: 0o644,
+                uid: 1000,
+                text,
+            },
+            data_dir: Found::Dir {
+                mode: 0o777,
+                uid: 0,
+            },
+            ..installed
+        };
+        let plan = plan_install(&Request::default(), &loose, &host(false)).unwrap();
+        let r = Path::new("/r");
+        assert_eq!(
+            plan.actions,
+            [
+                Action::SetMode {
+                    path: under(r, DATA_DIR),
+                    mode: 0o750
+                },
+                Action::SetMode {
+                    path: under(r, CONFIG_PATH),
+                    mode: 0o600
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_anything_is_planned() {
+        let bad_name = Request {
+            node_name: Some("bad name!".into()),
+            ..Request::default()
+        };
+        let err = plan_install(&bad_name, &empty(), &host(false)).unwrap_err();
+        assert!(err.to_string().contains("node_name"), "{err}");
+        let bad_key = Request {
+            gossip_key: Some("short".into()),
+            ..Request::default()
+        };
+        let err = plan_install(&bad_key, &empty(), &host(false)).unwrap_err();
+        assert!(err.to_string().contains("gossip_key"), "{err}");
+        let unspecified = Request {
+            gossip_addr: Some("0.0.0.0:7701".parse().unwrap()),
+            ..Request::default()
+        };
+        let err = plan_install(&unspecified, &empty(), &host(false)).unwrap_err();
+        assert!(err.to_string().contains("--advertise-addr"), "{err}");
+        let mut no_ip = host(false);
+        no_ip.host_ip = None;
+        let err = plan_install(&Request::default(), &empty(), &no_ip).unwrap_err();
+        assert!(err.to_string().contains("--gossip-addr"), "{err}");
+        let mut current = empty();
+        current.unit = Found::Dir {
+            mode: 0o755,
+            uid: 0,
+        };
+        let err = plan_install(&Request::default(), &current, &host(false)).unwrap_err();
+        assert!(matches!(err, PlanError::WrongKind { .. }), "{err}");
+    }
+
+    #[test]
+    fn uninstall_stops_first_keeps_data_and_is_idempotent() {
+        let installed = after(
+            &plan_install(&Request::default(), &empty(), &host(true)).unwrap(),
+            empty(),
+        );
+        let plan = plan_uninstall(&installed, &host(true), false);
+        let r = Path::new("/r");
+        assert_eq!(
+            plan.actions,
+            [
+                Action::RunCommand {
+                    argv: systemctl(&["disable", "--now", UNIT_NAME])
+                },
+                Action::RemoveFile {
+                    path: under(r, UNIT_PATH)
+                },
+                Action::RemoveFile {
+                    path: under(r, BIN_PATH)
+                },
+                Action::RemoveFile {
+                    path: under(r, CONFIG_PATH)
+                },
+                Action::RunCommand {
+                    argv: systemctl(&["daemon-reload"])
+                },
+            ]
+        );
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.contains("kept /r/var/lib/strata"))
+        );
+        let removed = after(&plan, installed.clone());
+        let again = plan_uninstall(&removed, &host(true), false);
+        assert!(again.actions.is_empty(), "{again:#?}");
+        assert_eq!(again.unchanged.len(), 3);
+
+        let purge = plan_uninstall(&installed, &host(false), true);
+        assert!(purge.actions.contains(&Action::RemoveTree {
+            path: under(r, DATA_DIR)
+        }));
+        assert!(purge.actions.contains(&Action::RemoveTree {
+            path: under(r, SERVICES_DIR)
+        }));
+        assert_eq!(
+            purge.actions.last(),
+            Some(&Action::RemoveDirIfEmpty {
+                path: under(r, ETC_DIR)
+            })
+        );
+        assert_eq!(
+            purge.manual_commands,
+            [
+                systemctl(&["disable", "--now", UNIT_NAME]),
+                systemctl(&["daemon-reload"])
+            ]
+        );
+    }
+}
