@@ -80,7 +80,7 @@ pub fn install(args: &InstallArgs) -> ExitCode {
         force: args.force,
     };
     let prepared = exec::prepare(&args.root)
-        .and_then(|(current, host)| Ok((plan::plan_install(&request, &current, &host), host)));
+        .map(|(current, host)| (plan::plan_install(&request, &current, &host), host));
     finish(prepared, args.dry_run, "strata-agent is installed as asked")
 }
 
@@ -96,7 +96,7 @@ fn finish(
     dry_run: bool,
     nothing_to_do: &str,
 ) -> ExitCode {
-    let plan = match prepared {
+    let (plan, host) = match prepared {
         Ok((Ok(plan), host)) => (plan, host),
         Ok((Err(e), _)) => {
             eprintln!("strata-agent: {e}");
@@ -107,7 +107,6 @@ fn finish(
             return ExitCode::FAILURE;
         }
     };
-    let (plan, host) = plan;
     let result = if dry_run {
         exec::show(&plan, nothing_to_do);
         Ok(())

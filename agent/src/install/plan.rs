@@ -380,15 +380,15 @@ pub fn plan_install(request: &Request, current: &Current, host: &Host) -> Result
 pub fn plan_uninstall(current: &Current, host: &Host, purge: bool) -> Plan {
     let root = &host.root;
     let mut plan = Plan::default();
-    let mut before = Vec::new();
-    let mut after = Vec::new();
-    if current.unit.exists() {
-        before.push(systemctl(&["disable", "--now", UNIT_NAME]));
-        after.push(systemctl(&["daemon-reload"]));
-    }
-    if host.systemd {
-        plan.actions
-            .extend(before.drain(..).map(|argv| Action::RunCommand { argv }));
+    let stop = current
+        .unit
+        .exists()
+        .then(|| systemctl(&["disable", "--now", UNIT_NAME]));
+    let reload = current.unit.exists().then(|| systemctl(&["daemon-reload"]));
+    if host.systemd
+        && let Some(argv) = stop.clone()
+    {
+        plan.actions.push(Action::RunCommand { argv });
     }
     for (host_path, found) in [
         (UNIT_PATH, &current.unit),
@@ -404,9 +404,9 @@ pub fn plan_uninstall(current: &Current, host: &Host, purge: bool) -> Plan {
     }
     if host.systemd {
         plan.actions
-            .extend(after.into_iter().map(|argv| Action::RunCommand { argv }));
+            .extend(reload.map(|argv| Action::RunCommand { argv }));
     } else {
-        plan.manual_commands = before.into_iter().chain(after).collect();
+        plan.manual_commands = stop.into_iter().chain(reload).collect();
     }
     let kept = [
         (SERVICES_DIR, &current.services_dir, "service specs"),
