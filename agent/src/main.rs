@@ -25,6 +25,15 @@ enum Command {
     /// Print a new random cluster key (32 bytes, base64) for --gossip-key.
     #[command(after_help = "Example:\n  strata-agent run --gossip-key \"$(strata-agent keygen)\"")]
     Keygen,
+    /// Install the agent on this host: binary, config, dirs and a systemd unit, started when
+    /// systemd runs the host.
+    #[command(
+        after_help = "Examples:\n  strata-agent install                       # the first host: prints a new cluster key\n  strata-agent install --join 10.0.0.1:7701 --gossip-key KEY\n  strata-agent install --root /mnt/image --dry-run"
+    )]
+    Install(Box<strata_agent::install::InstallArgs>),
+    /// Remove the agent from this host (keeps service specs and state unless --purge).
+    #[command(after_help = "Examples:\n  strata-agent uninstall\n  strata-agent uninstall --purge")]
+    Uninstall(strata_agent::install::UninstallArgs),
     /// Run one service instance from DIR/launch.json (started by the agent, not by hand).
     #[command(hide = true)]
     Shim { dir: std::path::PathBuf },
@@ -51,6 +60,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(*args),
+        Command::Install(args) => strata_agent::install::install(&args),
+        Command::Uninstall(args) => strata_agent::install::uninstall(&args),
         Command::Shim { dir } => strata_agent::shim::run::run(&dir),
     }
 }

@@ -164,6 +164,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr} balancer={}",
         config.node_name, config.balancer_addr
     );
+    crate::notify::ready();
 
     let signal = wait_for_shutdown_signal().await?;
     tracing::info!(signal, "shutting down");

@@ -1,0 +1,77 @@
+//! systemd readiness notification (`sd_notify`), without libsystemd: under `Type=notify` the
+//! service manager passes a unix datagram socket in `$NOTIFY_SOCKET`, and the agent sends
+//! `READY=1` on it once it serves. A path starting with `@` names an abstract socket.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// Tells the service manager the agent is ready, when one asked (`$NOTIFY_SOCKET` is set).
+/// A failure is logged and otherwise ignored: the agent serves either way.
+pub fn ready() {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()) else {
+        return;
+    };
+    match send(&socket, "READY=1") {
+        Ok(()) => tracing::debug!(socket = %socket.to_string_lossy(), "sent READY=1"),
+        Err(e) => tracing::warn!(
+            socket = %socket.to_string_lossy(),
+            error = %e,
+            "cannot notify the service manager that the agent is ready"
+        ),
+    }
+}
+
+/// Sends one notification `message` to the socket named by `socket` (a path, or `@name` for
+/// an abstract socket).
+pub fn send(socket: &OsStr, message: &str) -> io::Result<()> {
+    let addr = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(socket)?,
+    };
+    let sent = UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr)?;
+    if sent == message.len() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "sent {sent} of {} bytes",
+            message.len()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_to_a_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let server = UnixDatagram::bind(&path).unwrap();
+        send(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[test]
+    fn sends_to_an_abstract_socket() {
+        let name = format!("strata-notify-test-{}", std::process::id());
+        let server =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        send(OsStr::new(&format!("@{name}")), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[test]
+    fn a_missing_socket_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(send(dir.path().join("none").as_os_str(), "READY=1").is_err());
+    }
+}

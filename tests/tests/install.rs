@@ -1,0 +1,423 @@
+//! End to end: the real `strata-agent install` and `uninstall`, always under a `--root` temp
+//! dir (never the real /etc, /usr/local or systemd), and the agent's sd_notify READY=1.
+
+use std::collections::BTreeMap;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, have_program};
+
+const KEY: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
+
+/// Every path install writes, as the host sees it.
+const FILES: [&str; 3] = [
+    "/usr/local/bin/strata-agent",
+    "/etc/strata/agent.toml",
+    "/etc/systemd/system/strata-agent.service",
+];
+const DIRS: [&str; 3] = ["/etc/strata", "/etc/strata/services.d", "/var/lib/strata"];
+
+fn under(root: &Path, host_path: &str) -> PathBuf {
+    root.join(host_path.trim_start_matches('/'))
+}
+
+/// Runs `strata-agent SUBCOMMAND --root ROOT ARGS`.
+fn agent_cmd(subcommand: &str, root: &Path, args: &[&str]) -> Output {
+    Command::new(binary("strata-agent"))
+        .arg(subcommand)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("strata-agent runs")
+}
+
+/// `install` with a fixed gossip address (no default-route lookup) and the test key.
+fn install(root: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--gossip-addr", "127.0.0.1:7701", "--gossip-key", KEY];
+    all.extend_from_slice(args);
+    agent_cmd("install", root, &all)
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Content and mtime of every file under `root`.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                stack.push(path.clone());
+                out.insert(
+                    path,
+                    (Vec::new(), meta.modified().expect("mtime"), meta.mode()),
+                );
+            } else {
+                let bytes = std::fs::read(&path).expect("read");
+                out.insert(path, (bytes, meta.modified().expect("mtime"), meta.mode()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn install_and_uninstall_round_trip_with_modes_and_owners() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let r = root.path();
+    let out = ok(&install(
+        r,
+        &["--node-name", "web-1", "--join", "10.0.0.1:7701"],
+    ));
+    assert!(!out.contains(KEY), "a given key is not printed:\n{out}");
+    assert!(
+        out.contains("systemctl enable --now strata-agent.service"),
+        "{out}"
+    );
+
+    for (path, want) in [
+        ("/usr/local/bin/strata-agent", 0o755),
+        ("/etc/strata/agent.toml", 0o600),
+        ("/etc/systemd/system/strata-agent.service", 0o644),
+        ("/etc/strata", 0o755),
+        ("/etc/strata/services.d", 0o755),
+        ("/var/lib/strata", 0o750),
+    ] {
+        let path = under(r, path);
+        assert_eq!(mode(&path), want, "mode of {}", path.display());
+        if rustix::process::geteuid().is_root() {
+            let meta = std::fs::metadata(&path).expect("metadata");
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (0, 0),
+                "owner of {}",
+                path.display()
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read(under(r, "/usr/local/bin/strata-agent")).expect("binary"),
+        std::fs::read(binary("strata-agent")).expect("built binary"),
+        "the installed binary is a copy of the running one"
+    );
+    let config = std::fs::read_to_string(under(r, "/etc/strata/agent.toml")).expect("config");
+    for line in [
+        "node_name = \"web-1\"",
+        "join = [\"10.0.0.1:7701\"]",
+        "services_dir = \"/etc/strata/services.d\"",
+        "data_dir = \"/var/lib/strata\"",
+    ] {
+        assert!(
+            config.lines().any(|l| l == line),
+            "{line} missing:\n{config}"
+        );
+    }
+    assert!(config.contains(KEY));
+    assert!(
+        !config.contains(&r.display().to_string()),
+        "paths carry the root:\n{config}"
+    );
+
+    // Uninstall removes the agent and keeps specs and state.
+    std::fs::write(
+        under(r, "/etc/strata/services.d/echo.toml"),
+        "name = \"echo\"\n",
+    )
+    .expect("spec");
+    let out = ok(&agent_cmd("uninstall", r, &[]));
+    for path in FILES {
+        assert!(!under(r, path).exists(), "{path} is left:\n{out}");
+    }
+    for path in DIRS {
+        assert!(under(r, path).is_dir(), "{path} is gone:\n{out}");
+    }
+    assert!(out.contains("kept"), "{out}");
+    assert!(
+        out.contains("systemctl disable --now strata-agent.service"),
+        "{out}"
+    );
+
+    // Again: nothing to do.
+    let out = ok(&agent_cmd("uninstall", r, &[]));
+    for path in FILES {
+        assert!(
+            out.contains(&format!("absent: {}", under(r, path).display())),
+            "{out}"
+        );
+    }
+    assert!(out.contains("nothing to do"), "{out}");
+
+    // --purge takes the specs and the state, and /etc/strata once empty.
+    ok(&agent_cmd("uninstall", r, &["--purge"]));
+    for path in DIRS {
+        assert!(!under(r, path).exists(), "{path} survived --purge");
+    }
+}
+
+#[test]
+fn a_second_install_changes_nothing_and_says_so() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let r = root.path();
+    let args = ["--node-name", "web-1", "--join", "10.0.0.1:7701"];
+    ok(&install(r, &args));
+    let before = snapshot(r);
+    std::thread::sleep(Duration::from_millis(20));
+    let out = ok(&install(r, &args));
+    for path in FILES.iter().chain(DIRS.iter()) {
+        assert!(
+            out.contains(&format!("unchanged: {}", under(r, path).display())),
+            "{path} not reported unchanged:\n{out}"
+        );
+    }
+    assert!(out.contains("nothing to do"), "{out}");
+    assert!(!out.contains("done:"), "{out}");
+    assert_eq!(
+        snapshot(r),
+        before,
+        "a file changed (content, mtime or mode)"
+    );
+
+    // Without any flag a rerun keeps the installed config, key included.
+    let out = ok(&agent_cmd("install", r, &[]));
+    assert!(out.contains("nothing to do"), "{out}");
+    assert_eq!(snapshot(r), before);
+}
+
+#[test]
+fn a_dry_run_touches_nothing_and_shows_everything_but_the_key() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let r = root.path();
+    let out = ok(&install(r, &["--dry-run", "--node-name", "web-1"]));
+    assert_eq!(
+        std::fs::read_dir(r).expect("read root").count(),
+        0,
+        "the dry run wrote under the root:\n{out}"
+    );
+    assert!(!out.contains(KEY), "the key is shown:\n{out}");
+    assert!(out.contains("gossip_key = \"<redacted>\""), "{out}");
+    assert!(out.contains("node_name = \"web-1\""), "{out}");
+    assert!(
+        out.contains("KillMode=process"),
+        "the unit's content is shown:\n{out}"
+    );
+    for path in FILES.iter().chain(DIRS.iter()) {
+        assert!(
+            out.contains(&under(r, path).display().to_string()),
+            "{path} not shown:\n{out}"
+        );
+    }
+    assert!(out.contains("(mode 0600)"), "{out}");
+    assert!(
+        out.contains("systemctl enable --now strata-agent.service"),
+        "{out}"
+    );
+
+    // Uninstall's dry run leaves an installed root alone.
+    ok(&install(r, &[]));
+    let before = snapshot(r);
+    let out = ok(&agent_cmd("uninstall", r, &["--dry-run", "--purge"]));
+    assert!(out.contains("would remove"), "{out}");
+    assert_eq!(snapshot(r), before);
+}
+
+#[test]
+fn a_changed_config_is_overwritten_only_with_force() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let r = root.path();
+    ok(&install(r, &["--node-name", "web-1"]));
+    let config = under(r, "/etc/strata/agent.toml");
+    let original = std::fs::read_to_string(&config).expect("config");
+
+    let out = install(r, &["--node-name", "web-2"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&config.display().to_string()), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(!err.contains(KEY), "{err}");
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), original);
+
+    // A hand edit counts as a difference too.
+    std::fs::write(&config, format!("{original}top_processes = 5\n")).expect("edit");
+    let out = install(r, &["--node-name", "web-1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let out = ok(&install(r, &["--node-name", "web-2", "--force"]));
+    assert!(out.contains("write"), "{out}");
+    let now = std::fs::read_to_string(&config).expect("config");
+    assert!(now.contains("node_name = \"web-2\""), "{now}");
+    assert!(!now.contains("top_processes"), "{now}");
+    assert_eq!(mode(&config), 0o600);
+}
+
+#[test]
+fn without_a_key_the_first_host_gets_a_new_one_printed_once() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let r = root.path();
+    let out = ok(&agent_cmd(
+        "install",
+        r,
+        &["--gossip-addr", "127.0.0.1:7701"],
+    ));
+    let config = std::fs::read_to_string(under(r, "/etc/strata/agent.toml")).expect("config");
+    let key = config
+        .lines()
+        .find_map(|l| l.strip_prefix("gossip_key = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a key in the config");
+    assert!(out.contains(key), "the new key is not printed:\n{out}");
+    assert!(out.contains("--join 127.0.0.1:7701 --gossip-key"), "{out}");
+    let again = ok(&agent_cmd("install", r, &[]));
+    assert!(!again.contains(key), "the key is printed again:\n{again}");
+}
+
+#[test]
+fn the_generated_config_runs_an_agent_that_becomes_ready() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let r = root.path();
+    let join = format!("127.0.0.1:{}", closed_port());
+    ok(&install(
+        r,
+        &["--node-name", "installed-1", "--join", &join],
+    ));
+    let config = std::fs::read_to_string(under(r, "/etc/strata/agent.toml")).expect("config");
+    // The agent would create the host's "strata" cgroup tree: give this test its own.
+    let data = r.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let cgroup_root = format!("strata-test-install-{}", std::process::id());
+    std::fs::write(data.join("test-cgroup-root"), &cgroup_root).expect("cgroup marker");
+    let config_copy = r.join("agent-test.toml");
+    std::fs::write(
+        &config_copy,
+        format!("{config}cgroup_root = \"{cgroup_root}\"\n"),
+    )
+    .expect("config copy");
+    let services = r.join("services");
+    std::fs::create_dir_all(&services).expect("services dir");
+    let agent = AgentProcess::start(
+        &data,
+        &AgentOptions {
+            extra_args: [
+                "--config",
+                &config_copy.display().to_string(),
+                "--gossip-addr",
+                "127.0.0.1:0",
+                "--dns-addr",
+                "127.0.0.1:0",
+                "--services-dir",
+                &services.display().to_string(),
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..AgentOptions::default()
+        },
+    )
+    .expect("the agent starts on the installed config");
+    let (code, body) = agent.http_get("/health").expect("health");
+    assert_eq!(code, 200, "{body}");
+    let node = agent.strata(&["node", "-o", "json"]);
+    assert!(
+        String::from_utf8_lossy(&node.stdout).contains("installed-1"),
+        "the node name comes from the installed config: {node:?}"
+    );
+    let status = agent.terminate(Duration::from_secs(15)).expect("SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn systemd_analyze_accepts_the_unit() {
+    if !have_program("systemd-analyze") {
+        println!("skipped: systemd-analyze is not installed (Debian package systemd)");
+        return;
+    }
+    let root = tempfile::tempdir().expect("temp dir");
+    let r = root.path();
+    ok(&install(r, &[]));
+    // verify checks that ExecStart's program exists on this machine: point it at the copy
+    // installed under the root, which also shows that copy is executable.
+    let unit = std::fs::read_to_string(under(r, "/etc/systemd/system/strata-agent.service"))
+        .expect("unit");
+    let installed = under(r, "/usr/local/bin/strata-agent");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("strata-agent.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "ExecStart=/usr/local/bin/strata-agent ",
+            &format!("ExecStart={} ", installed.display()),
+        ),
+    )
+    .expect("unit copy");
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
+    assert!(stderr.trim().is_empty(), "systemd-analyze warns:\n{stderr}");
+}
+
+fn start_with_notify_socket(dir: &Path, notify_socket: &str) -> AgentProcess {
+    AgentProcess::start(
+        &dir.join("data"),
+        &AgentOptions {
+            env: vec![("NOTIFY_SOCKET".into(), notify_socket.into())],
+            ..AgentOptions::default()
+        },
+    )
+    .expect("agent starts")
+}
+
+fn receive(socket: &UnixDatagram) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification within 10s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn the_agent_sends_ready_to_the_notify_socket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind");
+    let agent = start_with_notify_socket(dir.path(), &path.display().to_string());
+    assert_eq!(receive(&socket), "READY=1");
+    drop(agent);
+
+    // An abstract socket, as systemd passes it: "@name".
+    let name = format!("strata-test-notify-{}", std::process::id());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
+    let socket = UnixDatagram::bind_addr(&addr).expect("bind abstract");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _agent = start_with_notify_socket(dir.path(), &format!("@{name}"));
+    assert_eq!(receive(&socket), "READY=1");
+}
