@@ -1,7 +1,7 @@
 //! `strata-agent`: the Strata host daemon.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use strata_agent::config::{self, FileConfig, RunArgs};
 
@@ -21,6 +21,7 @@ enum Command {
     )]
     Run(Box<RunArgs>),
     /// Print the agent's version.
+    #[command(after_help = "Example:\n  strata-agent version")]
     Version,
     /// Print a new random cluster key (32 bytes, base64) for --gossip-key.
     #[command(after_help = "Example:\n  strata-agent run --gossip-key \"$(strata-agent keygen)\"")]
@@ -37,6 +38,21 @@ enum Command {
     /// Run one service instance from DIR/launch.json (started by the agent, not by hand).
     #[command(hide = true)]
     Shim { dir: std::path::PathBuf },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  strata-agent completions bash > /etc/bash_completion.d/strata-agent"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (strata-agent.1 and one per subcommand) into a directory.
+    #[command(after_help = "Example:\n  strata-agent man --dir /usr/local/share/man/man1")]
+    Man {
+        /// Where to write the pages.
+        #[arg(long, default_value = ".")]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Exit code for a configuration or usage error, the same as clap's.
@@ -63,6 +79,32 @@ fn main() -> ExitCode {
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),
         Command::Shim { dir } => strata_agent::shim::run::run(&dir),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "strata-agent",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => {
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir));
+            match written {
+                Ok(()) => {
+                    println!("man pages written to {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "strata-agent: cannot write man pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
