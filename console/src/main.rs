@@ -1,6 +1,7 @@
 //! `strata`: the operator's console and headless CLI for a Strata ecosystem.
 
 mod cli;
+mod demo;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -181,10 +181,18 @@ pub enum Command {
         /// The key (base64), for install, use and remove.
         key: Option<String>,
     },
+    /// A whole ecosystem on loopback (three agents, demo services) and the console on it.
+    #[command(
+        after_help = "Examples:\n  strata demo\n  strata demo --headless\n  strata demo --services ./specs --with-demo"
+    )]
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Runs one subcommand.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Demo(args) = cli.command {
+        return crate::demo::run(args).await;
+    }
     let mut client = connect::connect(&cli.agent).await?;
     let agent = cli.agent.as_str();
     let (c, out, node) = (&mut client, cli.output, cli.node.as_str());
@@ -269,6 +277,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
             cluster::keyring(c, agent, out, node, &op, key.as_deref().unwrap_or("")).await
         }
+        Command::Demo(_) => unreachable!("the demo is dispatched before connecting"),
     }
 }
 
