@@ -94,9 +94,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     };
     eprintln!("strata demo: stopping everything the demo started...");
     let cleanup = demo.teardown().await;
-    let removed = root
-        .close()
-        .context("cannot remove the demo's temp dir");
+    let removed = root.close().context("cannot remove the demo's temp dir");
     match (outcome, cleanup.and(removed)) {
         (Ok(()), Ok(())) => {
             eprintln!("strata demo: stopped; nothing is left running");
@@ -174,7 +172,11 @@ impl Demo {
     /// Starts the agents and the services, then the console (or prints the addresses), and
     /// returns when the console exits or `stop` turns true. Every child is recorded in `self`
     /// as soon as it exists, so the teardown finds it even when this is cancelled midway.
-    async fn start_and_run(&mut self, plan: &Plan<'_>, mut stop: watch::Receiver<bool>) -> Result<()> {
+    async fn start_and_run(
+        &mut self,
+        plan: &Plan<'_>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
         let agent_bin = plan.bin.join("strata-agent");
         let mut contexts = Vec::new();
         let mut seed = None;
@@ -193,7 +195,11 @@ impl Demo {
         for placement in specs::plan(plan.with_demo, plan.user, &contexts)? {
             self.apply(&placement).await?;
         }
-        let first = self.agents.first().and_then(|a| a.ready.clone()).context("no agent")?;
+        let first = self
+            .agents
+            .first()
+            .and_then(|a| a.ready.clone())
+            .context("no agent")?;
         if plan.args.headless {
             self.print_addresses(plan);
         } else {
@@ -259,16 +265,29 @@ impl Demo {
             self.agents.len(),
             plan.root.display()
         );
-        for ready in self.agents.iter().filter_map(|a| a.ready.as_ref()) {
+        for (agent, ready) in self
+            .agents
+            .iter()
+            .filter_map(|a| Some((a, a.ready.as_ref()?)))
+        {
             println!(
-                "  node={} grpc={} http={} gossip={} dns={} balancer={}",
-                ready.node, ready.grpc, ready.http, ready.gossip, ready.dns, ready.balancer
+                "  node={} pid={} grpc={} http={} gossip={} dns={} balancer={}",
+                ready.node,
+                agent.pid,
+                ready.grpc,
+                ready.http,
+                ready.gossip,
+                ready.dns,
+                ready.balancer
             );
         }
         if plan.with_demo {
             println!("services: {}", specs::demo_names().join(", "));
             if let Some(first) = self.agents.first().and_then(|a| a.ready.as_ref()) {
-                println!("web: http://{}:18080/ (on every node's balancer)", first.balancer);
+                println!(
+                    "web: http://{}:18080/ (on every node's balancer)",
+                    first.balancer
+                );
             }
         }
         if let Some(first) = self.agents.first().and_then(|a| a.ready.as_ref()) {

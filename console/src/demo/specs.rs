@@ -19,11 +19,31 @@ pub const NODES: usize = 3;
 
 /// The demo services: (file name, spec text, the nodes (1-based) it runs on).
 const DEMO: [(&str, &str, &[usize]); 5] = [
-    ("web.toml", include_str!("../../../assets/demo/web.toml"), &[1]),
-    ("api.toml", include_str!("../../../assets/demo/api.toml"), &[1, 2, 3]),
-    ("worker.toml", include_str!("../../../assets/demo/worker.toml"), &[2]),
-    ("flaky.toml", include_str!("../../../assets/demo/flaky.toml"), &[3]),
-    ("hog.toml", include_str!("../../../assets/demo/hog.toml"), &[3]),
+    (
+        "web.toml",
+        include_str!("../../../assets/demo/web.toml"),
+        &[1],
+    ),
+    (
+        "api.toml",
+        include_str!("../../../assets/demo/api.toml"),
+        &[1, 2, 3],
+    ),
+    (
+        "worker.toml",
+        include_str!("../../../assets/demo/worker.toml"),
+        &[2],
+    ),
+    (
+        "flaky.toml",
+        include_str!("../../../assets/demo/flaky.toml"),
+        &[3],
+    ),
+    (
+        "hog.toml",
+        include_str!("../../../assets/demo/hog.toml"),
+        &[3],
+    ),
 ];
 
 /// What the placeholders stand for on one node.
@@ -162,10 +182,7 @@ pub fn render(text: &str, ctx: &NodeContext) -> String {
         .replace('"', "\\\"");
     text.replace("{bin}", &bin)
         .replace("{balancer}", &ctx.balancer.to_string())
-        .replace(
-            "{flaky_every_ms}",
-            &ctx.flaky_every.as_millis().to_string(),
-        )
+        .replace("{flaky_every_ms}", &ctx.flaky_every.as_millis().to_string())
 }
 
 /// The demo services' names, in the order they are applied.
@@ -199,9 +216,20 @@ mod tests {
             .collect();
         assert_eq!(api, vec![1, 2, 3]);
         let web = plan.iter().find(|p| p.source == "demo/web.toml").unwrap();
-        assert!(web.text.contains(r#"API_ADDR = "127.0.0.2:18081""#), "{}", web.text);
-        assert!(web.text.contains(r#""/opt/st \"x\"/strata-demo""#), "{}", web.text);
-        let worker = plan.iter().find(|p| p.source == "demo/worker.toml").unwrap();
+        assert!(
+            web.text.contains(r#"API_ADDR = "127.0.0.2:18081""#),
+            "{}",
+            web.text
+        );
+        assert!(
+            web.text.contains(r#""/opt/st \"x\"/strata-demo""#),
+            "{}",
+            web.text
+        );
+        let worker = plan
+            .iter()
+            .find(|p| p.source == "demo/worker.toml")
+            .unwrap();
         assert!(worker.text.contains(r#"WEB_ADDR = "127.0.0.3:18080""#));
         let flaky = plan.iter().find(|p| p.source == "demo/flaky.toml").unwrap();
         assert!(flaky.text.contains(r#"FLAKY_EVERY_MS = "3000""#));

@@ -27,7 +27,10 @@ pub struct Record {
 
 /// Sends `signal` to process `pid`; a process that is gone already is not an error.
 pub fn signal_pid(pid: u32, signal: rustix::process::Signal) {
-    if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         let _ = rustix::process::kill_process(p, signal);
     }
 }
@@ -161,7 +164,8 @@ pub async fn remove_cgroups(root: &str) -> Result<()> {
             match remove_tree(&dir) {
                 Ok(()) => break,
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(e).with_context(|| format!("cannot remove cgroup {}", dir.display()));
+                    return Err(e)
+                        .with_context(|| format!("cannot remove cgroup {}", dir.display()));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
