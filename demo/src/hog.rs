@@ -28,7 +28,7 @@ pub fn run() -> Result<(), String> {
         held.push(chunk);
         total += step_bytes;
         steps += 1;
-        if steps % 10 == 0 {
+        if steps.is_multiple_of(10) {
             println!("holding {} MiB", total / (1024 * 1024));
         }
         if (total / (1024 * 1024)) as u64 >= cap {

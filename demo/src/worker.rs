@@ -23,7 +23,7 @@ pub fn run() -> Result<(), String> {
             started.elapsed().as_millis()
         );
         if let Some(web) = web.as_deref()
-            && job % 4 == 0
+            && job.is_multiple_of(4)
         {
             match crate::http::get(web, "/") {
                 Ok((200, _)) => println!("web call ok"),

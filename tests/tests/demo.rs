@@ -34,6 +34,8 @@ struct Demo {
     dir: PathBuf,
     nodes: Vec<Node>,
     stderr: PathBuf,
+    /// Processes the demo started, (pid, start ticks), once the test collected them.
+    started: BTreeSet<(i32, u64)>,
 }
 
 impl Demo {
@@ -61,6 +63,7 @@ impl Demo {
             dir: PathBuf::new(),
             nodes: Vec::new(),
             stderr,
+            started: BTreeSet::new(),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -133,14 +136,58 @@ impl Drop for Demo {
             }
         }
         for node in &self.nodes {
-            if process_start_ticks(node.pid).is_some()
-                && let Some(pid) = rustix::process::Pid::from_raw(node.pid)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+            self.started
+                .extend(process_start_ticks(node.pid).map(|t| (node.pid, t)));
             stop_services_of(&self.dir.join(&node.name));
         }
+        // What a broken teardown left: services by process group, agents and shims alone.
+        for &(pid, ticks) in &self.started {
+            if process_start_ticks(pid) == Some(ticks)
+                && let Some(p) = rustix::process::Pid::from_raw(pid)
+            {
+                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for dir in demo_cgroups(self.child.id()) {
+            for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if child.path().is_dir() {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
     }
+}
+
+/// The cgroups of the demo with process id `demo_pid` (named `strata-demo-PID-N`), in
+/// every hierarchy.
+fn demo_cgroups(demo_pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("strata-demo-{demo_pid}-");
+    let mut found = Vec::new();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let top = hierarchy.path();
+        for dir in [top.clone()].into_iter().chain(
+            std::fs::read_dir(&top)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        ) {
+            if dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            {
+                found.push(dir);
+            }
+        }
+    }
+    found
 }
 
 fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -280,6 +327,7 @@ fn the_demo_runs_a_cluster_with_its_services_and_leaves_nothing_behind() {
         ));
         started.extend(recorded_pids(&demo.dir.join(&node.name)));
     }
+    demo.started.clone_from(&started);
     // At least the agents, and a shim and a service for web, worker and the three api;
     // flaky and hog may be between two runs.
     assert!(
@@ -313,18 +361,6 @@ fn the_demo_runs_a_cluster_with_its_services_and_leaves_nothing_behind() {
         "processes naming {dir}"
     );
     assert!(!demo.dir.exists(), "the demo's dir is removed");
-    let cgroups = format!("strata-demo-{}-", demo.child.id());
-    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let leftover: Vec<_> = std::fs::read_dir(hierarchy.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&cgroups))
-            .collect();
-        assert!(leftover.is_empty(), "cgroups left: {leftover:?}");
-    }
+    let cgroups = demo_cgroups(demo.child.id());
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 }
