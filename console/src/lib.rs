@@ -2,5 +2,6 @@
 //! argument parsing and the console's model and views can be benchmarked and tested.
 
 pub mod cli;
+pub mod demo;
 pub mod model;
 pub mod tui;

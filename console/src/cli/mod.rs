@@ -219,13 +219,19 @@ pub enum Command {
         /// The key (base64), for install, use and remove.
         key: Option<String>,
     },
+    /// A whole ecosystem on loopback (three agents, demo services) and the console on it.
+    #[command(
+        after_help = "Examples:\n  strata demo\n  strata demo --headless\n  strata demo --services ./specs --with-demo"
+    )]
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Runs one subcommand.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
-    match &cli.command {
-        Some(Command::Completions { shell }) => return docs::completions(*shell),
-        Some(Command::Man { dir }) => return docs::man_pages(dir),
+    match cli.command {
+        Some(Command::Completions { shell }) => return docs::completions(shell),
+        Some(Command::Man { dir }) => return docs::man_pages(&dir),
+        Some(Command::Demo(args)) => return crate::demo::run(args).await,
         _ => {}
     }
     let mut client = connect::connect(&cli.agent).await?;
@@ -299,7 +305,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Drain { target } => cluster::drain(c, agent, out, &target, true).await,
         Command::Undrain { target } => cluster::drain(c, agent, out, &target, false).await,
         Command::ForceLeave { member } => cluster::force_leave(c, agent, out, &member).await,
-        Command::Completions { .. } | Command::Man { .. } => Ok(()),
+        Command::Completions { .. } | Command::Man { .. } | Command::Demo(_) => Ok(()),
         Command::Keyring { op, key } => {
             if op != "list" && key.is_none() {
                 return Err(Failure::new(
