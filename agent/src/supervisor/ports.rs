@@ -37,12 +37,18 @@ impl PortAllocator {
     /// A free port: not used by an instance and bindable right now. Scans round-robin from
     /// the last allocation so a just-released port is not handed out again at once.
     pub fn allocate(&mut self) -> Option<u16> {
+        self.allocate_where(bindable)
+    }
+
+    /// `allocate` with the "is it free on the host" check given, so the rotation and
+    /// reservation logic can be tested without depending on what else holds ports.
+    fn allocate_where(&mut self, free: impl Fn(u16) -> bool) -> Option<u16> {
         let (start, end) = (*self.range.start(), *self.range.end());
         let size = (end - start) as u32 + 1;
         for _ in 0..size {
             let port = self.next;
             self.next = if port >= end { start } else { port + 1 };
-            if !self.used.contains(&port) && bindable(port) {
+            if !self.used.contains(&port) && free(port) {
                 self.used.insert(port);
                 return Some(port);
             }
@@ -68,21 +74,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn skips_ports_in_use_and_reserved() {
-        let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-        let busy = held.local_addr().unwrap().port();
-        let mut ports = PortAllocator::new(busy..=busy.saturating_add(3));
-        ports.reserve(busy.saturating_add(1));
-        let got = ports.allocate().unwrap();
-        assert!(got != busy && got != busy + 1, "{got}");
-        let second = ports.allocate().unwrap();
-        assert_ne!(got, second);
+    fn skips_ports_in_use_and_reserved_and_rotates() {
+        let mut ports = PortAllocator::new(20000..=20003);
+        ports.reserve(20001);
+        let in_use = |p: u16| p != 20000;
+        assert_eq!(ports.allocate_where(in_use), Some(20002));
+        assert_eq!(ports.allocate_where(|_| true), Some(20003));
+        assert_eq!(ports.allocate_where(|_| true), Some(20000), "wraps around");
+        assert_eq!(ports.allocate_where(|_| true), None, "all used or reserved");
+        ports.release(20002);
+        assert_eq!(ports.allocate_where(|_| true), Some(20002));
     }
 
     #[test]
-    fn exhaustion_gives_none() {
+    fn a_port_held_by_another_socket_is_not_bindable() {
         let held = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
         let busy = held.local_addr().unwrap().port();
+        assert!(!bindable(busy));
         let mut ports = PortAllocator::new(busy..=busy);
         assert_eq!(ports.allocate(), None);
     }
