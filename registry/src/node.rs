@@ -278,7 +278,9 @@ impl Node {
         }
         match timer {
             NodeTimer::Swim(timer) => {
-                if let Err(e) = self.swim.handle_timer(timer, &mut self.runtime) {
+                if self.is_refuted_suspicion(&timer) {
+                    tracing::debug!(?timer, "suspicion refuted before its timeout; not sent on");
+                } else if let Err(e) = self.swim.handle_timer(timer, &mut self.runtime) {
                     tracing::debug!(error = %e, "swim timer");
                 }
             }
@@ -500,6 +502,29 @@ impl Node {
     pub fn changed_table(&mut self) -> Option<Arc<ServiceTable>> {
         let table = self.table();
         std::mem::take(&mut self.table_changed).then_some(table)
+    }
+
+    /// Whether `timer` would turn a suspect down although it has refuted the suspicion
+    /// (or was replaced by a newer identity) since the timer was set.
+    ///
+    /// foca 2.0 checks the incarnation before declaring the member down, but then sends it
+    /// `TurnUndead` (with `notify_down_members`, which `Config::new_lan` enables) whether or
+    /// not the check passed. The member, alive and refuted, takes that as "the cluster thinks
+    /// we're down" and renews its identity, so every refuted suspicion ended in a rejoin.
+    /// Such a timer has nothing else to do in foca, so it is dropped here.
+    fn is_refuted_suspicion(&self, timer: &foca::Timer<NodeIdentity>) -> bool {
+        let foca::Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return false;
+        };
+        !self
+            .swim
+            .iter_membership_state()
+            .any(|m| m.id() == member_id && m.incarnation() == *incarnation)
     }
 
     fn schedule(&mut self, after: Duration, timer: NodeTimer) {
