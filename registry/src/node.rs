@@ -11,7 +11,7 @@ use crate::membership::members::{Members, Status};
 use crate::publish;
 use crate::seal::SEAL_OVERHEAD;
 use crate::table::ServiceTable;
-use crate::wire::{self, Broadcast, Datagram, Departure, Kind, Stream};
+use crate::wire::{self, Broadcast, Datagram, Departure, Kind, Stream, Suspicion};
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
 use rand::SeedableRng as _;
 use rand::rngs::SmallRng;
@@ -144,6 +144,8 @@ pub struct Node {
     table_dirty: bool,
     table_changed: bool,
     left: bool,
+    /// Members this node's own probes found failing: node id to (identity, incarnation).
+    suspects: BTreeMap<String, (NodeIdentity, u16)>,
 }
 
 fn nonzero(n: usize) -> NonZeroUsize {
@@ -212,6 +214,7 @@ impl Node {
             table_dirty: true,
             table_changed: false,
             left: false,
+            suspects: BTreeMap::new(),
         };
         let first = node.jitter(node.timing.anti_entropy_interval);
         node.schedule(first, NodeTimer::AntiEntropy);
@@ -263,6 +266,10 @@ impl Node {
                     self.apply_departure(&departure, now_ms);
                     Ok(())
                 }
+                Ok(Datagram::Suspect(suspicion)) => {
+                    self.refute(suspicion);
+                    Ok(())
+                }
                 Err(e) => Err(PacketError::Malformed(e.to_string())),
             },
             None => Err(PacketError::Malformed(format!("unknown kind {kind}"))),
@@ -291,6 +298,7 @@ impl Node {
             }
             NodeTimer::Housekeeping => {
                 self.housekeeping(now_ms);
+                self.notify_suspects();
                 self.schedule(Duration::from_secs(1), NodeTimer::Housekeeping);
             }
             NodeTimer::JoinRetry(attempt) => {
@@ -527,6 +535,59 @@ impl Node {
             .any(|m| m.id() == member_id && m.incarnation() == *incarnation)
     }
 
+    /// Tells each member this node still suspects, at the incarnation it suspected, so it
+    /// can refute even if no gossip about the suspicion reaches it; forgets the rest.
+    fn notify_suspects(&mut self) {
+        let suspects = std::mem::take(&mut self.suspects);
+        for (id, (member, incarnation)) in suspects {
+            let still = self.swim.iter_membership_state().any(|m| {
+                m.id() == &member
+                    && m.incarnation() == incarnation
+                    && m.state() == foca::State::Suspect
+            });
+            if still {
+                self.notify_suspect(member.clone(), incarnation);
+                self.suspects.insert(id, (member, incarnation));
+            }
+        }
+    }
+
+    fn notify_suspect(&mut self, member: NodeIdentity, incarnation: u16) {
+        let to = member.addr;
+        let notice = Datagram::Suspect(Suspicion {
+            member,
+            incarnation,
+            from: self.identity().clone(),
+        });
+        let mut payload = vec![Kind::Catalog as u8];
+        payload.extend(wire::encode(&notice));
+        self.out.push(Output::Datagram { to, payload });
+    }
+
+    /// Handles a suspicion of this node sent by the member that holds it: foca refutes it
+    /// (raising the incarnation, a no-op if already refuted), and an announce carries the
+    /// new incarnation in its header straight back to that member.
+    fn refute(&mut self, suspicion: Suspicion) {
+        if suspicion.member != *self.identity() || suspicion.from.addr == self.identity().addr {
+            return;
+        }
+        tracing::debug!(from = ?suspicion.from, "suspected; refuting");
+        let own = foca::Member::new(
+            suspicion.member,
+            suspicion.incarnation,
+            foca::State::Suspect,
+        );
+        if let Err(e) = self
+            .swim
+            .apply_many(std::iter::once(own), true, &mut self.runtime)
+        {
+            tracing::debug!(error = %e, "refute");
+        }
+        if let Err(e) = self.swim.announce(suspicion.from, &mut self.runtime) {
+            tracing::debug!(error = %e, "announce refutation");
+        }
+    }
+
     fn schedule(&mut self, after: Duration, timer: NodeTimer) {
         self.out.push(Output::Timer { after, timer });
     }
@@ -676,6 +737,16 @@ impl Node {
             });
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
+            if let foca::Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } = &timer
+            {
+                self.suspects
+                    .insert(member_id.id.clone(), (member_id.clone(), *incarnation));
+                self.notify_suspect(member_id.clone(), *incarnation);
+            }
             self.schedule(after, NodeTimer::Swim(timer));
         }
         let mut events = Vec::new();
