@@ -17,7 +17,7 @@ use rand::SeedableRng as _;
 use rand::rngs::SmallRng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
@@ -25,6 +25,8 @@ use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
 /// Encoded broadcasts up to this size carry the whole record; bigger ones are announced
 /// and pulled over TCP, so a record is never truncated.
 pub const INLINE_RECORD_MAX: usize = 600;
+/// How many members known only from the catalog are announced to per housekeeping tick.
+const ORPHAN_ANNOUNCES: usize = 3;
 /// How long a pull of one node's record blocks another pull of the same version.
 const PULL_RETRY_MS: u64 = 3_000;
 
@@ -169,11 +171,23 @@ fn swim_config(timing: &Timing, size: usize) -> foca::Config {
         frequency: timing.gossip_interval,
         num_members: nonzero(timing.gossip_fanout),
     });
+    config.max_transmissions = max_transmissions(size.get());
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
         frequency: timing.announce_down_interval,
         num_members: nonzero(2),
     });
     config
+}
+
+/// How many times each update and broadcast is passed on: memberlist's
+/// `4 * ceil(log10(n + 1))`. foca's `Config::new_lan` floors instead, which gives 1 for a
+/// node configured at size 1 or 2 (every node at start, and a seed as a burst of joins
+/// begins), so updates learnt then were passed on once and some members stayed unknown
+/// to some nodes until a periodic announce happened to cover them.
+fn max_transmissions(size: u32) -> NonZeroU8 {
+    let tx = 4.0 * f64::from(size.saturating_add(1)).log10().ceil();
+    // At most 4 * 10 for u32 sizes, so the cast cannot truncate.
+    NonZeroU8::new(tx.clamp(1.0, 255.0) as u8).unwrap_or(NonZeroU8::MIN)
 }
 
 /// Rounds the cluster size so foca's config is only rebuilt when it matters.
@@ -793,6 +807,28 @@ impl Node {
         }
     }
 
+    /// Announces to a few nodes whose records arrived (by gossip or anti-entropy) but whom
+    /// SWIM does not know: both learn of each other from the announce and its feed, so a
+    /// membership gap closes once the catalog's full-state sync has crossed it.
+    fn announce_to_orphans(&mut self) {
+        let own = self.identity().addr;
+        let catalog = &self.catalog;
+        let addrs = self.orphans.keys().filter_map(|id| {
+            catalog
+                .get(id)
+                .and_then(|r| r.gossip_addr.parse::<SocketAddr>().ok())
+                .filter(|addr| *addr != own)
+        });
+        for addr in self.rng.choose_multiple(addrs, ORPHAN_ANNOUNCES) {
+            if let Err(e) = self
+                .swim
+                .announce(NodeIdentity::seed(addr), &mut self.runtime)
+            {
+                tracing::debug!(error = %e, %addr, "announce to a node known from the catalog");
+            }
+        }
+    }
+
     fn anti_entropy(&mut self) {
         let live: Vec<SocketAddr> = self
             .members
@@ -838,6 +874,7 @@ impl Node {
             self.orphans.remove(&id);
             self.catalog.remove(&id, 0, now_ms);
         }
+        self.announce_to_orphans();
         self.pulling
             .retain(|_, (_, at)| now_ms.saturating_sub(*at) < PULL_RETRY_MS);
         self.emit(events);

@@ -344,3 +344,16 @@ fn sealing_drops_wrong_keys_and_rotation_keeps_the_cluster_connected() {
         assert!(sim.view(i).iter().all(|(_, s)| s == "alive"));
     }
 }
+
+#[test]
+fn fifty_nodes_started_at_once_converge_within_ten_seconds() {
+    let mut sim = Sim::new(11);
+    for i in 0..50 {
+        sim.spawn(&format!("n{i}"), None);
+    }
+    let took = sim.run_until_converged(secs(10));
+    assert!(
+        took.is_some(),
+        "a burst of 50 joins did not converge in 10 s"
+    );
+}
