@@ -11,13 +11,13 @@ use crate::membership::members::{Members, Status};
 use crate::publish;
 use crate::seal::SEAL_OVERHEAD;
 use crate::table::ServiceTable;
-use crate::wire::{self, Broadcast, Datagram, Departure, Kind, Stream};
+use crate::wire::{self, Broadcast, Datagram, Departure, Kind, Stream, Suspicion};
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
 use rand::SeedableRng as _;
 use rand::rngs::SmallRng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
@@ -25,6 +25,8 @@ use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
 /// Encoded broadcasts up to this size carry the whole record; bigger ones are announced
 /// and pulled over TCP, so a record is never truncated.
 pub const INLINE_RECORD_MAX: usize = 600;
+/// How many members known only from the catalog are announced to per housekeeping tick.
+const ORPHAN_ANNOUNCES: usize = 3;
 /// How long a pull of one node's record blocks another pull of the same version.
 const PULL_RETRY_MS: u64 = 3_000;
 
@@ -144,6 +146,8 @@ pub struct Node {
     table_dirty: bool,
     table_changed: bool,
     left: bool,
+    /// Members this node's own probes found failing: node id to (identity, incarnation).
+    suspects: BTreeMap<String, (NodeIdentity, u16)>,
 }
 
 fn nonzero(n: usize) -> NonZeroUsize {
@@ -167,11 +171,23 @@ fn swim_config(timing: &Timing, size: usize) -> foca::Config {
         frequency: timing.gossip_interval,
         num_members: nonzero(timing.gossip_fanout),
     });
+    config.max_transmissions = max_transmissions(size.get());
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
         frequency: timing.announce_down_interval,
         num_members: nonzero(2),
     });
     config
+}
+
+/// How many times each update and broadcast is passed on: memberlist's
+/// `4 * ceil(log10(n + 1))`. foca's `Config::new_lan` floors instead, which gives 1 for a
+/// node configured at size 1 or 2 (every node at start, and a seed as a burst of joins
+/// begins), so updates learnt then were passed on once and some members stayed unknown
+/// to some nodes until a periodic announce happened to cover them.
+fn max_transmissions(size: u32) -> NonZeroU8 {
+    let tx = 4.0 * f64::from(size.saturating_add(1)).log10().ceil();
+    // At most 4 * 10 for u32 sizes, so the cast cannot truncate.
+    NonZeroU8::new(tx.clamp(1.0, 255.0) as u8).unwrap_or(NonZeroU8::MIN)
 }
 
 /// Rounds the cluster size so foca's config is only rebuilt when it matters.
@@ -212,6 +228,7 @@ impl Node {
             table_dirty: true,
             table_changed: false,
             left: false,
+            suspects: BTreeMap::new(),
         };
         let first = node.jitter(node.timing.anti_entropy_interval);
         node.schedule(first, NodeTimer::AntiEntropy);
@@ -263,6 +280,10 @@ impl Node {
                     self.apply_departure(&departure, now_ms);
                     Ok(())
                 }
+                Ok(Datagram::Suspect(suspicion)) => {
+                    self.refute(suspicion);
+                    Ok(())
+                }
                 Err(e) => Err(PacketError::Malformed(e.to_string())),
             },
             None => Err(PacketError::Malformed(format!("unknown kind {kind}"))),
@@ -278,7 +299,9 @@ impl Node {
         }
         match timer {
             NodeTimer::Swim(timer) => {
-                if let Err(e) = self.swim.handle_timer(timer, &mut self.runtime) {
+                if self.is_refuted_suspicion(&timer) {
+                    tracing::debug!(?timer, "suspicion refuted before its timeout; not sent on");
+                } else if let Err(e) = self.swim.handle_timer(timer, &mut self.runtime) {
                     tracing::debug!(error = %e, "swim timer");
                 }
             }
@@ -289,6 +312,7 @@ impl Node {
             }
             NodeTimer::Housekeeping => {
                 self.housekeeping(now_ms);
+                self.notify_suspects();
                 self.schedule(Duration::from_secs(1), NodeTimer::Housekeeping);
             }
             NodeTimer::JoinRetry(attempt) => {
@@ -502,6 +526,82 @@ impl Node {
         std::mem::take(&mut self.table_changed).then_some(table)
     }
 
+    /// Whether `timer` would turn a suspect down although it has refuted the suspicion
+    /// (or was replaced by a newer identity) since the timer was set.
+    ///
+    /// foca 2.0 checks the incarnation before declaring the member down, but then sends it
+    /// `TurnUndead` (with `notify_down_members`, which `Config::new_lan` enables) whether or
+    /// not the check passed. The member, alive and refuted, takes that as "the cluster thinks
+    /// we're down" and renews its identity, so every refuted suspicion ended in a rejoin.
+    /// Such a timer has nothing else to do in foca, so it is dropped here.
+    fn is_refuted_suspicion(&self, timer: &foca::Timer<NodeIdentity>) -> bool {
+        let foca::Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return false;
+        };
+        !self
+            .swim
+            .iter_membership_state()
+            .any(|m| m.id() == member_id && m.incarnation() == *incarnation)
+    }
+
+    /// Tells each member this node still suspects, at the incarnation it suspected, so it
+    /// can refute even if no gossip about the suspicion reaches it; forgets the rest.
+    fn notify_suspects(&mut self) {
+        let suspects = std::mem::take(&mut self.suspects);
+        for (id, (member, incarnation)) in suspects {
+            let still = self.swim.iter_membership_state().any(|m| {
+                m.id() == &member
+                    && m.incarnation() == incarnation
+                    && m.state() == foca::State::Suspect
+            });
+            if still {
+                self.notify_suspect(member.clone(), incarnation);
+                self.suspects.insert(id, (member, incarnation));
+            }
+        }
+    }
+
+    fn notify_suspect(&mut self, member: NodeIdentity, incarnation: u16) {
+        let to = member.addr;
+        let notice = Datagram::Suspect(Suspicion {
+            member,
+            incarnation,
+            from: self.identity().clone(),
+        });
+        let mut payload = vec![Kind::Catalog as u8];
+        payload.extend(wire::encode(&notice));
+        self.out.push(Output::Datagram { to, payload });
+    }
+
+    /// Handles a suspicion of this node sent by the member that holds it: foca refutes it
+    /// (raising the incarnation, a no-op if already refuted), and an announce carries the
+    /// new incarnation in its header straight back to that member.
+    fn refute(&mut self, suspicion: Suspicion) {
+        if suspicion.member != *self.identity() || suspicion.from.addr == self.identity().addr {
+            return;
+        }
+        tracing::debug!(from = ?suspicion.from, "suspected; refuting");
+        let own = foca::Member::new(
+            suspicion.member,
+            suspicion.incarnation,
+            foca::State::Suspect,
+        );
+        if let Err(e) = self
+            .swim
+            .apply_many(std::iter::once(own), true, &mut self.runtime)
+        {
+            tracing::debug!(error = %e, "refute");
+        }
+        if let Err(e) = self.swim.announce(suspicion.from, &mut self.runtime) {
+            tracing::debug!(error = %e, "announce refutation");
+        }
+    }
+
     fn schedule(&mut self, after: Duration, timer: NodeTimer) {
         self.out.push(Output::Timer { after, timer });
     }
@@ -651,6 +751,16 @@ impl Node {
             });
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
+            if let foca::Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } = &timer
+            {
+                self.suspects
+                    .insert(member_id.id.clone(), (member_id.clone(), *incarnation));
+                self.notify_suspect(member_id.clone(), *incarnation);
+            }
             self.schedule(after, NodeTimer::Swim(timer));
         }
         let mut events = Vec::new();
@@ -694,6 +804,28 @@ impl Node {
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.schedule(after, NodeTimer::Swim(timer));
+        }
+    }
+
+    /// Announces to a few nodes whose records arrived (by gossip or anti-entropy) but whom
+    /// SWIM does not know: both learn of each other from the announce and its feed, so a
+    /// membership gap closes once the catalog's full-state sync has crossed it.
+    fn announce_to_orphans(&mut self) {
+        let own = self.identity().addr;
+        let catalog = &self.catalog;
+        let addrs = self.orphans.keys().filter_map(|id| {
+            catalog
+                .get(id)
+                .and_then(|r| r.gossip_addr.parse::<SocketAddr>().ok())
+                .filter(|addr| *addr != own)
+        });
+        for addr in self.rng.choose_multiple(addrs, ORPHAN_ANNOUNCES) {
+            if let Err(e) = self
+                .swim
+                .announce(NodeIdentity::seed(addr), &mut self.runtime)
+            {
+                tracing::debug!(error = %e, %addr, "announce to a node known from the catalog");
+            }
         }
     }
 
@@ -742,6 +874,7 @@ impl Node {
             self.orphans.remove(&id);
             self.catalog.remove(&id, 0, now_ms);
         }
+        self.announce_to_orphans();
         self.pulling
             .retain(|_, (_, at)| now_ms.saturating_sub(*at) < PULL_RETRY_MS);
         self.emit(events);

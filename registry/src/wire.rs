@@ -2,6 +2,7 @@
 //! message or one of the catalog's postcard-encoded messages. Node records themselves are
 //! prost-encoded `strata.v1.NodeRecord`s. Every decode here is bounded.
 
+use crate::membership::identity::NodeIdentity;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -45,6 +46,19 @@ pub enum Datagram {
     /// Sent straight to every live member by a node leaving gracefully, so peers mark it
     /// `left` at once instead of waiting for the SWIM update.
     Leave(Departure),
+    /// Sent by the member whose probe failed, straight to the member it now suspects, and
+    /// again every second while the suspicion lasts (Lifeguard's "buddy system"): gossip
+    /// alone can miss the one node that must refute. The suspect refutes and announces
+    /// itself to `from`, whose suspicion timer is the one that would declare it down.
+    Suspect(Suspicion),
+}
+
+/// A suspicion of `member` at SWIM incarnation `incarnation`, held by `from`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspicion {
+    pub member: NodeIdentity,
+    pub incarnation: u16,
+    pub from: NodeIdentity,
 }
 
 /// A graceful departure: which incarnation left and its last record version.
