@@ -113,6 +113,67 @@ impl Listing {
     }
 }
 
+/// Every listing of one service, by node name, and the sums its row shows.
+#[derive(Debug, Default)]
+struct ServiceListings {
+    /// Listings of each node, in record order.
+    by_node: BTreeMap<String, Vec<Listing>>,
+    /// Instances, passing instances and broken instances of all listings.
+    total: usize,
+    passing: usize,
+    broken: usize,
+    /// Listings with frontends.
+    with_ports: usize,
+    /// Listings by their (non-empty) version.
+    versions: HashMap<String, usize>,
+    /// Listings whose version has a comma, which the version column cannot tell apart.
+    comma_versions: usize,
+}
+
+impl ServiceListings {
+    /// Adds a listing of the service on `node` after its others there.
+    fn add(&mut self, node: &str, listing: Listing) {
+        self.count(&listing, true);
+        match self.by_node.get_mut(node) {
+            Some(listings) => listings.push(listing),
+            None => {
+                self.by_node.insert(node.to_string(), vec![listing]);
+            }
+        }
+    }
+
+    /// Removes the listings of the service on `node`.
+    fn remove(&mut self, node: &str) {
+        for listing in self.by_node.remove(node).unwrap_or_default() {
+            self.count(&listing, false);
+        }
+    }
+
+    fn count(&mut self, l: &Listing, add: bool) {
+        let sum = |to: &mut usize, n: usize| {
+            *to = if add { *to + n } else { to.saturating_sub(n) }
+        };
+        sum(&mut self.total, l.total);
+        sum(&mut self.passing, l.passing);
+        sum(&mut self.broken, l.broken);
+        sum(&mut self.with_ports, usize::from(!l.ports.is_empty()));
+        sum(&mut self.comma_versions, usize::from(l.version.contains(',')));
+        if l.version.is_empty() {
+            return;
+        }
+        match self.versions.get_mut(&l.version) {
+            Some(n) if !add && *n <= 1 => {
+                self.versions.remove(&l.version);
+            }
+            Some(n) => sum(n, 1),
+            None if add => {
+                self.versions.insert(l.version.clone(), 1);
+            }
+            None => {}
+        }
+    }
+}
+
 /// What a node's record contributes beyond its own row.
 #[derive(Debug, Default)]
 struct NodeContribution {
@@ -162,7 +223,7 @@ pub struct Cluster {
     /// Per node with a record: its services and health counts.
     contributions: HashMap<String, NodeContribution>,
     /// Per service: each node's listings of it, by node name.
-    listings: HashMap<String, BTreeMap<String, Vec<Listing>>>,
+    listings: HashMap<String, ServiceListings>,
     /// Whether each of `nodes` passes the node filter.
     node_match: Vec<bool>,
     /// Whether each of `services` passes the service filter.
@@ -366,8 +427,8 @@ impl Cluster {
             self.health.1 -= old.health.1;
             self.health.2 -= old.health.2;
             for service in &old.services {
-                if let Some(by_node) = self.listings.get_mut(service) {
-                    by_node.remove(name);
+                if let Some(listings) = self.listings.get_mut(service) {
+                    listings.remove(name);
                 }
                 touch(service);
             }
@@ -385,18 +446,15 @@ impl Cluster {
                     _ => {}
                 }
             }
-            let by_node = match self.listings.get_mut(&s.name) {
-                Some(by_node) => by_node,
+            let listings = match self.listings.get_mut(&s.name) {
+                Some(listings) => listings,
                 None => self.listings.entry(s.name.clone()).or_default(),
             };
-            match by_node.get_mut(name) {
-                Some(listings) => listings.push(Listing::of(s)),
-                None => {
-                    by_node.insert(name.to_string(), vec![Listing::of(s)]);
-                    new.services.push(s.name.clone());
-                    touch(&s.name);
-                }
+            if !listings.by_node.contains_key(name) {
+                new.services.push(s.name.clone());
+                touch(&s.name);
             }
+            listings.add(name, Listing::of(s));
         }
         self.health.0 += new.health.0;
         self.health.1 += new.health.1;
@@ -413,8 +471,8 @@ impl Cluster {
             let at = self
                 .services
                 .binary_search_by(|r| r.name.as_str().cmp(service.as_str()));
-            let by_node = match self.listings.get(&service) {
-                Some(by_node) if !by_node.is_empty() => by_node,
+            let listings = match self.listings.get(&service) {
+                Some(listings) if !listings.by_node.is_empty() => listings,
                 _ => {
                     self.listings.remove(&service);
                     if let Ok(i) = at {
@@ -441,9 +499,10 @@ impl Cluster {
             };
             let row = &mut self.services[i];
             for node in nodes {
-                sync_nodes(&mut row.nodes, node, by_node.get(node).map_or(0, Vec::len));
+                let count = listings.by_node.get(node).map_or(0, Vec::len);
+                sync_nodes(&mut row.nodes, node, count);
             }
-            summarize(row, by_node, self.restarts.get(&service));
+            summarize(row, listings, self.restarts.get(&service));
             self.service_match[i] = service_matches(&needle, row);
             reindex = true;
         }
@@ -599,42 +658,50 @@ fn sync_nodes(nodes: &mut Vec<String>, node: &str, count: usize) {
     }
 }
 
-/// Recomputes a service row's totals, ports, versions and restarts from its listings in
-/// node name order (nodes are kept by [`sync_nodes`]).
+/// Brings a service row's totals, ports, versions and restarts up to date with its
+/// listings (its nodes are kept by [`sync_nodes`]): ports are the first listing's with
+/// frontends and versions the distinct ones in order of appearance, by node name.
 fn summarize(
     row: &mut ServiceRow,
-    by_node: &BTreeMap<String, Vec<Listing>>,
+    listings: &ServiceListings,
     restarts: Option<&HashMap<String, u32>>,
 ) {
-    row.total = 0;
-    row.passing = 0;
-    row.broken = 0;
-    row.restarts = None;
-    row.version.clear();
-    let mut ports: Option<&str> = None;
-    for (node, listings) in by_node {
-        let node_restarts = restarts.and_then(|m| m.get(node));
-        for l in listings {
-            row.total += l.total;
-            row.passing += l.passing;
-            row.broken += l.broken;
-            if ports.is_none() && !l.ports.is_empty() {
-                ports = Some(&l.ports);
-            }
+    row.total = listings.total;
+    row.passing = listings.passing;
+    row.broken = listings.broken;
+    let all = || listings.by_node.values().flatten();
+    let ports = if listings.with_ports == 0 {
+        ""
+    } else {
+        all()
+            .map(|l| l.ports.as_str())
+            .find(|p| !p.is_empty())
+            .unwrap_or_default()
+    };
+    if row.ports != ports {
+        row.ports = ports.to_string();
+    }
+    if listings.comma_versions == 0 && listings.versions.len() <= 1 {
+        let version = listings.versions.keys().next().map_or("", String::as_str);
+        if row.version != version {
+            row.version = version.to_string();
+        }
+    } else {
+        row.version.clear();
+        for l in all() {
             if !l.version.is_empty() && !row.version.split(',').any(|v| v == l.version) {
                 if !row.version.is_empty() {
                     row.version.push(',');
                 }
                 row.version.push_str(&l.version);
             }
-            if let Some(r) = node_restarts {
-                row.restarts = Some(row.restarts.unwrap_or(0) + r);
-            }
         }
     }
-    let ports = ports.unwrap_or_default();
-    if row.ports != ports {
-        row.ports = ports.to_string();
+    row.restarts = None;
+    for (node, r) in restarts.into_iter().flatten() {
+        for _ in listings.by_node.get(node).into_iter().flatten() {
+            row.restarts = Some(row.restarts.unwrap_or(0) + r);
+        }
     }
 }
 
