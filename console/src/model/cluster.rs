@@ -150,14 +150,15 @@ impl ServiceListings {
     }
 
     fn count(&mut self, l: &Listing, add: bool) {
-        let sum = |to: &mut usize, n: usize| {
-            *to = if add { *to + n } else { to.saturating_sub(n) }
-        };
+        let sum = |to: &mut usize, n: usize| *to = if add { *to + n } else { to.saturating_sub(n) };
         sum(&mut self.total, l.total);
         sum(&mut self.passing, l.passing);
         sum(&mut self.broken, l.broken);
         sum(&mut self.with_ports, usize::from(!l.ports.is_empty()));
-        sum(&mut self.comma_versions, usize::from(l.version.contains(',')));
+        sum(
+            &mut self.comma_versions,
+            usize::from(l.version.contains(',')),
+        );
         if l.version.is_empty() {
             return;
         }
@@ -780,5 +781,178 @@ mod tests {
         c.refresh();
         assert_eq!(c.nodes.len(), 1);
         assert_eq!(c.trend["n1"].len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod incremental_tests {
+    use super::*;
+    use strata_proto::v1::{CatalogInstance, NodeSummary};
+
+    fn random_record(rng: &mut fastrand::Rng, n: usize) -> NodeRecord {
+        let services = (0..rng.usize(0..4))
+            .map(|_| {
+                let s = rng.usize(0..5);
+                CatalogService {
+                    name: format!("svc-{s}"),
+                    version: ["", "1", "2", "1,2"][rng.usize(0..4)].into(),
+                    frontends: if rng.bool() {
+                        [("http".to_string(), 8000 + s as u32)].into()
+                    } else {
+                        Default::default()
+                    },
+                    instances: (0..rng.usize(0..3))
+                        .map(|i| CatalogInstance {
+                            id: format!("svc-{s}/{i}"),
+                            health: ["passing", "warning", "critical"][rng.usize(0..3)].into(),
+                            state: ["running", "crashloop", "failed"][rng.usize(0..3)].into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        NodeRecord {
+            name: format!("n{n}"),
+            summary: Some(NodeSummary {
+                cpu_busy_percent: rng.usize(0..4) as f64 * 25.0,
+                worst_disk_used_percent: rng.usize(0..3) as f64 * 45.0,
+                worst_disk: "/".into(),
+                ..Default::default()
+            }),
+            services,
+            ..Default::default()
+        }
+    }
+
+    fn random_member(rng: &mut fastrand::Rng, n: usize) -> Member {
+        Member {
+            name: format!("n{n}"),
+            status: ["alive", "suspect", "down", "left"][rng.usize(0..4)].into(),
+            ..Default::default()
+        }
+    }
+
+    /// Service rows as the console derived them before rows were kept incrementally.
+    fn services_from_scratch(c: &Cluster) -> Vec<ServiceRow> {
+        let mut by_name: BTreeMap<&str, ServiceRow> = BTreeMap::new();
+        for record in c.records.values() {
+            for s in &record.services {
+                let row = by_name.entry(&s.name).or_insert_with(|| ServiceRow {
+                    name: s.name.clone(),
+                    ..ServiceRow::default()
+                });
+                row.total += s.instances.len();
+                row.passing += s.instances.iter().filter(|i| i.health == "passing").count();
+                row.broken += s
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == "crashloop" || i.state == "failed")
+                    .count();
+                if row.ports.is_empty() {
+                    let mut ports: Vec<String> = s
+                        .frontends
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect();
+                    ports.sort();
+                    row.ports = ports.join(",");
+                }
+                if !s.version.is_empty() && !row.version.split(',').any(|v| v == s.version) {
+                    if !row.version.is_empty() {
+                        row.version.push(',');
+                    }
+                    row.version.push_str(&s.version);
+                }
+                if let Some(r) = c.restarts.get(&s.name).and_then(|m| m.get(&record.name)) {
+                    row.restarts = Some(row.restarts.unwrap_or(0) + r);
+                }
+                row.nodes.push(record.name.clone());
+            }
+        }
+        by_name.into_values().collect()
+    }
+
+    /// A cluster built from scratch out of `c`'s members, records and restarts.
+    fn rebuilt(c: &Cluster) -> Cluster {
+        let mut fresh = Cluster {
+            node_query: c.node_query.clone(),
+            service_query: c.service_query.clone(),
+            member_query: c.member_query.clone(),
+            ..Cluster::default()
+        };
+        fresh.apply(ClusterUpdate {
+            kind: "snapshot".into(),
+            members: c.members.values().cloned().collect(),
+            records: c.records.values().cloned().collect(),
+            ..Default::default()
+        });
+        for (service, nodes) in &c.restarts {
+            for (node, r) in nodes {
+                fresh.set_restarts(service, node, *r);
+            }
+        }
+        fresh.refresh();
+        fresh
+    }
+
+    #[test]
+    fn incremental_rows_match_a_rebuild_after_every_change() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut c = Cluster::default();
+        c.apply(ClusterUpdate {
+            kind: "snapshot".into(),
+            members: (0..6).map(|n| random_member(&mut rng, n)).collect(),
+            records: (0..6).map(|n| random_record(&mut rng, n)).collect(),
+            ..Default::default()
+        });
+        c.refresh();
+        for step in 0..400 {
+            let n = rng.usize(0..10);
+            match rng.usize(0..10) {
+                0 => c.apply(ClusterUpdate {
+                    kind: "removed".into(),
+                    node: format!("n{n}"),
+                    ..Default::default()
+                }),
+                1 | 2 => c.apply(ClusterUpdate {
+                    kind: "member".into(),
+                    members: vec![random_member(&mut rng, n)],
+                    ..Default::default()
+                }),
+                3 => c.set_restarts(
+                    &format!("svc-{}", rng.usize(0..5)),
+                    &format!("n{n}"),
+                    rng.u32(0..4),
+                ),
+                4 => {
+                    c.node_query.sort = rng.usize(0..NODE_COLUMNS.len());
+                    c.node_query.descending = rng.bool();
+                    c.node_query.filter = ["", "n1", "down", "/"][rng.usize(0..4)].into();
+                    c.service_query.sort = rng.usize(0..SERVICE_COLUMNS.len());
+                    c.service_query.filter = ["", "svc-1", "n2", "2"][rng.usize(0..4)].into();
+                    c.member_query.filter = ["", "alive"][rng.usize(0..2)].into();
+                    c.touch();
+                }
+                _ => c.apply(ClusterUpdate {
+                    kind: "record".into(),
+                    records: vec![random_record(&mut rng, n)],
+                    ..Default::default()
+                }),
+            }
+            if rng.usize(0..3) == 0 {
+                continue;
+            }
+            c.refresh();
+            let fresh = rebuilt(&c);
+            assert_eq!(c.nodes, fresh.nodes, "step {step}");
+            assert_eq!(c.services, fresh.services, "step {step}");
+            assert_eq!(c.services, services_from_scratch(&c), "step {step}");
+            assert_eq!(c.node_index, fresh.node_index, "step {step}");
+            assert_eq!(c.service_index, fresh.service_index, "step {step}");
+            assert_eq!(c.member_index, fresh.member_index, "step {step}");
+            assert_eq!(c.health_counts(), fresh.health_counts(), "step {step}");
+        }
     }
 }

@@ -347,3 +347,230 @@ fn recent(ooms: &[Problem], now_ms: i64) -> Vec<usize> {
 pub fn firing_alerts(problems: &[Problem]) -> usize {
     problems.iter().filter(|p| p.kind == "alert firing").count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Model, Msg};
+    use strata_proto::v1::{
+        CatalogInstance, CatalogService, ClusterUpdate, Event, NodeSummary, Severity,
+    };
+
+    /// The problem list as the console derived it before it was kept incrementally.
+    fn from_scratch(
+        cluster: &Cluster,
+        timeline: &Timeline,
+        now_ms: i64,
+        first_seen: &mut HashMap<String, i64>,
+    ) -> Vec<Problem> {
+        let origin = (0, 0);
+        let mut out = Vec::new();
+        let mut seen = |kind: &str, node: &str, subject: &str| -> i64 {
+            *first_seen
+                .entry(format!("{kind}|{node}|{subject}"))
+                .or_insert(now_ms)
+        };
+        for m in cluster.members.values() {
+            if m.status == "down" || m.status == "suspect" {
+                out.push(Problem {
+                    rank: if m.status == "down" { 0 } else { 3 },
+                    kind: if m.status == "down" {
+                        "node down"
+                    } else {
+                        "node suspect"
+                    },
+                    subject: m.name.clone(),
+                    node: m.name.clone(),
+                    since_ms: m.since_unix_ms,
+                    jump: Jump::Events(m.name.clone()),
+                    origin,
+                });
+            }
+        }
+        for r in cluster.records.values() {
+            let live = cluster
+                .members
+                .get(&r.name)
+                .is_none_or(|m| m.status == "alive");
+            for s in &r.services {
+                for i in &s.instances {
+                    let (rank, kind) = match (i.state.as_str(), i.health.as_str()) {
+                        ("crashloop", _) => (1, "crash loop"),
+                        ("failed", _) => (1, "failed instance"),
+                        (_, "critical") if live => (2, "critical"),
+                        _ => continue,
+                    };
+                    let index =
+                        i.id.rsplit('/')
+                            .next()
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0);
+                    out.push(Problem {
+                        rank,
+                        kind,
+                        subject: i.id.clone(),
+                        node: r.name.clone(),
+                        since_ms: seen(kind, &r.name, &i.id),
+                        jump: Jump::Logs {
+                            node: r.name.clone(),
+                            service: s.name.clone(),
+                            instance: index,
+                        },
+                        origin,
+                    });
+                }
+            }
+            if let Some(sum) = &r.summary
+                && sum.worst_disk_used_percent >= DISK_FULL_PERCENT
+            {
+                let subject = format!("{} {:.0}%", sum.worst_disk, sum.worst_disk_used_percent);
+                out.push(Problem {
+                    rank: 2,
+                    kind: "disk full",
+                    since_ms: seen("disk", &r.name, &sum.worst_disk),
+                    subject,
+                    node: r.name.clone(),
+                    jump: Jump::Node(r.name.clone()),
+                    origin,
+                });
+            }
+        }
+        let mut firing: HashMap<(String, String), i64> = HashMap::new();
+        for e in &timeline.events {
+            match e.kind.as_str() {
+                "alert.firing" => {
+                    firing.insert((e.node.clone(), e.subject.clone()), e.time_unix_ms);
+                }
+                "alert.resolved" => {
+                    firing.remove(&(e.node.clone(), e.subject.clone()));
+                }
+                "kernel.oom_kill" if now_ms - e.time_unix_ms <= OOM_WINDOW_MS => {
+                    out.push(Problem {
+                        rank: 2,
+                        kind: "OOM kill",
+                        subject: e
+                            .fields
+                            .get("process")
+                            .cloned()
+                            .unwrap_or_else(|| e.subject.clone()),
+                        node: e.node.clone(),
+                        since_ms: e.time_unix_ms,
+                        jump: Jump::Events(e.node.clone()),
+                        origin,
+                    })
+                }
+                _ => {}
+            }
+        }
+        for ((node, subject), since) in firing {
+            out.push(Problem {
+                rank: 4,
+                kind: "alert firing",
+                subject,
+                jump: Jump::Node(node.clone()),
+                node,
+                since_ms: since,
+                origin,
+            });
+        }
+        out.sort_by(|a, b| {
+            (a.rank, a.since_ms, &a.node, &a.subject)
+                .cmp(&(b.rank, b.since_ms, &b.node, &b.subject))
+        });
+        out
+    }
+
+    fn without_origin(list: &[Problem]) -> Vec<Problem> {
+        list.iter()
+            .map(|p| Problem {
+                origin: (0, 0),
+                ..p.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incremental_problems_match_a_rebuild_after_every_change() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut m = Model::new("a:1", 10_000_000);
+        let mut first_seen = HashMap::new();
+        let mut seq = 0;
+        for step in 0..400 {
+            let n = rng.usize(0..8);
+            let node = format!("n{n}");
+            match rng.usize(0..8) {
+                0 => m.update(Msg::Cluster(ClusterUpdate {
+                    kind: "removed".into(),
+                    node: node.clone(),
+                    ..Default::default()
+                })),
+                1 | 2 => m.update(Msg::Cluster(ClusterUpdate {
+                    kind: "member".into(),
+                    members: vec![Member {
+                        name: node.clone(),
+                        status: ["alive", "suspect", "down"][rng.usize(0..3)].into(),
+                        since_unix_ms: rng.i64(0..3) * 1000,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })),
+                3 => {
+                    seq += 1;
+                    let kind =
+                        ["alert.firing", "alert.resolved", "kernel.oom_kill"][rng.usize(0..3)];
+                    m.update(Msg::Events(vec![Event {
+                        node: node.clone(),
+                        seq,
+                        time_unix_ms: m.now_ms - rng.i64(0..3) * 2_000_000,
+                        kind: kind.into(),
+                        severity: Severity::Warning as i32,
+                        subject: ["memory", "filesystem:/"][rng.usize(0..2)].into(),
+                        ..Default::default()
+                    }]));
+                }
+                4 => m.now_ms += rng.i64(0..3) * 1_000_000,
+                5 if rng.usize(0..20) == 0 => m.update(Msg::Cluster(ClusterUpdate {
+                    kind: "snapshot".into(),
+                    members: m.cluster.members.values().cloned().collect(),
+                    records: m.cluster.records.values().cloned().collect(),
+                    ..Default::default()
+                })),
+                _ => {
+                    let services = (0..rng.usize(0..3))
+                        .map(|s| CatalogService {
+                            name: format!("s{s}"),
+                            instances: (0..rng.usize(0..3))
+                                .map(|i| CatalogInstance {
+                                    id: format!("s{s}/{i}"),
+                                    health: ["passing", "critical"][rng.usize(0..2)].into(),
+                                    state: ["running", "crashloop", "failed"][rng.usize(0..3)]
+                                        .into(),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        })
+                        .collect();
+                    m.update(Msg::Cluster(ClusterUpdate {
+                        kind: "record".into(),
+                        records: vec![NodeRecord {
+                            name: node.clone(),
+                            summary: Some(NodeSummary {
+                                worst_disk_used_percent: rng.usize(0..2) as f64 * 95.0,
+                                worst_disk: "/".into(),
+                                ..Default::default()
+                            }),
+                            services,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }));
+                }
+            }
+            m.refresh();
+            let expected = from_scratch(&m.cluster, &m.timeline, m.now_ms, &mut first_seen);
+            assert_eq!(without_origin(&m.problems), expected, "step {step}");
+            assert_eq!(m.first_seen, first_seen, "step {step}");
+        }
+    }
+}
