@@ -1,10 +1,11 @@
 //! Model update plus one full frame for 2,000 nodes and 20,000 instances at 160x48 on
-//! TestBackend: median and p99 over 200 frames, and the process's RSS at that scale.
+//! TestBackend: median and p99 over 200 frames, the time from the cluster snapshot to the
+//! first frame, and the process's RSS at that scale.
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::time::{Duration, Instant};
-use strata_console::model::{Msg, fixture};
+use strata_console::model::{Model, Msg, fixture};
 use strata_console::tui::app::App;
 use strata_console::tui::component::View;
 use strata_console::tui::keymap::Keymap;
@@ -61,4 +62,15 @@ fn main() {
         );
     }
     println!("VmRSS after {} frames: {:.1} MiB", FRAMES * 3, rss_mib());
+    let snapshot = fixture::large_snapshot(NODES, INSTANCES, 0);
+    let first = Instant::now();
+    let mut fresh = Model::new("10.0.0.1:7700", fixture::NOW_MS);
+    fresh.update(Msg::Cluster(snapshot));
+    fresh.refresh();
+    let mut app = App::new(Keymap::default(), Theme::named("dark", false), false);
+    terminal.draw(|f| app.draw(f, &fresh)).expect("draw");
+    println!(
+        "snapshot applied, refreshed and first overview frame drawn in {:?}",
+        first.elapsed()
+    );
 }

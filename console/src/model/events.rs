@@ -23,6 +23,8 @@ pub struct Timeline {
     /// Indexes into `events` that pass the filters, oldest first.
     pub index: Vec<usize>,
     dirty: bool,
+    /// Bumped by every merge, so derived state knows when the events changed.
+    version: u64,
 }
 
 impl Timeline {
@@ -60,6 +62,12 @@ impl Timeline {
             }
         }
         self.dirty = true;
+        self.version += 1;
+    }
+
+    /// Changes whenever events were merged in.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Marks the index for rebuilding after a filter change.

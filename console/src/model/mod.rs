@@ -16,7 +16,7 @@ use conn::ConnState;
 use detail::{NodeDetail, ServiceDetail};
 use events::Timeline;
 use logs::LogBuffer;
-use problems::Problem;
+use problems::{Problem, Problems};
 use std::collections::HashMap;
 use strata_proto::v1::{
     ClusterUpdate, Event, HostMetrics, LogLine, MetricHistory, NodeInfo, ServiceStatus,
@@ -110,8 +110,10 @@ pub struct Model {
     pub node: NodeDetail,
     /// The service being looked at.
     pub service: ServiceDetail,
-    /// Current problems, ranked; rebuilt by [`Model::refresh`].
+    /// Current problems, ranked; kept up to date by [`Model::refresh`].
     pub problems: Vec<Problem>,
+    /// What `problems` is derived from, cached between refreshes.
+    problem_sources: Problems,
     /// When each problem without its own time was first seen.
     pub first_seen: HashMap<String, i64>,
     /// The last action's outcome.
@@ -181,13 +183,16 @@ impl Model {
         }
     }
 
-    /// Rebuilds derived rows, indexes and problems where their inputs changed; called
-    /// once per render tick, never per message.
+    /// Rebuilds derived rows, indexes and problems where their inputs changed (only the
+    /// rows and problems of nodes that changed); called once per render tick, never per
+    /// message.
     pub fn refresh(&mut self) {
-        self.cluster.refresh();
+        let changes = self.cluster.refresh();
         self.timeline.refresh();
-        self.problems = problems::problems(
+        self.problem_sources.update(
+            &mut self.problems,
             &self.cluster,
+            &changes,
             &self.timeline,
             self.now_ms,
             &mut self.first_seen,

@@ -41,11 +41,22 @@ pub fn index<T>(
     let mut idx: Vec<usize> = (0..rows.len())
         .filter(|&i| needle.is_empty() || text(&rows[i]).to_lowercase().contains(&needle))
         .collect();
+    sort_index(&mut idx, rows, query, cmp);
+    idx
+}
+
+/// Sorts `idx`, indexes into `rows` in row order, by `cmp` for the query's column and
+/// the query's direction; stable, so equal keys keep the rows' own order.
+pub fn sort_index<T>(
+    idx: &mut [usize],
+    rows: &[T],
+    query: &Query,
+    cmp: impl Fn(&T, &T, usize) -> std::cmp::Ordering,
+) {
     idx.sort_by(|&a, &b| {
         let o = cmp(&rows[a], &rows[b], query.sort);
         if query.descending { o.reverse() } else { o }
     });
-    idx
 }
 
 /// Compares floats for sorting, NaN last.

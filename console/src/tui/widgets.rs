@@ -124,6 +124,26 @@ pub fn sparkline<'a>(values: impl Iterator<Item = &'a u8>, width: usize) -> Stri
         .collect()
 }
 
+/// `items` joined by `sep`, but only as far as a cell `width` wide can show: the items
+/// after the one that reaches past `width` cells are left out, so a long list costs no
+/// more than what is drawn of it.
+pub fn join_within(items: &[String], sep: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    for (i, item) in items.iter().enumerate() {
+        if used > width {
+            break;
+        }
+        if i > 0 {
+            out.push_str(sep);
+            used += Span::raw(sep).width();
+        }
+        out.push_str(item);
+        used += Span::raw(item.as_str()).width();
+    }
+    out
+}
+
 /// "5m 10s ago", or "-" for an unknown time.
 pub fn ago(now_ms: i64, then_ms: i64) -> String {
     if then_ms <= 0 {
@@ -180,6 +200,15 @@ mod tests {
         assert_eq!(fit(&cols, 40), vec![0, 2, 3]);
         assert_eq!(fit(&cols, 17), vec![0, 2]);
         assert_eq!(fit(&cols, 3), vec![0]);
+    }
+
+    #[test]
+    fn join_within_stops_past_the_width() {
+        let items: Vec<String> = ["ab", "cd", "ef", "gh"].map(String::from).to_vec();
+        assert_eq!(join_within(&items, ",", 100), "ab,cd,ef,gh");
+        assert_eq!(join_within(&items, ",", 4), "ab,cd");
+        assert_eq!(join_within(&items, ",", 5), "ab,cd,ef");
+        assert_eq!(join_within(&[], ",", 5), "");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::model::logs::LogTarget;
 use crate::tui::action::Action;
 use crate::tui::component::{Component, Ctx, Nav, Plan, Prompt, View};
 use crate::tui::net::Op;
-use crate::tui::widgets::{col, table, title};
+use crate::tui::widgets::{col, join_within, table, title};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use strata_proto::v1::ControlServiceRequest;
@@ -57,7 +57,7 @@ impl Component for Services {
                     (s.ports.clone(), t.base),
                     (s.version.clone(), t.dim),
                     (s.restarts.map_or("-".into(), |r| r.to_string()), t.base),
-                    (s.nodes.join(","), t.dim),
+                    (join_within(&s.nodes, ",", usize::from(area.width)), t.dim),
                 ]
             },
         );
