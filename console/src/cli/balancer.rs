@@ -2,7 +2,7 @@
 
 use super::failure::{Failure, FailureKind};
 use super::format::{bytes, table};
-use super::{OutputFormat, print_json};
+use super::{OutputFormat, print_as};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{AccessRecord, BalancerReply, GetBalancerRequest, TailAccessLogRequest};
 use tonic::transport::Channel;
@@ -21,13 +21,7 @@ pub async fn balancer(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!("{}", render_balancer(&reply));
-            Ok(())
-        }
-    }
+    print_as(output, &reply, render_balancer)
 }
 
 /// One block per service: its listeners, then one row per instance.

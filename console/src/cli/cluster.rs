@@ -2,7 +2,7 @@
 
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, uptime};
-use super::{OutputFormat, print_json};
+use super::{OutputFormat, print_as, print_json};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,
@@ -96,13 +96,7 @@ pub async fn catalog(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!("{}", render_catalog(&reply));
-            Ok(())
-        }
-    }
+    print_as(output, &reply, render_catalog)
 }
 
 /// The catalog as one row per instance.

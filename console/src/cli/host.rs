@@ -2,7 +2,7 @@
 
 use super::failure::Failure;
 use super::format::{bytes, percent, rate, table, time_ms, uptime};
-use super::{OutputFormat, print_json};
+use super::{OutputFormat, print_as};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     GetMetricsRequest, GetNodeRequest, HostMetrics, NodeInfo, ProcessInfo, TopProcessesReply,
@@ -24,13 +24,7 @@ pub async fn node(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&info),
-        OutputFormat::Table => {
-            println!("{}", render_node(&info));
-            Ok(())
-        }
-    }
+    print_as(output, &info, render_node)
 }
 
 /// The node as key/value lines.
@@ -89,13 +83,7 @@ pub async fn metrics(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&m),
-        OutputFormat::Table => {
-            println!("{}", render_metrics(&m));
-            Ok(())
-        }
-    }
+    print_as(output, &m, render_metrics)
 }
 
 /// The metrics sample as a summary followed by tables of filesystems, disks and interfaces.
@@ -242,13 +230,7 @@ pub async fn top(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!("{}", render_top(&reply));
-            Ok(())
-        }
-    }
+    print_as(output, &reply, render_top)
 }
 
 /// Two process tables: by CPU, then by memory.

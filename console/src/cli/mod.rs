@@ -318,6 +318,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// Prints a reply for scripts (one JSON document) or for people (what `render` makes of it).
+fn print_as<T: serde::Serialize>(
+    output: OutputFormat,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> Result<(), Failure> {
+    match output {
+        OutputFormat::Json => print_json(value),
+        OutputFormat::Table => {
+            println!("{}", render(value));
+            Ok(())
+        }
+    }
+}
+
 /// Prints `value` as one pretty JSON document.
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| {

@@ -2,7 +2,7 @@
 
 use super::failure::{Failure, FailureKind};
 use super::format::{bytes, table, time_ms, uptime};
-use super::{OutputFormat, print_json};
+use super::{OutputFormat, print_as, print_json};
 use clap::Args;
 use std::time::{Duration, Instant};
 use strata_proto::v1::agent_client::AgentClient;
@@ -194,13 +194,7 @@ pub async fn list(
         .await
         .map_err(status_failure(agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!("{}", render_services(&reply));
-            Ok(())
-        }
-    }
+    print_as(output, &reply, render_services)
 }
 
 /// The services table.
@@ -281,13 +275,7 @@ pub async fn show(
         .await
         .map_err(status_failure(agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&status),
-        OutputFormat::Table => {
-            println!("{}", render_service(&status));
-            Ok(())
-        }
-    }
+    print_as(output, &status, render_service)
 }
 
 /// A service's header lines and its instances table.
