@@ -191,6 +191,21 @@ impl AgentProcess {
         strata(&self.grpc.to_string(), args)
     }
 
+    /// Runs `strata ARGS` against this agent and parses its stdout as one JSON document;
+    /// panics with the CLI's stderr when the command fails.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.strata(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match serde_json::from_slice(&out.stdout) {
+            Ok(value) => value,
+            Err(e) => panic!("strata {args:?} did not print one JSON document: {e}"),
+        }
+    }
+
     /// `GET path` on the agent's HTTP address: (status code, body).
     pub fn http_get(&self, path: &str) -> Result<(u16, String)> {
         http_get(self.http, path)
@@ -363,4 +378,13 @@ pub fn closed_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(1)
+}
+
+/// Polls `check` every 100 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -6,8 +6,8 @@ use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
-use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, http_get};
+use std::time::Duration;
+use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, http_get, wait_until};
 
 fn agent(dir: &std::path::Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
     let extra_args = join
@@ -22,24 +22,6 @@ fn agent(dir: &std::path::Path, name: &str, join: Option<&AgentProcess>) -> Agen
         },
     )
     .expect("agent starts")
-}
-
-fn json(agent: &AgentProcess, args: &[&str]) -> Value {
-    let out = agent.strata(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A records for `name` from the DNS server at `server`: (response code, addresses).
@@ -123,7 +105,7 @@ grace = "0s"
     let (rcode, ips) = dns_a(n1.dns, "b2.node.strata.");
     assert_eq!((rcode, ips.len()), (ResponseCode::NoError, 1));
 
-    let stats = json(&n1, &["balancer", "-o", "json"]);
+    let stats = &n1.json(&["balancer", "-o", "json"]);
     let web = &stats["services"][0];
     assert_eq!(web["name"], "web");
     assert_eq!(web["endpoints"][0]["node"], "b2");
@@ -183,13 +165,13 @@ fn a_taken_frontend_port_is_reported_and_other_services_work() {
         );
     }
     wait_until("the clash is reported", Duration::from_secs(30), || {
-        let stats = json(&n1, &["balancer", "-o", "json"]);
+        let stats = &n1.json(&["balancer", "-o", "json"]);
         stats["services"].as_array().is_some_and(|s| {
             s.iter()
                 .any(|s| s["name"] == "clash" && s["listeners"][0]["state"] == "failed")
         })
     });
-    let events = json(&n1, &["events", "--kind", "balancer", "-o", "json"]);
+    let events = &n1.json(&["events", "--kind", "balancer", "-o", "json"]);
     assert!(
         events["events"]
             .as_array()

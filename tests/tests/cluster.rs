@@ -1,9 +1,8 @@
 //! End to end: several real agents on loopback form one gossip cluster, replicate their
 //! catalogs, forward node-scoped requests, and keep out an agent with the wrong key.
 
-use serde_json::Value;
-use std::time::{Duration, Instant};
-use strata_tests::{AgentOptions, AgentProcess};
+use std::time::Duration;
+use strata_tests::{AgentOptions, AgentProcess, wait_until};
 
 const KEY: &str = "q2v0Ykq4b6m6o2Ck3qvP0bJx8m9D5Yt6d6WqXz3mJjE=";
 const OTHER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -30,18 +29,8 @@ fn agent(
     .expect("agent starts")
 }
 
-fn json(agent: &AgentProcess, args: &[&str]) -> Value {
-    let out = agent.strata(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
 fn statuses(agent: &AgentProcess) -> Vec<(String, String)> {
-    let v = json(agent, &["members", "-o", "json"]);
+    let v = agent.json(&["members", "-o", "json"]);
     let mut list: Vec<(String, String)> = v["members"]
         .as_array()
         .map(|a| {
@@ -59,16 +48,8 @@ fn statuses(agent: &AgentProcess) -> Vec<(String, String)> {
     list
 }
 
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn catalog_services(agent: &AgentProcess) -> Vec<String> {
-    let v = json(agent, &["catalog", "-o", "json"]);
+    let v = agent.json(&["catalog", "-o", "json"]);
     let mut names: Vec<String> = v["records"]
         .as_array()
         .into_iter()
@@ -129,10 +110,10 @@ fn five_agents_form_a_cluster_replicate_and_survive_a_kill() {
         || agents.iter().all(|a| catalog_services(a) == expected),
     );
 
-    let remote = json(&agents[0], &["--node", "c3", "services", "-o", "json"]);
+    let remote = agents[0].json(&["--node", "c3", "services", "-o", "json"]);
     assert_eq!(remote["services"][0]["name"], "svc3", "forwarded to c3");
     assert_eq!(remote["services"][0]["node"], "c3");
-    let node = json(&agents[0], &["--node", "c4", "node", "-o", "json"]);
+    let node = agents[0].json(&["--node", "c4", "node", "-o", "json"]);
     assert_eq!(node["name"], "c4");
     let out = agents[0].strata(&["--node", "nowhere", "services"]);
     assert_eq!(out.status.code(), Some(4), "unknown node is not found");
@@ -145,7 +126,7 @@ fn five_agents_form_a_cluster_replicate_and_survive_a_kill() {
             .iter()
             .all(|a| statuses(a).contains(&("c5".to_string(), "down".to_string())))
     });
-    let events = json(&agents[0], &["events", "--kind", "member", "-o", "json"]);
+    let events = agents[0].json(&["events", "--kind", "member", "-o", "json"]);
     assert!(
         events["events"]
             .as_array()
@@ -191,7 +172,7 @@ fn an_agent_with_the_wrong_key_is_not_admitted_and_leave_is_seen_at_once() {
     let names: Vec<String> = statuses(&a).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["k1", "k2"], "the intruder is not a member");
     assert_eq!(statuses(&intruder).len(), 1, "the intruder sees nobody");
-    let members = json(&a, &["members", "-o", "json"]);
+    let members = &a.json(&["members", "-o", "json"]);
     assert!(
         members["dropped_packets"].as_u64().unwrap_or(0) > 0,
         "its packets were dropped and counted"
@@ -202,7 +183,7 @@ fn an_agent_with_the_wrong_key_is_not_admitted_and_leave_is_seen_at_once() {
     wait_until("k2 left", Duration::from_secs(10), || {
         statuses(&a).contains(&("k2".to_string(), "left".to_string())) || statuses(&a).len() == 1
     });
-    let events = json(&a, &["events", "--kind", "member", "-o", "json"]);
+    let events = &a.json(&["events", "--kind", "member", "-o", "json"]);
     let kinds: Vec<&str> = events["events"]
         .as_array()
         .map(|e| e.iter().filter_map(|e| e["kind"].as_str()).collect())

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use strata_tests::{binary, http_get, process_start_ticks, stop_services_of, strata};
+use strata_tests::{binary, http_get, process_start_ticks, stop_services_of, strata, wait_until};
 
 /// How long the demo may take to start its agents and apply its services.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -188,14 +188,6 @@ fn demo_cgroups(demo_pid: u32) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Processes whose command line mentions `needle`: (pid, start ticks).
