@@ -37,6 +37,9 @@ use theme::Theme;
 
 /// How often the screen is redrawn when only data changed.
 const TICK: Duration = Duration::from_millis(250);
+/// News from the agent is drawn at once unless a frame was drawn this recently: the first
+/// snapshot shows without waiting for a tick, and a flood of messages costs at most 20 frames/s.
+const MIN_FRAME_GAP: Duration = Duration::from_millis(50);
 /// How often the open service view is refetched.
 const SERVICE_REFRESH_MS: i64 = 2000;
 /// Messages applied before the loop looks at keys again.
@@ -131,6 +134,10 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     let mut app = App::new(keymap, theme, options.readonly);
     let mut events = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
+    let mut last_draw = std::time::Instant::now()
+        .checked_sub(MIN_FRAME_GAP)
+        .unwrap_or_else(std::time::Instant::now);
+    let mut draw_pending = false;
     let mut last_service = 0i64;
     let fail =
         |e: std::io::Error| Failure::new(FailureKind::ActionFailed, format!("terminal error: {e}"));
@@ -155,8 +162,12 @@ pub async fn run(options: Options) -> Result<(), Failure> {
                         Err(_) => break,
                     }
                 }
-                continue;
+                if last_draw.elapsed() < MIN_FRAME_GAP {
+                    draw_pending = true;
+                    continue;
+                }
             }
+            _ = tokio::time::sleep_until((last_draw + MIN_FRAME_GAP).into()), if draw_pending => {}
             _ = tick.tick() => {
                 model.now_ms = now_ms();
                 if let component::View::Service(name) = &app.view
@@ -176,6 +187,8 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         }
         model.refresh();
         terminal.draw(|f| app.draw(f, &model)).map_err(fail)?;
+        last_draw = std::time::Instant::now();
+        draw_pending = false;
     }
     Ok(())
 }
