@@ -226,8 +226,15 @@ impl Drop for AgentProcess {
 
 /// The config every test agent gets unless the test passes its own: a cgroup root and a
 /// backend port range of its own, so agents of parallel tests never share either.
+/// An agent restarted on the same data dir keeps its number, hence its cgroup root and port
+/// range, so the services it re-adopts stay in cgroups that cleanup will find.
 fn test_config(data_dir: &Path) -> String {
-    let n = NEXT_AGENT.fetch_add(1, Ordering::Relaxed);
+    let number_file = data_dir.join("test-agent-number");
+    let n = std::fs::read_to_string(&number_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| NEXT_AGENT.fetch_add(1, Ordering::Relaxed));
+    std::fs::write(&number_file, n.to_string()).ok();
     let first = 30000 + (n % 300) * 100;
     std::fs::write(data_dir.join("test-cgroup-root"), cgroup_root_for(n)).ok();
     format!(

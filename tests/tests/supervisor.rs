@@ -5,9 +5,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use strata_tests::{AgentOptions, AgentProcess, alive, binary, process_start_ticks};
 
+/// A test agent and its temp dir. Fields drop in order: the agent (which stops the services
+/// it recorded in the dir) before the dir is deleted.
 struct Fixture {
-    dir: tempfile::TempDir,
     agent: AgentProcess,
+    dir: tempfile::TempDir,
 }
 
 fn start(name: &str) -> Fixture {
