@@ -184,7 +184,7 @@ fn config_file_is_applied_and_flags_win() {
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
-        "node_name = \"from-file\"\ninsecure_gossip = true\ngossip_addr = \"127.0.0.1:0\"\n\
+        "node_name = \"from-file\"\ncgroup_root = \"strata-test-flags\"\ninsecure_gossip = true\ngossip_addr = \"127.0.0.1:0\"\n\
          dns_addr = \"127.0.0.1:0\"\n[labels]\nrack = \"r9\"\n",
     )
     .expect("write config");
@@ -194,6 +194,8 @@ fn config_file_is_applied_and_flags_win() {
         env: vec![("STRATA_NODE_NAME".into(), "from-env".into())],
     };
     let agent = AgentProcess::start(&dir.path().join("data"), &options).expect("agent starts");
+    // The harness removes the cgroup root named here when the agent is dropped.
+    std::fs::write(agent.data_dir.join("test-cgroup-root"), "strata-test-flags").expect("write");
     let node = json(&agent.strata(&["node", "-o", "json"]));
     assert_eq!(node["name"], "from-env", "env wins over the file");
     assert_eq!(node["labels"]["rack"], "r9");

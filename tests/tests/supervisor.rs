@@ -544,7 +544,7 @@ instances = 2
             .code(),
         Some(0)
     );
-    let out = agent.strata(&["restart", "ticker/1"]);
+    let out = agent.strata(&["restart", "ticker/1", "--wait", "--timeout", "20s"]);
     assert!(out.status.success(), "an adopted instance can be restarted");
     let new = running(&agent);
     assert!(
