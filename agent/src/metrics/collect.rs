@@ -713,11 +713,6 @@ impl Collector {
         }
     }
 
-    /// The process table of the latest sample, for the TopProcesses RPC with its own limit.
-    pub fn processes(&self) -> &ProcessTable {
-        &self.procs
-    }
-
     /// Takes one sample; rates are computed against the previous sample (first sample: rates
     /// 0). `node_id` and `node_name` are left empty for the caller to fill.
     pub fn sample(&mut self) -> HostMetrics {
@@ -1393,7 +1388,7 @@ this line is not mountinfo
         let render = start.elapsed() / n;
         println!(
             "sample() takes {per:?} with {} processes; render() takes {render:?} for {bytes} bytes",
-            c.processes().len()
+            c.procs.len()
         );
     }
 }

@@ -133,14 +133,6 @@ pub fn visit_series(m: &HostMetrics, mut visit: impl FnMut(&str, f64)) {
     }
 }
 
-/// The named scalar series of a sample as owned pairs; convenient where allocation does
-/// not matter (tests, one-off API answers). `History` uses `visit_series` instead.
-pub fn series_of(m: &HostMetrics) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    visit_series(m, |name, value| out.push((name.to_owned(), value)));
-    out
-}
-
 /// The two rings of one series, allocated once when the series first appears.
 struct Rings {
     /// One value per second; NaN marks a second without a sample.
@@ -555,7 +547,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        let series: HashMap<String, f64> = series_of(&m).into_iter().collect();
+        let mut series: HashMap<String, f64> = HashMap::new();
+        visit_series(&m, |name, value| {
+            series.insert(name.to_owned(), value);
+        });
         assert_eq!(series["cpu.busy"], 40.0);
         assert_eq!(series["cpu.core.1.busy"], 70.0);
         assert_eq!(series["load.1"], 1.5);

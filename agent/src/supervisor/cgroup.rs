@@ -451,23 +451,6 @@ impl InstanceCgroup {
         .unwrap_or(0)
     }
 
-    /// How often the memory limit was hit (v2 `memory.events` max, v1 `memory.failcnt` or
-    /// `memory.memsw.failcnt`):
-    /// with a SIGKILL exit, the fallback sign of an OOM kill where [`Self::oom_kills`] is 0.
-    pub fn memory_limit_hits(&self) -> Option<u64> {
-        match &self.layout {
-            Layout::V2 { dir } => read_key(&dir.join("memory.events"), "max"),
-            Layout::V1 { .. } => {
-                // With swap limited too, the memory+swap counter is the one that trips first.
-                let dir = self.dir_of(Ctl::Memory)?;
-                let memory = read_u64(&dir.join("memory.failcnt"));
-                let memsw = read_u64(&dir.join("memory.memsw.failcnt"));
-                memory.max(memsw)
-            }
-            Layout::None => None,
-        }
-    }
-
     /// Memory used by the group now, in bytes.
     pub fn memory_current(&self) -> Option<u64> {
         match &self.layout {
@@ -1149,8 +1132,7 @@ mod tests {
         assert_eq!(status.signal(), Some(9), "{status:?}");
         let oom_kills = group.oom_kills();
         eprintln!(
-            "oom_kills {oom_kills}, limit hits {:?}, memory {:?}, cpu {:?}us",
-            group.memory_limit_hits(),
+            "oom_kills {oom_kills}, memory {:?}, cpu {:?}us",
             group.memory_current(),
             group.cpu_usage_usec()
         );

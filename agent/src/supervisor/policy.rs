@@ -36,8 +36,6 @@ pub enum ExitKind {
     Signal(i32),
     /// Killed by the kernel's OOM killer (the memory limit was hit).
     OomKilled,
-    /// The process could not be started at all (exec failed, shim failed).
-    StartFailed,
 }
 
 impl ExitKind {
@@ -346,12 +344,7 @@ mod tests {
             t.on_exit(&on_failure, ExitKind::Success, QUICK, now),
             Decision::Stay
         );
-        for exit in [
-            ExitKind::Failure,
-            ExitKind::Signal(9),
-            ExitKind::OomKilled,
-            ExitKind::StartFailed,
-        ] {
+        for exit in [ExitKind::Failure, ExitKind::Signal(9), ExitKind::OomKilled] {
             assert!(
                 matches!(
                     t.on_exit(&on_failure, exit, QUICK, now),

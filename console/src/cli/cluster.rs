@@ -21,13 +21,7 @@ pub async fn members(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!("{}", render_members(&reply, now_ms()));
-            Ok(())
-        }
-    }
+    print_as(output, &reply, |reply| render_members(reply, now_ms()))
 }
 
 /// The members table.
@@ -161,18 +155,14 @@ pub async fn drain(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            let word = if reply.draining {
-                "drained: its instances get no new connections"
-            } else {
-                "undrained"
-            };
-            println!("node {} {word}", reply.node);
-            Ok(())
-        }
-    }
+    print_as(output, &reply, |reply| {
+        let word = if reply.draining {
+            "drained: its instances get no new connections"
+        } else {
+            "undrained"
+        };
+        format!("node {} {word}", reply.node)
+    })
 }
 
 /// `strata force-leave NODE`.
@@ -190,13 +180,9 @@ pub async fn force_leave(
         .await
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!("{} removed from the cluster", reply.member);
-            Ok(())
-        }
-    }
+    print_as(output, &reply, |reply| {
+        format!("{} removed from the cluster", reply.member)
+    })
 }
 
 /// `strata keyring list|install|use|remove [KEY]`: applied on every live member (or the

@@ -388,13 +388,7 @@ pub async fn control(
         .await
         .map_err(status_failure(agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!("{}", reply.message);
-            Ok(())
-        }
-    }
+    print_as(output, &reply, |reply| reply.message.clone())
 }
 
 /// `strata remove NAME`.
@@ -413,16 +407,12 @@ pub async fn remove(
         .await
         .map_err(status_failure(agent))?
         .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply),
-        OutputFormat::Table => {
-            println!(
-                "service {} removed ({} instance(s) stopped)",
-                reply.service, reply.stopped_instances
-            );
-            Ok(())
-        }
-    }
+    print_as(output, &reply, |reply| {
+        format!(
+            "service {} removed ({} instance(s) stopped)",
+            reply.service, reply.stopped_instances
+        )
+    })
 }
 
 /// `strata logs NAME[/INDEX] [-f] [--lines N] [--grep RE]`: JSON is one line object per line.
