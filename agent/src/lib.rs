@@ -2,6 +2,7 @@
 //! argument parsing over these modules, and the end-to-end tests drive the binary.
 
 pub mod api;
+pub mod auth;
 pub mod cluster_link;
 pub mod config;
 pub mod events;

@@ -1,0 +1,159 @@
+//! Audit records: every mutating call, and every refused call, as an `audit` event in the
+//! journal, saying who, what, on which target, with which arguments, and how it ended.
+
+use super::Identity;
+use crate::events::journal::EventDraft;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use strata_proto::v1::Severity;
+use tonic::{Code, Status};
+
+/// The event kind of every audit record, so `strata events --kind audit` finds them.
+pub const AUDIT_KIND: &str = "audit";
+
+/// One call to record.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// Who made it.
+    pub who: Identity,
+    /// The call, as the CLI names it: "apply", "restart", "keyring install", ...
+    pub what: String,
+    /// What it acted on: "service:web", "node:n2", "keyring".
+    pub target: String,
+    /// The arguments that matter, as `key=value` fields.
+    pub args: Vec<(String, String)>,
+}
+
+/// How a call ended, in one word or line for the record.
+fn outcome(result: Result<(), &Status>) -> (String, Severity) {
+    match result {
+        Ok(()) => ("ok".into(), Severity::Info),
+        Err(s) if matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied) => {
+            (format!("denied: {}", s.message()), Severity::Warning)
+        }
+        Err(s) => (format!("failed: {}", s.message()), Severity::Warning),
+    }
+}
+
+/// The journal event for `entry` ending with `result`.
+pub fn draft(entry: &AuditEntry, result: Result<(), &Status>) -> EventDraft {
+    let (result, severity) = outcome(result);
+    let mut draft = EventDraft::new(
+        AUDIT_KIND,
+        severity,
+        entry.target.clone(),
+        format!(
+            "{} {} by {}: {}",
+            entry.what, entry.target, entry.who.name, result
+        ),
+    )
+    .field("who", entry.who.name.clone())
+    .field("role", entry.who.role.as_str())
+    .field("via", entry.who.via.as_str())
+    .field("what", entry.what.clone())
+    .field("target", entry.target.clone())
+    .field("result", result);
+    if let Some(addr) = entry.who.remote {
+        draft = draft.field("from", addr.to_string());
+    }
+    for (key, value) in &entry.args {
+        draft = draft.field(format!("arg.{key}"), value.clone());
+    }
+    draft
+}
+
+/// How often one client's refusals for one call are written: a flood of refused calls
+/// becomes one record a second with a count, not a flood of records.
+const DENIAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Distinct (client, call) pairs remembered at most.
+const MAX_DENIAL_KEYS: usize = 1024;
+
+/// Thins out records of refused calls.
+#[derive(Default)]
+pub struct DenialThrottle {
+    seen: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl DenialThrottle {
+    /// Whether a refusal for `key` at `now` is written; `Some(n)` carries how many were
+    /// held back since the last one written.
+    pub fn admit(&self, key: &str, now: Instant) -> Option<u64> {
+        let Ok(mut seen) = self.seen.lock() else {
+            return Some(0);
+        };
+        if seen.len() >= MAX_DENIAL_KEYS && !seen.contains_key(key) {
+            seen.retain(|_, (at, _)| now.saturating_duration_since(*at) < DENIAL_INTERVAL);
+        }
+        match seen.get_mut(key) {
+            Some((at, held)) if now.saturating_duration_since(*at) < DENIAL_INTERVAL => {
+                *held += 1;
+                None
+            }
+            Some((at, held)) => {
+                let suppressed = *held;
+                *at = now;
+                *held = 0;
+                Some(suppressed)
+            }
+            None => {
+                seen.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Role, Via};
+
+    fn entry() -> AuditEntry {
+        AuditEntry {
+            who: Identity {
+                name: "ci".into(),
+                role: Role::Read,
+                via: Via::Token,
+                remote: "127.0.0.1:5000".parse().ok(),
+            },
+            what: "restart".into(),
+            target: "service:web".into(),
+            args: vec![("instance".into(), "2".into())],
+        }
+    }
+
+    #[test]
+    fn a_record_says_who_what_target_args_and_result() {
+        let denied = Status::permission_denied("restart needs the operate role");
+        let d = draft(&entry(), Err(&denied));
+        assert_eq!(d.kind, AUDIT_KIND);
+        assert_eq!(d.severity, Severity::Warning);
+        assert_eq!(d.fields["who"], "ci");
+        assert_eq!(d.fields["via"], "token");
+        assert_eq!(d.fields["target"], "service:web");
+        assert_eq!(d.fields["arg.instance"], "2");
+        assert_eq!(d.fields["from"], "127.0.0.1:5000");
+        assert!(d.fields["result"].starts_with("denied: restart needs"));
+        let ok = draft(&entry(), Ok(()));
+        assert_eq!(
+            (ok.fields["result"].as_str(), ok.severity),
+            ("ok", Severity::Info)
+        );
+    }
+
+    #[test]
+    fn repeated_denials_are_thinned_with_a_count() {
+        let throttle = DenialThrottle::default();
+        let t0 = Instant::now();
+        assert_eq!(throttle.admit("x", t0), Some(0));
+        for i in 1..=5 {
+            assert_eq!(
+                throttle.admit("x", t0 + Duration::from_millis(i * 100)),
+                None
+            );
+        }
+        assert_eq!(throttle.admit("y", t0), Some(0));
+        assert_eq!(throttle.admit("x", t0 + Duration::from_secs(2)), Some(5));
+    }
+}
