@@ -35,6 +35,11 @@ enum Command {
     /// Remove the agent from this host (keeps service specs and state unless --purge).
     #[command(after_help = "Examples:\n  strata-agent uninstall\n  strata-agent uninstall --purge")]
     Uninstall(strata_agent::install::UninstallArgs),
+    /// API tokens: create (printed once, stored hashed), add, list, revoke.
+    #[command(
+        after_help = "Examples:\n  strata-agent token create ci --role operate\n  strata-agent token list\n  strata-agent token revoke ci"
+    )]
+    Token(strata_agent::auth::command::TokenArgs),
     /// Run one service instance from DIR/launch.json (started by the agent, not by hand).
     #[command(hide = true)]
     Shim { dir: std::path::PathBuf },
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),
+        Command::Token(args) => strata_agent::auth::command::run(args),
         Command::Shim { dir } => strata_agent::shim::run::run(&dir),
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -1,8 +1,12 @@
 //! `strata-agent run`: opens the state, starts the sampler and the servers, and shuts
 //! everything down cleanly on SIGTERM or SIGINT.
 
+use crate::api::gate::Gate;
 use crate::api::grpc::AgentService;
 use crate::api::http;
+use crate::auth::Authenticator;
+use crate::auth::limits::RateLimits;
+use crate::auth::tokens::{TOKENS_FILE, TokenStore};
 use crate::config::AgentConfig;
 use crate::events::journal::{EventDraft, Journal, JournalLimits};
 use crate::events::kmsg;
@@ -35,6 +39,8 @@ const KMSG_PATH: &str = "/dev/kmsg";
 pub async fn run(config: AgentConfig) -> Result<()> {
     let (data_dir, _dev_dir) = prepare_data_dir(config.data_dir.as_deref())?;
     let node_id = load_or_create_node_id(&data_dir)?;
+    let tokens = TokenStore::open(data_dir.join(TOKENS_FILE))
+        .context("cannot read the API tokens (fix or remove the file)")?;
     let journal = Journal::open(
         &data_dir.join(JOURNAL_FILE),
         config.node_name.clone(),
@@ -141,8 +147,15 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let kmsg_watch = kmsg::spawn_watch(PathBuf::from(KMSG_PATH), journal.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let gate = Gate::new(
+        Authenticator::new(tokens, &config.node_name, false),
+        RateLimits::default(),
+        journal.clone(),
+        &config.node_name,
+    );
     let grpc = tokio::spawn(serve_grpc(
         state.clone(),
+        Arc::new(gate),
         grpc_listener,
         shutdown_rx.clone(),
     ));
@@ -221,8 +234,16 @@ fn append_event(journal: &Journal, kind: &str, severity: Severity, message: Stri
     }
 }
 
+/// The largest request the API decodes: a spec or a key, never bulk data.
+const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// The largest reply the API sends: a catalog of a large cluster fits.
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// Calls in flight on one connection; more wait for HTTP/2 flow control.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 async fn serve_grpc(
     state: Arc<AgentState>,
+    gate: Arc<Gate>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -230,8 +251,13 @@ async fn serve_grpc(
         .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the gRPC reflection service")?;
+    let service = AgentServer::new(AgentService::new(state, gate))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REPLY_BYTES);
     tonic::transport::Server::builder()
-        .add_service(AgentServer::new(AgentService::new(state)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .add_service(service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -1,5 +1,8 @@
 //! The `strata.v1.Agent` gRPC service over the agent's shared state.
 
+use super::gate::{Call, Gate, hold};
+use crate::auth::audit::AuditEntry;
+use crate::auth::{AUTHORIZATION_HEADER, Identity, ON_BEHALF_HEADER, Role, Via, on_behalf_value};
 use crate::events::journal::EventDraft;
 use crate::events::journal::EventQuery;
 use crate::state::{AgentState, unix_now_ms};
@@ -21,7 +24,7 @@ use strata_proto::v1::{
     LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply, QueryEventsRequest,
     RemoveServiceReply, RemoveServiceRequest, ServiceStatus, Severity, TailAccessLogRequest,
     TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchClusterRequest,
-    WatchEventsRequest, WatchMetricsRequest,
+    WatchEventsRequest, WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
 };
 use strata_registry::cluster::Cluster;
 use strata_registry::events::ClusterEvent;
@@ -47,6 +50,7 @@ const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// nodes to their agents.
 pub struct AgentService {
     state: Arc<AgentState>,
+    gate: Arc<Gate>,
     peers: Mutex<HashMap<SocketAddr, Channel>>,
 }
 
@@ -86,22 +90,38 @@ node_scoped!(
     DrainNodeRequest,
 );
 
-/// A request to send on to another agent, marked as forwarded by `origin`.
-fn forward<R>(message: R, origin: &str) -> Request<R> {
-    let mut request = Request::new(message);
-    if let Ok(value) = origin.parse() {
-        request.metadata_mut().insert(FORWARDED_HEADER, value);
+/// A request to send on to another agent, marked as forwarded by `origin`, carrying the
+/// caller's token, or (for a caller identified otherwise) who this agent found it to be.
+fn forward<R>(request: Request<R>, origin: &str, who: &Identity) -> Request<R> {
+    let (metadata, _, message) = request.into_parts();
+    let mut forwarded = Request::new(message);
+    let headers = forwarded.metadata_mut();
+    if let Some(token) = metadata.get(AUTHORIZATION_HEADER) {
+        headers.insert(AUTHORIZATION_HEADER, token.clone());
+    } else if who.via != Via::Open
+        && let Ok(value) = on_behalf_value(who).parse()
+    {
+        headers.insert(ON_BEHALF_HEADER, value);
     }
-    request
+    if let Ok(value) = origin.parse() {
+        headers.insert(FORWARDED_HEADER, value);
+    }
+    forwarded
 }
 
 impl AgentService {
-    /// A service reading `state`.
-    pub fn new(state: Arc<AgentState>) -> Self {
+    /// A service reading `state`, with every call passing through `gate`.
+    pub fn new(state: Arc<AgentState>, gate: Arc<Gate>) -> Self {
         AgentService {
             state,
+            gate,
             peers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Who makes `request`, if it may make `call` on `target` (empty: this node).
+    fn admit<R>(&self, request: &Request<R>, call: Call, target: &str) -> Result<Identity, Status> {
+        self.gate.admit(request, None, call, target)
     }
 
     /// Where a node-scoped request is served: here (`None`), or by the named node's agent,
@@ -270,15 +290,71 @@ pub fn event_matches(event: &Event, min_severity: Severity, kind_prefix: &str) -
     event.severity >= min_severity as i32 && event.kind.starts_with(kind_prefix)
 }
 
+impl AgentService {
+    /// Audits a served change with its outcome, then hands the outcome back.
+    async fn audited<T>(
+        &self,
+        who: Identity,
+        call: Call,
+        target: String,
+        args: Vec<(String, String)>,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let entry = AuditEntry {
+            who,
+            what: call.what.to_string(),
+            target,
+            args,
+        };
+        self.gate
+            .audit(entry, result.as_ref().map(|_| ()).map_err(|e| e))
+            .await;
+        result
+    }
+}
+
+/// The reply to an apply.
+fn apply_reply(report: crate::supervisor::manager::ApplyReport) -> ApplySpecReply {
+    ApplySpecReply {
+        service: report.service,
+        action: report.action.to_string(),
+        changes: report.changes,
+        applied: report.applied,
+    }
+}
+
+/// A short fingerprint of a secret or a document for audit records: the first 16 hex digits
+/// of its SHA-256, so records can tell versions (and keys) apart without holding them.
+fn spec_digest(text: &str) -> String {
+    crate::auth::tokens::hash(text)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The CLI's name of a control action, for roles and audit records.
+fn control_name(action: &str) -> &'static str {
+    match action {
+        "start" => "start",
+        "stop" => "stop",
+        "restart" => "restart",
+        "scale" => "scale",
+        "signal" => "signal",
+        _ => "control",
+    }
+}
+
 #[tonic::async_trait]
 impl Agent for AgentService {
     async fn get_node(
         &self,
         request: Request<GetNodeRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
+        let who = self.admit(&request, Call::read("node"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .get_node(forward(request.into_inner(), &self.state.node_name))
+                .get_node(forward(request, &self.state.node_name, &who))
                 .await;
         }
         Ok(Response::new(self.state.node_info()))
@@ -288,9 +364,10 @@ impl Agent for AgentService {
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<HostMetrics>, Status> {
+        let who = self.admit(&request, Call::read("metrics"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .get_metrics(forward(request.into_inner(), &self.state.node_name))
+                .get_metrics(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let latest = self.state.latest();
@@ -306,9 +383,10 @@ impl Agent for AgentService {
         &self,
         request: Request<MetricHistoryRequest>,
     ) -> Result<Response<MetricHistory>, Status> {
+        let who = self.admit(&request, Call::read_heavy("metric history"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .get_metric_history(forward(request.into_inner(), &self.state.node_name))
+                .get_metric_history(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let req = request.into_inner();
@@ -348,25 +426,28 @@ impl Agent for AgentService {
         &self,
         request: Request<WatchMetricsRequest>,
     ) -> Result<Response<Self::WatchMetricsStream>, Status> {
+        let who = self.admit(&request, Call::read_heavy("watch metrics"), "")?;
+        let permit = self.gate.stream_permit()?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .watch_metrics(forward(request.into_inner(), &self.state.node_name))
+                .watch_metrics(forward(request, &self.state.node_name, &who))
                 .await
-                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<HostMetrics>));
+                .map(|r| Response::new(hold(r.into_inner(), permit)));
         }
         let stream = WatchStream::new(self.state.latest.subscribe())
             .filter(|m| m.time_unix_ms != 0)
             .map(|m| Ok((*m).clone()));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(hold(stream, permit)))
     }
 
     async fn top_processes(
         &self,
         request: Request<TopProcessesRequest>,
     ) -> Result<Response<TopProcessesReply>, Status> {
+        let who = self.admit(&request, Call::read("top"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .top_processes(forward(request.into_inner(), &self.state.node_name))
+                .top_processes(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let req = request.into_inner();
@@ -387,9 +468,10 @@ impl Agent for AgentService {
         &self,
         request: Request<QueryEventsRequest>,
     ) -> Result<Response<QueryEventsReply>, Status> {
+        let who = self.admit(&request, Call::read_heavy("events"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .query_events(forward(request.into_inner(), &self.state.node_name))
+                .query_events(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let req = request.into_inner();
@@ -419,11 +501,13 @@ impl Agent for AgentService {
         &self,
         request: Request<WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let who = self.admit(&request, Call::read_heavy("watch events"), "")?;
+        let permit = self.gate.stream_permit()?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .watch_events(forward(request.into_inner(), &self.state.node_name))
+                .watch_events(forward(request, &self.state.node_name, &who))
                 .await
-                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<Event>));
+                .map(|r| Response::new(hold(r.into_inner(), permit)));
         }
         let req = request.into_inner();
         let min_severity = severity_of(req.min_severity, "min_severity")?;
@@ -439,16 +523,17 @@ impl Agent for AgentService {
                     }
                 },
             );
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(hold(stream, permit)))
     }
 
     async fn list_services(
         &self,
         request: Request<ListServicesRequest>,
     ) -> Result<Response<ListServicesReply>, Status> {
+        let who = self.admit(&request, Call::read("services"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .list_services(forward(request.into_inner(), &self.state.node_name))
+                .list_services(forward(request, &self.state.node_name, &who))
                 .await;
         }
         Ok(Response::new(ListServicesReply {
@@ -461,9 +546,10 @@ impl Agent for AgentService {
         &self,
         request: Request<GetServiceRequest>,
     ) -> Result<Response<ServiceStatus>, Status> {
+        let who = self.admit(&request, Call::read("service"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .get_service(forward(request.into_inner(), &self.state.node_name))
+                .get_service(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let req = request.into_inner();
@@ -480,64 +566,101 @@ impl Agent for AgentService {
         &self,
         request: Request<ApplySpecRequest>,
     ) -> Result<Response<ApplySpecReply>, Status> {
+        let call = Call::change("apply", Role::Admin);
+        let target = format!("spec:{}", request.get_ref().source);
+        let who = self.admit(&request, call, &target)?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .apply_spec(forward(request.into_inner(), &self.state.node_name))
+                .apply_spec(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let req = request.into_inner();
-        let report = self
+        let result = self
             .state
             .supervisor
             .apply(&req.source, &req.spec_toml, req.dry_run)
             .await
-            .map_err(supervisor_status)?;
-        Ok(Response::new(ApplySpecReply {
-            service: report.service,
-            action: report.action.to_string(),
-            changes: report.changes,
-            applied: report.applied,
-        }))
+            .map_err(supervisor_status);
+        if req.dry_run {
+            return result.map(|report| Response::new(apply_reply(report)));
+        }
+        let target = match &result {
+            Ok(report) => format!("service:{}", report.service),
+            Err(_) => target,
+        };
+        let mut args = vec![
+            ("source".to_string(), req.source.clone()),
+            ("spec_sha256".to_string(), spec_digest(&req.spec_toml)),
+        ];
+        if let Ok(report) = &result {
+            args.push(("action".into(), report.action.to_string()));
+        }
+        self.audited(who, call, target, args, result)
+            .await
+            .map(|report| Response::new(apply_reply(report)))
     }
 
     async fn remove_service(
         &self,
         request: Request<RemoveServiceRequest>,
     ) -> Result<Response<RemoveServiceReply>, Status> {
+        let call = Call::change("remove", Role::Admin);
+        let target = format!("service:{}", request.get_ref().name);
+        let who = self.admit(&request, call, &target)?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .remove_service(forward(request.into_inner(), &self.state.node_name))
+                .remove_service(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let req = request.into_inner();
-        let stopped = self
+        let result = self
             .state
             .supervisor
             .remove(&req.name)
             .await
-            .map_err(supervisor_status)?;
-        Ok(Response::new(RemoveServiceReply {
-            service: req.name,
-            stopped_instances: stopped,
-        }))
+            .map_err(supervisor_status);
+        self.audited(who, call, target, Vec::new(), result)
+            .await
+            .map(|stopped| {
+                Response::new(RemoveServiceReply {
+                    service: req.name,
+                    stopped_instances: stopped,
+                })
+            })
     }
 
     async fn control_service(
         &self,
         request: Request<ControlServiceRequest>,
     ) -> Result<Response<ControlServiceReply>, Status> {
+        let req = request.get_ref();
+        let call = Call::change(control_name(&req.action), Role::Operate);
+        let target = match req.instance {
+            0 => format!("service:{}", req.service),
+            n => format!("service:{}/{n}", req.service),
+        };
+        let who = self.admit(&request, call, &target)?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .control_service(forward(request.into_inner(), &self.state.node_name))
+                .control_service(forward(request, &self.state.node_name, &who))
                 .await;
         }
         let req = request.into_inner();
-        let action = parse_action(&req)?;
+        let mut args = Vec::new();
+        match req.action.as_str() {
+            "scale" => args.push(("count".to_string(), req.count.to_string())),
+            "signal" => args.push(("signal".to_string(), req.signal.clone())),
+            _ => {}
+        }
         let supervisor = &self.state.supervisor;
-        let message = supervisor
-            .control(&req.service, req.instance, action)
-            .await
-            .map_err(supervisor_status)?;
+        let result = match parse_action(&req) {
+            Ok(action) => supervisor
+                .control(&req.service, req.instance, action)
+                .await
+                .map_err(supervisor_status),
+            Err(status) => Err(status),
+        };
+        let message = self.audited(who, call, target, args, result).await?;
         let service = supervisor.get(&req.service).await.ok();
         Ok(Response::new(ControlServiceReply { service, message }))
     }
@@ -548,11 +671,13 @@ impl Agent for AgentService {
         &self,
         request: Request<TailLogsRequest>,
     ) -> Result<Response<Self::TailLogsStream>, Status> {
+        let who = self.admit(&request, Call::read_heavy("logs"), "")?;
+        let permit = self.gate.stream_permit()?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .tail_logs(forward(request.into_inner(), &self.state.node_name))
+                .tail_logs(forward(request, &self.state.node_name, &who))
                 .await
-                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<LogLine>));
+                .map(|r| Response::new(hold(r.into_inner(), permit)));
         }
         let req = request.into_inner();
         let grep = req.grep.clone();
@@ -606,15 +731,17 @@ impl Agent for AgentService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(hold(
             tokio_stream::wrappers::ReceiverStream::new(rx),
+            permit,
         )))
     }
 
     async fn list_members(
         &self,
-        _request: Request<ListMembersRequest>,
+        request: Request<ListMembersRequest>,
     ) -> Result<Response<ListMembersReply>, Status> {
+        self.admit(&request, Call::read("members"), "")?;
         let cluster = &self.state.cluster;
         Ok(Response::new(ListMembersReply {
             members: cluster.members(),
@@ -624,8 +751,9 @@ impl Agent for AgentService {
 
     async fn get_catalog(
         &self,
-        _request: Request<GetCatalogRequest>,
+        request: Request<GetCatalogRequest>,
     ) -> Result<Response<GetCatalogReply>, Status> {
+        self.admit(&request, Call::read_heavy("catalog"), "")?;
         Ok(Response::new(GetCatalogReply {
             records: self.state.cluster.records(),
         }))
@@ -635,8 +763,10 @@ impl Agent for AgentService {
 
     async fn watch_cluster(
         &self,
-        _request: Request<WatchClusterRequest>,
+        request: Request<WatchClusterRequest>,
     ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        self.admit(&request, Call::read_heavy("watch cluster"), "")?;
+        let permit = self.gate.stream_permit()?;
         let cluster = self.state.cluster.clone();
         let mut events = cluster.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<ClusterUpdate, Status>>(64);
@@ -672,8 +802,9 @@ impl Agent for AgentService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(hold(
             tokio_stream::wrappers::ReceiverStream::new(rx),
+            permit,
         )))
     }
 
@@ -681,14 +812,17 @@ impl Agent for AgentService {
         &self,
         request: Request<DrainNodeRequest>,
     ) -> Result<Response<DrainNodeReply>, Status> {
+        let drain = request.get_ref().drain;
+        let call = Call::change(if drain { "drain" } else { "undrain" }, Role::Operate);
+        let target = format!("node:{}", self.state.node_name);
+        let who = self.admit(&request, call, &target)?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .drain_node(forward(request.into_inner(), &self.state.node_name))
+                .drain_node(forward(request, &self.state.node_name, &who))
                 .await;
         }
-        let req = request.into_inner();
-        self.state.cluster.set_draining(req.drain);
-        let (kind, word) = if req.drain {
+        self.state.cluster.set_draining(drain);
+        let (kind, word) = if drain {
             ("node.drained", "drained")
         } else {
             ("node.undrained", "undrained")
@@ -696,15 +830,16 @@ impl Agent for AgentService {
         let draft = EventDraft::new(
             kind,
             Severity::Info,
-            format!("node:{}", self.state.node_name),
-            format!("node {} {word}", self.state.node_name),
+            target.clone(),
+            format!("node {} {word} by {}", self.state.node_name, who.name),
         );
         if let Err(e) = self.state.journal.append(draft) {
             tracing::warn!(error = %e, "cannot record the drain event");
         }
+        self.audited(who, call, target, Vec::new(), Ok(())).await?;
         Ok(Response::new(DrainNodeReply {
             node: self.state.node_name.clone(),
-            draining: req.drain,
+            draining: drain,
         }))
     }
 
@@ -712,20 +847,27 @@ impl Agent for AgentService {
         &self,
         request: Request<ForceLeaveRequest>,
     ) -> Result<Response<ForceLeaveReply>, Status> {
+        let call = Call::change("force-leave", Role::Admin);
+        let target = format!("node:{}", request.get_ref().member);
+        let who = self.admit(&request, call, &target)?;
         let req = request.into_inner();
-        self.state
+        let result = self
+            .state
             .cluster
             .force_leave(&req.member)
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let draft = EventDraft::new(
-            "member.force_left",
-            Severity::Info,
-            format!("node:{}", req.member),
-            format!("{} was removed from the cluster by force-leave", req.member),
-        );
-        if let Err(e) = self.state.journal.append(draft) {
-            tracing::warn!(error = %e, "cannot record the force-leave event");
+            .map_err(|e| Status::failed_precondition(e.to_string()));
+        if result.is_ok() {
+            let draft = EventDraft::new(
+                "member.force_left",
+                Severity::Info,
+                target.clone(),
+                format!("{} was removed from the cluster by force-leave", req.member),
+            );
+            if let Err(e) = self.state.journal.append(draft) {
+                tracing::warn!(error = %e, "cannot record the force-leave event");
+            }
         }
+        self.audited(who, call, target, Vec::new(), result).await?;
         Ok(Response::new(ForceLeaveReply { member: req.member }))
     }
 
@@ -733,29 +875,40 @@ impl Agent for AgentService {
         &self,
         request: Request<KeyringRequest>,
     ) -> Result<Response<KeyringReply>, Status> {
-        if let Some(mut peer) = self.route(&request)? {
-            return peer
-                .keyring(forward(request.into_inner(), &self.state.node_name))
-                .await;
-        }
-        let req = request.into_inner();
-        let cluster = &self.state.cluster;
-        let result = match req.op.as_str() {
-            "list" | "" => Ok(()),
-            "install" => cluster.install_key(&req.key),
-            "use" => cluster.use_key(&req.key),
-            "remove" => cluster.remove_key(&req.key),
+        let call = match request.get_ref().op.as_str() {
+            "list" | "" => Call::read("keyring list"),
+            "install" => Call::change("keyring install", Role::Admin),
+            "use" => Call::change("keyring use", Role::Admin),
+            "remove" => Call::change("keyring remove", Role::Admin),
             other => {
                 return Err(Status::invalid_argument(format!(
                     "op: {other:?} is not one of list, install, use, remove"
                 )));
             }
         };
-        result.map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if req.op != "list" && !req.op.is_empty() {
-            crate::keyring_store::save(&self.state.data_dir, cluster).map_err(|e| {
-                Status::internal(format!("the keyring changed but was not stored: {e}"))
-            })?;
+        let who = self.admit(&request, call, "keyring")?;
+        if let Some(mut peer) = self.route(&request)? {
+            return peer
+                .keyring(forward(request, &self.state.node_name, &who))
+                .await;
+        }
+        let req = request.into_inner();
+        let cluster = &self.state.cluster;
+        if call.role == Role::Admin {
+            let result = match req.op.as_str() {
+                "install" => cluster.install_key(&req.key),
+                "use" => cluster.use_key(&req.key),
+                _ => cluster.remove_key(&req.key),
+            }
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+            .and_then(|()| {
+                crate::keyring_store::save(&self.state.data_dir, cluster).map_err(|e| {
+                    Status::internal(format!("the keyring changed but was not stored: {e}"))
+                })
+            });
+            let args = vec![("key_sha256".to_string(), spec_digest(&req.key))];
+            self.audited(who, call, "keyring".into(), args, result)
+                .await?;
         }
         let info = cluster.keyring().ok_or_else(|| {
             Status::failed_precondition(
@@ -773,9 +926,10 @@ impl Agent for AgentService {
         &self,
         request: Request<GetBalancerRequest>,
     ) -> Result<Response<BalancerReply>, Status> {
+        let who = self.admit(&request, Call::read("balancer"), "")?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .get_balancer(forward(request.into_inner(), &self.state.node_name))
+                .get_balancer(forward(request, &self.state.node_name, &who))
                 .await;
         }
         Ok(Response::new(super::balancer::balancer_reply(
@@ -789,11 +943,13 @@ impl Agent for AgentService {
         &self,
         request: Request<TailAccessLogRequest>,
     ) -> Result<Response<Self::TailAccessLogStream>, Status> {
+        let who = self.admit(&request, Call::read_heavy("access log"), "")?;
+        let permit = self.gate.stream_permit()?;
         if let Some(mut peer) = self.route(&request)? {
             return peer
-                .tail_access_log(forward(request.into_inner(), &self.state.node_name))
+                .tail_access_log(forward(request, &self.state.node_name, &who))
                 .await
-                .map(|r| Response::new(Box::pin(r.into_inner()) as BoxStream<AccessRecord>));
+                .map(|r| Response::new(hold(r.into_inner(), permit)));
         }
         let req = request.into_inner();
         let lines = match req.lines {
@@ -841,9 +997,24 @@ impl Agent for AgentService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
+        Ok(Response::new(hold(
             tokio_stream::wrappers::ReceiverStream::new(rx),
+            permit,
         )))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIReply>, Status> {
+        let who = self.admit(&request, Call::read("whoami"), "")?;
+        Ok(Response::new(WhoAmIReply {
+            name: who.name,
+            role: who.role.as_str().to_string(),
+            via: who.via.as_str().to_string(),
+            credentials_required: self.gate.credentials_required(),
+            node: self.state.node_name.clone(),
+        }))
     }
 }
 

@@ -2,5 +2,6 @@
 //! HTTP endpoint for Prometheus scrapes and health checks.
 
 pub mod balancer;
+pub mod gate;
 pub mod grpc;
 pub mod http;

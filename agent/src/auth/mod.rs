@@ -3,6 +3,7 @@
 //! role it needs, and refused or mutating calls are audited.
 
 pub mod audit;
+pub mod command;
 pub mod limits;
 pub mod role;
 pub mod tokens;

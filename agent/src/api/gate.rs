@@ -1,0 +1,208 @@
+//! The API's front door: every call is identified, checked against the role it needs and
+//! charged to its client's rate limit before a handler runs; refusals and changes are
+//! written to the journal as audit records.
+
+use crate::auth::audit::{self, AuditEntry, DenialThrottle};
+use crate::auth::limits::{Cost, RateLimiter, RateLimits};
+use crate::auth::{Authenticator, Certified, Identity, Role, authorize};
+use crate::events::journal::Journal;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Status};
+
+/// Streams (follows, watches) open at once on one agent, over all clients.
+pub const MAX_OPEN_STREAMS: usize = 256;
+
+/// What the gate needs to know about a call.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// The call as the CLI names it: "services", "restart", "keyring install".
+    pub what: &'static str,
+    /// The weakest role allowed to make it.
+    pub role: Role,
+    /// What it costs against the client's rate limit.
+    pub cost: Cost,
+}
+
+impl Call {
+    /// A view served from memory.
+    pub const fn read(what: &'static str) -> Call {
+        Call {
+            what,
+            role: Role::Read,
+            cost: Cost::Cheap,
+        }
+    }
+
+    /// A view that reads files or the journal, or opens a stream.
+    pub const fn read_heavy(what: &'static str) -> Call {
+        Call {
+            what,
+            role: Role::Read,
+            cost: Cost::Expensive,
+        }
+    }
+
+    /// A change that needs `role`.
+    pub const fn change(what: &'static str, role: Role) -> Call {
+        Call {
+            what,
+            role,
+            cost: Cost::Expensive,
+        }
+    }
+}
+
+/// Identifies, authorizes, rate-limits and audits API calls.
+pub struct Gate {
+    auth: Authenticator,
+    limiter: RateLimiter,
+    denials: DenialThrottle,
+    journal: Journal,
+    streams: Arc<Semaphore>,
+    node: String,
+}
+
+impl Gate {
+    /// A gate over `auth` with `limits` per client, auditing into `journal`.
+    pub fn new(auth: Authenticator, limits: RateLimits, journal: Journal, node: &str) -> Gate {
+        Gate {
+            auth,
+            limiter: RateLimiter::new(limits),
+            denials: DenialThrottle::default(),
+            journal,
+            streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS)),
+            node: node.to_string(),
+        }
+    }
+
+    /// Whether callers must bring credentials.
+    pub fn credentials_required(&self) -> bool {
+        self.auth.credentials_required()
+    }
+
+    /// Who makes `request`, once it is allowed `call` and within its rate limit; a refusal
+    /// is audited against `target` (empty: this node), thinned out under a flood, and says
+    /// what would be needed.
+    pub fn admit<R>(
+        &self,
+        request: &Request<R>,
+        certified: Option<Certified>,
+        call: Call,
+        target: &str,
+    ) -> Result<Identity, Status> {
+        let remote = request.remote_addr();
+        let who = match self.auth.identify(request.metadata(), certified, remote) {
+            Ok(who) => who,
+            Err(status) => {
+                let who = Identity {
+                    name: credential_hint(request),
+                    role: Role::Read,
+                    via: crate::auth::Via::Open,
+                    remote,
+                };
+                self.audit_denial(who, call, target, &status);
+                return Err(status);
+            }
+        };
+        if let Err(status) = authorize(&who, call.role, call.what) {
+            self.audit_denial(who, call, target, &status);
+            return Err(status);
+        }
+        let client = match remote {
+            Some(addr) => format!("{}@{}", who.name, addr.ip()),
+            None => who.name.clone(),
+        };
+        if let Err(wait) = self.limiter.charge(&client, call.cost, Instant::now()) {
+            tracing::warn!(client, call = call.what, "rate limit reached");
+            return Err(Status::resource_exhausted(format!(
+                "{client} is over its rate limit on agent {}; retry in {} ms",
+                self.node,
+                wait.as_millis().max(1)
+            )));
+        }
+        Ok(who)
+    }
+
+    fn audit_denial(&self, who: Identity, call: Call, target: &str, status: &Status) {
+        let key = format!(
+            "{}|{}|{}",
+            who.name,
+            who.remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+            call.what
+        );
+        let Some(suppressed) = self.denials.admit(&key, Instant::now()) else {
+            return;
+        };
+        let target = if target.is_empty() {
+            format!("node:{}", self.node)
+        } else {
+            target.to_string()
+        };
+        let mut args = Vec::new();
+        if suppressed > 0 {
+            args.push(("suppressed_since_last".to_string(), suppressed.to_string()));
+        }
+        let entry = AuditEntry {
+            who,
+            what: call.what.to_string(),
+            target,
+            args,
+        };
+        let draft = audit::draft(&entry, Err(status));
+        let journal = self.journal.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = journal.append(draft) {
+                tracing::warn!(error = %e, "cannot write an audit record");
+            }
+        });
+    }
+
+    /// Writes the audit record of a served change; waits until it is in the journal.
+    pub async fn audit(&self, entry: AuditEntry, result: Result<(), &Status>) {
+        let draft = audit::draft(&entry, result);
+        let journal = self.journal.clone();
+        let written = tokio::task::spawn_blocking(move || journal.append(draft)).await;
+        match written {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write an audit record"),
+            Err(e) => tracing::warn!(error = %e, "the audit write did not finish"),
+        }
+    }
+
+    /// A place among the open streams, held as long as the stream lives.
+    pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "agent {} has {MAX_OPEN_STREAMS} streams open; retry later",
+                self.node
+            ))
+        })
+    }
+}
+
+/// How a refused caller presented itself, for the audit record (never the secret).
+fn credential_hint<R>(request: &Request<R>) -> String {
+    if request
+        .metadata()
+        .contains_key(crate::auth::AUTHORIZATION_HEADER)
+    {
+        "unknown-token".into()
+    } else {
+        "anonymous".into()
+    }
+}
+
+/// A stream that holds `permit` until it ends or is dropped.
+pub fn hold<T: Send + 'static>(
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    permit: OwnedSemaphorePermit,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>> {
+    Box::pin(stream.map(move |item| {
+        let _held = &permit;
+        item
+    }))
+}
