@@ -306,9 +306,7 @@ impl AgentService {
             target,
             args,
         };
-        self.gate
-            .audit(entry, result.as_ref().map(|_| ()).map_err(|e| e))
-            .await;
+        self.gate.audit(entry, result.as_ref().map(|_| ())).await;
         result
     }
 }
