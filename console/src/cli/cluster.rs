@@ -1,4 +1,4 @@
-//! Cluster commands: members, catalog, drain, undrain, force-leave, keyring.
+//! Cluster commands: members, catalog, drain, undrain, force-leave, keyring, whoami.
 
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, uptime};
@@ -6,7 +6,7 @@ use super::{OutputFormat, print_as, print_json};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,
-    KeyringRequest, ListMembersReply, ListMembersRequest,
+    KeyringRequest, ListMembersReply, ListMembersRequest, WhoAmIRequest,
 };
 use tonic::transport::Channel;
 
@@ -22,6 +22,30 @@ pub async fn members(
         .map_err(|s| Failure::from_status(&s, agent))?
         .into_inner();
     print_as(output, &reply, |reply| render_members(reply, now_ms()))
+}
+
+/// `strata whoami`: the caller's name, role and how the agent identified it.
+pub async fn whoami(
+    client: &mut AgentClient<Channel>,
+    agent: &str,
+    output: OutputFormat,
+) -> Result<(), Failure> {
+    let reply = client
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .map_err(|s| Failure::from_status(&s, agent))?
+        .into_inner();
+    print_as(output, &reply, |r| {
+        let required = if r.credentials_required {
+            "required"
+        } else {
+            "not required (no tokens on this agent)"
+        };
+        format!(
+            "{} ({}, via {}) on agent {}; credentials {required}\n",
+            r.name, r.role, r.via, r.node
+        )
+    })
 }
 
 /// The members table.

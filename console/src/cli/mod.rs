@@ -154,6 +154,9 @@ pub enum Command {
     /// Cluster members as gossip sees them: status, incarnation, addresses.
     #[command(after_help = "Example:\n  strata members -o json")]
     Members,
+    /// Who the agent takes you to be (token or certificate name) and your role.
+    #[command(after_help = "Example:\n  STRATA_TOKEN=... strata whoami")]
+    Whoami,
     /// The replicated service catalog: every instance on every node.
     #[command(after_help = "Example:\n  strata catalog")]
     Catalog,
@@ -295,6 +298,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Remove { name } => services::remove(c, agent, out, node, &name).await,
         Command::Logs(args) => services::logs(c, agent, out, node, args).await,
         Command::Members => cluster::members(c, agent, out).await,
+        Command::Whoami => cluster::whoami(c, agent, out).await,
         Command::Balancer => balancer::balancer(c, agent, out, node).await,
         Command::AccessLog {
             service,

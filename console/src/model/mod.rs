@@ -19,7 +19,7 @@ use logs::LogBuffer;
 use problems::{Problem, Problems};
 use std::collections::HashMap;
 use strata_proto::v1::{
-    ClusterUpdate, Event, HostMetrics, LogLine, MetricHistory, NodeInfo, ServiceStatus,
+    ClusterUpdate, Event, HostMetrics, LogLine, MetricHistory, NodeInfo, ServiceStatus, WhoAmIReply,
 };
 
 /// Something that happened outside the UI: data from the agent or a connection change.
@@ -27,6 +27,8 @@ use strata_proto::v1::{
 pub enum Msg {
     /// The cluster stream is up.
     Connected,
+    /// Who the agent takes the console to be.
+    Access(WhoAmIReply),
     /// The cluster stream broke; the next attempt is at `retry_at_ms`.
     Disconnected {
         /// Why.
@@ -120,6 +122,8 @@ pub struct Model {
     pub last_action: Option<ActionResult>,
     /// Actions sent and not yet answered.
     pub pending_actions: usize,
+    /// Who the agent takes the console to be, once it said.
+    pub access: Option<WhoAmIReply>,
 }
 
 impl Model {
@@ -130,6 +134,21 @@ impl Model {
             now_ms,
             ..Model::default()
         }
+    }
+
+    /// Why the agent will refuse changes from this console, if it will: its credential
+    /// holds only the read role.
+    pub fn readonly_reason(&self) -> Option<String> {
+        let access = self.access.as_ref()?;
+        if access.role != "read" {
+            return None;
+        }
+        let who = match access.via.as_str() {
+            "token" => format!("token {:?}", access.name),
+            "certificate" => format!("certificate {:?}", access.name),
+            _ => format!("{:?}", access.name),
+        };
+        Some(format!("{who} has the read role"))
     }
 
     /// Applies one message. Cheap: derived rows are rebuilt by [`Model::refresh`].
@@ -143,6 +162,7 @@ impl Model {
                 self.conn = ConnState::Reconnecting { retry_at_ms, error };
                 self.stale = true;
             }
+            Msg::Access(reply) => self.access = Some(reply),
             Msg::Cluster(update) => self.cluster.apply(update),
             Msg::Events(events) => self.timeline.merge(events),
             Msg::Logs {

@@ -52,8 +52,10 @@ pub struct App {
     pub keymap: Keymap,
     /// Styles.
     pub theme: Theme,
-    /// Hide and refuse changes.
+    /// Hide and refuse changes (`--readonly`).
     pub readonly: bool,
+    /// Why the agent refuses changes from us, when it does: changes are hidden then too.
+    pub refused: Option<String>,
     /// Set by quit.
     pub quit: bool,
     /// Requests for the network side, drained by the loop.
@@ -85,11 +87,17 @@ impl App {
             keymap,
             theme,
             readonly,
+            refused: None,
             quit: false,
             outbox: Vec::new(),
             page: 10,
             candidates: Vec::new(),
         }
+    }
+
+    /// Whether changes are hidden and refused, by flag or because the agent would refuse them.
+    pub fn is_readonly(&self) -> bool {
+        self.readonly || self.refused.is_some()
     }
 
     fn component(&self) -> &'static dyn Component {
@@ -228,7 +236,7 @@ impl App {
 
     /// Applies one action.
     pub fn update(&mut self, model: &mut Model, action: Action) {
-        if action.is_change() && self.readonly {
+        if action.is_change() && self.is_readonly() {
             return;
         }
         let sel = self.sel() as i64;
@@ -467,7 +475,7 @@ impl App {
         ]);
         actions
             .into_iter()
-            .filter(|a| !(self.readonly && a.is_change()))
+            .filter(|a| !(self.is_readonly() && a.is_change()))
             .filter_map(|a| self.keymap.key_of(a).map(|k| (k, a.describe().to_string())))
             .collect()
     }
@@ -520,7 +528,9 @@ impl App {
             Span::styled(state, style),
             Span::raw(format!(" · {}", views::name(&self.view))),
         ];
-        if self.readonly {
+        if let Some(reason) = &self.refused {
+            spans.push(Span::styled(format!(" · READONLY: {reason}"), t.warn));
+        } else if self.readonly {
             spans.push(Span::styled(" · READONLY", t.warn));
         }
         if model.pending_actions > 0 {
@@ -565,7 +575,7 @@ impl App {
                 ]);
                 for a in actions
                     .into_iter()
-                    .filter(|a| !(self.readonly && a.is_change()))
+                    .filter(|a| !(self.is_readonly() && a.is_change()))
                 {
                     if let Some(k) = self.keymap.key_of(a) {
                         spans.push(Span::styled(format!(" {k}"), t.key));

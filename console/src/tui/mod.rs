@@ -162,6 +162,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
                         Err(_) => break,
                     }
                 }
+                app.refused = model.readonly_reason();
                 if last_draw.elapsed() < MIN_FRAME_GAP {
                     draw_pending = true;
                     continue;

@@ -12,7 +12,7 @@ use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     ApplySpecRequest, ControlServiceRequest, DrainNodeRequest, ForceLeaveRequest, GetNodeRequest,
     GetServiceRequest, ListMembersRequest, LogLine, MetricHistoryRequest, QueryEventsRequest,
-    TailLogsRequest, WatchClusterRequest, WatchEventsRequest, WatchMetricsRequest,
+    TailLogsRequest, WatchClusterRequest, WatchEventsRequest, WatchMetricsRequest, WhoAmIRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -305,8 +305,13 @@ async fn cluster_task(
                 Err(s) => s.message().to_string(),
                 Ok(reply) => {
                     attempt = 0;
-                    let _ = client_tx.send(Some(client));
+                    let _ = client_tx.send(Some(client.clone()));
                     if tx.send(Msg::Connected).await.is_err() {
+                        return;
+                    }
+                    if let Ok(access) = client.clone().who_am_i(WhoAmIRequest {}).await
+                        && tx.send(Msg::Access(access.into_inner())).await.is_err()
+                    {
                         return;
                     }
                     let mut stream = reply.into_inner();

@@ -9,7 +9,7 @@ use super::keymap::Keymap;
 use super::net::{Op, Request};
 use super::popup::Popup;
 use super::theme::Theme;
-use crate::model::{Model, fixture};
+use crate::model::{Model, Msg, fixture};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -96,6 +96,35 @@ fn readonly_hides_actions_and_says_so() {
     let screen = render(&mut app, &model, 160, 48);
     assert!(screen.contains("READONLY"));
     assert!(!screen.contains("restart"), "{screen}");
+}
+
+#[test]
+fn a_read_token_makes_the_console_readonly_and_says_why() {
+    let (mut app, mut model) = app();
+    model.update(Msg::Access(strata_proto::v1::WhoAmIReply {
+        name: "viewer".into(),
+        role: "read".into(),
+        via: "token".into(),
+        credentials_required: true,
+        node: "n1".into(),
+    }));
+    app.refused = model.readonly_reason();
+    app.update(&mut model, Action::Command);
+    typed(&mut app, &mut model, "service web");
+    app.key(&mut model, code(KeyCode::Enter));
+    app.key(&mut model, key('r'));
+    assert!(app.popups.is_empty(), "no confirmation for a read token");
+    let screen = render(&mut app, &model, 160, 48);
+    assert!(
+        screen.contains("READONLY: token \"viewer\" has the read role"),
+        "{screen}"
+    );
+
+    model.update(Msg::Access(strata_proto::v1::WhoAmIReply {
+        role: "operate".into(),
+        ..Default::default()
+    }));
+    assert_eq!(model.readonly_reason(), None);
 }
 
 #[test]
