@@ -111,6 +111,24 @@ pub fn spawn_event_recorder(cluster: &Cluster, journal: Journal) -> JoinHandle<(
     })
 }
 
+/// The audit record of gossip refused from `from`: who tried to talk to the cluster and why
+/// it was not let in.
+fn rejected_draft(from: std::net::SocketAddr, reason: &str, held_back: u64) -> EventDraft {
+    EventDraft::new(
+        crate::auth::audit::AUDIT_KIND,
+        Severity::Warning,
+        "cluster",
+        format!("gossip from {from} refused: {reason}"),
+    )
+    .field("who", format!("gossip:{from}"))
+    .field("via", "gossip")
+    .field("from", from.to_string())
+    .field("what", "gossip")
+    .field("target", "cluster")
+    .field("result", format!("denied: {reason}"))
+    .field("arg.refused_since_last", held_back.to_string())
+}
+
 /// The journal event for a membership change; catalog updates are not journaled.
 pub fn event_draft(event: &ClusterEvent) -> Option<EventDraft> {
     let (kind, severity, name, message) = match event {
@@ -165,6 +183,11 @@ pub fn event_draft(event: &ClusterEvent) -> Option<EventDraft> {
             name,
             format!("{name} is alive again"),
         ),
+        ClusterEvent::Rejected {
+            from,
+            reason,
+            held_back,
+        } => return Some(rejected_draft(*from, reason, *held_back)),
         ClusterEvent::SelfRejoined => return None,
         ClusterEvent::RecordChanged { .. } => return None,
     };

@@ -6,6 +6,7 @@ use crate::events::ClusterEvent;
 use crate::node::{Node, NodeTimer, Output};
 use crate::seal::{self, Keyring, OpenError};
 use crate::table::ServiceTable;
+use crate::throttle::Throttle;
 use crate::wire::{MAX_DATAGRAM, MAX_FRAME};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -70,11 +71,9 @@ impl Shared {
             .ok()
     }
 
-    fn open(&self, packet: &[u8]) -> Option<Vec<u8>> {
+    fn open(&self, packet: &[u8]) -> Result<Vec<u8>, OpenError> {
         let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
-        seal::open(keyring.as_ref(), packet)
-            .inspect_err(|reason| self.counters.drop_open(*reason))
-            .ok()
+        seal::open(keyring.as_ref(), packet).inspect_err(|reason| self.counters.drop_open(*reason))
     }
 }
 
@@ -97,6 +96,11 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The driver task's state.
+/// How often refused packets from one address are reported.
+const REJECT_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// Addresses whose refused packets are tracked at most.
+const MAX_REJECT_SOURCES: usize = 256;
+
 pub(crate) struct Driver {
     pub node: Node,
     pub udp: Arc<UdpSocket>,
@@ -108,6 +112,7 @@ pub(crate) struct Driver {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: BTreeMap<u64, NodeTimer>,
     seq: u64,
+    rejects: Throttle<std::net::IpAddr>,
 }
 
 impl Driver {
@@ -129,6 +134,7 @@ impl Driver {
             timers: BinaryHeap::new(),
             pending: BTreeMap::new(),
             seq: 0,
+            rejects: Throttle::new(REJECT_REPORT_INTERVAL, MAX_REJECT_SOURCES),
         }
     }
 
@@ -143,7 +149,7 @@ impl Driver {
                 .map_or_else(|| Instant::now() + Duration::from_secs(3600), |t| t.0.0);
             tokio::select! {
                 received = self.udp.recv_from(&mut buf) => match received {
-                    Ok((len, _from)) => self.on_datagram(&buf[..len]),
+                    Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(e) => tracing::debug!(error = %e, "udp receive"),
                 },
                 () = tokio::time::sleep_until(deadline) => self.on_timers(),
@@ -170,7 +176,7 @@ impl Driver {
         }
     }
 
-    fn on_datagram(&mut self, packet: &[u8]) {
+    fn on_datagram(&mut self, packet: &[u8], from: SocketAddr) {
         let counters = &self.shared.counters;
         counters.packets_in.fetch_add(1, Ordering::Relaxed);
         counters
@@ -180,8 +186,18 @@ impl Driver {
             counters.dropped_oversized.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Some(payload) = self.shared.open(packet) else {
-            return;
+        let payload = match self.shared.open(packet) {
+            Ok(payload) => payload,
+            Err(reason) => {
+                if let Some(held_back) = self.rejects.admit(&from.ip(), std::time::Instant::now()) {
+                    let _ = self.shared.events.send(ClusterEvent::Rejected {
+                        from,
+                        reason: reason.to_string(),
+                        held_back,
+                    });
+                }
+                return;
+            }
         };
         if let Err(e) = self.node.handle_datagram(&payload, now_ms()) {
             tracing::debug!(error = %e, "datagram dropped");
@@ -312,7 +328,7 @@ async fn read_frame(stream: &mut TcpStream, shared: &Shared) -> Option<Vec<u8>> 
         .counters
         .bytes_in
         .fetch_add(len as u64 + 4, Ordering::Relaxed);
-    shared.open(&frame)
+    shared.open(&frame).ok()
 }
 
 /// Seals and writes one length-prefixed frame.

@@ -23,4 +23,11 @@ pub enum ClusterEvent {
     Reaped { name: String },
     /// This node's identity was declared down and it rejoined as a new incarnation.
     SelfRejoined,
+    /// Packets from `from` were refused (wrong cluster key, unsealed, malformed): reported
+    /// at most once a minute per address, with how many more were refused since the last.
+    Rejected {
+        from: std::net::SocketAddr,
+        reason: String,
+        held_back: u64,
+    },
 }

@@ -16,4 +16,5 @@ pub mod node;
 pub mod publish;
 pub mod seal;
 pub mod table;
+pub mod throttle;
 pub mod wire;

@@ -177,6 +177,23 @@ fn an_agent_with_the_wrong_key_is_not_admitted_and_leave_is_seen_at_once() {
         members["dropped_packets"].as_u64().unwrap_or(0) > 0,
         "its packets were dropped and counted"
     );
+    let audit = &a.json(&["events", "--kind", "audit", "-o", "json"]);
+    let refused = audit["events"].as_array().cloned().unwrap_or_default();
+    let gossip = refused
+        .iter()
+        .find(|e| e["fields"]["what"] == "gossip")
+        .unwrap_or_else(|| panic!("the refused gossip is audited: {refused:#?}"));
+    assert_eq!(
+        gossip["fields"]["from"].as_str(),
+        Some(intruder.gossip.to_string().as_str()),
+        "{gossip:#?}"
+    );
+    assert!(
+        gossip["fields"]["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("denied: no installed key")),
+        "{gossip:#?}"
+    );
 
     let status = b.terminate(Duration::from_secs(15)).expect("stops");
     assert!(status.success());

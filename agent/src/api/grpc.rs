@@ -188,7 +188,7 @@ fn cluster_update(cluster: &Cluster, event: &ClusterEvent) -> Option<ClusterUpda
             time_unix_ms: now,
             ..Default::default()
         }),
-        ClusterEvent::SelfRejoined => None,
+        ClusterEvent::SelfRejoined | ClusterEvent::Rejected { .. } => None,
         ClusterEvent::Joined { name }
         | ClusterEvent::Alive { name }
         | ClusterEvent::Rejoined { name }

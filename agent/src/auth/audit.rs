@@ -3,10 +3,10 @@
 
 use super::Identity;
 use crate::events::journal::EventDraft;
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use strata_proto::v1::Severity;
+use strata_registry::throttle::Throttle;
 use tonic::{Code, Status};
 
 /// The event kind of every audit record, so `strata events --kind audit` finds them.
@@ -70,36 +70,21 @@ const DENIAL_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_DENIAL_KEYS: usize = 1024;
 
 /// Thins out records of refused calls.
-#[derive(Default)]
-pub struct DenialThrottle {
-    seen: Mutex<HashMap<String, (Instant, u64)>>,
+pub struct DenialThrottle(Mutex<Throttle<String>>);
+
+impl Default for DenialThrottle {
+    fn default() -> Self {
+        DenialThrottle(Mutex::new(Throttle::new(DENIAL_INTERVAL, MAX_DENIAL_KEYS)))
+    }
 }
 
 impl DenialThrottle {
     /// Whether a refusal for `key` at `now` is written; `Some(n)` carries how many were
     /// held back since the last one written.
     pub fn admit(&self, key: &str, now: Instant) -> Option<u64> {
-        let Ok(mut seen) = self.seen.lock() else {
-            return Some(0);
-        };
-        if seen.len() >= MAX_DENIAL_KEYS && !seen.contains_key(key) {
-            seen.retain(|_, (at, _)| now.saturating_duration_since(*at) < DENIAL_INTERVAL);
-        }
-        match seen.get_mut(key) {
-            Some((at, held)) if now.saturating_duration_since(*at) < DENIAL_INTERVAL => {
-                *held += 1;
-                None
-            }
-            Some((at, held)) => {
-                let suppressed = *held;
-                *at = now;
-                *held = 0;
-                Some(suppressed)
-            }
-            None => {
-                seen.insert(key.to_string(), (now, 0));
-                Some(0)
-            }
+        match self.0.lock() {
+            Ok(mut throttle) => throttle.admit(&key.to_string(), now),
+            Err(_) => Some(0),
         }
     }
 }
