@@ -14,6 +14,7 @@ use crate::events::journal::{EventDraft, Journal};
 use crate::fsutil::write_replace;
 use crate::metrics::procs::read_proc_stat;
 use crate::shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch};
+use crate::shim::logstatus::{LogEvent, LogStatus, LogWatch};
 use crate::state::unix_now_ms;
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
@@ -97,6 +98,8 @@ struct RunningShim {
     started: Instant,
     cgroup: InstanceCgroup,
     oom_kills_before: u64,
+    /// What the shim last reported about its log.
+    log_watch: LogWatch,
 }
 
 /// How the task learns that a shim ended: as its parent, through a pidfd after adoption,
@@ -309,6 +312,7 @@ impl InstanceTask {
                 started,
                 cgroup,
                 oom_kills_before,
+                log_watch: LogWatch::default(),
             }));
         }
         // The shim is gone: it either recorded the exit or was killed with its service.
@@ -332,6 +336,7 @@ impl InstanceTask {
             started: Instant::now(),
             cgroup,
             oom_kills_before: 0,
+            log_watch: LogWatch::default(),
         };
         self.after_exit(running, "while the agent was down").await
     }
@@ -501,6 +506,7 @@ impl InstanceTask {
                     started,
                     cgroup,
                     oom_kills_before,
+                    log_watch: LogWatch::default(),
                 })
             }
             _ => {
@@ -596,7 +602,10 @@ impl InstanceTask {
                     check = None;
                     self.on_check(outcome);
                 }
-                _ = stats_timer.tick() => self.refresh_stats(&running),
+                _ = stats_timer.tick() => {
+                    self.refresh_stats(&running);
+                    self.watch_log(&mut running);
+                }
                 command = self.rx.recv() => match command {
                     None | Some(Command::Detach) => return Phase::Done,
                     Some(Command::Start) => {}
@@ -661,6 +670,42 @@ impl InstanceTask {
                 severity,
                 format!("{} is {}: {output}", self.id(), health.label()),
             );
+        }
+    }
+
+    /// Records the shim's news about its log: lines being dropped, or logging resumed.
+    fn watch_log(&self, running: &mut RunningShim) {
+        let Some(status) = LogStatus::read(&self.dir()) else {
+            return;
+        };
+        for change in running.log_watch.observe(status) {
+            let (kind, severity, message, dropped) = match change {
+                LogEvent::Dropping { dropped, reason } => (
+                    "service.log_dropped",
+                    Severity::Warning,
+                    format!(
+                        "{} log lines are being dropped ({dropped} so far): {reason}",
+                        self.id()
+                    ),
+                    dropped,
+                ),
+                LogEvent::Resumed { dropped } => (
+                    "service.log_resumed",
+                    Severity::Info,
+                    format!(
+                        "{} logging resumed; {dropped} log lines were dropped",
+                        self.id()
+                    ),
+                    dropped,
+                ),
+            };
+            let draft = EventDraft::new(kind, severity, format!("service:{}", self.id()), message)
+                .field("service", self.spec.name.clone())
+                .field("instance", self.index.to_string())
+                .field("dropped", dropped.to_string());
+            if let Err(e) = self.ctx.journal.append(draft) {
+                tracing::warn!(error = %e, kind, "cannot record a service event");
+            }
         }
     }
 
