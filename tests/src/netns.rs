@@ -120,13 +120,30 @@ impl TestNet {
                 "-n", ns, "link", "add", NODE_IF, "type", "veth", "peer", "name", &node.port,
                 "netns", &sw,
             ])?;
-            ip(&["-n", ns, "addr", "add", &format!("{}/24", node.ip), "dev", NODE_IF])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", node.ip),
+                "dev",
+                NODE_IF,
+            ])?;
             ip(&["-n", ns, "link", "set", NODE_IF, "up"])?;
             ip(&["-n", &sw, "link", "set", &node.port, "master", BRIDGE])?;
             ip(&["-n", &sw, "link", "set", &node.port, "up"])?;
         }
         ip(&[
-            "link", "add", &self.host_if, "type", "veth", "peer", "name", "host", "netns", &sw,
+            "link",
+            "add",
+            &self.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "host",
+            "netns",
+            &sw,
         ])?;
         ip(&["-n", &sw, "link", "set", "host", "master", BRIDGE])?;
         ip(&["-n", &sw, "link", "set", "host", "up"])?;
@@ -162,7 +179,11 @@ impl TestNet {
     /// Whether `tc qdisc ... netem` works here (the kernel may lack `sch_netem`); the
     /// reason when it does not.
     pub fn netem_available(&self) -> Result<(), String> {
-        let port = self.nodes.first().map(|n| n.port.clone()).unwrap_or_default();
+        let port = self
+            .nodes
+            .first()
+            .map(|n| n.port.clone())
+            .unwrap_or_default();
         let sw = self.switch.as_str();
         match run(
             "tc",
@@ -208,7 +229,15 @@ impl TestNet {
         for node in &self.nodes {
             run(
                 "tc",
-                &["-n", &self.switch, "qdisc", "del", "dev", &node.port, "root"],
+                &[
+                    "-n",
+                    &self.switch,
+                    "qdisc",
+                    "del",
+                    "dev",
+                    &node.port,
+                    "root",
+                ],
             )?;
         }
         Ok(())

@@ -43,7 +43,9 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// One row of the report table.
 fn report(fault: &str, detect: &str, sent: usize, failed: usize, lost: &str) {
-    println!("FAULT | {fault:<44} | detect {detect:>22} | requests {sent:>5} sent {failed:>4} failed | data lost: {lost}");
+    println!(
+        "FAULT | {fault:<44} | detect {detect:>22} | requests {sent:>5} sent {failed:>4} failed | data lost: {lost}"
+    );
 }
 
 fn secs(d: Duration) -> String {
@@ -226,7 +228,10 @@ fn catalog_instances(agent: &AgentProcess) -> Option<Vec<(String, String, String
 fn balancer_endpoints(agent: &AgentProcess) -> Option<BTreeSet<(String, String)>> {
     let out = agent.strata(&["balancer", "-o", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let web = v["services"].as_array()?.iter().find(|s| s["name"] == "web")?;
+    let web = v["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == "web")?;
     Some(
         web["endpoints"]
             .as_array()?
@@ -279,12 +284,16 @@ impl Cluster {
             let agent = start_node(&cluster.net, cluster.dir.path(), i, KEY);
             cluster.agents.push(Some(agent));
         }
-        wait_until("5 alive members everywhere", Duration::from_secs(60), || {
-            cluster.live().all(|a| {
-                let s = statuses(a);
-                s.len() == NODES && s.values().all(|st| st == "alive")
-            })
-        });
+        wait_until(
+            "5 alive members everywhere",
+            Duration::from_secs(60),
+            || {
+                cluster.live().all(|a| {
+                    let s = statuses(a);
+                    s.len() == NODES && s.values().all(|st| st == "alive")
+                })
+            },
+        );
         let spec = cluster.dir.path().join("web.toml");
         std::fs::write(
             &spec,
@@ -320,8 +329,7 @@ grace = "0s"
             Duration::from_secs(60),
             || {
                 cluster.live().all(|a| {
-                    balancer_endpoints(a).map(|e| e.len())
-                        == Some((NODES - 1) * INSTANCES_PER_NODE)
+                    balancer_endpoints(a).map(|e| e.len()) == Some((NODES - 1) * INSTANCES_PER_NODE)
                 })
             },
         );
@@ -402,7 +410,10 @@ fn network_faults_in_five_namespaces() {
     };
     let client = Client::start(cluster.frontend());
     wait_until("the client's first answer", Duration::from_secs(20), || {
-        client.window(Instant::now() - Duration::from_secs(60), Instant::now()) .0 > 0
+        client
+            .window(Instant::now() - Duration::from_secs(60), Instant::now())
+            .0
+            > 0
     });
 
     wrong_gossip_key(&cluster, &client);
@@ -552,7 +563,13 @@ fn partition_and_heal(cluster: &Cluster, client: &Client) {
 fn loss_and_delay(cluster: &Cluster, client: &Client) {
     if let Err(reason) = cluster.net.netem_available() {
         println!("SKIP loss and delay: tc netem is not available here: {reason}");
-        report("20% loss + 100 ms delay, 2 min", "skipped (no netem)", 0, 0, "n/a");
+        report(
+            "20% loss + 100 ms delay, 2 min",
+            "skipped (no netem)",
+            0,
+            0,
+            "n/a",
+        );
         return;
     }
     let t0 = Instant::now();
@@ -595,4 +612,288 @@ fn unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults of one agent, on loopback.
+
+fn loopback_agent(data: &Path, name: &str) -> AgentProcess {
+    AgentProcess::start(
+        data,
+        &AgentOptions {
+            node_name: Some(name.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("agent {name} starts: {e:#}"))
+}
+
+/// The events of `kind` (a prefix) the agent recorded.
+fn events(agent: &AgentProcess, kind: &str) -> Vec<Value> {
+    let out = agent.strata(&["events", "--kind", kind, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// The first event of exactly `kind`, once there is one.
+fn wait_event(agent: &AgentProcess, kind: &str, timeout: Duration) -> (Duration, Value) {
+    let began = Instant::now();
+    loop {
+        if let Some(e) = events(agent, kind).into_iter().find(|e| e["kind"] == kind) {
+            return (began.elapsed(), e);
+        }
+        assert!(
+            began.elapsed() < timeout,
+            "no {kind} event within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The log directory fills up: the agent and the service keep running, an event says log
+/// lines are being dropped, and logging resumes when space returns.
+#[test]
+fn a_full_log_directory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let Some(_tmpfs) = strata_tests::Tmpfs::mount(&data.join("logs"), "256k") else {
+        return;
+    };
+    let filler = data.join("logs").join("filler");
+    std::fs::write(&filler, vec![b'x'; 200 * 1024]).expect("filler");
+    let agent = loopback_agent(&data, "logfull");
+    let agent_pid = agent.pid() as i32;
+    let spec = dir.path().join("chatty.toml");
+    std::fs::write(
+        &spec,
+        r#"name = "chatty"
+command = ["/bin/sh", "-c", "i=0; while true; do echo \"line $i ........................................................\"; i=$((i+1)); echo $i > progress; sleep 0.005; done"]
+[logs]
+max_bytes = "10MiB"
+keep = 1
+"#,
+    )
+    .expect("spec");
+    let t0 = Instant::now();
+    let out = agent.strata(&["apply", spec.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, dropped) = wait_event(&agent, "service.log_dropped", Duration::from_secs(60));
+    let detect = t0.elapsed();
+    assert_eq!(dropped["severity"], "warning", "{dropped:#}");
+    let count: u64 = dropped["fields"]["dropped"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(count > 0, "{dropped:#}");
+
+    // Both keep running, and the service is not blocked on its output.
+    let progress = || -> u64 {
+        std::fs::read_to_string(data.join("services/chatty/instances/1/progress"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let pid = local_pid(&agent, "chatty");
+    let before = progress();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(progress() > before + 20, "the service is blocked");
+    assert!(strata_tests::alive(agent_pid), "the agent died");
+    assert_eq!(
+        local_pid(&agent, "chatty"),
+        pid,
+        "the service was restarted"
+    );
+
+    let t1 = Instant::now();
+    std::fs::remove_file(&filler).expect("space returns");
+    let (_, resumed) = wait_event(&agent, "service.log_resumed", Duration::from_secs(30));
+    let resume = t1.elapsed();
+    let lost: u64 = resumed["fields"]["dropped"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(lost >= count, "{resumed:#}");
+    wait_until("fresh lines in the log", Duration::from_secs(10), || {
+        let out = agent.strata(&["logs", "chatty", "--lines", "400", "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("log lines dropped: No space left on device")
+            && text.lines().last().is_some_and(|l| l.contains("line "))
+    });
+    assert_eq!(
+        local_pid(&agent, "chatty"),
+        pid,
+        "the service was restarted"
+    );
+    report(
+        "log directory full (tmpfs), then space back",
+        &format!("{} (resume {})", secs(detect), secs(resume)),
+        0,
+        0,
+        &format!("none; {lost} log lines dropped, counted"),
+    );
+}
+
+/// The pid of instance 1 of `service` on `agent`, once it runs.
+fn local_pid(agent: &AgentProcess, service: &str) -> i64 {
+    let mut pid = 0;
+    wait_until("the instance runs", Duration::from_secs(20), || {
+        let out = agent.strata(&["service", service, "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        pid = v["instances"][0]["pid"].as_i64().unwrap_or(0);
+        v["instances"][0]["state"] == "running" && pid > 0
+    });
+    pid
+}
+
+/// A small xorshift generator: random moments without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Rng(nanos | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Shims of `data_dir`'s instances that are alive: more than one per instance would be
+/// an orphan left by a kill.
+fn live_shims(data_dir: &Path) -> Vec<i32> {
+    let needle = data_dir.join("services").display().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).is_some_and(|a| a == "shim")
+            && args.get(2).is_some_and(|a| a.starts_with(&needle))
+            && strata_tests::alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `kill -9` of the agent at random moments during `strata apply`, 100 times: the stored
+/// spec is always whole, the old one or the new one, and the new one whenever apply said
+/// it succeeded; the restarted agent runs what is stored, and no process is orphaned.
+#[test]
+fn kill_9_during_apply_100_times() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let spec_text = |v: u32| {
+        format!(
+            "name = \"flip\"\nversion = \"{v}\"\ncommand = [\"/bin/sleep\", \"100000\"]\n\
+             env = {{ FLIP = \"{}\" }}\n",
+            "v".repeat(v as usize * 50)
+        )
+    };
+    let texts = [spec_text(1), spec_text(2)];
+    let spec_file = dir.path().join("flip.toml");
+    std::fs::write(&spec_file, &texts[0]).expect("spec");
+    let mut agent = loopback_agent(&data, "applykill");
+    let out = agent.strata(&["apply", spec_file.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored_path = data.join("services/flip/spec.toml");
+    let mut rng = Rng::seeded();
+    let (mut applied, mut interrupted, mut restart_total) = (0, 0, Duration::ZERO);
+    let mut problems = Vec::new();
+    let began = Instant::now();
+    for round in 0..100 {
+        let new = (round + 1) % 2;
+        std::fs::write(&spec_file, &texts[new]).expect("spec");
+        let mut cli = std::process::Command::new(binary("strata"))
+            .args(["--agent", &agent.grpc.to_string(), "apply"])
+            .arg(&spec_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("strata apply");
+        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+        agent.crash().expect("kill -9");
+        let ok = cli.wait().expect("cli").success();
+        let stored = std::fs::read_to_string(&stored_path).unwrap_or_default();
+        let which = texts.iter().position(|t| *t == stored);
+        match which {
+            None => problems.push(format!("round {round}: stored spec is neither: {stored:?}")),
+            Some(w) if ok && w != new => problems.push(format!(
+                "round {round}: apply succeeded but the old spec is stored"
+            )),
+            Some(_) => {}
+        }
+        if ok {
+            applied += 1;
+        } else {
+            interrupted += 1;
+        }
+        let desired = std::fs::read(data.join("services/flip/desired.json")).unwrap_or_default();
+        if serde_json::from_slice::<Value>(&desired).is_err() {
+            problems.push(format!("round {round}: desired.json is corrupt"));
+        }
+        let t = Instant::now();
+        agent = loopback_agent(&data, "applykill");
+        restart_total += t.elapsed();
+        let running = agent.json(&["service", "flip", "-o", "json"]);
+        let want = format!("{}", which.unwrap_or(0) + 1);
+        if running["version"] != want.as_str() {
+            problems.push(format!(
+                "round {round}: the agent runs version {} but {want} is stored",
+                running["version"]
+            ));
+        }
+    }
+    local_pid(&agent, "flip");
+    std::thread::sleep(Duration::from_secs(1));
+    let shims = live_shims(&data);
+    if shims.len() != 1 {
+        problems.push(format!(
+            "{} live shims for one instance: {shims:?}",
+            shims.len()
+        ));
+    }
+    let strays = events(&agent, "service.stray_stopped").len();
+    report(
+        "kill -9 during strata apply, 100 times",
+        &format!("restart avg {}", secs(restart_total / 100)),
+        applied + interrupted,
+        interrupted,
+        &format!("{} problems", problems.len()),
+    );
+    println!(
+        "apply: {applied} completed before the kill, {interrupted} interrupted, \
+         {strays} unrecorded shims stopped, in {:?}",
+        began.elapsed()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
 }

@@ -4,10 +4,10 @@
 //! One thread, no async runtime: a `poll(2)` loop over the two output pipes and a signalfd
 //! for SIGCHLD, so a shim costs little memory per instance and reacts at once.
 
-use super::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch};
+use super::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid};
 use super::logfile::{LineSplitter, LogWriter};
 use super::logstatus::LogStatusFile;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_replace};
 use crate::supervisor::logs::LogStream;
 use std::ffi::CString;
 use std::fs::File;
@@ -29,8 +29,17 @@ const LOG_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs the shim for the instance directory `dir` (`strata-agent shim DIR`) until the
 /// service has ended; the exit code is 0 when the exit was recorded, 1 otherwise.
 pub fn run(dir: &Path) -> ExitCode {
+    let mut me = ShimPid {
+        shim_pid: i32::try_from(std::process::id()).unwrap_or(0),
+        shim_start_ticks: start_ticks(i32::try_from(std::process::id()).unwrap_or(0)).unwrap_or(0),
+        service: None,
+    };
+    // Before anything is started, so an agent that dies now can still find this shim.
+    let _ = write_replace(&dir.join(SHIM_PID_FILE), me.encode().as_bytes());
     match start(dir) {
         Ok(service) => {
+            me.service = Some((service.pid, service.start_ticks));
+            let _ = write_replace(&dir.join(SHIM_PID_FILE), me.encode().as_bytes());
             announce(&format!("started {} {}", service.pid, service.start_ticks));
             match service.supervise(dir) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -620,6 +629,11 @@ mod tests {
             &launch(dir.path(), "echo hello; echo oops >&2; exit 3"),
         );
         let pid = started_pid(&line);
+        let own = ShimPid::parse(&std::fs::read_to_string(dir.path().join(SHIM_PID_FILE)).unwrap())
+            .unwrap();
+        assert_eq!(own.shim_pid, shim.id() as i32);
+        assert_eq!(own.shim_start_ticks, start_ticks(own.shim_pid).unwrap());
+        assert_eq!(own.service.map(|s| s.0), Some(pid));
         assert!(shim.wait().unwrap().success());
         let record = exit_record(dir.path());
         assert_eq!(record.pid, pid);
@@ -864,7 +878,10 @@ mod tests {
             if !status.dropping {
                 break;
             }
-            assert!(Instant::now() < deadline, "logging did not resume: {status:?}");
+            assert!(
+                Instant::now() < deadline,
+                "logging did not resume: {status:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(shim.wait().unwrap().success());
@@ -880,7 +897,11 @@ mod tests {
             texts.iter().any(|t| t.starts_with(&notice)),
             "no {notice:?} in the log"
         );
-        assert_eq!(texts.len() as u64 - 2 + dropped, 2000, "every line is kept or counted");
+        assert_eq!(
+            texts.len() as u64 - 2 + dropped,
+            2000,
+            "every line is kept or counted"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::store::{InstanceRecord, Store};
 use crate::events::journal::{EventDraft, Journal};
 use crate::fsutil::write_replace;
 use crate::metrics::procs::read_proc_stat;
-use crate::shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch};
+use crate::shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid};
 use crate::shim::logstatus::{LogEvent, LogStatus, LogWatch};
 use crate::state::unix_now_ms;
 use rustix::process::{Pid, Signal};
@@ -411,6 +411,7 @@ impl InstanceTask {
         let dir = self.dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        self.stop_stray_shim(&dir).await;
         let cgroup = match self
             .ctx
             .isolation
@@ -514,6 +515,49 @@ impl InstanceTask {
                 release_cgroup(cgroup).await;
                 Err(reply.strip_prefix("failed ").unwrap_or(&reply).to_string())
             }
+        }
+    }
+
+    /// Stops a shim of this instance that no record names: one a previous agent started
+    /// and was killed before recording (in the middle of `apply`, say). Left alone, it and
+    /// its service would run on unseen next to the new one. Its service is killed (a shim
+    /// still starting is given until its start timeout to name it), the shim then records
+    /// the exit and ends.
+    async fn stop_stray_shim(&self, dir: &Path) {
+        let path = dir.join(SHIM_PID_FILE);
+        let read = || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| ShimPid::parse(&t))
+        };
+        let Some(stray) = read() else {
+            return;
+        };
+        if !same_process(stray.shim_pid, stray.shim_start_ticks) {
+            return;
+        }
+        self.event(
+            "service.stray_stopped",
+            Severity::Warning,
+            format!(
+                "{} had a shim (pid {}) no record names, started by an agent that died \
+                 before recording it: stopping it before starting anew",
+                self.id(),
+                stray.shim_pid
+            ),
+        );
+        let deadline = Instant::now() + SHIM_START_TIMEOUT + SHIM_EXIT_GRACE;
+        while same_process(stray.shim_pid, stray.shim_start_ticks) {
+            if Instant::now() > deadline {
+                kill_pid(stray.shim_pid, stray.shim_start_ticks);
+                break;
+            }
+            if let Some((pid, ticks)) = read().and_then(|s| s.service)
+                && same_process(pid, ticks)
+            {
+                kill_group(pid, Signal::KILL);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
