@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 /// How long an agent may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,6 +67,10 @@ pub struct AgentOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A command the agent is started through, `PREFIX... strata-agent run ...`, such as
+    /// [`netns::TestNet::exec_prefix`]. It must exec the agent in its own process (as
+    /// `nsenter` and `ip netns exec` do), so that the pid the test holds is the agent's.
+    pub prefix: Vec<String>,
 }
 
 impl AgentProcess {
@@ -77,13 +83,20 @@ impl AgentProcess {
             .create(true)
             .append(true)
             .open(&stderr_path)?;
-        let mut cmd = Command::new(binary("strata-agent"));
-        cmd.arg("run").arg("--data-dir").arg(data_dir).args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ]);
+        let mut cmd = match options.prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary("strata-agent"));
+                cmd
+            }
+            None => Command::new(binary("strata-agent")),
+        };
+        cmd.arg("run").arg("--data-dir").arg(data_dir);
+        for flag in ["--grpc-addr", "--http-addr"] {
+            if !options.extra_args.iter().any(|a| a == flag) {
+                cmd.args([flag, "127.0.0.1:0"]);
+            }
+        }
         if !options.extra_args.iter().any(|a| a == "--config") {
             let config = data_dir.join("test-agent.toml");
             std::fs::write(&config, test_config(data_dir))?;
@@ -393,5 +406,48 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A small tmpfs mounted by a test (a disk that fills up), unmounted when dropped.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. "256k") at `dir`, creating it;
+    /// `None`, with the reason printed, where mounting is not allowed.
+    pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            println!("SKIP: cannot create {}: {e}", dir.display());
+            return None;
+        }
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Tmpfs {
+                dir: dir.to_path_buf(),
+            }),
+            Ok(out) => {
+                println!(
+                    "SKIP: cannot mount a tmpfs: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                println!("SKIP: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
     }
 }

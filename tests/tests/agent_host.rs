@@ -192,6 +192,7 @@ fn config_file_is_applied_and_flags_win() {
         node_name: None,
         extra_args: vec!["--config".into(), config.display().to_string()],
         env: vec![("STRATA_NODE_NAME".into(), "from-env".into())],
+        ..Default::default()
     };
     let agent = AgentProcess::start(&dir.path().join("data"), &options).expect("agent starts");
     // The harness removes the cgroup root named here when the agent is dropped.

@@ -168,7 +168,9 @@ fn db_err<E: Into<redb::Error>>(action: &'static str) -> impl FnOnce(E) -> Journ
 }
 
 struct Inner {
-    db: Database,
+    /// `None` only while it is being reopened after an I/O error.
+    db: RwLock<Option<Database>>,
+    path: PathBuf,
     node: RwLock<String>,
     /// The next sequence number; held while writing so seq order is commit order and
     /// broadcast order.
@@ -227,7 +229,8 @@ impl Journal {
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         let journal = Journal {
             inner: Arc::new(Inner {
-                db,
+                db: RwLock::new(Some(db)),
+                path: path.to_path_buf(),
                 node: RwLock::new(node.into()),
                 next_seq: Mutex::new(next_seq),
                 limits,
@@ -236,6 +239,42 @@ impl Journal {
         };
         journal.prune(now_unix_ms())?;
         Ok(journal)
+    }
+
+    /// Runs `f` on the database. After a failed write (a full disk), redb refuses every
+    /// transaction until the database is reopened; then it is reopened (which repairs it)
+    /// and `f` tried once more, so the journal works again as soon as the disk does.
+    fn with_db<T>(
+        &self,
+        f: impl Fn(&Database) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        {
+            let db = self.inner.db.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(db) = db.as_ref() {
+                match f(db) {
+                    Err(JournalError::Database {
+                        source: redb::Error::PreviousIo,
+                        ..
+                    }) => {}
+                    other => return other,
+                }
+            }
+        }
+        let mut slot = self
+            .inner
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // redb refuses a second handle on one file: close the broken one first.
+        *slot = None;
+        let db = Database::create(&self.inner.path).map_err(|source| JournalError::Open {
+            path: self.inner.path.clone(),
+            source,
+        })?;
+        warn!("reopened the event journal after an I/O error");
+        let result = f(&db);
+        *slot = Some(db);
+        result
     }
 
     /// Changes the node name stamped on events appended from now on.
@@ -270,11 +309,7 @@ impl Journal {
             message: draft.message,
             fields: draft.fields,
         };
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(db_err("begin a write"))?;
+        let txn = self.with_db(|db| db.begin_write().map_err(db_err("begin a write")))?;
         {
             let mut events = txn.open_table(EVENTS).map_err(db_err("open the events"))?;
             events
@@ -310,7 +345,7 @@ impl Journal {
             0 => DEFAULT_QUERY_LIMIT,
             n => n.min(MAX_QUERY_LIMIT),
         };
-        let txn = self.inner.db.begin_read().map_err(db_err("begin a read"))?;
+        let txn = self.with_db(|db| db.begin_read().map_err(db_err("begin a read")))?;
         let table = txn.open_table(EVENTS).map_err(db_err("open the events"))?;
         let mut found = Vec::new();
         for entry in table.iter().map_err(db_err("scan the events"))?.rev() {
@@ -339,11 +374,7 @@ impl Journal {
         let limits = self.inner.limits;
         let max_age_ms = i64::try_from(limits.max_age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_unix_ms.saturating_sub(max_age_ms);
-        let txn = self
-            .inner
-            .db
-            .begin_write()
-            .map_err(db_err("begin a write"))?;
+        let txn = self.with_db(|db| db.begin_write().map_err(db_err("begin a write")))?;
         let mut removed = 0;
         {
             let mut table = txn.open_table(EVENTS).map_err(db_err("open the events"))?;
@@ -403,6 +434,63 @@ mod tests {
 
     fn seqs(events: &[Event]) -> Vec<u64> {
         events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn a_full_disk_fails_appends_without_harm_and_appends_work_again_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(dir.path())
+            .output();
+        if !mounted.is_ok_and(|o| o.status.success()) {
+            println!("SKIP: cannot mount a tmpfs");
+            return;
+        }
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(self.0)
+                    .output();
+            }
+        }
+        let _unmount = Unmount(dir.path());
+        let j = Journal::open(
+            &dir.path().join("events.redb"),
+            "n1",
+            JournalLimits::default(),
+        )
+        .unwrap();
+        append(&j, "before", Severity::Info, 1);
+        let filler = dir.path().join("filler");
+        let free = rustix::fs::statvfs(dir.path()).unwrap();
+        let _ = std::fs::write(&filler, vec![0u8; (free.f_bavail * free.f_frsize) as usize]);
+        let big = "x".repeat(64 * 1024);
+        let mut failed = false;
+        for _ in 0..200 {
+            let draft = EventDraft::new("big", Severity::Info, "test", big.clone());
+            if j.append(draft).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "the disk never filled");
+        std::fs::remove_file(&filler).unwrap();
+        let after = j.append(EventDraft::new(
+            "after",
+            Severity::Info,
+            "test",
+            "space is back",
+        ));
+        assert!(after.is_ok(), "{after:?}");
+        let kinds: Vec<String> = query(&j, EventQuery::default())
+            .into_iter()
+            .map(|e| e.kind)
+            .filter(|k| k != "big")
+            .collect();
+        assert_eq!(kinds, ["before", "after"]);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub const LAUNCH_FILE: &str = "launch.json";
 /// File name of the exit record inside an instance directory.
 pub const EXIT_FILE: &str = "exit.json";
+/// File name of the shim's own pid record inside an instance directory ([`ShimPid`]).
+pub const SHIM_PID_FILE: &str = "shim.pid";
 /// File name of the current log file inside the log directory; rotated files get `.1`, `.2`, ...
 pub const LOG_FILE: &str = "output.log";
 
@@ -45,4 +47,74 @@ pub struct ExitRecord {
     pub core_dumped: bool,
     /// When the shim saw it end, Unix milliseconds.
     pub exited_unix_ms: i64,
+}
+
+/// Who runs an instance, as written by the shim itself: its own pid and start time the
+/// moment it starts, then its service's once that runs. The agent records the same in its
+/// instance record, but only after the shim reported; a shim the agent started and then
+/// died before recording is found through this file, so it is never left running unseen.
+///
+/// Text: `SHIM_PID SHIM_START_TICKS [PID START_TICKS]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShimPid {
+    /// The shim's pid.
+    pub shim_pid: i32,
+    /// The shim's start time, clock ticks after boot.
+    pub shim_start_ticks: u64,
+    /// The service's pid and start time, once it was started.
+    pub service: Option<(i32, u64)>,
+}
+
+impl ShimPid {
+    /// The file's text.
+    pub fn encode(&self) -> String {
+        match self.service {
+            Some((pid, ticks)) => format!(
+                "{} {} {pid} {ticks}\n",
+                self.shim_pid, self.shim_start_ticks
+            ),
+            None => format!("{} {}\n", self.shim_pid, self.shim_start_ticks),
+        }
+    }
+
+    /// Parses the file's text; `None` for anything else.
+    pub fn parse(text: &str) -> Option<ShimPid> {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let shim_pid = i32::try_from(num(0)?).ok()?;
+        let shim_start_ticks = num(1)?;
+        let service = match fields.len() {
+            2 => None,
+            4 => Some((i32::try_from(num(2)?).ok()?, num(3)?)),
+            _ => return None,
+        };
+        Some(ShimPid {
+            shim_pid,
+            shim_start_ticks,
+            service,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shim_pid_round_trips_and_rejects_garbage() {
+        let starting = ShimPid {
+            shim_pid: 10,
+            shim_start_ticks: 11,
+            service: None,
+        };
+        let running = ShimPid {
+            service: Some((12, 13)),
+            ..starting
+        };
+        assert_eq!(ShimPid::parse(&starting.encode()), Some(starting));
+        assert_eq!(ShimPid::parse(&running.encode()), Some(running));
+        for bad in ["", "10", "10 11 12", "-1 11", "10 11 12 13 14", "a b"] {
+            assert_eq!(ShimPid::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! `2026-11-26T05:46:02.123Z out hello`. The agent reads it with [`crate::supervisor::logs`].
 
 use super::launch::LOG_FILE;
+use super::logstatus::LogStatus;
 use crate::supervisor::logs::LogStream;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -62,8 +63,9 @@ impl LineSplitter {
 /// Appends formatted lines to `output.log` in one directory and rotates it by size.
 ///
 /// A failed write (a full disk, a removed directory) drops the line and is counted; the next
-/// line tries again, and the first write that works is preceded by one
-/// `[strata] N log lines dropped: REASON` line on the err stream.
+/// line (or [`LogWriter::retry`]) tries again, and the first write that works is preceded by
+/// one `[strata] N log lines dropped: REASON` line on the err stream. [`LogWriter::status`]
+/// says whether lines are being dropped, for the agent.
 #[derive(Debug)]
 pub struct LogWriter {
     dir: PathBuf,
@@ -73,6 +75,7 @@ pub struct LogWriter {
     file: Option<File>,
     size: u64,
     dropped: u64,
+    dropped_total: u64,
     drop_reason: String,
     buf: Vec<u8>,
 }
@@ -88,6 +91,7 @@ impl LogWriter {
             file: None,
             size: 0,
             dropped: 0,
+            dropped_total: 0,
             drop_reason: String::new(),
             buf: Vec::with_capacity(256),
         }
@@ -98,6 +102,7 @@ impl LogWriter {
         let now = SystemTime::now();
         if !self.report_dropped(now) {
             self.dropped += 1;
+            self.dropped_total += 1;
             return;
         }
         if let Err(e) = self.emit(now, stream, text) {
@@ -110,9 +115,24 @@ impl LogWriter {
         self.dropped
     }
 
+    /// Tries once more to record dropped lines: while lines are being dropped, the shim calls
+    /// this now and then, so that logging resumes even when the service is quiet.
+    pub fn retry(&mut self) {
+        self.report_dropped(SystemTime::now());
+    }
+
     /// Tries once more to record dropped lines; for the end of the stream.
     pub fn finish(&mut self) {
-        self.report_dropped(SystemTime::now());
+        self.retry();
+    }
+
+    /// Whether lines are being dropped, how many were since the start, and why.
+    pub fn status(&self) -> LogStatus {
+        LogStatus {
+            dropping: self.dropped > 0,
+            dropped_total: self.dropped_total,
+            reason: self.drop_reason.clone(),
+        }
     }
 
     /// Writes the dropped-lines notice when lines were dropped; false if it could not.
@@ -138,6 +158,7 @@ impl LogWriter {
 
     fn note_drop(&mut self, e: &io::Error) {
         self.dropped += 1;
+        self.dropped_total += 1;
         self.drop_reason = e.to_string();
     }
 

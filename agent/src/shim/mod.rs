@@ -10,8 +10,11 @@
 //! - one line on the shim's stdout once the service runs: `started PID START_TICKS`, or
 //!   `failed REASON` when it could not be started (then the shim exits with status 1);
 //! - `exit.json` ([`launch::ExitRecord`]), written atomically by the shim when the service
-//!   has ended, just before the shim exits.
+//!   has ended, just before the shim exits;
+//! - `log-status` ([`logstatus::LogStatus`]), kept current by the shim and polled by the
+//!   agent: whether log lines are being dropped (a full log disk), and how many.
 
 pub mod launch;
 pub mod logfile;
+pub mod logstatus;
 pub mod run;

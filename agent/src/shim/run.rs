@@ -4,9 +4,10 @@
 //! One thread, no async runtime: a `poll(2)` loop over the two output pipes and a signalfd
 //! for SIGCHLD, so a shim costs little memory per instance and reacts at once.
 
-use super::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch};
+use super::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid};
 use super::logfile::{LineSplitter, LogWriter};
-use crate::fsutil::write_atomic;
+use super::logstatus::LogStatusFile;
+use crate::fsutil::{write_atomic, write_replace};
 use crate::supervisor::logs::LogStream;
 use std::ffi::CString;
 use std::fs::File;
@@ -22,12 +23,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long the output pipes are drained after the service has ended (its descendants
 /// may still hold them).
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// While log lines are being dropped, writing is retried this often even without output.
+const LOG_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs the shim for the instance directory `dir` (`strata-agent shim DIR`) until the
 /// service has ended; the exit code is 0 when the exit was recorded, 1 otherwise.
 pub fn run(dir: &Path) -> ExitCode {
+    let mut me = ShimPid {
+        shim_pid: i32::try_from(std::process::id()).unwrap_or(0),
+        shim_start_ticks: start_ticks(i32::try_from(std::process::id()).unwrap_or(0)).unwrap_or(0),
+        service: None,
+    };
+    // Before anything is started, so an agent that dies now can still find this shim.
+    let _ = write_replace(&dir.join(SHIM_PID_FILE), me.encode().as_bytes());
     match start(dir) {
         Ok(service) => {
+            me.service = Some((service.pid, service.start_ticks));
+            let _ = write_replace(&dir.join(SHIM_PID_FILE), me.encode().as_bytes());
             announce(&format!("started {} {}", service.pid, service.start_ticks));
             match service.supervise(dir) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +73,8 @@ struct Service {
     stderr: File,
     sigchld: OwnedFd,
     log: LogWriter,
+    /// Where the agent learns that log lines are dropped; none if it could not be made.
+    log_status: Option<LogStatusFile>,
 }
 
 fn start(dir: &Path) -> Result<Service, String> {
@@ -145,6 +159,9 @@ fn start(dir: &Path) -> Result<Service, String> {
         stderr: File::from(OwnedFd::from(stderr)),
         sigchld,
         log: LogWriter::new(&launch.log_dir, launch.log_max_bytes, launch.log_keep),
+        // Made before any log line can fail; without it the service still runs and logs,
+        // only drops would go unreported to the agent.
+        log_status: LogStatusFile::create(dir).ok(),
     })
 }
 
@@ -352,6 +369,7 @@ impl Service {
             stderr,
             sigchld,
             mut log,
+            mut log_status,
             ..
         } = self;
         let mut streams = [
@@ -372,20 +390,29 @@ impl Service {
         let mut exit: Option<ExitRecord> = None;
         let mut deadline: Option<Instant> = None;
         let mut children_left = true;
+        let mut last_retry = Instant::now();
         loop {
             let drained = streams.iter().all(|s| !s.open);
             if exit.is_some() && drained && !children_left {
                 break;
             }
-            let timeout = match deadline {
-                None => -1,
+            let mut wait = match deadline {
+                None => None,
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         break;
                     }
-                    i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1)
+                    Some(left)
                 }
+            };
+            if log.dropped() > 0 {
+                let retry_in = LOG_RETRY_INTERVAL.saturating_sub(last_retry.elapsed());
+                wait = Some(wait.map_or(retry_in, |w| w.min(retry_in)));
+            }
+            let timeout = match wait {
+                None => -1,
+                Some(w) => i32::try_from(w.as_millis()).unwrap_or(i32::MAX).max(1),
             };
             let mut fds = [
                 poll_fd(sigchld.as_raw_fd(), children_left),
@@ -413,12 +440,22 @@ impl Service {
                     read_stream(stream, &mut buf, &mut log);
                 }
             }
+            if log.dropped() > 0 && last_retry.elapsed() >= LOG_RETRY_INTERVAL {
+                last_retry = Instant::now();
+                log.retry();
+            }
+            if let Some(status) = log_status.as_mut() {
+                status.update(&log.status());
+            }
         }
         for stream in &mut streams {
             let tag = stream.tag;
             stream.lines.finish(|line| log.write_line(tag, line));
         }
         log.finish();
+        if let Some(status) = log_status.as_mut() {
+            status.update(&log.status());
+        }
         let record = match exit {
             Some(record) => record,
             None => return Err(io::Error::other("the service's exit was not seen")),
@@ -592,6 +629,11 @@ mod tests {
             &launch(dir.path(), "echo hello; echo oops >&2; exit 3"),
         );
         let pid = started_pid(&line);
+        let own = ShimPid::parse(&std::fs::read_to_string(dir.path().join(SHIM_PID_FILE)).unwrap())
+            .unwrap();
+        assert_eq!(own.shim_pid, shim.id() as i32);
+        assert_eq!(own.shim_start_ticks, start_ticks(own.shim_pid).unwrap());
+        assert_eq!(own.service.map(|s| s.0), Some(pid));
         assert!(shim.wait().unwrap().success());
         let record = exit_record(dir.path());
         assert_eq!(record.pid, pid);
@@ -763,6 +805,103 @@ mod tests {
             assert_eq!(l.text, format!("line {}", first + i));
         }
         assert_eq!(kept.last().unwrap().text, "line 1499");
+    }
+
+    /// A small tmpfs mounted for one test, unmounted when dropped.
+    struct Tmpfs(PathBuf);
+
+    impl Tmpfs {
+        /// Mounts a tmpfs of `size` at `dir`; `None` (with the reason printed) where mounting
+        /// is not allowed.
+        fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+            std::fs::create_dir_all(dir).unwrap();
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir)
+                .output();
+            match out {
+                Ok(out) if out.status.success() => Some(Tmpfs(dir.to_path_buf())),
+                Ok(out) => {
+                    println!(
+                        "SKIP: cannot mount a tmpfs: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                    None
+                }
+                Err(e) => {
+                    println!("SKIP: cannot run mount: {e}");
+                    None
+                }
+            }
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
+
+    #[test]
+    fn a_full_log_disk_drops_lines_without_blocking_and_logging_resumes() {
+        use crate::shim::logstatus::LogStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let Some(_tmpfs) = Tmpfs::mount(&dir.path().join("logs"), "64k") else {
+            return;
+        };
+        let filler = dir.path().join("logs").join("filler");
+        std::fs::write(&filler, vec![b'x'; 40 * 1024]).unwrap();
+        // 2000 lines of 100 bytes do not fit in what is left; the service must still get
+        // through them, then waits for the test to make room, stays quiet, and says so.
+        let script = "i=0; while [ $i -lt 2000 ]; do \
+                      echo \"line $i ..........................................................................\"; \
+                      i=$((i+1)); done; touch printed; \
+                      while [ ! -e go ]; do sleep 0.05; done; sleep 3; echo after";
+        let (mut shim, line) = start_shim(dir.path(), &launch(dir.path(), script));
+        started_pid(&line);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.path().join("printed").exists() {
+            assert!(Instant::now() < deadline, "the service is blocked");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = LogStatus::read(dir.path()).unwrap();
+        assert!(status.dropping, "{status:?}");
+        assert!(status.dropped_total > 0, "{status:?}");
+        assert!(status.reason.contains("No space left"), "{status:?}");
+
+        std::fs::remove_file(&filler).unwrap();
+        std::fs::write(dir.path().join("go"), b"").unwrap();
+        // The service is quiet now: the shim's own retry brings logging back.
+        let deadline = Instant::now() + Duration::from_millis(2500);
+        loop {
+            let status = LogStatus::read(dir.path()).unwrap();
+            if !status.dropping {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logging did not resume: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(shim.wait().unwrap().success());
+        let texts: Vec<String> = logs::tail(&dir.path().join("logs"), usize::MAX, None)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts.last().map(String::as_str), Some("after"));
+        let dropped = LogStatus::read(dir.path()).unwrap().dropped_total;
+        let notice = format!("[strata] {dropped} log lines dropped: ");
+        assert!(
+            texts.iter().any(|t| t.starts_with(&notice)),
+            "no {notice:?} in the log"
+        );
+        assert_eq!(
+            texts.len() as u64 - 2 + dropped,
+            2000,
+            "every line is kept or counted"
+        );
     }
 
     #[test]

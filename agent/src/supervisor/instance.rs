@@ -13,7 +13,8 @@ use super::store::{InstanceRecord, Store};
 use crate::events::journal::{EventDraft, Journal};
 use crate::fsutil::write_replace;
 use crate::metrics::procs::read_proc_stat;
-use crate::shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch};
+use crate::shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid};
+use crate::shim::logstatus::{LogEvent, LogStatus, LogWatch};
 use crate::state::unix_now_ms;
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
@@ -97,6 +98,8 @@ struct RunningShim {
     started: Instant,
     cgroup: InstanceCgroup,
     oom_kills_before: u64,
+    /// What the shim last reported about its log.
+    log_watch: LogWatch,
 }
 
 /// How the task learns that a shim ended: as its parent, through a pidfd after adoption,
@@ -309,6 +312,7 @@ impl InstanceTask {
                 started,
                 cgroup,
                 oom_kills_before,
+                log_watch: LogWatch::default(),
             }));
         }
         // The shim is gone: it either recorded the exit or was killed with its service.
@@ -332,6 +336,7 @@ impl InstanceTask {
             started: Instant::now(),
             cgroup,
             oom_kills_before: 0,
+            log_watch: LogWatch::default(),
         };
         self.after_exit(running, "while the agent was down").await
     }
@@ -406,6 +411,7 @@ impl InstanceTask {
         let dir = self.dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        self.stop_stray_shim(&dir).await;
         let cgroup = match self
             .ctx
             .isolation
@@ -501,6 +507,7 @@ impl InstanceTask {
                     started,
                     cgroup,
                     oom_kills_before,
+                    log_watch: LogWatch::default(),
                 })
             }
             _ => {
@@ -508,6 +515,49 @@ impl InstanceTask {
                 release_cgroup(cgroup).await;
                 Err(reply.strip_prefix("failed ").unwrap_or(&reply).to_string())
             }
+        }
+    }
+
+    /// Stops a shim of this instance that no record names: one a previous agent started
+    /// and was killed before recording (in the middle of `apply`, say). Left alone, it and
+    /// its service would run on unseen next to the new one. Its service is killed (a shim
+    /// still starting is given until its start timeout to name it), the shim then records
+    /// the exit and ends.
+    async fn stop_stray_shim(&self, dir: &Path) {
+        let path = dir.join(SHIM_PID_FILE);
+        let read = || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| ShimPid::parse(&t))
+        };
+        let Some(stray) = read() else {
+            return;
+        };
+        if !same_process(stray.shim_pid, stray.shim_start_ticks) {
+            return;
+        }
+        self.event(
+            "service.stray_stopped",
+            Severity::Warning,
+            format!(
+                "{} had a shim (pid {}) no record names, started by an agent that died \
+                 before recording it: stopping it before starting anew",
+                self.id(),
+                stray.shim_pid
+            ),
+        );
+        let deadline = Instant::now() + SHIM_START_TIMEOUT + SHIM_EXIT_GRACE;
+        while same_process(stray.shim_pid, stray.shim_start_ticks) {
+            if Instant::now() > deadline {
+                kill_pid(stray.shim_pid, stray.shim_start_ticks);
+                break;
+            }
+            if let Some((pid, ticks)) = read().and_then(|s| s.service)
+                && same_process(pid, ticks)
+            {
+                kill_group(pid, Signal::KILL);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -596,7 +646,10 @@ impl InstanceTask {
                     check = None;
                     self.on_check(outcome);
                 }
-                _ = stats_timer.tick() => self.refresh_stats(&running),
+                _ = stats_timer.tick() => {
+                    self.refresh_stats(&running);
+                    self.watch_log(&mut running);
+                }
                 command = self.rx.recv() => match command {
                     None | Some(Command::Detach) => return Phase::Done,
                     Some(Command::Start) => {}
@@ -661,6 +714,42 @@ impl InstanceTask {
                 severity,
                 format!("{} is {}: {output}", self.id(), health.label()),
             );
+        }
+    }
+
+    /// Records the shim's news about its log: lines being dropped, or logging resumed.
+    fn watch_log(&self, running: &mut RunningShim) {
+        let Some(status) = LogStatus::read(&self.dir()) else {
+            return;
+        };
+        for change in running.log_watch.observe(status) {
+            let (kind, severity, message, dropped) = match change {
+                LogEvent::Dropping { dropped, reason } => (
+                    "service.log_dropped",
+                    Severity::Warning,
+                    format!(
+                        "{} log lines are being dropped ({dropped} so far): {reason}",
+                        self.id()
+                    ),
+                    dropped,
+                ),
+                LogEvent::Resumed { dropped } => (
+                    "service.log_resumed",
+                    Severity::Info,
+                    format!(
+                        "{} logging resumed; {dropped} log lines were dropped",
+                        self.id()
+                    ),
+                    dropped,
+                ),
+            };
+            let draft = EventDraft::new(kind, severity, format!("service:{}", self.id()), message)
+                .field("service", self.spec.name.clone())
+                .field("instance", self.index.to_string())
+                .field("dropped", dropped.to_string());
+            if let Err(e) = self.ctx.journal.append(draft) {
+                tracing::warn!(error = %e, kind, "cannot record a service event");
+            }
         }
     }
 

@@ -1,4 +1,5 @@
-//! A small HTTP service for the end-to-end tests: serves any path on 127.0.0.1:$PORT,
+//! A small HTTP service for the end-to-end tests: serves any path on $BIND_ADDR:$PORT
+//! (`BIND_ADDR` defaults to 127.0.0.1; tests in network namespaces use 0.0.0.0),
 //! answering with the status code written in `$HEALTH_FILE` (200 when the file is missing),
 //! and logs one line per request. When the file says `down`, it closes its listening socket
 //! until the file says otherwise, so TCP checks fail too. A real program under supervision,
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 fn main() {
     let port = std::env::var("PORT").unwrap_or_else(|_| "0".into());
+    let bind = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
     let health_file = std::env::var("HEALTH_FILE").ok();
     let wanted = || -> String {
         health_file
@@ -18,7 +20,7 @@ fn main() {
             .map(|t| t.trim().to_string())
             .unwrap_or_else(|| "200".into())
     };
-    println!("serving 127.0.0.1:{port} pid {}", std::process::id());
+    println!("serving {bind}:{port} pid {}", std::process::id());
     let mut listener: Option<TcpListener> = None;
     loop {
         let status = wanted();
@@ -30,13 +32,13 @@ fn main() {
             continue;
         }
         if listener.is_none() {
-            match TcpListener::bind(format!("127.0.0.1:{port}")) {
+            match TcpListener::bind(format!("{bind}:{port}")) {
                 Ok(l) => {
                     let _ = l.set_nonblocking(true);
                     listener = Some(l);
                 }
                 Err(e) => {
-                    eprintln!("cannot listen on 127.0.0.1:{port}: {e}");
+                    eprintln!("cannot listen on {bind}:{port}: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }

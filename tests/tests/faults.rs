@@ -1,0 +1,899 @@
+//! Fault tolerance, end to end (issue 8). Five agents in five network namespaces joined by a
+//! bridge run a service whose instances are spread over them; a client in the test sends
+//! requests through one agent's balancer while faults are injected: `kill -9` of an agent, a
+//! partition and its heal, packet loss and delay, an agent with the wrong gossip key. Two
+//! more faults run against one agent on loopback: a full log directory, and `kill -9` of
+//! the agent at random moments during `strata apply`.
+//!
+//! Each fault prints one row of a table: how long until it was detected, the client's
+//! requests sent and failed meanwhile, and the data lost (must be none). The tests run one
+//! at a time (they measure timings, and the machine has two cores).
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use strata_tests::netns::TestNet;
+use strata_tests::{AgentOptions, AgentProcess, binary, process_start_ticks, wait_until};
+
+const KEY: &str = "q2v0Ykq4b6m6o2Ck3qvP0bJx8m9D5Yt6d6WqXz3mJjE=";
+const WRONG_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Ports every agent of the cluster uses inside its own namespace.
+const GRPC_PORT: u16 = 7700;
+const GOSSIP_PORT: u16 = 7701;
+const HTTP_PORT: u16 = 7702;
+/// The service's frontend port on every balancer.
+const FRONTEND: u16 = 18500;
+/// Instances per agent, on every agent but the first (the client's entry).
+const INSTANCES_PER_NODE: usize = 2;
+/// Agents in the cluster, plus one more namespace for the intruder with the wrong key.
+const NODES: usize = 5;
+
+/// One fault at a time: timings are the point, and there are two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One row of the report table.
+fn report(fault: &str, detect: &str, sent: usize, failed: usize, lost: &str) {
+    println!(
+        "FAULT | {fault:<44} | detect {detect:>22} | requests {sent:>5} sent {failed:>4} failed | data lost: {lost}"
+    );
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------
+// The client: requests through one balancer, bounded in count and time.
+
+/// Sends `GET /` through a balancer every 50 ms on a thread of its own, recording each
+/// outcome, until stopped, `MAX_REQUESTS` were sent, or `MAX_TIME` has passed.
+struct Client {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<(Instant, bool)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const MAX_REQUESTS: usize = 20_000;
+const MAX_TIME: Duration = Duration::from_secs(600);
+
+impl Client {
+    fn start(target: SocketAddr) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let stop = stop.clone();
+            let outcomes = outcomes.clone();
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                for _ in 0..MAX_REQUESTS {
+                    if stop.load(Ordering::Relaxed) || began.elapsed() > MAX_TIME {
+                        break;
+                    }
+                    let at = Instant::now();
+                    let ok = request(target);
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((at, ok));
+                    std::thread::sleep(Duration::from_millis(50).saturating_sub(at.elapsed()));
+                }
+            })
+        };
+        Client {
+            stop,
+            outcomes,
+            thread: Some(thread),
+        }
+    }
+
+    /// (sent, failed) among the requests started in `[from, to)`.
+    fn window(&self, from: Instant, to: Instant) -> (usize, usize) {
+        let outcomes = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+        let inside: Vec<bool> = outcomes
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, ok)| *ok)
+            .collect();
+        (inside.len(), inside.iter().filter(|ok| !**ok).count())
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One HTTP request; true for a 200 answer within the time limits.
+fn request(target: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&target, Duration::from_secs(3)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(stream, "GET / HTTP/1.0\r\nHost: faults\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") && answer.ends_with("status 200\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster in namespaces.
+
+/// Five agents in five namespaces. Fields drop in order: the agents (and their services)
+/// first, then the namespaces, then the data dirs.
+struct Cluster {
+    agents: Vec<Option<AgentProcess>>,
+    net: TestNet,
+    dir: tempfile::TempDir,
+}
+
+/// Every agent's command line past `run`, in one place. When the agent requires TLS or
+/// `--insecure` for a non-loopback gRPC address, add `--insecure` here.
+fn node_args(net: &TestNet, i: usize, key: &str) -> Vec<String> {
+    let ip = net.nodes[i].ip;
+    let mut args: Vec<String> = vec![
+        "--grpc-addr".into(),
+        format!("{ip}:{GRPC_PORT}"),
+        "--http-addr".into(),
+        format!("{ip}:{HTTP_PORT}"),
+        "--gossip-addr".into(),
+        format!("{ip}:{GOSSIP_PORT}"),
+        "--balancer-addr".into(),
+        ip.to_string(),
+        "--dns-addr".into(),
+        "127.0.0.1:0".into(),
+        "--gossip-key".into(),
+        key.into(),
+    ];
+    if i > 0 {
+        args.push("--join".into());
+        args.push(format!("{}:{GOSSIP_PORT}", net.nodes[0].ip));
+    }
+    args
+}
+
+fn node_name(i: usize) -> String {
+    format!("f{}", i + 1)
+}
+
+fn start_node(net: &TestNet, dir: &Path, i: usize, key: &str) -> AgentProcess {
+    AgentProcess::start(
+        &dir.join(node_name(i)),
+        &AgentOptions {
+            node_name: Some(node_name(i)),
+            extra_args: node_args(net, i, key),
+            prefix: net.exec_prefix(i),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("agent {} starts: {e:#}", node_name(i)))
+}
+
+/// Member name -> status as `agent` sees it; empty when it cannot be asked.
+fn statuses(agent: &AgentProcess) -> BTreeMap<String, String> {
+    let out = agent.strata(&["members", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The instances of `web` in `agent`'s catalog, as (node, instance id, ip), with one
+/// entry per record found, so duplicates show.
+fn catalog_instances(agent: &AgentProcess) -> Option<Vec<(String, String, String)>> {
+    let out = agent.strata(&["catalog", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut found = Vec::new();
+    for record in v["records"].as_array()? {
+        let node = record["name"].as_str().unwrap_or("").to_string();
+        let ip = record["ip"].as_str().unwrap_or("").to_string();
+        for service in record["services"].as_array().into_iter().flatten() {
+            if service["name"] != "web" {
+                continue;
+            }
+            for instance in service["instances"].as_array().into_iter().flatten() {
+                let id = instance["id"].as_str().unwrap_or("").to_string();
+                found.push((node.clone(), id, ip.clone()));
+            }
+        }
+    }
+    found.sort();
+    Some(found)
+}
+
+/// The balancer endpoints of `web` on `agent`, as (node, instance).
+fn balancer_endpoints(agent: &AgentProcess) -> Option<BTreeSet<(String, String)>> {
+    let out = agent.strata(&["balancer", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let web = v["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == "web")?;
+    Some(
+        web["endpoints"]
+            .as_array()?
+            .iter()
+            .map(|e| {
+                (
+                    e["node"].as_str().unwrap_or("").to_string(),
+                    e["instance"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// (instance id, pid) of `web` on `agent` itself.
+fn local_pids(agent: &AgentProcess) -> Vec<(String, i64)> {
+    let out = agent.strata(&["service", "web", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut pids: Vec<(String, i64)> = v["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap_or("").to_string(),
+                i["pid"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+impl Cluster {
+    /// Starts the cluster and the service, and waits until the whole catalog is everywhere
+    /// and every instance passes. `None` where namespaces cannot be made.
+    fn start() -> Option<Cluster> {
+        let net = match TestNet::create(NODES + 1) {
+            Ok(Some(net)) => net,
+            Ok(None) => return None,
+            Err(e) => panic!("cannot build the test network: {e:#}"),
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cluster = Cluster {
+            agents: Vec::new(),
+            net,
+            dir,
+        };
+        for i in 0..NODES {
+            let agent = start_node(&cluster.net, cluster.dir.path(), i, KEY);
+            cluster.agents.push(Some(agent));
+        }
+        wait_until(
+            "5 alive members everywhere",
+            Duration::from_secs(60),
+            || {
+                cluster.live().all(|a| {
+                    let s = statuses(a);
+                    s.len() == NODES && s.values().all(|st| st == "alive")
+                })
+            },
+        );
+        let spec = cluster.dir.path().join("web.toml");
+        std::fs::write(
+            &spec,
+            format!(
+                r#"name = "web"
+command = ["{}"]
+instances = {INSTANCES_PER_NODE}
+env = {{ BIND_ADDR = "0.0.0.0" }}
+[ports.http]
+frontend = {FRONTEND}
+[health]
+http = "/"
+interval = "500ms"
+timeout = "400ms"
+rise = 1
+fall = 2
+grace = "0s"
+"#,
+                binary("strata-test-server").display()
+            ),
+        )
+        .expect("spec");
+        for agent in cluster.live().skip(1) {
+            let out = agent.strata(&["apply", spec.to_str().expect("path"), "--wait"]);
+            assert!(
+                out.status.success(),
+                "apply: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        wait_until(
+            "every balancer has every instance",
+            Duration::from_secs(60),
+            || {
+                cluster.live().all(|a| {
+                    balancer_endpoints(a).map(|e| e.len()) == Some((NODES - 1) * INSTANCES_PER_NODE)
+                })
+            },
+        );
+        Some(cluster)
+    }
+
+    fn live(&self) -> impl Iterator<Item = &AgentProcess> {
+        self.agents.iter().flatten()
+    }
+
+    fn agent(&self, i: usize) -> &AgentProcess {
+        self.agents[i].as_ref().expect("agent running")
+    }
+
+    /// The client's entry: agent 1's balancer, never faulted.
+    fn frontend(&self) -> SocketAddr {
+        SocketAddr::new(self.net.nodes[0].ip.into(), FRONTEND)
+    }
+
+    /// Every agent agrees on one cluster with the whole service: every member alive, one
+    /// record per node, each instance once, at its node's address.
+    fn converged(&self) -> Result<(), String> {
+        let expected: Vec<(String, String, String)> = {
+            let mut all = Vec::new();
+            for i in 1..NODES {
+                for index in 1..=INSTANCES_PER_NODE {
+                    all.push((
+                        node_name(i),
+                        format!("web/{index}"),
+                        self.net.nodes[i].ip.to_string(),
+                    ));
+                }
+            }
+            all.sort();
+            all
+        };
+        for agent in self.live() {
+            let s = statuses(agent);
+            if s.len() != NODES || s.values().any(|st| st != "alive") {
+                return Err(format!("members seen by {}: {s:?}", agent.grpc));
+            }
+            let found = catalog_instances(agent);
+            if found.as_ref() != Some(&expected) {
+                return Err(format!("catalog of {}: {found:?}", agent.grpc));
+            }
+            let endpoints = balancer_endpoints(agent);
+            let want: BTreeSet<(String, String)> = expected
+                .iter()
+                .map(|(n, i, _)| (n.clone(), i.clone()))
+                .collect();
+            if endpoints.as_ref() != Some(&want) {
+                return Err(format!("balancer of {}: {endpoints:?}", agent.grpc));
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_converged(&self, what: &str, timeout: Duration) -> Duration {
+        let began = Instant::now();
+        let mut last = Ok(());
+        while began.elapsed() < timeout {
+            last = self.converged();
+            if last.is_ok() {
+                return began.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("{what}: not converged after {timeout:?}: {last:?}");
+    }
+}
+
+/// All the network faults on one cluster, each asserted and reported on its own.
+#[test]
+fn network_faults_in_five_namespaces() {
+    let _serial = serial();
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let client = Client::start(cluster.frontend());
+    wait_until("the client's first answer", Duration::from_secs(20), || {
+        client
+            .window(Instant::now() - Duration::from_secs(60), Instant::now())
+            .0
+            > 0
+    });
+
+    wrong_gossip_key(&cluster, &client);
+    agent_kill_9(&mut cluster, &client);
+    partition_and_heal(&cluster, &client);
+    loss_and_delay(&cluster, &client);
+    let (sent, failed) = client.window(Instant::now() - Duration::from_secs(3600), Instant::now());
+    println!("client total: {sent} requests, {failed} failed");
+}
+
+/// A node with the wrong gossip key is refused: nobody lists it, it lists nobody, and its
+/// packets are dropped and counted.
+fn wrong_gossip_key(cluster: &Cluster, client: &Client) {
+    let began = Instant::now();
+    let dropped = |a: &AgentProcess| {
+        let v = a.json(&["members", "-o", "json"]);
+        v["dropped_packets"].as_u64().unwrap_or(0)
+    };
+    let before = dropped(cluster.agent(0));
+    let intruder = start_node(&cluster.net, cluster.dir.path(), NODES, WRONG_KEY);
+    let t0 = Instant::now();
+    wait_until(
+        "the intruder's packets are dropped",
+        Duration::from_secs(20),
+        || dropped(cluster.agent(0)) > before,
+    );
+    let detect = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    for agent in cluster.live() {
+        let s = statuses(agent);
+        assert!(
+            !s.contains_key(&node_name(NODES)),
+            "{} admitted the intruder: {s:?}",
+            agent.grpc
+        );
+    }
+    assert_eq!(
+        statuses(&intruder).len(),
+        1,
+        "the intruder sees nobody but itself"
+    );
+    drop(intruder);
+    cluster
+        .converged()
+        .unwrap_or_else(|e| panic!("after the intruder: {e}"));
+    let (sent, failed) = client.window(began, Instant::now());
+    report(
+        "wrong gossip key refused",
+        &format!("{} (drop)", secs(detect)),
+        sent,
+        failed,
+        "none",
+    );
+}
+
+/// `kill -9` of one agent: its instances leave every balancer within seconds; restarted,
+/// it re-adopts its services (same pids) and rejoins.
+fn agent_kill_9(cluster: &mut Cluster, client: &Client) {
+    let victim = NODES - 1;
+    let name = node_name(victim);
+    let pids_before = local_pids(cluster.agent(victim));
+    assert_eq!(pids_before.len(), INSTANCES_PER_NODE, "{pids_before:?}");
+    let starts: Vec<Option<u64>> = pids_before
+        .iter()
+        .map(|(_, pid)| process_start_ticks(*pid as i32))
+        .collect();
+    let agent = cluster.agents[victim].take().expect("victim");
+    let t0 = Instant::now();
+    agent.crash().expect("kill -9");
+    wait_until(
+        "the victim's instances leave every balancer",
+        Duration::from_secs(30),
+        || {
+            cluster.live().all(|a| {
+                balancer_endpoints(a).is_some_and(|e| e.iter().all(|(node, _)| *node != name))
+            })
+        },
+    );
+    let detect = t0.elapsed();
+    assert!(
+        detect < Duration::from_secs(10),
+        "took {detect:?} to leave the balancers"
+    );
+    let back = start_node(&cluster.net, cluster.dir.path(), victim, KEY);
+    cluster.agents[victim] = Some(back);
+    let rejoin = cluster.wait_converged("rejoin after kill -9", Duration::from_secs(60));
+    let pids_after = local_pids(cluster.agent(victim));
+    assert_eq!(pids_after, pids_before, "services were restarted");
+    let starts_after: Vec<Option<u64>> = pids_after
+        .iter()
+        .map(|(_, pid)| process_start_ticks(*pid as i32))
+        .collect();
+    assert_eq!(starts_after, starts, "same processes, not reused pids");
+    let (sent, failed) = client.window(t0, Instant::now());
+    report(
+        "agent kill -9 (then restart)",
+        &format!("{} (rejoin {})", secs(detect), secs(rejoin)),
+        sent,
+        failed,
+        "none (same pids)",
+    );
+}
+
+/// A partition of one namespace: the others mark it down; healed, everything converges to
+/// one cluster with no duplicate or ghost instances.
+fn partition_and_heal(cluster: &Cluster, client: &Client) {
+    let cut = NODES - 2;
+    let name = node_name(cut);
+    let t0 = Instant::now();
+    cluster.net.set_link(cut, false).expect("link down");
+    let others: Vec<&AgentProcess> = cluster
+        .agents
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != cut)
+        .filter_map(|(_, a)| a.as_ref())
+        .collect();
+    wait_until("the others mark it down", Duration::from_secs(30), || {
+        others
+            .iter()
+            .all(|a| statuses(a).get(&name).map(String::as_str) == Some("down"))
+    });
+    let detect = t0.elapsed();
+    wait_until(
+        "its instances leave the others' balancers",
+        Duration::from_secs(10),
+        || {
+            others.iter().all(|a| {
+                balancer_endpoints(a).is_some_and(|e| e.iter().all(|(node, _)| *node != name))
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    cluster.net.set_link(cut, true).expect("link up");
+    let heal = cluster.wait_converged("heal after partition", Duration::from_secs(90));
+    let (sent, failed) = client.window(t0, Instant::now());
+    report(
+        "partition of one namespace, then heal",
+        &format!("{} (heal {})", secs(detect), secs(heal)),
+        sent,
+        failed,
+        "none (no ghost/duplicate)",
+    );
+}
+
+/// 20% loss and 100 ms delay on every link for two minutes: no healthy node declared down.
+fn loss_and_delay(cluster: &Cluster, client: &Client) {
+    if let Err(reason) = cluster.net.netem_available() {
+        println!("SKIP loss and delay: tc netem is not available here: {reason}");
+        report(
+            "20% loss + 100 ms delay, 2 min",
+            "skipped (no netem)",
+            0,
+            0,
+            "n/a",
+        );
+        return;
+    }
+    let t0 = Instant::now();
+    let t0_unix_ms = unix_ms();
+    cluster.net.impair(20, 100).expect("netem");
+    let mut downs = Vec::new();
+    while t0.elapsed() < Duration::from_secs(120) {
+        for agent in cluster.live() {
+            for (member, status) in statuses(agent) {
+                if status == "down" || status == "left" {
+                    downs.push(format!("{} saw {member} {status}", agent.grpc));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    cluster.net.repair().expect("netem removed");
+    let (sent, failed) = client.window(t0, Instant::now());
+    let settle = cluster.wait_converged("after loss and delay", Duration::from_secs(60));
+    for agent in cluster.live() {
+        let events = agent.json(&["events", "--kind", "member", "-o", "json"]);
+        for e in events["events"].as_array().into_iter().flatten() {
+            if e["kind"] == "member.down" && e["time_unix_ms"].as_i64().unwrap_or(0) >= t0_unix_ms {
+                downs.push(format!("{}: {}", agent.grpc, e["message"]));
+            }
+        }
+    }
+    report(
+        "20% loss + 100 ms delay, 2 min",
+        &format!("{} downs (settle {})", downs.len(), secs(settle)),
+        sent,
+        failed,
+        "none",
+    );
+    assert!(downs.is_empty(), "healthy nodes declared down: {downs:?}");
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults of one agent, on loopback.
+
+fn loopback_agent(data: &Path, name: &str) -> AgentProcess {
+    AgentProcess::start(
+        data,
+        &AgentOptions {
+            node_name: Some(name.into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("agent {name} starts: {e:#}"))
+}
+
+/// The events of `kind` (a prefix) the agent recorded.
+fn events(agent: &AgentProcess, kind: &str) -> Vec<Value> {
+    let out = agent.strata(&["events", "--kind", kind, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// The first event of exactly `kind`, once there is one.
+fn wait_event(agent: &AgentProcess, kind: &str, timeout: Duration) -> (Duration, Value) {
+    let began = Instant::now();
+    loop {
+        if let Some(e) = events(agent, kind).into_iter().find(|e| e["kind"] == kind) {
+            return (began.elapsed(), e);
+        }
+        assert!(
+            began.elapsed() < timeout,
+            "no {kind} event within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The log directory fills up: the agent and the service keep running, an event says log
+/// lines are being dropped, and logging resumes when space returns.
+#[test]
+fn a_full_log_directory() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let Some(_tmpfs) = strata_tests::Tmpfs::mount(&data.join("logs"), "256k") else {
+        return;
+    };
+    let filler = data.join("logs").join("filler");
+    std::fs::write(&filler, vec![b'x'; 200 * 1024]).expect("filler");
+    let agent = loopback_agent(&data, "logfull");
+    let agent_pid = agent.pid() as i32;
+    let spec = dir.path().join("chatty.toml");
+    std::fs::write(
+        &spec,
+        r#"name = "chatty"
+command = ["/bin/sh", "-c", "i=0; while true; do echo \"line $i ........................................................\"; i=$((i+1)); echo $i > progress; sleep 0.005; done"]
+[logs]
+max_bytes = "10MiB"
+keep = 1
+"#,
+    )
+    .expect("spec");
+    let t0 = Instant::now();
+    let out = agent.strata(&["apply", spec.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, dropped) = wait_event(&agent, "service.log_dropped", Duration::from_secs(60));
+    let detect = t0.elapsed();
+    assert_eq!(dropped["severity"], "warning", "{dropped:#}");
+    let count: u64 = dropped["fields"]["dropped"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(count > 0, "{dropped:#}");
+
+    // Both keep running, and the service is not blocked on its output.
+    let progress = || -> u64 {
+        std::fs::read_to_string(data.join("services/chatty/instances/1/progress"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let pid = local_pid(&agent, "chatty");
+    let before = progress();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(progress() > before + 20, "the service is blocked");
+    assert!(strata_tests::alive(agent_pid), "the agent died");
+    assert_eq!(
+        local_pid(&agent, "chatty"),
+        pid,
+        "the service was restarted"
+    );
+
+    let t1 = Instant::now();
+    std::fs::remove_file(&filler).expect("space returns");
+    let (_, resumed) = wait_event(&agent, "service.log_resumed", Duration::from_secs(30));
+    let resume = t1.elapsed();
+    let lost: u64 = resumed["fields"]["dropped"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    assert!(lost >= count, "{resumed:#}");
+    wait_until("fresh lines in the log", Duration::from_secs(10), || {
+        let out = agent.strata(&["logs", "chatty", "--lines", "400", "-o", "json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("log lines dropped: No space left on device")
+            && text.lines().last().is_some_and(|l| l.contains("line "))
+    });
+    assert_eq!(
+        local_pid(&agent, "chatty"),
+        pid,
+        "the service was restarted"
+    );
+    report(
+        "log directory full (tmpfs), then space back",
+        &format!("{} (resume {})", secs(detect), secs(resume)),
+        0,
+        0,
+        &format!("none; {lost} log lines dropped, counted"),
+    );
+}
+
+/// The pid of instance 1 of `service` on `agent`, once it runs.
+fn local_pid(agent: &AgentProcess, service: &str) -> i64 {
+    let mut pid = 0;
+    wait_until("the instance runs", Duration::from_secs(20), || {
+        let out = agent.strata(&["service", service, "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        pid = v["instances"][0]["pid"].as_i64().unwrap_or(0);
+        v["instances"][0]["state"] == "running" && pid > 0
+    });
+    pid
+}
+
+/// A small xorshift generator: random moments without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Rng(nanos | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Shims of `data_dir`'s instances that are alive: more than one per instance would be
+/// an orphan left by a kill.
+fn live_shims(data_dir: &Path) -> Vec<i32> {
+    let needle = data_dir.join("services").display().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).is_some_and(|a| a == "shim")
+            && args.get(2).is_some_and(|a| a.starts_with(&needle))
+            && strata_tests::alive(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `kill -9` of the agent at random moments during `strata apply`, 100 times: the stored
+/// spec is always whole, the old one or the new one, and the new one whenever apply said
+/// it succeeded; the restarted agent runs what is stored, and no process is orphaned.
+#[test]
+fn kill_9_during_apply_100_times() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let spec_text = |v: u32| {
+        format!(
+            "name = \"flip\"\nversion = \"{v}\"\ncommand = [\"/bin/sleep\", \"100000\"]\n\
+             env = {{ FLIP = \"{}\" }}\n",
+            "v".repeat(v as usize * 50)
+        )
+    };
+    let texts = [spec_text(1), spec_text(2)];
+    let spec_file = dir.path().join("flip.toml");
+    std::fs::write(&spec_file, &texts[0]).expect("spec");
+    let mut agent = loopback_agent(&data, "applykill");
+    let out = agent.strata(&["apply", spec_file.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored_path = data.join("services/flip/spec.toml");
+    let mut rng = Rng::seeded();
+    let (mut applied, mut interrupted, mut restart_total) = (0, 0, Duration::ZERO);
+    let mut problems = Vec::new();
+    let began = Instant::now();
+    for round in 0..100 {
+        let new = (round + 1) % 2;
+        std::fs::write(&spec_file, &texts[new]).expect("spec");
+        let mut cli = std::process::Command::new(binary("strata"))
+            .args(["--agent", &agent.grpc.to_string(), "apply"])
+            .arg(&spec_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("strata apply");
+        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+        agent.crash().expect("kill -9");
+        let ok = cli.wait().expect("cli").success();
+        let stored = std::fs::read_to_string(&stored_path).unwrap_or_default();
+        let which = texts.iter().position(|t| *t == stored);
+        match which {
+            None => problems.push(format!("round {round}: stored spec is neither: {stored:?}")),
+            Some(w) if ok && w != new => problems.push(format!(
+                "round {round}: apply succeeded but the old spec is stored"
+            )),
+            Some(_) => {}
+        }
+        if ok {
+            applied += 1;
+        } else {
+            interrupted += 1;
+        }
+        let desired = std::fs::read(data.join("services/flip/desired.json")).unwrap_or_default();
+        if serde_json::from_slice::<Value>(&desired).is_err() {
+            problems.push(format!("round {round}: desired.json is corrupt"));
+        }
+        let t = Instant::now();
+        agent = loopback_agent(&data, "applykill");
+        restart_total += t.elapsed();
+        let running = agent.json(&["service", "flip", "-o", "json"]);
+        let want = format!("{}", which.unwrap_or(0) + 1);
+        if running["version"] != want.as_str() {
+            problems.push(format!(
+                "round {round}: the agent runs version {} but {want} is stored",
+                running["version"]
+            ));
+        }
+    }
+    local_pid(&agent, "flip");
+    std::thread::sleep(Duration::from_secs(1));
+    let shims = live_shims(&data);
+    if shims.len() != 1 {
+        problems.push(format!(
+            "{} live shims for one instance: {shims:?}",
+            shims.len()
+        ));
+    }
+    let strays = events(&agent, "service.stray_stopped").len();
+    report(
+        "kill -9 during strata apply, 100 times",
+        &format!("restart avg {}", secs(restart_total / 100)),
+        applied + interrupted,
+        interrupted,
+        &format!("{} problems", problems.len()),
+    );
+    println!(
+        "apply: {applied} completed before the kill, {interrupted} interrupted, \
+         {strays} unrecorded shims stopped, in {:?}",
+        began.elapsed()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
