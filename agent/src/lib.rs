@@ -17,3 +17,4 @@ pub mod sampler;
 pub mod shim;
 pub mod state;
 pub mod supervisor;
+pub mod tls;

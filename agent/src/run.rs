@@ -12,6 +12,7 @@ use crate::metrics::history::History;
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
 use crate::supervisor::manager::{Supervisor, SupervisorConfig};
+use crate::tls::AgentTls;
 use crate::{cluster_link, keyring_store};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,10 @@ const KMSG_PATH: &str = "/dev/kmsg";
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> Result<()> {
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(AgentTls::load(files, &config.node_name)?)),
+        None => None,
+    };
     let (data_dir, _dev_dir) = prepare_data_dir(config.data_dir.as_deref())?;
     let node_id = load_or_create_node_id(&data_dir)?;
     let journal = Journal::open(
@@ -85,6 +90,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             reap_after: config.reap_after,
             ..Timing::default()
         },
+        tls: tls.as_ref().map(|t| t.streams.clone()),
     })
     .await
     .with_context(|| format!("cannot start gossip on {}", config.gossip_addr))?;
@@ -132,6 +138,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         balancer,
         access_log_dir,
         dns,
+        tls: tls.clone(),
     });
     let publisher =
         cluster_link::spawn_publisher(cluster.clone(), supervisor.clone(), state.clone());
@@ -144,6 +151,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let grpc = tokio::spawn(serve_grpc(
         state.clone(),
         grpc_listener,
+        tls.as_deref().map(AgentTls::server),
         shutdown_rx.clone(),
     ));
     let http_server = tokio::spawn(serve_http(
@@ -161,8 +169,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     );
     tracing::info!(%grpc_addr, %http_addr, node = %config.node_name, data_dir = %data_dir.display(), "agent ready");
     println!(
-        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr} balancer={}",
-        config.node_name, config.balancer_addr
+        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr} balancer={} tls={}",
+        config.node_name,
+        config.balancer_addr,
+        if tls.is_some() { "on" } else { "off" }
     );
     crate::notify::ready();
 
@@ -224,13 +234,20 @@ fn append_event(journal: &Journal, kind: &str, severity: Severity, message: Stri
 async fn serve_grpc(
     state: Arc<AgentState>,
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the gRPC reflection service")?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .context("cannot set up TLS on the gRPC server")?;
+    }
+    server
         .add_service(AgentServer::new(AgentService::new(state)))
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

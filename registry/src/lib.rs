@@ -15,5 +15,6 @@ pub mod membership;
 pub mod node;
 pub mod publish;
 pub mod seal;
+pub mod stream_tls;
 pub mod table;
 pub mod wire;

@@ -121,7 +121,7 @@ impl AgentService {
                 self.state.node_name
             )));
         }
-        let addr = self.state.cluster.grpc_addr_of(node).ok_or_else(|| {
+        let (name, addr) = self.state.cluster.grpc_peer_of(node).ok_or_else(|| {
             Status::not_found(format!(
                 "node {node:?} is not a live member of the cluster (see `strata members`)"
             ))
@@ -133,10 +133,23 @@ impl AgentService {
         if let Some(channel) = peers.get(&addr) {
             return Ok(Some(AgentClient::new(channel.clone())));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.state.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Status::internal(format!("bad peer address {addr}: {e}")))?
-            .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .connect_lazy();
+            .connect_timeout(PEER_CONNECT_TIMEOUT);
+        if let Some(tls) = &self.state.tls {
+            // Peers are dialled by IP; their certificate is verified against the node name,
+            // which every agent certificate carries as a DNS name (mutual TLS: this agent
+            // presents its own certificate).
+            endpoint = endpoint.tls_config(tls.peer(&name)).map_err(|e| {
+                Status::internal(format!("cannot set up TLS to node {node:?}: {e}"))
+            })?;
+        }
+        let channel = endpoint.connect_lazy();
         peers.insert(addr, channel.clone());
         Ok(Some(AgentClient::new(channel)))
     }
