@@ -3,16 +3,15 @@
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, uptime};
 use super::{OutputFormat, print_as, print_json};
-use strata_proto::v1::agent_client::AgentClient;
+use super::connect::Client;
 use strata_proto::v1::{
     DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,
     KeyringRequest, ListMembersReply, ListMembersRequest,
 };
-use tonic::transport::Channel;
 
 /// `strata members`.
 pub async fn members(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
 ) -> Result<(), Failure> {
@@ -81,7 +80,7 @@ pub fn render_members(reply: &ListMembersReply, now: i64) -> String {
 
 /// `strata catalog`.
 pub async fn catalog(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
 ) -> Result<(), Failure> {
@@ -141,7 +140,7 @@ pub fn render_catalog(reply: &GetCatalogReply) -> String {
 
 /// `strata drain NODE` and `strata undrain NODE`.
 pub async fn drain(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -167,7 +166,7 @@ pub async fn drain(
 
 /// `strata force-leave NODE`.
 pub async fn force_leave(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     member: &str,
@@ -188,7 +187,7 @@ pub async fn force_leave(
 /// `strata keyring list|install|use|remove [KEY]`: applied on every live member (or the
 /// one named by `--node`), as a key rotation needs.
 pub async fn keyring(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
