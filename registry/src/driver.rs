@@ -326,6 +326,8 @@ async fn write_frame(stream: &mut Box<dyn Io>, shared: &Shared, payload: &[u8]) 
         .filter(|l| *l as usize <= MAX_FRAME)?;
     stream.write_u32(len).await.ok()?;
     stream.write_all(&frame).await.ok()?;
+    // TLS may hold the last record back until flushed; plain TCP flushes at once.
+    stream.flush().await.ok()?;
     shared
         .counters
         .bytes_out
@@ -368,6 +370,7 @@ async fn open_stream(
         let mut stream = stream_tls::connect(shared.tls.as_ref(), to).await?;
         write_frame(&mut stream, &shared, &request).await?;
         let reply = read_frame(&mut stream, &shared).await?;
+        tracing::debug!(%to, tls = shared.tls.is_some(), "stream reply received");
         let push = ask(&commands, |tx| Command::StreamReply(reply, tx)).await?;
         write_frame(&mut stream, &shared, &push).await
     };

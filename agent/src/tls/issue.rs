@@ -3,8 +3,8 @@
 
 use super::subject::CertKind;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use std::net::IpAddr;
 use thiserror::Error;
@@ -96,11 +96,8 @@ pub fn issue(ca: &Pem, request: &IssueRequest) -> Result<Pem, IssueError> {
     let cluster = issuer_cluster(&ca.cert).unwrap_or_default();
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(IssueError::Generate)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(
-        &request.name,
-        Some(&request.kind.unit()),
-        cluster.as_str(),
-    );
+    params.distinguished_name =
+        distinguished_name(&request.name, Some(&request.kind.unit()), cluster.as_str());
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
@@ -137,11 +134,13 @@ fn agent_sans(name: &str, extra: &[String]) -> Result<Vec<SanType>, IssueError> 
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => {
                 check_name("--san", text)?;
-                let ia5 = text.try_into().map_err(|e: rcgen::Error| IssueError::Name {
-                    what: "--san",
-                    value: text.to_string(),
-                    problem: e.to_string(),
-                })?;
+                let ia5 = text
+                    .try_into()
+                    .map_err(|e: rcgen::Error| IssueError::Name {
+                        what: "--san",
+                        value: text.to_string(),
+                        problem: e.to_string(),
+                    })?;
                 SanType::DnsName(ia5)
             }
         };

@@ -1,9 +1,9 @@
 //! `strata balancer` and `strata access-log`: the local balancer's figures and connections.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{bytes, table};
 use super::{OutputFormat, print_as};
-use super::connect::Client;
 use strata_proto::v1::{AccessRecord, BalancerReply, GetBalancerRequest, TailAccessLogRequest};
 
 /// `strata balancer`.

@@ -1,9 +1,9 @@
 //! Cluster commands: members, catalog, drain, undrain, force-leave, keyring.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, uptime};
 use super::{OutputFormat, print_as, print_json};
-use super::connect::Client;
 use strata_proto::v1::{
     DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,
     KeyringRequest, ListMembersReply, ListMembersRequest,

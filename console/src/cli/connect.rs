@@ -40,7 +40,10 @@ impl Credentials {
 }
 
 impl Interceptor for Credentials {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(value) = &self.authorization {
             request
                 .metadata_mut()
@@ -100,13 +103,16 @@ impl Connector {
             let ca = auth.ca.as_ref().ok_or_else(|| {
                 usage("TLS needs --ca FILE (the cluster CA, from `strata-agent tls ca`)")
             })?;
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem("--ca", ca)?));
+            let mut tls =
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_pem("--ca", ca)?));
             if let Some(identity) = identity {
                 tls = tls.identity(identity);
             }
             Some(tls)
         } else if identity.is_some() {
-            return Err(usage("--cert needs --ca: a client certificate is only sent over TLS"));
+            return Err(usage(
+                "--cert needs --ca: a client certificate is only sent over TLS",
+            ));
         } else {
             None
         };
@@ -151,7 +157,10 @@ impl Connector {
             };
             Failure::new(FailureKind::Unreachable, message)
         })?;
-        Ok(AgentClient::with_interceptor(channel, self.credentials.clone()))
+        Ok(AgentClient::with_interceptor(
+            channel,
+            self.credentials.clone(),
+        ))
     }
 }
 

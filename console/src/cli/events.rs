@@ -1,11 +1,11 @@
 //! `strata events`: query the journal, or follow it live.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, time_ms};
 use super::{OutputFormat, print_json};
 use clap::Args;
 use std::time::UNIX_EPOCH;
-use super::connect::Client;
 use strata_proto::v1::{Event, QueryEventsRequest, Severity, WatchEventsRequest};
 
 /// Filters of `strata events`.

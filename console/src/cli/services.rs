@@ -1,11 +1,11 @@
 //! Service commands: apply, services, service, start/stop/restart, scale, signal, remove, logs.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{bytes, table, time_ms, uptime};
 use super::{OutputFormat, print_as, print_json};
 use clap::Args;
 use std::time::{Duration, Instant};
-use super::connect::Client;
 use strata_proto::v1::{
     ApplySpecRequest, ControlServiceRequest, GetServiceRequest, InstanceStatus, ListServicesReply,
     ListServicesRequest, RemoveServiceRequest, ServiceStatus, TailLogsRequest,
