@@ -5,6 +5,7 @@
 //! fills whatever both left unset. `resolve` is a pure function so every rule is testable.
 
 use crate::metrics::alerts::{AlertsConfig, Rule};
+use crate::tls::TlsFiles;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -87,6 +88,19 @@ pub struct RunArgs {
     /// A label of this node, KEY=VALUE; repeatable. Adds to and overrides the config file's labels.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// This agent's TLS certificate (PEM), from `strata-agent tls issue --agent NAME`; with
+    /// --tls-key and --tls-ca, the gRPC API and agent-to-agent traffic use TLS.
+    #[arg(long, env = "STRATA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "STRATA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM) that client and peer certificates must chain to.
+    #[arg(long, env = "STRATA_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve the gRPC API in plaintext on a non-loopback address (no TLS configured).
+    #[arg(long, env = "STRATA_INSECURE")]
+    pub insecure: bool,
 }
 
 /// The `[journal]` table: how many events are kept, and for how long.
@@ -131,6 +145,11 @@ pub struct FileConfig {
     pub cgroup_root: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// Plaintext gRPC on a non-loopback address.
+    pub insecure: Option<bool>,
     #[serde(default)]
     pub journal: JournalSection,
     #[serde(default)]
@@ -165,6 +184,8 @@ pub struct AgentConfig {
     pub balancer_addr: std::net::IpAddr,
     pub dns_addr: SocketAddr,
     pub dns_domain: String,
+    /// TLS on the gRPC API and between agents; `None` is plaintext (loopback, or --insecure).
+    pub tls: Option<TlsFiles>,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -321,6 +342,20 @@ pub fn resolve(
             problem: e.to_string(),
         })?;
     }
+    let tls = resolve_tls(
+        args.tls_cert.clone().or(file.tls_cert.clone()),
+        args.tls_key.clone().or(file.tls_key.clone()),
+        args.tls_ca.clone().or(file.tls_ca.clone()),
+    )?;
+    let insecure = args.insecure || file.insecure.unwrap_or(false);
+    if tls.is_none() && !insecure && !grpc_addr.ip().is_loopback() {
+        return Err(ConfigError::Invalid {
+            key: "grpc_addr",
+            problem: format!(
+                "{grpc_addr} is not a loopback address and no TLS is configured: give tls_cert, tls_key and tls_ca (--tls-cert, --tls-key, --tls-ca; `strata-agent tls` makes them), or insecure (--insecure) to serve plaintext"
+            ),
+        });
+    }
     let mut join = file.join.clone();
     join.extend(args.join.iter().cloned());
     let dns_domain = file
@@ -360,7 +395,43 @@ pub fn resolve(
         balancer_addr,
         dns_addr,
         dns_domain,
+        tls,
     })
+}
+
+/// TLS is configured by all three files or none; one or two of them is a mistake.
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles { cert, key, ca })),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                ("tls_cert", cert.is_none()),
+                ("tls_key", key.is_none()),
+                ("tls_ca", ca.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect();
+            Err(ConfigError::Invalid {
+                key: if cert.is_none() {
+                    "tls_cert"
+                } else if key.is_none() {
+                    "tls_key"
+                } else {
+                    "tls_ca"
+                },
+                problem: format!(
+                    "TLS needs tls_cert, tls_key and tls_ca together; missing: {}",
+                    missing.join(", ")
+                ),
+            })
+        }
+    }
 }
 
 fn default_addr(text: &str) -> SocketAddr {
@@ -528,6 +599,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("node_name"), "{err}");
+    }
+
+    #[test]
+    fn a_public_grpc_address_needs_tls_or_insecure() {
+        let mut a = args();
+        a.grpc_addr = Some("0.0.0.0:7700".parse().unwrap());
+        let err = resolve(&a, FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("grpc_addr:"), "{err}");
+        for field in ["tls_cert", "tls_key", "tls_ca", "insecure"] {
+            assert!(err.contains(field), "{err}");
+        }
+        a.insecure = true;
+        assert_eq!(resolve(&a, FileConfig::default(), "h").unwrap().tls, None);
+        a.insecure = false;
+        let file = parse_file(
+            "tls_cert = \"/t/n.pem\"\ntls_key = \"/t/n-key.pem\"\ntls_ca = \"/t/ca.pem\"\n",
+        )
+        .unwrap();
+        let cfg = resolve(&a, file, "h").unwrap();
+        assert_eq!(
+            cfg.tls,
+            Some(TlsFiles {
+                cert: "/t/n.pem".into(),
+                key: "/t/n-key.pem".into(),
+                ca: "/t/ca.pem".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn loopback_stays_plaintext_and_partial_tls_names_what_is_missing() {
+        let cfg = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert_eq!(cfg.tls, None);
+        let mut a = args();
+        a.tls_cert = Some("/t/n.pem".into());
+        a.tls_ca = Some("/t/ca.pem".into());
+        let err = resolve(&a, FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tls_key:"), "{err}");
+        assert!(err.contains("missing: tls_key"), "{err}");
     }
 
     #[test]

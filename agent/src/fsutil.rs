@@ -8,6 +8,14 @@ use std::path::Path;
 /// written and fsynced, renamed over `path`, and the directory is fsynced so the rename
 /// itself survives a crash. Readers see the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, contents, 0o666)
+}
+
+/// Like [`write_atomic`], with the new file created with permission bits `mode` (less the
+/// umask) from its first byte on: a private key written with 0o600 is never readable by
+/// others, not even briefly.
+pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -24,6 +32,7 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(mode)
             .open(&tmp_path)?;
         file.write_all(contents)?;
         file.sync_all()?;

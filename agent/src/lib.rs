@@ -18,3 +18,4 @@ pub mod sampler;
 pub mod shim;
 pub mod state;
 pub mod supervisor;
+pub mod tls;

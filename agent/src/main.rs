@@ -26,6 +26,12 @@ enum Command {
     /// Print a new random cluster key (32 bytes, base64) for --gossip-key.
     #[command(after_help = "Example:\n  strata-agent run --gossip-key \"$(strata-agent keygen)\"")]
     Keygen,
+    /// The cluster CA and its certificates, for TLS on the gRPC API and between agents.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  strata-agent tls ca --name prod\n  strata-agent tls issue --agent n1 --san 10.0.0.5\n  strata-agent tls issue --operator alice --role admin"
+    )]
+    Tls(strata_agent::tls::command::TlsCommand),
     /// Install the agent on this host: binary, config, dirs and a systemd unit, started when
     /// systemd runs the host.
     #[command(
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(*args),
+        Command::Tls(command) => strata_agent::tls::command::run(&command),
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),
         Command::Token(args) => strata_agent::auth::command::run(args),

@@ -16,6 +16,7 @@ use crate::metrics::history::History;
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
 use crate::supervisor::manager::{Supervisor, SupervisorConfig};
+use crate::tls::AgentTls;
 use crate::{cluster_link, keyring_store};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,10 @@ const KMSG_PATH: &str = "/dev/kmsg";
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> Result<()> {
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(AgentTls::load(files, &config.node_name)?)),
+        None => None,
+    };
     let (data_dir, _dev_dir) = prepare_data_dir(config.data_dir.as_deref())?;
     let node_id = load_or_create_node_id(&data_dir)?;
     let tokens = TokenStore::open(data_dir.join(TOKENS_FILE))
@@ -91,6 +96,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             reap_after: config.reap_after,
             ..Timing::default()
         },
+        tls: tls.as_ref().map(|t| t.streams.clone()),
     })
     .await
     .with_context(|| format!("cannot start gossip on {}", config.gossip_addr))?;
@@ -138,6 +144,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         balancer,
         access_log_dir,
         dns,
+        tls: tls.clone(),
     });
     let publisher =
         cluster_link::spawn_publisher(cluster.clone(), supervisor.clone(), state.clone());
@@ -148,7 +155,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let gate = Gate::new(
-        Authenticator::new(tokens, &config.node_name, false),
+        Authenticator::new(tokens, &config.node_name, tls.is_some()),
         RateLimits::default(),
         journal.clone(),
         &config.node_name,
@@ -157,6 +164,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         state.clone(),
         Arc::new(gate),
         grpc_listener,
+        tls.as_deref().map(AgentTls::server),
         shutdown_rx.clone(),
     ));
     let http_server = tokio::spawn(serve_http(
@@ -174,8 +182,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     );
     tracing::info!(%grpc_addr, %http_addr, node = %config.node_name, data_dir = %data_dir.display(), "agent ready");
     println!(
-        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr} balancer={}",
-        config.node_name, config.balancer_addr
+        "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr} balancer={} tls={}",
+        config.node_name,
+        config.balancer_addr,
+        if tls.is_some() { "on" } else { "off" }
     );
     crate::notify::ready();
 
@@ -245,6 +255,7 @@ async fn serve_grpc(
     state: Arc<AgentState>,
     gate: Arc<Gate>,
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let reflection = tonic_reflection::server::Builder::configure()
@@ -254,9 +265,15 @@ async fn serve_grpc(
     let service = AgentServer::new(AgentService::new(state, gate))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REPLY_BYTES);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize);
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .context("cannot set up TLS on the gRPC server")?;
+    }
+    server
         .add_service(service)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

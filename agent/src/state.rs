@@ -45,6 +45,8 @@ pub struct AgentState {
     /// Where the balancer writes its access log.
     pub access_log_dir: std::path::PathBuf,
     pub dns: strata_registry::dns::DnsServer,
+    /// TLS of the gRPC API and of the channels to peer agents; `None` is plaintext.
+    pub tls: Option<Arc<crate::tls::AgentTls>>,
 }
 
 impl AgentState {

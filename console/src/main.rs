@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         let agent_given = matches.value_source("agent") != Some(ValueSource::DefaultValue);
         runtime.block_on(tui::run(tui::Options {
             agent: agent_given.then(|| args.agent.clone()),
+            auth: args.client_auth(),
             readonly: args.readonly,
             theme: args.theme.clone(),
             mouse: args.mouse,

@@ -22,6 +22,7 @@ fn config(i: usize, key: &str, join: Option<SocketAddr>) -> ClusterConfig {
         tags: Default::default(),
         agent_version: "bench".into(),
         timing: Timing::default(),
+        tls: None,
     }
 }
 

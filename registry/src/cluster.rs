@@ -6,6 +6,7 @@ use crate::events::ClusterEvent;
 use crate::membership::identity::NodeIdentity;
 use crate::node::{Node, NodeConfig, Timing};
 use crate::seal::{KeyError, Keyring, KeyringInfo};
+use crate::stream_tls::StreamTls;
 use crate::table::ServiceTable;
 use rand::TryRng as _;
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct ClusterConfig {
     pub agent_version: String,
     /// Protocol timings, including reap-after and anti-entropy interval.
     pub timing: Timing,
+    /// Mutual TLS around the anti-entropy TCP streams; `None` uses plain TCP.
+    pub tls: Option<StreamTls>,
 }
 
 /// Why the cluster could not start or refused a request.
@@ -162,6 +165,7 @@ impl Cluster {
             }),
             table,
             events,
+            tls: config.tls,
         });
         let (command_tx, commands) = mpsc::channel(1024);
         let driver = Driver::new(
@@ -318,11 +322,17 @@ impl Cluster {
 
     /// The gRPC address of a live node (name or id), for forwarding requests.
     pub fn grpc_addr_of(&self, node: &str) -> Option<SocketAddr> {
+        self.grpc_peer_of(node).map(|(_, addr)| addr)
+    }
+
+    /// The name and gRPC address of a live node (name or id): the name is what the node's
+    /// TLS certificate is verified against when it is dialled by address.
+    pub fn grpc_peer_of(&self, node: &str) -> Option<(String, SocketAddr)> {
         self.members()
             .into_iter()
             .filter(|m| m.status == "alive" || m.status == "suspect")
             .find(|m| m.id == node || m.name == node)
-            .and_then(|m| m.grpc_addr.parse().ok())
+            .and_then(|m| Some((m.name, m.grpc_addr.parse().ok()?)))
     }
 
     /// Leaves gracefully (peers see `left` at once) and stops the driver task.

@@ -5,6 +5,7 @@
 use crate::events::ClusterEvent;
 use crate::node::{Node, NodeTimer, Output};
 use crate::seal::{self, Keyring, OpenError};
+use crate::stream_tls::{self, Io, StreamTls};
 use crate::table::ServiceTable;
 use crate::throttle::Throttle;
 use crate::wire::{MAX_DATAGRAM, MAX_FRAME};
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub snapshot: RwLock<Snapshot>,
     pub table: watch::Sender<Arc<ServiceTable>>,
     pub events: broadcast::Sender<ClusterEvent>,
+    /// Mutual TLS around the TCP streams; `None` runs them over plain TCP.
+    pub tls: Option<StreamTls>,
 }
 
 impl Shared {
@@ -313,7 +316,7 @@ impl Driver {
 }
 
 /// Reads one length-prefixed sealed frame, bounded by [`MAX_FRAME`].
-async fn read_frame(stream: &mut TcpStream, shared: &Shared) -> Option<Vec<u8>> {
+async fn read_frame(stream: &mut Box<dyn Io>, shared: &Shared) -> Option<Vec<u8>> {
     let len = stream.read_u32().await.ok()? as usize;
     if len > MAX_FRAME {
         shared
@@ -332,13 +335,15 @@ async fn read_frame(stream: &mut TcpStream, shared: &Shared) -> Option<Vec<u8>> 
 }
 
 /// Seals and writes one length-prefixed frame.
-async fn write_frame(stream: &mut TcpStream, shared: &Shared, payload: &[u8]) -> Option<()> {
+async fn write_frame(stream: &mut Box<dyn Io>, shared: &Shared, payload: &[u8]) -> Option<()> {
     let frame = shared.seal(payload)?;
     let len = u32::try_from(frame.len())
         .ok()
         .filter(|l| *l as usize <= MAX_FRAME)?;
     stream.write_u32(len).await.ok()?;
     stream.write_all(&frame).await.ok()?;
+    // TLS may hold the last record back until flushed; plain TCP flushes at once.
+    stream.flush().await.ok()?;
     shared
         .counters
         .bytes_out
@@ -357,8 +362,9 @@ async fn ask(
 }
 
 /// Server side of a push/pull exchange: request, reply, optional push.
-async fn serve_stream(mut stream: TcpStream, shared: Arc<Shared>, commands: mpsc::Sender<Command>) {
+async fn serve_stream(stream: TcpStream, shared: Arc<Shared>, commands: mpsc::Sender<Command>) {
     let exchange = async {
+        let mut stream = stream_tls::accept(shared.tls.as_ref(), stream).await?;
         let request = read_frame(&mut stream, &shared).await?;
         let reply = ask(&commands, |tx| Command::StreamRequest(request, tx)).await?;
         write_frame(&mut stream, &shared, &reply).await?;
@@ -377,9 +383,10 @@ async fn open_stream(
     commands: mpsc::Sender<Command>,
 ) {
     let exchange = async {
-        let mut stream = TcpStream::connect(to).await.ok()?;
+        let mut stream = stream_tls::connect(shared.tls.as_ref(), to).await?;
         write_frame(&mut stream, &shared, &request).await?;
         let reply = read_frame(&mut stream, &shared).await?;
+        tracing::debug!(%to, tls = shared.tls.is_some(), "stream reply received");
         let push = ask(&commands, |tx| Command::StreamReply(reply, tx)).await?;
         write_frame(&mut stream, &shared, &push).await
     };

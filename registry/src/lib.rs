@@ -15,6 +15,7 @@ pub mod membership;
 pub mod node;
 pub mod publish;
 pub mod seal;
+pub mod stream_tls;
 pub mod table;
 pub mod throttle;
 pub mod wire;

@@ -24,6 +24,7 @@ fn config(i: usize, key: &str, join: Option<SocketAddr>) -> ClusterConfig {
             anti_entropy_interval: Duration::from_secs(1),
             ..Timing::default()
         },
+        tls: None,
     }
 }
 

@@ -360,6 +360,10 @@ pub fn strata(agent: &str, args: &[&str]) -> Output {
         .arg(agent)
         .args(args)
         .env_remove("STRATA_AGENT")
+        .env_remove("STRATA_TOKEN")
+        .env_remove("STRATA_CA")
+        .env_remove("STRATA_CERT")
+        .env_remove("STRATA_KEY")
         .stdin(Stdio::null())
         .output();
     match out {

@@ -2,13 +2,16 @@
 
 use super::gate::{Call, Gate, hold};
 use crate::auth::audit::AuditEntry;
-use crate::auth::{AUTHORIZATION_HEADER, Identity, ON_BEHALF_HEADER, Role, Via, on_behalf_value};
+use crate::auth::{
+    AUTHORIZATION_HEADER, Certified, Identity, ON_BEHALF_HEADER, Role, Via, on_behalf_value,
+};
 use crate::events::journal::EventDraft;
 use crate::events::journal::EventQuery;
 use crate::state::{AgentState, unix_now_ms};
 use crate::supervisor::logs::{self, LineFilter, LogStream};
 use crate::supervisor::manager::{Action, SupervisorError};
 use crate::supervisor::spec::StopSignal;
+use crate::tls::CertKind;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -90,6 +93,18 @@ node_scoped!(
     DrainNodeRequest,
 );
 
+/// What the caller's verified client certificate says, if it showed one.
+fn certified<R>(request: &Request<R>) -> Option<Certified> {
+    let subject = crate::tls::peer_subject(request)?;
+    match subject.kind {
+        CertKind::Agent => Some(Certified::Agent(subject.name)),
+        CertKind::Operator { role } => role
+            .parse()
+            .ok()
+            .map(|role| Certified::Operator(subject.name, role)),
+    }
+}
+
 /// A request to send on to another agent, marked as forwarded by `origin`, carrying the
 /// caller's token, or (for a caller identified otherwise) who this agent found it to be.
 fn forward<R>(request: Request<R>, origin: &str, who: &Identity) -> Request<R> {
@@ -121,7 +136,7 @@ impl AgentService {
 
     /// Who makes `request`, if it may make `call` on `target` (empty: this node).
     fn admit<R>(&self, request: &Request<R>, call: Call, target: &str) -> Result<Identity, Status> {
-        self.gate.admit(request, None, call, target)
+        self.gate.admit(request, certified(request), call, target)
     }
 
     /// Where a node-scoped request is served: here (`None`), or by the named node's agent,
@@ -141,7 +156,7 @@ impl AgentService {
                 self.state.node_name
             )));
         }
-        let addr = self.state.cluster.grpc_addr_of(node).ok_or_else(|| {
+        let (name, addr) = self.state.cluster.grpc_peer_of(node).ok_or_else(|| {
             Status::not_found(format!(
                 "node {node:?} is not a live member of the cluster (see `strata members`)"
             ))
@@ -153,10 +168,23 @@ impl AgentService {
         if let Some(channel) = peers.get(&addr) {
             return Ok(Some(AgentClient::new(channel.clone())));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.state.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| Status::internal(format!("bad peer address {addr}: {e}")))?
-            .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .connect_lazy();
+            .connect_timeout(PEER_CONNECT_TIMEOUT);
+        if let Some(tls) = &self.state.tls {
+            // Peers are dialled by IP; their certificate is verified against the node name,
+            // which every agent certificate carries as a DNS name (mutual TLS: this agent
+            // presents its own certificate).
+            endpoint = endpoint.tls_config(tls.peer(&name)).map_err(|e| {
+                Status::internal(format!("cannot set up TLS to node {node:?}: {e}"))
+            })?;
+        }
+        let channel = endpoint.connect_lazy();
         peers.insert(addr, channel.clone());
         Ok(Some(AgentClient::new(channel)))
     }

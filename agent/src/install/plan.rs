@@ -367,8 +367,9 @@ pub fn plan_install(request: &Request, current: &Current, host: &Host) -> Result
     if !settings.gossip_addr.ip().is_loopback() && settings.grpc_addr.ip().is_loopback() {
         plan.notes.push(format!(
             "the gRPC API listens on {} only: to reach this agent from other hosts (forwarded \
-             requests, a remote console) install with --grpc-addr IP:7700, and allow only your \
-             hosts to port 7700 (the API has no authentication yet)",
+             requests, a remote console) install with --grpc-addr IP:7700 and give the agent TLS \
+             (tls_cert, tls_key, tls_ca in its config; `strata-agent tls` makes them), or \
+             insecure = true and allow only your hosts to port 7700",
             settings.grpc_addr
         ));
     }

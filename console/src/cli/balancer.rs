@@ -1,15 +1,14 @@
 //! `strata balancer` and `strata access-log`: the local balancer's figures and connections.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{bytes, table};
 use super::{OutputFormat, print_as};
-use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{AccessRecord, BalancerReply, GetBalancerRequest, TailAccessLogRequest};
-use tonic::transport::Channel;
 
 /// `strata balancer`.
 pub async fn balancer(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -77,7 +76,7 @@ pub fn render_balancer(reply: &BalancerReply) -> String {
 
 /// `strata access-log [SERVICE] [-f] [--lines N]`: JSON is one record per line.
 pub async fn access_log(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,

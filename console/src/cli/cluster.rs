@@ -1,18 +1,17 @@
 //! Cluster commands: members, catalog, drain, undrain, force-leave, keyring, whoami.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, uptime};
 use super::{OutputFormat, print_as, print_json};
-use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,
     KeyringRequest, ListMembersReply, ListMembersRequest, WhoAmIRequest,
 };
-use tonic::transport::Channel;
 
 /// `strata members`.
 pub async fn members(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
 ) -> Result<(), Failure> {
@@ -25,11 +24,7 @@ pub async fn members(
 }
 
 /// `strata whoami`: the caller's name, role and how the agent identified it.
-pub async fn whoami(
-    client: &mut AgentClient<Channel>,
-    agent: &str,
-    output: OutputFormat,
-) -> Result<(), Failure> {
+pub async fn whoami(client: &mut Client, agent: &str, output: OutputFormat) -> Result<(), Failure> {
     let reply = client
         .who_am_i(WhoAmIRequest {})
         .await
@@ -105,7 +100,7 @@ pub fn render_members(reply: &ListMembersReply, now: i64) -> String {
 
 /// `strata catalog`.
 pub async fn catalog(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
 ) -> Result<(), Failure> {
@@ -165,7 +160,7 @@ pub fn render_catalog(reply: &GetCatalogReply) -> String {
 
 /// `strata drain NODE` and `strata undrain NODE`.
 pub async fn drain(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -191,7 +186,7 @@ pub async fn drain(
 
 /// `strata force-leave NODE`.
 pub async fn force_leave(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     member: &str,
@@ -212,7 +207,7 @@ pub async fn force_leave(
 /// `strata keyring list|install|use|remove [KEY]`: applied on every live member (or the
 /// one named by `--node`), as a key rotation needs.
 pub async fn keyring(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,

@@ -1,13 +1,12 @@
 //! `strata events`: query the journal, or follow it live.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, time_ms};
 use super::{OutputFormat, print_json};
 use clap::Args;
 use std::time::UNIX_EPOCH;
-use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{Event, QueryEventsRequest, Severity, WatchEventsRequest};
-use tonic::transport::Channel;
 
 /// Filters of `strata events`.
 #[derive(Debug, Args)]
@@ -53,7 +52,7 @@ fn parse_severity(text: &str) -> Result<Severity, String> {
 
 /// `strata events`.
 pub async fn events(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,

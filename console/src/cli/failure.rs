@@ -49,6 +49,19 @@ impl Failure {
 
     /// Maps an error status from the agent at `agent` to a failure.
     pub fn from_status(status: &tonic::Status, agent: &str) -> Failure {
+        // A connection that broke under the request (e.g. a plaintext client of a TLS agent)
+        // comes back as a status whose source is the transport error.
+        if let Some(source) = std::error::Error::source(status)
+            && source.downcast_ref::<tonic::transport::Error>().is_some()
+        {
+            return Failure {
+                kind: FailureKind::Unreachable,
+                message: format!(
+                    "cannot reach the agent at {agent}: {} (an agent serving TLS needs --ca)",
+                    root_cause(source)
+                ),
+            };
+        }
         let kind = match status.code() {
             Code::Unavailable => FailureKind::Unreachable,
             Code::NotFound => FailureKind::NotFound,

@@ -1,18 +1,17 @@
 //! `strata node`, `strata metrics`, `strata top`: one host's identity, metrics and processes.
 
+use super::connect::Client;
 use super::failure::Failure;
 use super::format::{bytes, percent, rate, table, time_ms, uptime};
 use super::{OutputFormat, print_as};
-use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     GetMetricsRequest, GetNodeRequest, HostMetrics, NodeInfo, ProcessInfo, TopProcessesReply,
     TopProcessesRequest,
 };
-use tonic::transport::Channel;
 
 /// `strata node`.
 pub async fn node(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -71,7 +70,7 @@ pub fn render_node(info: &NodeInfo) -> String {
 
 /// `strata metrics`.
 pub async fn metrics(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -216,7 +215,7 @@ pub fn render_metrics(m: &HostMetrics) -> String {
 
 /// `strata top`.
 pub async fn top(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,

@@ -3,7 +3,7 @@
 
 mod balancer;
 mod cluster;
-pub(crate) mod connect;
+pub mod connect;
 mod docs;
 mod events;
 pub(crate) mod failure;
@@ -30,6 +30,24 @@ pub struct Cli {
     /// The node a node-scoped command is about (name or id); the agent forwards to it.
     #[arg(long, global = true, default_value = "")]
     pub node: String,
+    /// The cluster CA (PEM) the agent's certificate must chain to; given, TLS is used.
+    #[arg(long, global = true, env = "STRATA_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), e.g. from `strata-agent tls issue --operator NAME`.
+    #[arg(long, global = true, env = "STRATA_CERT", value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, env = "STRATA_KEY", value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// A token sent as `authorization: Bearer TOKEN` with every request.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// Console only: hide every action (start, stop, restart, scale, drain, apply, force-leave).
     #[arg(long)]
     pub readonly: bool,
@@ -42,6 +60,18 @@ pub struct Cli {
     /// Without a subcommand, `strata` opens the console.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl Cli {
+    /// The TLS and token flags, for connecting.
+    pub fn client_auth(&self) -> connect::ClientAuth {
+        connect::ClientAuth {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            token: self.token.clone(),
+        }
+    }
 }
 
 /// How results are printed.
@@ -237,7 +267,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Demo(args)) => return crate::demo::run(args).await,
         _ => {}
     }
-    let mut client = connect::connect(&cli.agent).await?;
+    let mut client = connect::connect(&cli.agent, &cli.client_auth()).await?;
     let agent = cli.agent.as_str();
     let (c, out, node) = (&mut client, cli.output, cli.node.as_str());
     let Some(command) = cli.command else {

@@ -1,16 +1,15 @@
 //! Service commands: apply, services, service, start/stop/restart, scale, signal, remove, logs.
 
+use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{bytes, table, time_ms, uptime};
 use super::{OutputFormat, print_as, print_json};
 use clap::Args;
 use std::time::{Duration, Instant};
-use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     ApplySpecRequest, ControlServiceRequest, GetServiceRequest, InstanceStatus, ListServicesReply,
     ListServicesRequest, RemoveServiceRequest, ServiceStatus, TailLogsRequest,
 };
-use tonic::transport::Channel;
 
 /// A service, or one of its instances: `web` or `web/2`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +64,7 @@ fn status_failure(agent: &str) -> impl Fn(tonic::Status) -> Failure + '_ {
 
 /// `strata apply FILE [--dry-run]`.
 pub async fn apply(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -129,7 +128,7 @@ pub fn instance_ready(instance: &InstanceStatus, has_check: bool) -> bool {
 /// Waits (when `--wait` was given) until every instance of `service` (or the one given)
 /// runs and passes, polling the agent; fails naming the instances that do not.
 pub async fn wait_if(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     node: &str,
     wait: &WaitArgs,
@@ -182,7 +181,7 @@ pub async fn wait_if(
 
 /// `strata services`.
 pub async fn list(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -261,7 +260,7 @@ fn service_state(s: &ServiceStatus) -> String {
 
 /// `strata service NAME`.
 pub async fn show(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -378,7 +377,7 @@ pub fn control_request(
 
 /// `strata start|stop|restart|scale|signal`.
 pub async fn control(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     request: ControlServiceRequest,
@@ -393,7 +392,7 @@ pub async fn control(
 
 /// `strata remove NAME`.
 pub async fn remove(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,
@@ -417,7 +416,7 @@ pub async fn remove(
 
 /// `strata logs NAME[/INDEX] [-f] [--lines N] [--grep RE]`: JSON is one line object per line.
 pub async fn logs(
-    client: &mut AgentClient<Channel>,
+    client: &mut Client,
     agent: &str,
     output: OutputFormat,
     node: &str,

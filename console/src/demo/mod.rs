@@ -207,6 +207,11 @@ impl Demo {
                 .arg("--agent")
                 .arg(first.grpc.to_string())
                 .env_remove("STRATA_AGENT")
+                // the demo's agents serve plaintext on loopback: no TLS or token from outside
+                .env_remove("STRATA_CA")
+                .env_remove("STRATA_CERT")
+                .env_remove("STRATA_KEY")
+                .env_remove("STRATA_TOKEN")
                 .kill_on_drop(true)
                 .spawn()
                 .context("cannot start the console")?;

@@ -16,7 +16,7 @@ pub mod widgets;
 #[cfg(test)]
 mod tests;
 
-use crate::cli::connect::agent_uri;
+use crate::cli::connect::{ClientAuth, Connector};
 use crate::cli::format::now_ms;
 use crate::cli::{DEFAULT_AGENT, Failure, FailureKind};
 use crate::model::Model;
@@ -50,6 +50,8 @@ const MSG_BURST: usize = 512;
 pub struct Options {
     /// `--agent` or `STRATA_AGENT` when given; else the config file's, else the default.
     pub agent: Option<String>,
+    /// `--ca`, `--cert`, `--key` and `--token`.
+    pub auth: ClientAuth,
     /// Hide actions.
     pub readonly: bool,
     /// dark, light or mono.
@@ -89,7 +91,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
         .agent
         .or(config.agent)
         .unwrap_or_else(|| DEFAULT_AGENT.to_string());
-    agent_uri(&agent)?;
+    let connector = Connector::new(&agent, &options.auth)?;
     let keymap = Keymap::with_remaps(&config.keys).map_err(usage)?;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let theme_name = options
@@ -129,7 +131,7 @@ pub async fn run(options: Options) -> Result<(), Failure> {
     })?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let mut net = net::Net::start(agent.clone(), tx);
+    let mut net = net::Net::start(connector, tx);
     let mut model = Model::new(&agent, now_ms());
     let mut app = App::new(keymap, theme, options.readonly);
     let mut events = EventStream::new();

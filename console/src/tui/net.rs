@@ -1,14 +1,13 @@
 //! The network side: tasks that turn the agent's streams and replies into model
 //! messages over a channel. The UI hands them [`Request`]s and never awaits the network.
 
-use crate::cli::connect::connect;
+use crate::cli::connect::{Client, Connector};
 use crate::cli::format::now_ms;
 use crate::model::Msg;
 use crate::model::conn::backoff;
 use crate::model::detail::Range;
 use crate::model::logs::LogTarget;
 use std::time::Duration;
-use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{
     ApplySpecRequest, ControlServiceRequest, DrainNodeRequest, ForceLeaveRequest, GetNodeRequest,
     GetServiceRequest, ListMembersRequest, LogLine, MetricHistoryRequest, QueryEventsRequest,
@@ -16,7 +15,6 @@ use strata_proto::v1::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 /// How often events are fetched from every member's journal.
 const EVENT_POLL: Duration = Duration::from_secs(5);
@@ -83,8 +81,6 @@ pub enum Request {
     },
 }
 
-type Client = AgentClient<Channel>;
-
 /// The running network tasks.
 pub struct Net {
     tx: mpsc::Sender<Msg>,
@@ -95,10 +91,10 @@ pub struct Net {
 }
 
 impl Net {
-    /// Starts the cluster and event tasks for `agent`.
-    pub fn start(agent: String, tx: mpsc::Sender<Msg>) -> Net {
+    /// Starts the cluster and event tasks for the agent of `connector`.
+    pub fn start(connector: Connector, tx: mpsc::Sender<Msg>) -> Net {
         let (client_tx, client) = watch::channel(None);
-        let cluster = tokio::spawn(cluster_task(agent, tx.clone(), client_tx));
+        let cluster = tokio::spawn(cluster_task(connector, tx.clone(), client_tx));
         let events = tokio::spawn(events_task(client.clone(), tx.clone()));
         let watch_events = tokio::spawn(watch_events_task(client.clone(), tx.clone()));
         Net {
@@ -289,13 +285,13 @@ fn jitter() -> f64 {
 }
 
 async fn cluster_task(
-    agent: String,
+    connector: Connector,
     tx: mpsc::Sender<Msg>,
     client_tx: watch::Sender<Option<Client>>,
 ) {
     let mut attempt = 0u32;
     loop {
-        let error = match connect(&agent).await {
+        let error = match connector.connect().await {
             Err(f) => f.message,
             Ok(client) => match client
                 .clone()
