@@ -4,6 +4,7 @@
 //! clap merges flags and environment variables (a flag wins over its variable); the file
 //! fills whatever both left unset. `resolve` is a pure function so every rule is testable.
 
+use crate::auth::limits::RateLimits;
 use crate::metrics::alerts::{AlertsConfig, Rule};
 use crate::tls::TlsFiles;
 use clap::Args;
@@ -112,6 +113,16 @@ pub struct JournalSection {
     pub max_age: Option<Duration>,
 }
 
+/// The `[api]` table: per-client rate limits on the gRPC API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Units a client regains per second (a view costs 1, a heavy read or a change 10).
+    pub rate_per_client: Option<f64>,
+    /// The most units a client can spend at once.
+    pub burst_per_client: Option<f64>,
+}
+
 /// The config file as written by a person: every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +164,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub journal: JournalSection,
     #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
     pub alerts: AlertsConfig,
 }
 
@@ -186,6 +199,8 @@ pub struct AgentConfig {
     pub dns_domain: String,
     /// TLS on the gRPC API and between agents; `None` is plaintext (loopback, or --insecure).
     pub tls: Option<TlsFiles>,
+    /// Per-client rate limits on the API.
+    pub api_limits: RateLimits,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -396,7 +411,39 @@ pub fn resolve(
         dns_addr,
         dns_domain,
         tls,
+        api_limits: resolve_api_limits(&file.api)?,
     })
+}
+
+/// The API rate limits: the file's values over the defaults, each a positive number.
+fn resolve_api_limits(api: &ApiSection) -> Result<RateLimits, ConfigError> {
+    let defaults = RateLimits::default();
+    let check = |key: &'static str, value: Option<f64>, default: f64| match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        Some(v) => Err(ConfigError::Invalid {
+            key,
+            problem: format!("{v} is not a number of at least 1"),
+        }),
+    };
+    let limits = RateLimits {
+        per_second: check(
+            "api.rate_per_client",
+            api.rate_per_client,
+            defaults.per_second,
+        )?,
+        burst: check("api.burst_per_client", api.burst_per_client, defaults.burst)?,
+    };
+    if limits.burst < 10.0 {
+        return Err(ConfigError::Invalid {
+            key: "api.burst_per_client",
+            problem: format!(
+                "{} is below 10, the cost of one heavy call: such calls would never pass",
+                limits.burst
+            ),
+        });
+    }
+    Ok(limits)
 }
 
 /// TLS is configured by all three files or none; one or two of them is a mistake.
@@ -599,6 +646,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("node_name"), "{err}");
+    }
+
+    #[test]
+    fn api_rate_limits_come_from_the_file_and_are_checked() {
+        let cfg = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert_eq!(cfg.api_limits, RateLimits::default());
+        let file = parse_file("[api]\nrate_per_client = 50\nburst_per_client = 500\n").unwrap();
+        let cfg = resolve(&args(), file, "h").unwrap();
+        assert_eq!(
+            (cfg.api_limits.per_second, cfg.api_limits.burst),
+            (50.0, 500.0)
+        );
+        for (text, key) in [
+            (
+                "[api]\nrate_per_client = 0\n",
+                "api.rate_per_client: 0 is not",
+            ),
+            (
+                "[api]\nburst_per_client = 5\n",
+                "api.burst_per_client: 5 is below 10",
+            ),
+        ] {
+            let err = resolve(&args(), parse_file(text).unwrap(), "h").unwrap_err();
+            assert!(err.to_string().starts_with(key), "{err}");
+        }
+        let err = parse_file("[api]\nrate = 1\n").unwrap_err();
+        assert!(err.contains("unknown field `rate`"), "{err}");
     }
 
     #[test]

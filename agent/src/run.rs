@@ -5,7 +5,6 @@ use crate::api::gate::Gate;
 use crate::api::grpc::AgentService;
 use crate::api::http;
 use crate::auth::Authenticator;
-use crate::auth::limits::RateLimits;
 use crate::auth::tokens::{TOKENS_FILE, TokenStore};
 use crate::config::AgentConfig;
 use crate::events::journal::{EventDraft, Journal, JournalLimits};
@@ -156,7 +155,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let gate = Gate::new(
         Authenticator::new(tokens, &config.node_name, tls.is_some()),
-        RateLimits::default(),
+        config.api_limits,
         journal.clone(),
         &config.node_name,
     );
