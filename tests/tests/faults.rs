@@ -159,6 +159,7 @@ fn node_args(net: &TestNet, i: usize, key: &str) -> Vec<String> {
         "127.0.0.1:0".into(),
         "--gossip-key".into(),
         key.into(),
+        "--insecure".into(),
     ];
     if i > 0 {
         args.push("--join".into());
