@@ -38,6 +38,19 @@ pub struct InstallArgs {
     /// The gossip address other hosts reach this one at, when it differs from --gossip-addr.
     #[arg(long, value_name = "ADDR")]
     pub advertise_addr: Option<SocketAddr>,
+    /// This agent's TLS certificate (`strata-agent tls issue --agent NAME`), absolute path;
+    /// with --tls-key and --tls-ca the API serves TLS and agents use mutual TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, absolute path.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA certificate, absolute path.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve the gRPC API in plaintext on a non-loopback --grpc-addr.
+    #[arg(long)]
+    pub insecure: bool,
     /// Install under this directory instead of / (systemd is then left alone).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
@@ -77,6 +90,10 @@ pub fn install(args: &InstallArgs) -> ExitCode {
         advertise_addr: args.advertise_addr,
         join: args.join.clone(),
         gossip_key: args.gossip_key.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_ca: args.tls_ca.clone(),
+        insecure: args.insecure,
         force: args.force,
     };
     let prepared = exec::prepare(&args.root)

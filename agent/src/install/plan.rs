@@ -106,6 +106,12 @@ pub struct Request {
     /// Replaces the installed join list when not empty.
     pub join: Vec<String>,
     pub gossip_key: Option<String>,
+    /// TLS files for the agent's config; all three or none.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// Plaintext gRPC on a non-loopback address.
+    pub insecure: bool,
     /// Overwrite a config that differs from what would be written.
     pub force: bool,
 }
@@ -215,6 +221,9 @@ struct Settings {
     advertise_addr: Option<SocketAddr>,
     join: Vec<String>,
     gossip_key: String,
+    /// cert, key, CA.
+    tls: Option<[PathBuf; 3]>,
+    insecure: bool,
 }
 
 /// Plans `strata-agent install`.
@@ -367,9 +376,9 @@ pub fn plan_install(request: &Request, current: &Current, host: &Host) -> Result
     if !settings.gossip_addr.ip().is_loopback() && settings.grpc_addr.ip().is_loopback() {
         plan.notes.push(format!(
             "the gRPC API listens on {} only: to reach this agent from other hosts (forwarded \
-             requests, a remote console) install with --grpc-addr IP:7700 and give the agent TLS \
-             (tls_cert, tls_key, tls_ca in its config; `strata-agent tls` makes them), or \
-             insecure = true and allow only your hosts to port 7700",
+             requests, a remote console) install with --grpc-addr IP:7700 and --tls-cert, \
+             --tls-key, --tls-ca (`strata-agent tls` makes them), or --insecure and allow only \
+             your hosts to port 7700",
             settings.grpc_addr
         ));
     }
@@ -496,6 +505,13 @@ fn settings(
     } else {
         request.join.clone()
     };
+    let tls = install_tls(request, installed)?;
+    let insecure = request.insecure || installed.and_then(|c| c.insecure).unwrap_or(false);
+    if tls.is_none() && !insecure && !grpc_addr.ip().is_loopback() {
+        return Err(PlanError::Invalid(format!(
+            "--grpc-addr {grpc_addr} is not a loopback address: give --tls-cert, --tls-key and              --tls-ca (`strata-agent tls` makes them), or --insecure to serve plaintext"
+        )));
+    }
     Ok(Settings {
         node_name: request
             .node_name
@@ -507,7 +523,35 @@ fn settings(
         advertise_addr,
         join,
         gossip_key,
+        tls,
+        insecure,
     })
+}
+
+/// The TLS files: the request's (all three, absolute) over the installed config's.
+fn install_tls(
+    request: &Request,
+    installed: Option<&config::FileConfig>,
+) -> Result<Option<[PathBuf; 3]>, PlanError> {
+    let given = [&request.tls_cert, &request.tls_key, &request.tls_ca];
+    match given {
+        [None, None, None] => Ok(installed
+            .and_then(|c| Some([c.tls_cert.clone()?, c.tls_key.clone()?, c.tls_ca.clone()?]))),
+        [Some(cert), Some(key), Some(ca)] => {
+            for (flag, path) in [("--tls-cert", cert), ("--tls-key", key), ("--tls-ca", ca)] {
+                if !path.is_absolute() {
+                    return Err(PlanError::Invalid(format!(
+                        "{flag} {}: give an absolute path (the agent runs from /)",
+                        path.display()
+                    )));
+                }
+            }
+            Ok(Some([cert.clone(), key.clone(), ca.clone()]))
+        }
+        _ => Err(PlanError::Invalid(
+            "TLS needs all three of --tls-cert, --tls-key and --tls-ca".into(),
+        )),
+    }
 }
 
 /// The first line where `old` and `new` differ, with the key redacted.
@@ -624,6 +668,17 @@ fn render_config(s: &Settings) -> String {
     let joins: Vec<String> = s.join.iter().map(|j| quoted(j)).collect();
     out.push_str(&format!("join = [{}]\n", joins.join(", ")));
     out.push_str(&format!("gossip_key = {}\n", quoted(&s.gossip_key)));
+    if let Some([cert, key, ca]) = &s.tls {
+        for (name, path) in [("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)] {
+            out.push_str(&format!(
+                "{name} = {}\n",
+                quoted(&path.display().to_string())
+            ));
+        }
+    }
+    if s.insecure {
+        out.push_str("insecure = true\n");
+    }
     out.push_str(&format!("services_dir = {}\n", quoted(SERVICES_DIR)));
     out.push_str(&format!("data_dir = {}\n", quoted(DATA_DIR)));
     out
@@ -1023,6 +1078,65 @@ mod tests {
         };
         let err = plan_install(&Request::default(), &current, &host(false)).unwrap_err();
         assert!(matches!(err, PlanError::WrongKind { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_network_api_is_installed_with_tls_or_insecure_only() {
+        let public: SocketAddr = "10.0.0.5:7700".parse().unwrap();
+        let plain = Request {
+            grpc_addr: Some(public),
+            ..Request::default()
+        };
+        let err = plan_install(&plain, &empty(), &host(false)).unwrap_err();
+        assert!(err.to_string().contains("--tls-cert"), "{err}");
+        let partial = Request {
+            tls_cert: Some("/etc/strata/tls/n.pem".into()),
+            ..plain.clone()
+        };
+        let err = plan_install(&partial, &empty(), &host(false)).unwrap_err();
+        assert!(err.to_string().contains("all three"), "{err}");
+        let relative = Request {
+            tls_cert: Some("n.pem".into()),
+            tls_key: Some("/k.pem".into()),
+            tls_ca: Some("/ca.pem".into()),
+            ..plain.clone()
+        };
+        let err = plan_install(&relative, &empty(), &host(false)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--tls-cert n.pem: give an absolute path"),
+            "{err}"
+        );
+
+        let with_tls = Request {
+            tls_cert: Some("/etc/strata/tls/n.pem".into()),
+            tls_key: Some("/etc/strata/tls/n-key.pem".into()),
+            tls_ca: Some("/etc/strata/tls/ca.pem".into()),
+            ..plain.clone()
+        };
+        let insecure = Request {
+            insecure: true,
+            ..plain
+        };
+        for request in [with_tls, insecure] {
+            let plan = plan_install(&request, &empty(), &host(false)).unwrap();
+            let config = plan
+                .actions
+                .iter()
+                .find_map(|a| match a {
+                    Action::WriteFile { path, content, .. } if path.ends_with("agent.toml") => {
+                        Some(content.clone())
+                    }
+                    _ => None,
+                })
+                .expect("a config is written");
+            let file = config::parse_file(&config).unwrap();
+            let resolved = config::resolve(&config::RunArgs::default(), file, "h");
+            assert!(
+                resolved.is_ok(),
+                "the agent accepts it: {resolved:?}\n{config}"
+            );
+        }
     }
 
     #[test]
