@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod impair;
 pub mod netns;
 
 /// How long an agent may take to print its ready line.

@@ -5,6 +5,11 @@
 //! more faults run against one agent on loopback: a full log directory, and `kill -9` of
 //! the agent at random moments during `strata apply`.
 //!
+//! Packet loss and delay use `tc netem` where the kernel has it. Where it does not (this
+//! project's machines and CI), the fault runs on a cluster of its own whose gossip passes
+//! userspace relays ([`strata_tests::impair`]): each agent advertises its relay's address,
+//! so every gossip packet to a node, UDP or TCP, crosses that node's relay.
+//!
 //! Each fault prints one row of a table: how long until it was detected, the client's
 //! requests sent and failed meanwhile, and the data lost (must be none). The tests run one
 //! at a time (they measure timings, and the machine has two cores).
@@ -18,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use strata_tests::impair::{ImpairConfig, Relay, RelayStats};
 use strata_tests::netns::TestNet;
 use strata_tests::{AgentOptions, AgentProcess, binary, process_start_ticks, wait_until};
 
@@ -135,16 +141,24 @@ fn request(target: SocketAddr) -> bool {
 // The cluster in namespaces.
 
 /// Five agents in five namespaces. Fields drop in order: the agents (and their services)
-/// first, then the namespaces, then the data dirs.
+/// first, then the relays, then the namespaces, then the data dirs.
 struct Cluster {
     agents: Vec<Option<AgentProcess>>,
+    /// One gossip relay per node when the gossip is relayed (its address is what the node
+    /// advertises), else empty.
+    relays: Vec<Relay>,
+    /// Pass-through relays from the host's address to the instances' backend ports, when
+    /// the gossip is relayed: a node's service address is the ip it advertises, the host's.
+    backends: Vec<Relay>,
     net: TestNet,
     dir: tempfile::TempDir,
 }
 
 /// Every agent's command line past `run`, in one place. When the agent requires TLS or
-/// `--insecure` for a non-loopback gRPC address, add `--insecure` here.
-fn node_args(net: &TestNet, i: usize, key: &str) -> Vec<String> {
+/// `--insecure` for a non-loopback gRPC address, add `--insecure` here. `advertise` holds
+/// each node's relay address when the gossip is relayed (empty otherwise): node `i`
+/// advertises `advertise[i]`, and joins through node 1's.
+fn node_args(net: &TestNet, i: usize, key: &str, advertise: &[SocketAddr]) -> Vec<String> {
     let ip = net.nodes[i].ip;
     let mut args: Vec<String> = vec![
         "--grpc-addr".into(),
@@ -161,9 +175,16 @@ fn node_args(net: &TestNet, i: usize, key: &str) -> Vec<String> {
         key.into(),
         "--insecure".into(),
     ];
+    if let Some(addr) = advertise.get(i) {
+        args.push("--advertise-addr".into());
+        args.push(addr.to_string());
+    }
     if i > 0 {
         args.push("--join".into());
-        args.push(format!("{}:{GOSSIP_PORT}", net.nodes[0].ip));
+        args.push(match advertise.first() {
+            Some(addr) => addr.to_string(),
+            None => format!("{}:{GOSSIP_PORT}", net.nodes[0].ip),
+        });
     }
     args
 }
@@ -172,12 +193,18 @@ fn node_name(i: usize) -> String {
     format!("f{}", i + 1)
 }
 
-fn start_node(net: &TestNet, dir: &Path, i: usize, key: &str) -> AgentProcess {
+fn start_node(
+    net: &TestNet,
+    dir: &Path,
+    i: usize,
+    key: &str,
+    advertise: &[SocketAddr],
+) -> AgentProcess {
     AgentProcess::start(
         &dir.join(node_name(i)),
         &AgentOptions {
             node_name: Some(node_name(i)),
-            extra_args: node_args(net, i, key),
+            extra_args: node_args(net, i, key, advertise),
             prefix: net.exec_prefix(i),
             ..Default::default()
         },
@@ -266,23 +293,48 @@ fn local_pids(agent: &AgentProcess) -> Vec<(String, i64)> {
     pids
 }
 
+/// `namespaces` node namespaces (the cluster uses the first `NODES`); `None`, with the
+/// reason printed, where namespaces cannot be made.
+fn test_net(namespaces: usize) -> Option<TestNet> {
+    match TestNet::create(namespaces) {
+        Ok(net) => net,
+        Err(e) => panic!("cannot build the test network: {e:#}"),
+    }
+}
+
 impl Cluster {
-    /// Starts the cluster and the service, and waits until the whole catalog is everywhere
-    /// and every instance passes. `None` where namespaces cannot be made.
-    fn start() -> Option<Cluster> {
-        let net = match TestNet::create(NODES + 1) {
-            Ok(Some(net)) => net,
-            Ok(None) => return None,
-            Err(e) => panic!("cannot build the test network: {e:#}"),
-        };
+    /// Starts the cluster on `net` and the service, and waits until the whole catalog is
+    /// everywhere and every instance passes. With `relayed`, the gossip to each node passes
+    /// a relay of its own, passing through until impaired.
+    fn start(net: TestNet, relayed: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut relays = Vec::new();
+        if relayed {
+            for (i, node) in net.nodes.iter().enumerate().take(NODES) {
+                let relay = Relay::start(
+                    SocketAddr::new(net.host_ip.into(), 0),
+                    SocketAddr::new(node.ip.into(), GOSSIP_PORT),
+                    ImpairConfig {
+                        loss: 0.2,
+                        delay: Duration::from_millis(100),
+                        seed: 0x5eed + i as u64,
+                        impaired: false,
+                        ..Default::default()
+                    },
+                )
+                .expect("gossip relay");
+                relays.push(relay);
+            }
+        }
         let mut cluster = Cluster {
             agents: Vec::new(),
+            relays,
+            backends: Vec::new(),
             net,
             dir,
         };
         for i in 0..NODES {
-            let agent = start_node(&cluster.net, cluster.dir.path(), i, KEY);
+            let agent = cluster.start_node(i, KEY);
             cluster.agents.push(Some(agent));
         }
         wait_until(
@@ -325,6 +377,9 @@ grace = "0s"
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        if relayed {
+            cluster.relay_backends();
+        }
         wait_until(
             "every balancer has every instance",
             Duration::from_secs(60),
@@ -334,7 +389,66 @@ grace = "0s"
                 })
             },
         );
-        Some(cluster)
+        cluster
+    }
+
+    /// Starts agent `i` (0-based) on its namespace, advertising its relay if it has one.
+    fn start_node(&self, i: usize, key: &str) -> AgentProcess {
+        let advertise: Vec<SocketAddr> = self.relays.iter().map(Relay::addr).collect();
+        start_node(&self.net, self.dir.path(), i, key, &advertise)
+    }
+
+    /// The address node `i`'s instances are published at: its own, or with relayed gossip
+    /// the one it advertises (the agent takes the service ip from the advertised address).
+    fn service_ip(&self, i: usize) -> String {
+        match self.relays.get(i) {
+            Some(relay) => relay.addr().ip().to_string(),
+            None => self.net.nodes[i].ip.to_string(),
+        }
+    }
+
+    /// With relayed gossip every node publishes the host's address for its instances, so
+    /// the host relays each instance's backend port (unimpaired) to the node that runs it.
+    /// The ranges of backend ports differ from agent to agent, so no two clash.
+    fn relay_backends(&mut self) {
+        let host = self.net.host_ip;
+        let mut backends = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate().skip(1) {
+            let agent = agent.as_ref().expect("agent running");
+            let v = agent.json(&["service", "web", "-o", "json"]);
+            for instance in v["instances"].as_array().into_iter().flatten() {
+                let port = instance["ports"]["http"]
+                    .as_u64()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or_else(|| panic!("no http port in {instance}"));
+                let relay = Relay::start(
+                    SocketAddr::new(host.into(), port),
+                    SocketAddr::new(self.net.nodes[i].ip.into(), port),
+                    ImpairConfig {
+                        impaired: false,
+                        ..Default::default()
+                    },
+                )
+                .expect("backend relay");
+                backends.push(relay);
+            }
+        }
+        assert_eq!(backends.len(), (NODES - 1) * INSTANCES_PER_NODE);
+        self.backends = backends;
+    }
+
+    /// The relays' counters added up.
+    fn relay_totals(&self) -> RelayStats {
+        self.relays
+            .iter()
+            .map(Relay::stats)
+            .fold(RelayStats::default(), |a, s| RelayStats {
+                forwarded: a.forwarded + s.forwarded,
+                dropped: a.dropped + s.dropped,
+                overflow: a.overflow + s.overflow,
+                tcp_connections: a.tcp_connections + s.tcp_connections,
+                tcp_bytes: a.tcp_bytes + s.tcp_bytes,
+            })
     }
 
     fn live(&self) -> impl Iterator<Item = &AgentProcess> {
@@ -357,11 +471,7 @@ grace = "0s"
             let mut all = Vec::new();
             for i in 1..NODES {
                 for index in 1..=INSTANCES_PER_NODE {
-                    all.push((
-                        node_name(i),
-                        format!("web/{index}"),
-                        self.net.nodes[i].ip.to_string(),
-                    ));
+                    all.push((node_name(i), format!("web/{index}"), self.service_ip(i)));
                 }
             }
             all.sort();
@@ -406,9 +516,10 @@ grace = "0s"
 #[test]
 fn network_faults_in_five_namespaces() {
     let _serial = serial();
-    let Some(mut cluster) = Cluster::start() else {
+    let Some(net) = test_net(NODES + 1) else {
         return;
     };
+    let mut cluster = Cluster::start(net, false);
     let client = Client::start(cluster.frontend());
     wait_until("the client's first answer", Duration::from_secs(20), || {
         client
@@ -420,7 +531,13 @@ fn network_faults_in_five_namespaces() {
     wrong_gossip_key(&cluster, &client);
     agent_kill_9(&mut cluster, &client);
     partition_and_heal(&cluster, &client);
-    loss_and_delay(&cluster, &client);
+    match cluster.net.netem_available() {
+        Ok(()) => loss_and_delay(&cluster, &client, Impairment::Netem),
+        Err(reason) => println!(
+            "loss and delay: tc netem is not available here ({reason}); the fault runs \
+             through userspace relays in loss_and_delay_through_relays"
+        ),
+    }
     let (sent, failed) = client.window(Instant::now() - Duration::from_secs(3600), Instant::now());
     println!("client total: {sent} requests, {failed} failed");
 }
@@ -434,7 +551,7 @@ fn wrong_gossip_key(cluster: &Cluster, client: &Client) {
         v["dropped_packets"].as_u64().unwrap_or(0)
     };
     let before = dropped(cluster.agent(0));
-    let intruder = start_node(&cluster.net, cluster.dir.path(), NODES, WRONG_KEY);
+    let intruder = cluster.start_node(NODES, WRONG_KEY);
     let t0 = Instant::now();
     wait_until(
         "the intruder's packets are dropped",
@@ -498,7 +615,7 @@ fn agent_kill_9(cluster: &mut Cluster, client: &Client) {
         detect < Duration::from_secs(10),
         "took {detect:?} to leave the balancers"
     );
-    let back = start_node(&cluster.net, cluster.dir.path(), victim, KEY);
+    let back = cluster.start_node(victim, KEY);
     cluster.agents[victim] = Some(back);
     let rejoin = cluster.wait_converged("rejoin after kill -9", Duration::from_secs(60));
     let pids_after = local_pids(cluster.agent(victim));
@@ -560,52 +677,159 @@ fn partition_and_heal(cluster: &Cluster, client: &Client) {
     );
 }
 
-/// 20% loss and 100 ms delay on every link for two minutes: no healthy node declared down.
-fn loss_and_delay(cluster: &Cluster, client: &Client) {
-    if let Err(reason) = cluster.net.netem_available() {
-        println!("SKIP loss and delay: tc netem is not available here: {reason}");
-        report(
-            "20% loss + 100 ms delay, 2 min",
-            "skipped (no netem)",
-            0,
-            0,
-            "n/a",
-        );
-        return;
-    }
+/// How the loss and delay are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Impairment {
+    /// `tc netem` on every node's link: every packet towards a node, gossip or not.
+    Netem,
+    /// The cluster's gossip relays: every gossip packet (UDP and TCP) towards a node.
+    Relays,
+}
+
+const LOSS_PERCENT: u32 = 20;
+const DELAY_MS: u32 = 100;
+const IMPAIRED_FOR: Duration = Duration::from_secs(120);
+
+/// 20% loss and 100 ms delay towards every node for two minutes: no healthy node declared
+/// down (no `member.down` event anywhere, never `down` or `left` in any member list), and
+/// afterwards everything converges.
+fn loss_and_delay(cluster: &Cluster, client: &Client, how: Impairment) {
     let t0 = Instant::now();
     let t0_unix_ms = unix_ms();
-    cluster.net.impair(20, 100).expect("netem");
+    let before = cluster.relay_totals();
+    match how {
+        Impairment::Netem => cluster.net.impair(LOSS_PERCENT, DELAY_MS).expect("netem"),
+        Impairment::Relays => cluster.relays.iter().for_each(|r| r.set_impaired(true)),
+    }
     let mut downs = Vec::new();
-    while t0.elapsed() < Duration::from_secs(120) {
+    let mut suspects = BTreeSet::new();
+    while t0.elapsed() < IMPAIRED_FOR {
         for agent in cluster.live() {
             for (member, status) in statuses(agent) {
                 if status == "down" || status == "left" {
                     downs.push(format!("{} saw {member} {status}", agent.grpc));
+                } else if status == "suspect" {
+                    suspects.insert(format!("{} saw {member} suspect", agent.grpc));
                 }
             }
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    cluster.net.repair().expect("netem removed");
+    match how {
+        Impairment::Netem => cluster.net.repair().expect("netem removed"),
+        Impairment::Relays => cluster.relays.iter().for_each(|r| r.set_impaired(false)),
+    }
     let (sent, failed) = client.window(t0, Instant::now());
+    let after = cluster.relay_totals();
     let settle = cluster.wait_converged("after loss and delay", Duration::from_secs(60));
+    let mut suspect_events = 0;
     for agent in cluster.live() {
         let events = agent.json(&["events", "--kind", "member", "-o", "json"]);
         for e in events["events"].as_array().into_iter().flatten() {
-            if e["kind"] == "member.down" && e["time_unix_ms"].as_i64().unwrap_or(0) >= t0_unix_ms {
+            if e["time_unix_ms"].as_i64().unwrap_or(0) < t0_unix_ms {
+                continue;
+            }
+            if e["kind"] == "member.down" {
                 downs.push(format!("{}: {}", agent.grpc, e["message"]));
+            } else if e["kind"] == "member.suspect" {
+                suspect_events += 1;
             }
         }
     }
+    let fault = match how {
+        Impairment::Netem => "20% loss + 100 ms delay, 2 min (netem)",
+        Impairment::Relays => "20% loss + 100 ms delay, 2 min (relays)",
+    };
     report(
-        "20% loss + 100 ms delay, 2 min",
-        &format!("{} downs (settle {})", downs.len(), secs(settle)),
+        fault,
+        &format!("n/a (settle {})", secs(settle)),
         sent,
         failed,
         "none",
     );
+    if how == Impairment::Relays {
+        let forwarded = after.forwarded - before.forwarded;
+        let dropped = after.dropped - before.dropped;
+        println!(
+            "FAULT |   relays while impaired: {forwarded} datagrams forwarded, {dropped} dropped \
+             ({:.1}%), {} dropped on a full queue; {} TCP connections, {} TCP bytes",
+            100.0 * dropped as f64 / (forwarded + dropped).max(1) as f64,
+            after.overflow - before.overflow,
+            after.tcp_connections - before.tcp_connections,
+            after.tcp_bytes - before.tcp_bytes,
+        );
+    }
+    println!(
+        "FAULT |   members: {} down/left seen, {} suspect sightings, {suspect_events} \
+         member.suspect events",
+        downs.len(),
+        suspects.len()
+    );
+    for s in &suspects {
+        println!("  {s}");
+    }
     assert!(downs.is_empty(), "healthy nodes declared down: {downs:?}");
+}
+
+/// Loss and delay where the kernel has no netem: a cluster of its own whose gossip passes
+/// userspace relays, one per node. It converges with the relays passing through, then they
+/// drop 20% of the datagrams and delay every datagram and TCP chunk by 100 ms for two
+/// minutes while the client keeps sending requests through a balancer. Where netem works,
+/// `network_faults_in_five_namespaces` runs the fault with netem instead.
+#[test]
+fn loss_and_delay_through_relays() {
+    let _serial = serial();
+    let Some(net) = test_net(NODES) else {
+        return;
+    };
+    if net.netem_available().is_ok() {
+        println!("tc netem works here: loss and delay ran with netem in the other test");
+        return;
+    }
+    let cluster = Cluster::start(net, true);
+    cluster.wait_converged("relayed cluster", Duration::from_secs(60));
+
+    // The gossip really goes through the relays: every node's relay forwards datagrams,
+    // and anti-entropy (every 5 s) opens TCP connections through them.
+    let before: Vec<RelayStats> = cluster.relays.iter().map(Relay::stats).collect();
+    let tcp_before = cluster.relay_totals().tcp_connections;
+    wait_until(
+        "gossip over every relay, UDP and TCP",
+        Duration::from_secs(20),
+        || {
+            let udp = cluster
+                .relays
+                .iter()
+                .zip(&before)
+                .all(|(r, b)| r.stats().forwarded > b.forwarded + 5);
+            udp && cluster.relay_totals().tcp_connections > tcp_before
+        },
+    );
+    for (i, relay) in cluster.relays.iter().enumerate() {
+        println!(
+            "relay of {} at {} -> {}: {:?}",
+            node_name(i),
+            relay.addr(),
+            relay.target(),
+            relay.stats()
+        );
+    }
+    let advertised: Vec<String> = cluster.agent(1).json(&["members", "-o", "json"])["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| format!("{} at {}", m["name"], m["gossip_addr"]))
+        .collect();
+    println!("members seen by {}: {advertised:?}", node_name(1));
+
+    let client = Client::start(cluster.frontend());
+    wait_until("the client's first answer", Duration::from_secs(20), || {
+        client
+            .window(Instant::now() - Duration::from_secs(60), Instant::now())
+            .0
+            > 0
+    });
+    loss_and_delay(&cluster, &client, Impairment::Relays);
 }
 
 fn unix_ms() -> i64 {
