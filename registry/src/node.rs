@@ -30,10 +30,10 @@ const ORPHAN_ANNOUNCES: usize = 3;
 /// How long a pull of one node's record blocks another pull of the same version.
 const PULL_RETRY_MS: u64 = 3_000;
 
-/// Protocol timings; the defaults are memberlist's LAN profile except the suspicion
-/// multiplier (1.5 instead of 4): a suspect is told of its suspicion directly and refutes
-/// within a round trip, so a shorter suspicion still gives no false down under 10% loss
-/// (the simulation checks it) and a failed node is detected about twice as fast.
+/// Protocol timings; the defaults are memberlist's LAN profile, suspicion multiplier 4
+/// included. A shorter suspicion (1.5) detected failures about twice as fast and held under
+/// 10% loss, but under 20% loss with 100 ms delay it declared healthy nodes down (4 times in
+/// 60 simulated minutes with 5 nodes, 25 times with 20); 4 gave none.
 #[derive(Debug, Clone)]
 pub struct Timing {
     /// How often a random member is probed.
@@ -66,7 +66,7 @@ impl Default for Timing {
             indirect_probes: 3,
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
-            suspicion_multiplier: 1.5,
+            suspicion_multiplier: 4.0,
             announce_down_interval: Duration::from_secs(10),
             reap_after: Duration::from_secs(3600),
             anti_entropy_interval: Duration::from_secs(5),

@@ -134,6 +134,27 @@ fn ten_percent_loss_for_ten_minutes_gives_no_false_down() {
 }
 
 #[test]
+fn twenty_percent_loss_and_100ms_delay_give_no_false_down() {
+    let mut sim = cluster(5, 2);
+    assert!(sim.run_until_converged(secs(30)).is_some());
+    for node in &mut sim.nodes {
+        node.events.clear();
+    }
+    sim.loss = 0.20;
+    sim.delay_ms = (100, 100);
+    sim.run_for(secs(1200));
+    let events = || sim.nodes.iter().flat_map(|n| &n.events);
+    let suspicions = events()
+        .filter(|e| matches!(e, ClusterEvent::Suspect { .. }))
+        .count();
+    assert!(suspicions > 100, "the loss made probes fail: {suspicions}");
+    let downs: Vec<&ClusterEvent> = events()
+        .filter(|e| matches!(e, ClusterEvent::Down { .. } | ClusterEvent::SelfRejoined))
+        .collect();
+    assert!(downs.is_empty(), "false failures: {downs:?}");
+}
+
+#[test]
 fn a_suspect_that_refutes_in_time_is_never_turned_down() {
     let mut sim = cluster(8, 10);
     assert!(sim.run_until_converged(secs(30)).is_some());
