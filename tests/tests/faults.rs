@@ -529,6 +529,7 @@ fn network_faults_in_five_namespaces() {
     });
 
     wrong_gossip_key(&cluster, &client);
+    refused_clients(&cluster, &client);
     agent_kill_9(&mut cluster, &client);
     partition_and_heal(&cluster, &client);
     match cluster.net.netem_available() {
@@ -573,6 +574,19 @@ fn wrong_gossip_key(cluster: &Cluster, client: &Client) {
         1,
         "the intruder sees nobody but itself"
     );
+    let intruder_gossip = intruder.gossip.ip().to_string();
+    wait_until(
+        "the refused gossip is audited",
+        Duration::from_secs(10),
+        || {
+            events(cluster.agent(0), "audit").iter().any(|e| {
+                e["fields"]["what"] == "gossip"
+                    && e["fields"]["from"]
+                        .as_str()
+                        .is_some_and(|f| f.starts_with(&intruder_gossip))
+            })
+        },
+    );
     drop(intruder);
     cluster
         .converged()
@@ -581,6 +595,78 @@ fn wrong_gossip_key(cluster: &Cluster, client: &Client) {
     report(
         "wrong gossip key refused",
         &format!("{} (drop)", secs(detect)),
+        sent,
+        failed,
+        "none",
+    );
+}
+
+/// `strata-agent token ARGS` on `agent`'s data dir: its stdout.
+fn token_command(agent: &AgentProcess, args: &[&str]) -> String {
+    let out = std::process::Command::new(strata_tests::binary("strata-agent"))
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(&agent.data_dir)
+        .output()
+        .expect("run strata-agent token");
+    assert!(
+        out.status.success(),
+        "token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A client with no token and a client whose token may only read, trying a restart: both
+/// refused (exit 5) and both audited; the service is untouched.
+fn refused_clients(cluster: &Cluster, client: &Client) {
+    let began = Instant::now();
+    let agent = cluster.agent(1);
+    let pids_before = local_pids(agent);
+    assert!(!pids_before.is_empty(), "web runs on {}", agent.grpc);
+    let reader = token_command(agent, &["create", "reader", "--role", "read"]);
+    let admin = token_command(agent, &["create", "auditor", "--role", "admin"]);
+
+    let t0 = Instant::now();
+    let anonymous = agent.strata(&["restart", "web"]);
+    let weak = agent.strata(&["--token", &reader, "restart", "web"]);
+    let detect = t0.elapsed();
+    for (who, out, needle) in [
+        ("no token", &anonymous, "requires credentials"),
+        ("read token", &weak, "restart needs the operate role"),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{who}: {stderr}");
+        assert!(stderr.contains(needle), "{who}: {stderr}");
+    }
+    let out = agent.strata(&[
+        "--token", &admin, "events", "--kind", "audit", "--limit", "1000", "-o", "json",
+    ]);
+    let audit: Value = serde_json::from_slice(&out.stdout).expect("audit json");
+    let records = audit["events"].as_array().cloned().unwrap_or_default();
+    for who in ["anonymous", "reader"] {
+        assert!(
+            records.iter().any(|e| e["fields"]["who"] == who
+                && e["fields"]["what"] == "restart"
+                && e["fields"]["target"] == "service:web"
+                && e["fields"]["result"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("denied"))),
+            "{who}'s refused restart is audited: {records:#?}"
+        );
+    }
+    token_command(agent, &["revoke", "reader"]);
+    token_command(agent, &["revoke", "auditor"]);
+    assert_eq!(
+        local_pids(agent),
+        pids_before,
+        "the service was not restarted"
+    );
+    let (sent, failed) = client.window(began, Instant::now());
+    report(
+        "no token / read token restart refused",
+        &format!("{} (refused)", secs(detect)),
         sent,
         failed,
         "none",
