@@ -354,6 +354,28 @@ fn remove_cgroups(root: &str) {
     }
 }
 
+/// Runs `strata-agent token ARGS --data-dir DATA_DIR` (create, add, list, revoke) and
+/// returns its stdout (the new token, for `create`); panics with its stderr on failure.
+pub fn agent_token(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(binary("strata-agent"))
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run strata-agent token: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "strata-agent token {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Runs the `strata` CLI with `--agent agent` and `args`.
 pub fn strata(agent: &str, args: &[&str]) -> Output {
     let out = Command::new(binary("strata"))

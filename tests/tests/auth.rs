@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use strata_proto::v1::QueryEventsRequest;
 use strata_proto::v1::agent_client::AgentClient;
-use strata_tests::{AgentOptions, AgentProcess, binary, wait_until};
+use strata_tests::{AgentOptions, AgentProcess, agent_token, binary, wait_until};
 use tonic::Code;
 
 /// A test agent and its temp dir; the agent drops first.
@@ -32,17 +32,7 @@ fn start(name: &str) -> Fixture {
 impl Fixture {
     /// `strata-agent token create NAME --role ROLE` on the agent's data dir: the token.
     fn token(&self, name: &str, role: &str) -> String {
-        let out = Command::new(binary("strata-agent"))
-            .args(["token", "create", name, "--role", role, "--data-dir"])
-            .arg(&self.agent.data_dir)
-            .output()
-            .expect("run strata-agent token");
-        assert!(
-            out.status.success(),
-            "token create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        agent_token(&self.agent.data_dir, &["create", name, "--role", role])
     }
 
     /// `strata --token TOKEN ARGS`.
@@ -166,12 +156,7 @@ fn tokens_roles_refusals_and_audit() {
         "no secrets in the journal"
     );
 
-    let revoke = Command::new(binary("strata-agent"))
-        .args(["token", "revoke", "reader", "--data-dir"])
-        .arg(&f.agent.data_dir)
-        .output()
-        .expect("revoke");
-    assert!(revoke.status.success());
+    agent_token(&f.agent.data_dir, &["revoke", "reader"]);
     refused(&f.with_token(&reader, &["services"]), "not valid");
 }
 

@@ -25,7 +25,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use strata_tests::impair::{ImpairConfig, Relay, RelayStats};
 use strata_tests::netns::TestNet;
-use strata_tests::{AgentOptions, AgentProcess, binary, process_start_ticks, wait_until};
+use strata_tests::{
+    AgentOptions, AgentProcess, agent_token, binary, process_start_ticks, wait_until,
+};
 
 const KEY: &str = "q2v0Ykq4b6m6o2Ck3qvP0bJx8m9D5Yt6d6WqXz3mJjE=";
 const WRONG_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -601,23 +603,6 @@ fn wrong_gossip_key(cluster: &Cluster, client: &Client) {
     );
 }
 
-/// `strata-agent token ARGS` on `agent`'s data dir: its stdout.
-fn token_command(agent: &AgentProcess, args: &[&str]) -> String {
-    let out = std::process::Command::new(strata_tests::binary("strata-agent"))
-        .arg("token")
-        .args(args)
-        .arg("--data-dir")
-        .arg(&agent.data_dir)
-        .output()
-        .expect("run strata-agent token");
-    assert!(
-        out.status.success(),
-        "token {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A client with no token and a client whose token may only read, trying a restart: both
 /// refused (exit 5) and both audited; the service is untouched.
 fn refused_clients(cluster: &Cluster, client: &Client) {
@@ -625,8 +610,8 @@ fn refused_clients(cluster: &Cluster, client: &Client) {
     let agent = cluster.agent(1);
     let pids_before = local_pids(agent);
     assert!(!pids_before.is_empty(), "web runs on {}", agent.grpc);
-    let reader = token_command(agent, &["create", "reader", "--role", "read"]);
-    let admin = token_command(agent, &["create", "auditor", "--role", "admin"]);
+    let reader = agent_token(&agent.data_dir, &["create", "reader", "--role", "read"]);
+    let admin = agent_token(&agent.data_dir, &["create", "auditor", "--role", "admin"]);
 
     let t0 = Instant::now();
     let anonymous = agent.strata(&["restart", "web"]);
@@ -656,8 +641,8 @@ fn refused_clients(cluster: &Cluster, client: &Client) {
             "{who}'s refused restart is audited: {records:#?}"
         );
     }
-    token_command(agent, &["revoke", "reader"]);
-    token_command(agent, &["revoke", "auditor"]);
+    agent_token(&agent.data_dir, &["revoke", "reader"]);
+    agent_token(&agent.data_dir, &["revoke", "auditor"]);
     assert_eq!(
         local_pids(agent),
         pids_before,

@@ -174,16 +174,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Token>, TokenError> {
     Ok(tokens)
 }
 
+/// The token file's text; `None` when there is no file yet.
+fn read_text(path: &Path) -> Result<Option<String>, TokenError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TokenError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The file as stored, once its entries are checked: what `add` and `revoke` change.
 fn read_file(path: &Path) -> Result<TokenFile, TokenError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(TokenFile::default()),
-        Err(source) => {
-            return Err(TokenError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+    let Some(text) = read_text(path)? else {
+        return Ok(TokenFile::default());
     };
     parse(&text, path)?;
     toml::from_str(&text).map_err(|e| TokenError::Parse {
@@ -253,17 +259,10 @@ pub fn revoke(path: &Path, name: &str) -> Result<(), TokenError> {
 
 /// The stored tokens (names and roles), for `token list`.
 pub fn list(path: &Path) -> Result<Vec<Token>, TokenError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(TokenError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
-    };
-    parse(&text, path)
+    match read_text(path)? {
+        Some(text) => parse(&text, path),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Whether two hashes are equal, in time that does not depend on where they differ.

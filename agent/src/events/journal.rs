@@ -439,24 +439,9 @@ mod tests {
     #[test]
     fn a_full_disk_fails_appends_without_harm_and_appends_work_again_after() {
         let dir = tempfile::tempdir().unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-            .arg(dir.path())
-            .output();
-        if !mounted.is_ok_and(|o| o.status.success()) {
-            println!("SKIP: cannot mount a tmpfs");
+        let Some(_tmpfs) = strata_tests::Tmpfs::mount(dir.path(), "4m") else {
             return;
-        }
-        struct Unmount<'a>(&'a Path);
-        impl Drop for Unmount<'_> {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount")
-                    .arg("-l")
-                    .arg(self.0)
-                    .output();
-            }
-        }
-        let _unmount = Unmount(dir.path());
+        };
         let j = Journal::open(
             &dir.path().join("events.redb"),
             "n1",

@@ -807,46 +807,11 @@ mod tests {
         assert_eq!(kept.last().unwrap().text, "line 1499");
     }
 
-    /// A small tmpfs mounted for one test, unmounted when dropped.
-    struct Tmpfs(PathBuf);
-
-    impl Tmpfs {
-        /// Mounts a tmpfs of `size` at `dir`; `None` (with the reason printed) where mounting
-        /// is not allowed.
-        fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-            std::fs::create_dir_all(dir).unwrap();
-            let out = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir)
-                .output();
-            match out {
-                Ok(out) if out.status.success() => Some(Tmpfs(dir.to_path_buf())),
-                Ok(out) => {
-                    println!(
-                        "SKIP: cannot mount a tmpfs: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                    None
-                }
-                Err(e) => {
-                    println!("SKIP: cannot run mount: {e}");
-                    None
-                }
-            }
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
-        }
-    }
-
     #[test]
     fn a_full_log_disk_drops_lines_without_blocking_and_logging_resumes() {
         use crate::shim::logstatus::LogStatus;
         let dir = tempfile::tempdir().unwrap();
-        let Some(_tmpfs) = Tmpfs::mount(&dir.path().join("logs"), "64k") else {
+        let Some(_tmpfs) = strata_tests::Tmpfs::mount(&dir.path().join("logs"), "64k") else {
             return;
         };
         let filler = dir.path().join("logs").join("filler");
