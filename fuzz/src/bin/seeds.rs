@@ -33,14 +33,18 @@ fn services(name: &str, frontend: u32, n: usize) -> Vec<CatalogService> {
     vec![CatalogService {
         name: name.into(),
         version: "1.0.0".into(),
-        frontends: BTreeMap::from([("http".to_string(), frontend)]).into_iter().collect(),
+        frontends: BTreeMap::from([("http".to_string(), frontend)])
+            .into_iter()
+            .collect(),
         algorithm: "round_robin".into(),
         prefer_local: true,
         tags: vec!["blue".into()],
         instances: (0..n)
             .map(|i| CatalogInstance {
                 id: format!("{name}/{i}"),
-                ports: [("http".to_string(), 20_000 + i as u32)].into_iter().collect(),
+                ports: [("http".to_string(), 20_000 + i as u32)]
+                    .into_iter()
+                    .collect(),
                 health: if i == 0 { "passing" } else { "critical" }.into(),
                 version: "1.0.0".into(),
                 draining: i == 2,
@@ -82,7 +86,9 @@ fn run(
                     quiet = false;
                     match output {
                         Output::Timer { after, timer } => {
-                            clocks[side].0.push((*now + after.as_millis() as u64, timer));
+                            clocks[side]
+                                .0
+                                .push((*now + after.as_millis() as u64, timer));
                         }
                         Output::Datagram { to, payload } => {
                             if side == 1 && to == fuzzed_addr {
@@ -95,16 +101,19 @@ fn run(
                         Output::Stream { to, request } => {
                             if side == 1 && to == fuzzed_addr {
                                 tape.0.push((Route::StreamRequest, request.clone()));
-                                if let Ok(Some(reply)) = fuzzed.handle_stream_request(&request, *now)
+                                if let Ok(Some(reply)) =
+                                    fuzzed.handle_stream_request(&request, *now)
                                     && let Ok(Some(push)) = peer.handle_stream_reply(&reply, *now)
                                 {
                                     tape.0.push((Route::StreamRequest, push.clone()));
                                     let _ = fuzzed.handle_stream_request(&push, *now);
                                 }
                             } else if side == 0 && to == registry::seed_addr() {
-                                if let Ok(Some(reply)) = peer.handle_stream_request(&request, *now) {
+                                if let Ok(Some(reply)) = peer.handle_stream_request(&request, *now)
+                                {
                                     tape.0.push((Route::StreamReply, reply.clone()));
-                                    if let Ok(Some(push)) = fuzzed.handle_stream_reply(&reply, *now) {
+                                    if let Ok(Some(push)) = fuzzed.handle_stream_reply(&reply, *now)
+                                    {
                                         let _ = peer.handle_stream_request(&push, *now);
                                     }
                                 }
@@ -119,7 +128,8 @@ fn run(
             }
         }
         *now += STEP_MS;
-        tape.0.push((Route::Tick, vec![0; (STEP_MS / 100) as usize]));
+        tape.0
+            .push((Route::Tick, vec![0; (STEP_MS / 100) as usize]));
         for side in 0..2 {
             let due: Vec<NodeTimer> = {
                 let clock = &mut clocks[side].0;
@@ -144,7 +154,9 @@ fn merge_ticks(frames: &[(Route, Vec<u8>)]) -> Vec<(Route, Vec<u8>)> {
     let mut out: Vec<(Route, Vec<u8>)> = Vec::new();
     for (route, payload) in frames {
         match out.last_mut() {
-            Some((Route::Tick, last)) if *route == Route::Tick && last.len() + payload.len() < 600 => {
+            Some((Route::Tick, last))
+                if *route == Route::Tick && last.len() + payload.len() < 600 =>
+            {
                 last.extend_from_slice(payload);
             }
             _ => out.push((*route, payload.clone())),
@@ -188,7 +200,9 @@ fn main() {
                 grpc_addr: "127.0.0.1:7710".into(),
                 ip: "127.0.0.2".into(),
                 agent_version: "seed".into(),
-                tags: [("rack".to_string(), "r7".to_string())].into_iter().collect(),
+                tags: [("rack".to_string(), "r7".to_string())]
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             },
             timing: Timing::default(),
@@ -200,7 +214,14 @@ fn main() {
     let mut clocks = [Clock::default(), Clock::default()];
     let mut tape = Tape::default();
     let mut records: Vec<NodeRecord> = Vec::new();
-    run(&mut fuzzed, &mut peer, &mut clocks, &mut now, registry::NOW_MS + 3_000, &mut tape);
+    run(
+        &mut fuzzed,
+        &mut peer,
+        &mut clocks,
+        &mut now,
+        registry::NOW_MS + 3_000,
+        &mut tape,
+    );
     peer.set_services(services("web", 18080, 3), now);
     peer.set_summary(
         NodeSummary {
@@ -214,16 +235,44 @@ fn main() {
         },
         now,
     );
-    run(&mut fuzzed, &mut peer, &mut clocks, &mut now, registry::NOW_MS + 8_000, &mut tape);
+    run(
+        &mut fuzzed,
+        &mut peer,
+        &mut clocks,
+        &mut now,
+        registry::NOW_MS + 8_000,
+        &mut tape,
+    );
     // A record too big to inline: announced, then pulled over TCP.
     records.extend(peer.records());
     peer.set_services(services("api", 18081, 40), now);
-    run(&mut fuzzed, &mut peer, &mut clocks, &mut now, registry::NOW_MS + 14_000, &mut tape);
+    run(
+        &mut fuzzed,
+        &mut peer,
+        &mut clocks,
+        &mut now,
+        registry::NOW_MS + 14_000,
+        &mut tape,
+    );
     records.extend(peer.records());
     peer.set_draining(true, now);
-    run(&mut fuzzed, &mut peer, &mut clocks, &mut now, registry::NOW_MS + 16_000, &mut tape);
+    run(
+        &mut fuzzed,
+        &mut peer,
+        &mut clocks,
+        &mut now,
+        registry::NOW_MS + 16_000,
+        &mut tape,
+    );
     peer.leave(now);
-    run(&mut fuzzed, &mut peer, &mut clocks, &mut now, registry::NOW_MS + 17_000, &mut tape);
+    run(
+        &mut fuzzed,
+        &mut peer,
+        &mut clocks,
+        &mut now,
+        registry::NOW_MS + 17_000,
+        &mut tape,
+    );
 
     // Messages the conversation did not produce.
     let mut extra: Vec<(Route, Vec<u8>)> = Vec::new();
@@ -262,12 +311,23 @@ fn main() {
 
     let dir = corpus.join("gossip_packet");
     let frames: Vec<(Route, Vec<u8>)> = tape.0.into_iter().collect();
-    let packets: Vec<&(Route, Vec<u8>)> =
-        frames.iter().chain(&extra).filter(|(r, _)| *r != Route::Tick).collect();
+    let packets: Vec<&(Route, Vec<u8>)> = frames
+        .iter()
+        .chain(&extra)
+        .filter(|(r, _)| *r != Route::Tick)
+        .collect();
     for mode in [Mode::Insecure, Mode::Sealed, Mode::Reseal] {
         // The conversation from the start, in windows of at most MAX_PACKETS frames.
-        for (i, window) in merge_ticks(&frames).chunks(registry::MAX_PACKETS).take(4).enumerate() {
-            write(&dir, &format!("conversation-{mode:?}-{i}"), &input(mode, window));
+        for (i, window) in merge_ticks(&frames)
+            .chunks(registry::MAX_PACKETS)
+            .take(4)
+            .enumerate()
+        {
+            write(
+                &dir,
+                &format!("conversation-{mode:?}-{i}"),
+                &input(mode, window),
+            );
         }
         for (i, packet) in packets.iter().enumerate() {
             write(
@@ -293,8 +353,16 @@ fn main() {
         ..Default::default()
     });
     for (i, record) in records.iter().enumerate() {
-        write(&dir, &format!("record-{i:02}"), &wire::encode_record(record));
+        write(
+            &dir,
+            &format!("record-{i:02}"),
+            &wire::encode_record(record),
+        );
     }
     let addr: SocketAddr = registry::seed_addr();
-    println!("wrote {} gossip packets and {} records (peer at {addr})", packets.len() * 3, records.len());
+    println!(
+        "wrote {} gossip packets and {} records (peer at {addr})",
+        packets.len() * 3,
+        records.len()
+    );
 }
