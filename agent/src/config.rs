@@ -406,7 +406,7 @@ pub fn resolve(
         advertise_addr: args.advertise_addr.or(file.advertise_addr),
         join,
         gossip_key,
-        reap_after: file.reap_after.unwrap_or(Duration::from_secs(3600)),
+        reap_after: reap_after(file.reap_after)?,
         balancer_addr,
         dns_addr,
         dns_domain,
@@ -479,6 +479,25 @@ fn resolve_tls(
             })
         }
     }
+}
+
+/// Longest `reap_after`: the gossip driver schedules a timer this far ahead, and a clock
+/// reading plus hundreds of billions of years overflows.
+pub const MAX_REAP_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The file's `reap_after`, defaulted (1h) and bounded by [`MAX_REAP_AFTER`].
+fn reap_after(value: Option<Duration>) -> Result<Duration, ConfigError> {
+    let reap_after = value.unwrap_or(Duration::from_secs(3600));
+    if reap_after > MAX_REAP_AFTER {
+        return Err(ConfigError::Invalid {
+            key: "reap_after",
+            problem: format!(
+                "{} is longer than the maximum of 365 days",
+                humantime::format_duration(reap_after)
+            ),
+        });
+    }
+    Ok(reap_after)
 }
 
 fn default_addr(text: &str) -> SocketAddr {
@@ -636,6 +655,22 @@ mod tests {
         let file = parse_file("[[alerts.rules]]\nname = \"mine\"\nthreshold = 5.0\n").unwrap();
         let err = resolve(&args(), file, "h").unwrap_err().to_string();
         assert!(err.contains("mine"), "{err}");
+    }
+
+    /// A `reap_after` of ~300 billion years was accepted, and the gossip driver would panic
+    /// adding it to the clock when it schedules foca's remove-down timer. The `config_parse`
+    /// fuzz target checks that every resolved `reap_after` can be scheduled, and replays this
+    /// file (`fuzz/corpus/config_parse/regression-reap-after-overflow.toml`).
+    #[test]
+    fn reap_after_is_bounded() {
+        let file = parse_file("reap_after = \"300000000000y\"\n").unwrap();
+        let err = resolve(&args(), file, "h").unwrap_err().to_string();
+        assert!(err.starts_with("reap_after:"), "{err}");
+        let file = parse_file("reap_after = \"365days\"\n").unwrap();
+        assert_eq!(
+            resolve(&args(), file, "h").unwrap().reap_after,
+            MAX_REAP_AFTER
+        );
     }
 
     #[test]

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 /// Largest number of instances one spec may ask for on one agent.
 pub const MAX_INSTANCES: u32 = 256;
+/// Longest duration a spec may give (365 days): far beyond any sensible timeout, and short
+/// enough that the supervisor can add any of them to a clock reading or multiply one (the
+/// health budget of a rolling restart) without overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A validated service spec: what the supervisor runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -313,12 +317,21 @@ impl Locator<'_> {
     ) -> Result<Duration, SpecError> {
         match value {
             None => Ok(default),
-            Some(text) => humantime::parse_duration(text).map_err(|e| {
-                self.error(
-                    field,
-                    format!("invalid duration {text:?}: {e} (examples: 500ms, 1s, 5m)"),
-                )
-            }),
+            Some(text) => {
+                let duration = humantime::parse_duration(text).map_err(|e| {
+                    self.error(
+                        field,
+                        format!("invalid duration {text:?}: {e} (examples: 500ms, 1s, 5m)"),
+                    )
+                })?;
+                if duration > MAX_DURATION {
+                    return Err(self.error(
+                        field,
+                        format!("{text:?} is longer than the maximum of 365 days"),
+                    ));
+                }
+                Ok(duration)
+            }
         }
     }
 
@@ -868,6 +881,24 @@ keep = 5
         let e = err(&EXAMPLE.replace("interval = \"1s\"", "interval = \"1 fortnight-ish\""));
         assert_eq!((e.line, e.field.as_str()), (Some(13), "health.interval"));
         assert!(e.problem.contains("invalid duration"), "{e}");
+    }
+
+    /// A duration of ~300 billion years parsed, and the supervisor then panicked: the health
+    /// tracker adds the grace period to the start time (`Instant` overflow). The `spec_parse`
+    /// fuzz target drives the tracker with every spec it parses, and replays this one
+    /// (`fuzz/corpus/spec_parse/regression-grace-overflow.toml`).
+    #[test]
+    fn durations_beyond_a_year_are_rejected() {
+        let e = err(&EXAMPLE.replace("grace = \"5s\"", "grace = \"300000000000y\""));
+        assert_eq!((e.line, e.field.as_str()), (Some(17), "health.grace"));
+        assert!(e.problem.contains("longer than the maximum"), "{e}");
+        let e = err(&EXAMPLE.replace("interval = \"1s\"", "interval = \"366days\""));
+        assert_eq!(e.field, "health.interval");
+        let year = EXAMPLE.replace("timeout = \"10s\"", "timeout = \"365days\"");
+        assert_eq!(
+            parse_spec("echo.toml", &year).unwrap().stop.timeout,
+            MAX_DURATION
+        );
     }
 
     #[test]
