@@ -98,10 +98,7 @@ fn certified<R>(request: &Request<R>) -> Option<Certified> {
     let subject = crate::tls::peer_subject(request)?;
     match subject.kind {
         CertKind::Agent => Some(Certified::Agent(subject.name)),
-        CertKind::Operator { role } => role
-            .parse()
-            .ok()
-            .map(|role| Certified::Operator(subject.name, role)),
+        CertKind::Operator { role } => Some(Certified::Operator(subject.name, role)),
     }
 }
 
@@ -351,7 +348,7 @@ fn apply_reply(report: crate::supervisor::manager::ApplyReport) -> ApplySpecRepl
 
 /// A short fingerprint of a secret or a document for audit records: the first 16 hex digits
 /// of its SHA-256, so records can tell versions (and keys) apart without holding them.
-fn spec_digest(text: &str) -> String {
+fn fingerprint(text: &str) -> String {
     crate::auth::tokens::hash(text)
         .iter()
         .take(8)
@@ -616,7 +613,7 @@ impl Agent for AgentService {
         };
         let mut args = vec![
             ("source".to_string(), req.source.clone()),
-            ("spec_sha256".to_string(), spec_digest(&req.spec_toml)),
+            ("spec_sha256".to_string(), fingerprint(&req.spec_toml)),
         ];
         if let Ok(report) = &result {
             args.push(("action".into(), report.action.to_string()));
@@ -932,7 +929,7 @@ impl Agent for AgentService {
                     Status::internal(format!("the keyring changed but was not stored: {e}"))
                 })
             });
-            let args = vec![("key_sha256".to_string(), spec_digest(&req.key))];
+            let args = vec![("key_sha256".to_string(), fingerprint(&req.key))];
             self.audited(who, call, "keyring".into(), args, result)
                 .await?;
         }

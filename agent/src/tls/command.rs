@@ -3,7 +3,8 @@
 
 use super::files::{self, CA_CERT_FILE, CA_KEY_FILE};
 use super::issue::{self, CA_DAYS, IssueRequest, LEAF_DAYS, Pem};
-use super::subject::{CertKind, ROLES};
+use super::subject::CertKind;
+use crate::auth::Role;
 use clap::{ArgGroup, Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,8 +72,8 @@ pub struct IssueArgs {
     #[arg(long, value_name = "NAME", requires = "role")]
     operator: Option<String>,
     /// The operator's role.
-    #[arg(long, value_parser = ROLES, conflicts_with = "agent")]
-    role: Option<String>,
+    #[arg(long, conflicts_with = "agent")]
+    role: Option<Role>,
     /// Where ca.pem and ca-key.pem are [default: <data-dir>/tls].
     #[arg(long, value_name = "DIR")]
     ca_dir: Option<PathBuf>,
@@ -128,7 +129,7 @@ fn ca(args: &CaArgs) -> anyhow::Result<String> {
 fn issue(args: &IssueArgs) -> anyhow::Result<String> {
     let (name, kind) = match (&args.agent, &args.operator, &args.role) {
         (Some(name), None, _) => (name.clone(), CertKind::Agent),
-        (None, Some(name), Some(role)) => (name.clone(), CertKind::Operator { role: role.clone() }),
+        (None, Some(name), Some(role)) => (name.clone(), CertKind::Operator { role: *role }),
         _ => anyhow::bail!("give --agent NAME, or --operator NAME --role read|operate|admin"),
     };
     let ca_dir = args

@@ -205,6 +205,7 @@ fn check_name(what: &'static str, value: &str) -> Result<(), IssueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Role;
     use crate::tls::subject::{CertSubject, subject_of_der};
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -272,7 +273,7 @@ mod tests {
     fn operator_certificates_are_client_only_and_carry_the_role() {
         let ca = create_ca("prod", CA_DAYS).unwrap();
         let kind = CertKind::Operator {
-            role: "operate".into(),
+            role: Role::Operate,
         };
         let leaf = issue(&ca, &request("alice", kind.clone())).unwrap();
         let leaf_der = der(&leaf.cert);

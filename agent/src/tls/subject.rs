@@ -2,14 +2,12 @@
 //! identity of the client that presented one on a gRPC request.
 //!
 //! Scheme: CN = the agent's node name or the operator's name; OU = `agent` for an agent,
-//! `operator:ROLE` for an operator, ROLE being one of [`ROLES`]. A certificate is only
+//! `operator:ROLE` for an operator, ROLE being a [`Role`]. A certificate is only
 //! believed after rustls verified that it chains to the cluster CA.
 
+use crate::auth::Role;
 use std::fmt;
 use x509_parser::prelude::{FromDer, X509Certificate};
-
-/// The roles an operator certificate can carry, least to most powerful.
-pub const ROLES: [&str; 3] = ["read", "operate", "admin"];
 
 /// The OU of an agent certificate.
 const AGENT_UNIT: &str = "agent";
@@ -21,10 +19,10 @@ const OPERATOR_PREFIX: &str = "operator:";
 pub enum CertKind {
     /// Another agent of the cluster (forwarding, anti-entropy).
     Agent,
-    /// A person or script; `role` is one of [`ROLES`].
+    /// A person or script, with what it may do.
     Operator {
-        /// "read", "operate" or "admin".
-        role: String,
+        /// The role the certificate grants.
+        role: Role,
     },
 }
 
@@ -43,10 +41,8 @@ impl CertKind {
         if unit == AGENT_UNIT {
             return Some(CertKind::Agent);
         }
-        let role = unit.strip_prefix(OPERATOR_PREFIX)?;
-        ROLES.contains(&role).then(|| CertKind::Operator {
-            role: role.to_string(),
-        })
+        let role = unit.strip_prefix(OPERATOR_PREFIX)?.parse().ok()?;
+        Some(CertKind::Operator { role })
     }
 }
 
@@ -101,12 +97,8 @@ mod tests {
     fn units_round_trip_and_unknown_ones_are_refused() {
         for kind in [
             CertKind::Agent,
-            CertKind::Operator {
-                role: "read".into(),
-            },
-            CertKind::Operator {
-                role: "admin".into(),
-            },
+            CertKind::Operator { role: Role::Read },
+            CertKind::Operator { role: Role::Admin },
         ] {
             assert_eq!(CertKind::from_unit(&kind.unit()), Some(kind));
         }
