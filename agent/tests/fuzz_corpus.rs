@@ -6,41 +6,14 @@
 #[path = "../../fuzz/src/agent.rs"]
 mod harness;
 
-use std::path::PathBuf;
-
-/// Every file of `fuzz/corpus/<target>/`, sorted by name.
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entry").path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{} is empty", dir.display());
-    files
-        .into_iter()
-        .map(|path| {
-            let bytes = std::fs::read(&path).expect("corpus file");
-            (path, bytes)
-        })
-        .collect()
-}
-
-fn replay(target: &str, run: fn(&[u8])) {
-    for (path, bytes) in corpus(target) {
-        let outcome = std::panic::catch_unwind(|| run(&bytes));
-        assert!(outcome.is_ok(), "{target} panics on {}", path.display());
-    }
-}
+use strata_tests::replay_fuzz_corpus;
 
 #[test]
 fn spec_parse_corpus_replays() {
-    replay("spec_parse", harness::spec_parse);
+    replay_fuzz_corpus("spec_parse", harness::spec_parse);
 }
 
 #[test]
 fn config_parse_corpus_replays() {
-    replay("config_parse", harness::config_parse);
+    replay_fuzz_corpus("config_parse", harness::config_parse);
 }

@@ -8,41 +8,14 @@
 #[path = "../../fuzz/src/registry.rs"]
 mod harness;
 
-use std::path::PathBuf;
-
-/// Every file of `fuzz/corpus/<target>/`, sorted by name.
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("corpus entry").path())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "{} is empty", dir.display());
-    files
-        .into_iter()
-        .map(|path| {
-            let bytes = std::fs::read(&path).expect("corpus file");
-            (path, bytes)
-        })
-        .collect()
-}
-
-fn replay(target: &str, run: fn(&[u8])) {
-    for (path, bytes) in corpus(target) {
-        let outcome = std::panic::catch_unwind(|| run(&bytes));
-        assert!(outcome.is_ok(), "{target} panics on {}", path.display());
-    }
-}
+use strata_tests::replay_fuzz_corpus;
 
 #[test]
 fn gossip_packet_corpus_replays() {
-    replay("gossip_packet", harness::gossip_packet);
+    replay_fuzz_corpus("gossip_packet", harness::gossip_packet);
 }
 
 #[test]
 fn catalog_record_corpus_replays() {
-    replay("catalog_record", harness::catalog_record);
+    replay_fuzz_corpus("catalog_record", harness::catalog_record);
 }

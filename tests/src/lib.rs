@@ -354,6 +354,51 @@ fn remove_cgroups(root: &str) {
     }
 }
 
+/// Starts an agent named `name` on loopback in a new temp dir (data in `DIR/data`). Bind
+/// the pair as `let (dir, agent)`: locals drop in reverse, so the agent (and the services it
+/// recorded) stops before its dir is deleted.
+pub fn start_test_agent(name: &str) -> (tempfile::TempDir, AgentProcess) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = AgentProcess::start(
+        &dir.path().join("data"),
+        &AgentOptions {
+            node_name: Some(name.to_string()),
+            ..Default::default()
+        },
+    )
+    .expect("agent starts");
+    (dir, agent)
+}
+
+/// The pids of every process on this host, from `/proc`.
+pub fn all_pids() -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Replays every committed input of the fuzz target `target` (`fuzz/corpus/TARGET/`)
+/// through `run`, the target's own entry point, and fails on the first that panics: the
+/// regression check of fuzzing, on stable and without cargo-fuzz.
+pub fn replay_fuzz_corpus(target: &str, run: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "{} is empty", dir.display());
+    for path in files {
+        let bytes = std::fs::read(&path).expect("corpus file");
+        let outcome = std::panic::catch_unwind(|| run(&bytes));
+        assert!(outcome.is_ok(), "{target} panics on {}", path.display());
+    }
+}
+
 /// Runs `strata-agent token ARGS --data-dir DATA_DIR` (create, add, list, revoke) and
 /// returns its stdout (the new token, for `create`); panics with its stderr on failure.
 pub fn agent_token(data_dir: &Path, args: &[&str]) -> String {

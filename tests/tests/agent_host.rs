@@ -5,20 +5,9 @@ use serde_json::Value;
 use std::time::Duration;
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{MetricHistoryRequest, WatchMetricsRequest};
-use strata_tests::{AgentOptions, AgentProcess, closed_port, have_program, strata};
-
-fn start(name: &str) -> (tempfile::TempDir, AgentProcess) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let agent = AgentProcess::start(
-        &dir.path().join("data"),
-        &AgentOptions {
-            node_name: Some(name.to_string()),
-            ..Default::default()
-        },
-    )
-    .expect("agent starts");
-    (dir, agent)
-}
+use strata_tests::{
+    AgentOptions, AgentProcess, closed_port, have_program, start_test_agent, strata,
+};
 
 fn json(out: &std::process::Output) -> Value {
     assert!(
@@ -65,7 +54,7 @@ fn wait_for_metrics(agent: &AgentProcess) -> Value {
 
 #[test]
 fn node_json_reports_this_host() {
-    let (_dir, agent) = start("e2e-node");
+    let (_dir, agent) = start_test_agent("e2e-node");
     let node = json(&agent.strata(&["node", "-o", "json"]));
     assert_eq!(node["name"], "e2e-node");
     assert_eq!(node["id"], agent.node_id.as_str());
@@ -90,7 +79,7 @@ fn node_json_reports_this_host() {
 
 #[test]
 fn metrics_json_matches_proc() {
-    let (_dir, agent) = start("e2e-metrics");
+    let (_dir, agent) = start_test_agent("e2e-metrics");
     let m = wait_for_metrics(&agent);
     assert_eq!(m["node_name"], "e2e-metrics");
     assert_eq!(
@@ -239,7 +228,7 @@ fn journal_and_identity_survive_a_restart_and_sigterm_is_clean() {
 
 #[test]
 fn prometheus_endpoint_serves_valid_text_and_health() {
-    let (_dir, agent) = start("e2e-prom");
+    let (_dir, agent) = start_test_agent("e2e-prom");
     wait_for_metrics(&agent);
     let (code, health) = agent.http_get("/health").expect("GET /health");
     assert_eq!(code, 200, "{health}");
@@ -293,7 +282,7 @@ fn prometheus_endpoint_serves_valid_text_and_health() {
 
 #[tokio::test]
 async fn grpc_history_stream_and_reflection() {
-    let (_dir, agent) = start("e2e-grpc");
+    let (_dir, agent) = start_test_agent("e2e-grpc");
     let mut client = AgentClient::connect(format!("http://{}", agent.grpc))
         .await
         .expect("connect");

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use strata_proto::v1::QueryEventsRequest;
 use strata_proto::v1::agent_client::AgentClient;
-use strata_tests::{AgentOptions, AgentProcess, agent_token, binary, wait_until};
+use strata_tests::{AgentProcess, agent_token, binary, start_test_agent, wait_until};
 use tonic::Code;
 
 /// A test agent and its temp dir; the agent drops first.
@@ -17,15 +17,7 @@ struct Fixture {
 }
 
 fn start(name: &str) -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let agent = AgentProcess::start(
-        &dir.path().join("data"),
-        &AgentOptions {
-            node_name: Some(name.to_string()),
-            ..Default::default()
-        },
-    )
-    .expect("agent starts");
+    let (dir, agent) = start_test_agent(name);
     Fixture { agent, dir }
 }
 

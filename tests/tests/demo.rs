@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use strata_tests::{binary, http_get, process_start_ticks, stop_services_of, strata, wait_until};
+use strata_tests::{
+    all_pids, binary, http_get, process_start_ticks, stop_services_of, strata, wait_until,
+};
 
 /// How long the demo may take to start its agents and apply its services.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -192,28 +194,14 @@ fn demo_cgroups(demo_pid: u32) -> Vec<PathBuf> {
 
 /// Processes whose command line mentions `needle`: (pid, start ticks).
 fn processes_mentioning(needle: &str) -> BTreeSet<(i32, u64)> {
-    let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-    {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if String::from_utf8_lossy(&cmdline).contains(needle)
-            && let Some(ticks) = process_start_ticks(pid)
-        {
-            found.insert((pid, ticks));
-        }
-    }
-    found
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
+        })
+        .filter_map(|pid| Some((pid, process_start_ticks(pid)?)))
+        .collect()
 }
 
 /// The service and shim pids (with start ticks) in an agent's instance records.

@@ -1070,30 +1070,21 @@ impl Rng {
 /// an orphan left by a kill.
 fn live_shims(data_dir: &Path) -> Vec<i32> {
     let needle = data_dir.join("services").display().to_string();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.get(1).is_some_and(|a| a == "shim")
-            && args.get(2).is_some_and(|a| a.starts_with(&needle))
-            && strata_tests::alive(pid)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
+    strata_tests::all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.get(1).is_some_and(|a| a == "shim")
+                && args.get(2).is_some_and(|a| a.starts_with(&needle))
+                && strata_tests::alive(*pid)
+        })
+        .collect()
 }
 
 /// `kill -9` of the agent at random moments during `strata apply`, 100 times: the stored

@@ -3,7 +3,9 @@
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use strata_tests::{AgentOptions, AgentProcess, alive, binary, process_start_ticks};
+use strata_tests::{
+    AgentOptions, AgentProcess, alive, all_pids, binary, process_start_ticks, start_test_agent,
+};
 
 /// A test agent and its temp dir. Fields drop in order: the agent (which stops the services
 /// it recorded in the dir) before the dir is deleted.
@@ -13,15 +15,7 @@ struct Fixture {
 }
 
 fn start(name: &str) -> Fixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let agent = AgentProcess::start(
-        &dir.path().join("data"),
-        &AgentOptions {
-            node_name: Some(name.to_string()),
-            ..Default::default()
-        },
-    )
-    .expect("agent starts");
+    let (dir, agent) = start_test_agent(name);
     Fixture { dir, agent }
 }
 
@@ -276,33 +270,20 @@ crashloop_window = "1s"
 
 /// Zombie processes whose parent is `parent`.
 fn zombie_children_of(parent: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc")
+    all_pids()
         .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-    {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z")
-            && fields.get(1).and_then(|p| p.parse().ok()) == Some(parent)
-        {
-            found.push(pid);
-        }
-    }
-    found
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() == Some(&"Z")
+                && fields.get(1).and_then(|p| p.parse().ok()) == Some(parent)
+        })
+        .collect()
 }
 
 #[test]
