@@ -141,10 +141,16 @@ fn tokens_roles_refusals_and_audit() {
         .expect("restart record");
     assert_eq!(restart["fields"]["target"], "service:web");
     assert_eq!(restart["fields"]["via"], "token");
+    let anonymous = records
+        .iter()
+        .find(|e| e["fields"]["who"] == "anonymous" && e["fields"]["what"] == "services")
+        .expect("anonymous refusal");
+    assert_eq!(
+        anonymous["fields"]["via"], "none",
+        "no credential was shown"
+    );
     assert!(
-        !out.stdout
-            .windows(20)
-            .any(|w| reader.as_bytes().starts_with(w)),
+        !String::from_utf8_lossy(&out.stdout).contains(&reader[..20]),
         "no secrets in the journal"
     );
 

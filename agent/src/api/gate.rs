@@ -4,7 +4,7 @@
 
 use crate::auth::audit::{self, AuditEntry, DenialThrottle};
 use crate::auth::limits::{Cost, RateLimiter, RateLimits};
-use crate::auth::{Authenticator, Certified, Identity, Role, authorize};
+use crate::auth::{Authenticator, Certified, Identity, Role, Via, authorize};
 use crate::events::journal::Journal;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -98,10 +98,11 @@ impl Gate {
         let who = match self.auth.identify(request.metadata(), certified, remote) {
             Ok(who) => who,
             Err(status) => {
+                let (name, via) = credential_hint(request);
                 let who = Identity {
-                    name: credential_hint(request),
+                    name: name.into(),
                     role: Role::Read,
-                    via: crate::auth::Via::Open,
+                    via,
                     remote,
                 };
                 self.audit_denial(who, call, target, &status);
@@ -185,14 +186,14 @@ impl Gate {
 }
 
 /// How a refused caller presented itself, for the audit record (never the secret).
-fn credential_hint<R>(request: &Request<R>) -> String {
+fn credential_hint<R>(request: &Request<R>) -> (&'static str, Via) {
     if request
         .metadata()
         .contains_key(crate::auth::AUTHORIZATION_HEADER)
     {
-        "unknown-token".into()
+        ("unknown-token", Via::Token)
     } else {
-        "anonymous".into()
+        ("anonymous", Via::Nothing)
     }
 }
 

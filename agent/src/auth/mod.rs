@@ -32,6 +32,8 @@ pub enum Via {
     Certificate,
     /// Another agent (by its certificate) vouching for the caller it identified.
     Agent,
+    /// No credential was presented (only in records of refused calls).
+    Nothing,
 }
 
 impl Via {
@@ -42,6 +44,7 @@ impl Via {
             Via::Token => "token",
             Via::Certificate => "certificate",
             Via::Agent => "agent",
+            Via::Nothing => "none",
         }
     }
 }
@@ -188,7 +191,7 @@ impl Identity {
     /// The caller in words: `token "ci"`, `certificate "alice"`, ...
     pub fn describe(&self) -> String {
         match self.via {
-            Via::Open => "an anonymous caller".into(),
+            Via::Open | Via::Nothing => "an anonymous caller".into(),
             Via::Token => format!("token {:?}", self.name),
             Via::Certificate => format!("certificate {:?}", self.name),
             Via::Agent => format!("{:?} (through another agent)", self.name),
