@@ -173,6 +173,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         shutdown_rx,
     ));
 
+    // Watch the shutdown signals before saying ready: a SIGTERM right after the ready line
+    // must stop the agent cleanly, not kill it with the default action.
+    let shutdown_signal = shutdown_signals()?;
     append_event(
         &journal,
         "agent.started",
@@ -188,7 +191,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     );
     crate::notify::ready();
 
-    let signal = wait_for_shutdown_signal().await?;
+    let signal = shutdown_signal.await;
     tracing::info!(signal, "shutting down");
     let _ = shutdown_tx.send(true);
     sampler.stop();
@@ -296,12 +299,16 @@ async fn serve_http(
         .context("HTTP server failed")
 }
 
-async fn wait_for_shutdown_signal() -> Result<&'static str> {
+/// Installs the SIGTERM and SIGINT handlers now and resolves with the name of the first
+/// signal that arrives.
+fn shutdown_signals() -> Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }
