@@ -308,45 +308,34 @@ async fn start_errors_and_shutdown_closes_the_port() {
     assert!(refused.is_err(), "TCP port still open after shutdown");
 }
 
-/// Runs `dig` against the server; None when dig is not installed.
-async fn dig(addr: SocketAddr, args: &[&str]) -> Option<Vec<String>> {
+/// Runs `dig` against the server: its output lines, sorted.
+async fn dig(addr: SocketAddr, args: &[&str]) -> Vec<String> {
     let port = addr.port().to_string();
-    let output = tokio::process::Command::new("dig")
+    let out = tokio::process::Command::new("dig")
         .args(["@127.0.0.1", "-p", &port, "+time=2", "+tries=1"])
         .args(args)
         .output()
-        .await;
-    match output {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
-        Err(error) => panic!("cannot run dig: {error}"),
-        Ok(out) => {
-            assert!(out.status.success(), "dig {args:?} failed: {out:?}");
-            let text = String::from_utf8(out.stdout).unwrap();
-            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-            lines.sort();
-            Some(lines)
-        }
-    }
+        .await
+        .unwrap_or_else(|error| panic!("cannot run dig: {error}"));
+    assert!(out.status.success(), "dig {args:?} failed: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
 }
 
 #[tokio::test]
 async fn dig_reads_the_answers() {
+    if !strata_tests::prereq::DIG.check() {
+        return;
+    }
     let (server, _tx) = start(table()).await;
     let addr = server.local_addr();
-    let Some(a) = dig(addr, &["web.service.strata", "A", "+short"]).await else {
-        println!(
-            "skipping dig_reads_the_answers: `dig` is not installed (apt-get install dnsutils)"
-        );
-        return;
-    };
+    let a = dig(addr, &["web.service.strata", "A", "+short"]).await;
     assert_eq!(a, vec!["127.0.0.11", "127.0.0.12"]);
-    let tcp = dig(addr, &["web.service.strata", "A", "+short", "+tcp"])
-        .await
-        .unwrap();
+    let tcp = dig(addr, &["web.service.strata", "A", "+short", "+tcp"]).await;
     assert_eq!(tcp, a);
-    let srv = dig(addr, &["_http._tcp.web.service.strata", "SRV", "+short"])
-        .await
-        .unwrap();
+    let srv = dig(addr, &["_http._tcp.web.service.strata", "SRV", "+short"]).await;
     assert_eq!(
         srv,
         vec![
@@ -355,9 +344,7 @@ async fn dig_reads_the_answers() {
             "1 1 8081 n3.node.strata.",
         ]
     );
-    let status = dig(addr, &["nope.service.strata", "A", "+noall", "+comments"])
-        .await
-        .unwrap();
+    let status = dig(addr, &["nope.service.strata", "A", "+noall", "+comments"]).await;
     assert!(
         status.iter().any(|l| l.contains("status: NXDOMAIN")),
         "{status:?}"

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub mod impair;
 pub mod netns;
+pub mod prereq;
 
 /// How long an agent may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -458,12 +459,6 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((code, body.to_string()))
 }
 
-/// Whether a program is on PATH.
-pub fn have_program(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-}
-
 /// A port on 127.0.0.1 that nothing listens on right now (bound, then released).
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -488,33 +483,32 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. "256k") at `dir`, creating it;
-    /// `None`, with the reason printed, where mounting is not allowed.
+    /// `None` where mounting is not allowed, reported as a missing prerequisite
+    /// ([`prereq::missing`]: a failure under CI, a printed skip elsewhere).
+    #[track_caller]
     pub fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
         if let Err(e) = std::fs::create_dir_all(dir) {
-            println!("SKIP: cannot create {}: {e}", dir.display());
-            return None;
+            panic!("cannot create {}: {e}", dir.display());
         }
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .stdin(Stdio::null())
             .output();
-        match out {
-            Ok(out) if out.status.success() => Some(Tmpfs {
-                dir: dir.to_path_buf(),
-            }),
-            Ok(out) => {
-                println!(
-                    "SKIP: cannot mount a tmpfs: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
+        let refused = match out {
+            Ok(out) if out.status.success() => {
+                return Some(Tmpfs {
+                    dir: dir.to_path_buf(),
+                });
             }
-            Err(e) => {
-                println!("SKIP: cannot run mount: {e}");
-                None
-            }
-        }
+            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => format!("cannot run mount: {e}"),
+        };
+        prereq::missing(
+            format_args!("a tmpfs mount ({refused})"),
+            "run the tests as root (mount needs CAP_SYS_ADMIN), as CI does",
+        );
+        None
     }
 }
 

@@ -8,6 +8,7 @@
 //! [`TestNet`] removes everything it made when dropped (also when the test panics);
 //! leftovers of a test process that was killed are removed by the next [`TestNet::create`].
 
+use crate::prereq;
 use anyhow::{Context, Result, bail};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -74,18 +75,22 @@ fn ip_output(args: &[&str]) -> String {
 }
 
 impl TestNet {
-    /// Makes `nodes` namespaces joined to one bridge. `Ok(None)` (with the reason printed)
-    /// when this machine cannot: not root, no `ip`, or `ip netns add` refused.
+    /// Makes `nodes` namespaces joined to one bridge. `Ok(None)` when this machine cannot
+    /// (not root, no `ip`, or `ip netns add` refused), reported as a missing prerequisite
+    /// ([`prereq::missing`]: a failure under CI, a printed skip elsewhere).
+    #[track_caller]
     pub fn create(nodes: usize) -> Result<Option<TestNet>> {
-        if !rustix::process::geteuid().is_root() {
-            println!("SKIP: network namespaces need root");
+        if !prereq::root("network namespaces") || !prereq::IP.check() {
             return Ok(None);
         }
         remove_stale();
         let pid = std::process::id();
         let switch = format!("{NS_PREFIX}{pid}-sw");
         if let Err(e) = ip(&["netns", "add", &switch]) {
-            println!("SKIP: cannot make a network namespace: {e:#}");
+            prereq::missing(
+                format_args!("network namespaces ({e:#})"),
+                "a kernel and a sandbox that let root run `ip netns add`",
+            );
             return Ok(None);
         }
         let subnet = free_subnet().context("no free 10.213.X.0/24 subnet")?;

@@ -5,9 +5,7 @@ use serde_json::Value;
 use std::time::Duration;
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{MetricHistoryRequest, WatchMetricsRequest};
-use strata_tests::{
-    AgentOptions, AgentProcess, closed_port, have_program, start_test_agent, strata,
-};
+use strata_tests::{AgentOptions, AgentProcess, closed_port, prereq, start_test_agent, strata};
 
 fn json(out: &std::process::Output) -> Value {
     assert!(
@@ -253,7 +251,7 @@ fn prometheus_endpoint_serves_valid_text_and_health() {
     );
     assert!(body.contains("strata_agent_info{"), "agent info exported");
 
-    if have_program("promtool") {
+    if prereq::PROMTOOL.check() {
         let mut child = std::process::Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())
@@ -275,8 +273,6 @@ fn prometheus_endpoint_serves_valid_text_and_health() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-    } else {
-        println!("skipped promtool check: promtool is not installed (apt-get install prometheus)");
     }
 }
 

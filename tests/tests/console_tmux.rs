@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use strata_tests::{AgentOptions, AgentProcess, binary};
+use strata_tests::{AgentOptions, AgentProcess, binary, prereq};
 
 /// The tmux server this test started; killed by socket name when dropped.
 struct Tmux {
@@ -76,8 +76,7 @@ fn restarts(agent: &AgentProcess) -> i64 {
 
 #[test]
 fn restart_a_service_from_the_console_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        println!("skipped: tmux is not installed (.ci/run installs it)");
+    if !prereq::TMUX.check() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -295,8 +295,8 @@ fn local_pids(agent: &AgentProcess) -> Vec<(String, i64)> {
     pids
 }
 
-/// `namespaces` node namespaces (the cluster uses the first `NODES`); `None`, with the
-/// reason printed, where namespaces cannot be made.
+/// `namespaces` node namespaces (the cluster uses the first `NODES`); `None` where
+/// namespaces cannot be made (a failure under CI, a printed skip elsewhere).
 fn test_net(namespaces: usize) -> Option<TestNet> {
     match TestNet::create(namespaces) {
         Ok(net) => net,

@@ -8,7 +8,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
-use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, have_program};
+use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, prereq};
 
 const KEY: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
 
@@ -109,7 +109,7 @@ fn install_and_uninstall_round_trip_with_modes_and_owners() {
     ] {
         let path = under(r, path);
         assert_eq!(mode(&path), want, "mode of {}", path.display());
-        if rustix::process::geteuid().is_root() {
+        if prereq::root("files owned by root:root") {
             let meta = std::fs::metadata(&path).expect("metadata");
             assert_eq!(
                 (meta.uid(), meta.gid()),
@@ -349,8 +349,7 @@ fn the_generated_config_runs_an_agent_that_becomes_ready() {
 
 #[test]
 fn systemd_analyze_accepts_the_unit() {
-    if !have_program("systemd-analyze") {
-        println!("skipped: systemd-analyze is not installed (Debian package systemd)");
+    if !prereq::SYSTEMD_ANALYZE.check() {
         return;
     }
     let root = tempfile::tempdir().expect("temp dir");

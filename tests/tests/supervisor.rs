@@ -4,7 +4,8 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use strata_tests::{
-    AgentOptions, AgentProcess, alive, all_pids, binary, process_start_ticks, start_test_agent,
+    AgentOptions, AgentProcess, alive, all_pids, binary, prereq, process_start_ticks,
+    start_test_agent,
 };
 
 /// A test agent and its temp dir. Fields drop in order: the agent (which stops the services
@@ -401,7 +402,7 @@ fn memory_limit_kills_a_hog_and_the_oom_is_reported() {
     if !Path::new("/sys/fs/cgroup/memory").is_dir()
         && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
     {
-        println!("skipped: no memory cgroup controller on this host");
+        prereq::missing("a memory cgroup controller", prereq::CGROUPS_HOW);
         return;
     }
     let f = start("sup-oom");
@@ -425,9 +426,12 @@ policy = "never"
         .unwrap_or("")
         .contains("memory")
     {
-        println!(
-            "skipped: isolation without a memory controller: {}",
-            isolation["isolation"]
+        prereq::missing(
+            format_args!(
+                "a memory controller in the agent's isolation (it has {})",
+                isolation["isolation"]
+            ),
+            prereq::CGROUPS_HOW,
         );
         return;
     }

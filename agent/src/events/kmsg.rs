@@ -581,10 +581,14 @@ mod tests {
     #[test]
     fn injected_kernel_line_becomes_a_journal_event() {
         let path = PathBuf::from("/dev/kmsg");
+        let how = "run the tests as root on a host (not a container that hides the kernel log)";
         let mut writer = match std::fs::OpenOptions::new().write(true).open(&path) {
             Ok(w) => w,
             Err(e) => {
-                println!("skipped: cannot write {}: {e}", path.display());
+                strata_tests::prereq::missing(
+                    format_args!("write access to {} ({e})", path.display()),
+                    how,
+                );
                 return;
             }
         };
@@ -592,7 +596,7 @@ mod tests {
         let journal =
             Journal::open(&dir.path().join("j.redb"), "n", JournalLimits::default()).unwrap();
         let Some(watch) = spawn_watch(path, journal.clone()) else {
-            println!("skipped: /dev/kmsg is not readable");
+            strata_tests::prereq::missing("read access to /dev/kmsg", how);
             return;
         };
         let device = format!("strata-test-{}", uuid::Uuid::new_v4().simple());

@@ -865,9 +865,7 @@ mod tests {
     /// snake_case `strata_memory_*` / `strata_swap_*` names instead.
     #[test]
     fn promtool_accepts_the_output() {
-        let found = Command::new("promtool").arg("--version").output();
-        if !found.is_ok_and(|o| o.status.success()) {
-            println!("skipped: promtool not on PATH");
+        if !strata_tests::prereq::PROMTOOL.check() {
             return;
         }
         let text = render(&synthetic(), &node(), &agent());

@@ -777,6 +777,7 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
+    use strata_tests::prereq;
 
     /// Generous bound for anything the kernel does asynchronously.
     const PATIENCE: Duration = Duration::from_secs(30);
@@ -788,11 +789,15 @@ mod tests {
     }
 
     impl Fixture {
-        /// `None` (with the reason printed) when this host gives no writable hierarchy.
+        /// `None` when this host gives no writable hierarchy, reported as a missing
+        /// prerequisite (a failure under CI, a printed skip elsewhere).
         fn new(test: &str) -> Option<Fixture> {
             let isolation = detect(&format!("strata-test-{}-{test}", std::process::id()));
             if isolation.hierarchy() == Hierarchy::None {
-                eprintln!("skipping {test}: {}", isolation.describe());
+                prereq::missing(
+                    format_args!("a writable cgroup hierarchy ({})", isolation.describe()),
+                    prereq::CGROUPS_HOW,
+                );
                 return None;
             }
             Some(Fixture {
@@ -993,7 +998,7 @@ mod tests {
                     assert_eq!(read("pids.max").as_deref(), Some("32"));
                 }
             }
-            Hierarchy::None => unreachable!("the fixture skips hosts without cgroups"),
+            Hierarchy::None => unreachable!("the fixture is made only where cgroups are"),
         }
 
         // Creating it again without limits resets them; open finds it; remove leaves nothing.
@@ -1032,12 +1037,15 @@ mod tests {
     fn v2_groups_contain_and_kill_even_without_controllers() {
         let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let Some(mount) = parse_mountinfo(&text).v2 else {
-            eprintln!("skipping: no cgroup v2 mount");
+            prereq::missing("a cgroup v2 mount", prereq::CGROUPS_HOW);
             return;
         };
         let root = mount.join(format!("strata-test-{}-v2", std::process::id()));
         if let Err(e) = make_dir(&root) {
-            eprintln!("skipping: {e}");
+            prereq::missing(
+                format_args!("a writable cgroup v2 mount ({e})"),
+                prereq::CGROUPS_HOW,
+            );
             return;
         }
         let mut fixture = Fixture {
@@ -1101,9 +1109,9 @@ mod tests {
             return;
         };
         if !fixture.isolation.controllers().contains(&"memory") {
-            eprintln!(
-                "skipping: no memory controller ({})",
-                fixture.isolation.describe()
+            prereq::missing(
+                format_args!("a memory controller ({})", fixture.isolation.describe()),
+                prereq::CGROUPS_HOW,
             );
             return;
         }
