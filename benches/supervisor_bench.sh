@@ -33,11 +33,8 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    for f in "$work"/agent/services/*/instances/*/instance.json; do
-        [ -f "$f" ] || continue
-        pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$f")
-        kill -KILL -- "-$pid" 2>/dev/null || true
-    done
+    # services outlive their agent: stop what it recorded, by pid and start time
+    [ -d "$work/agent" ] && "$bin/strata-agent" stop-services --data-dir "$work/agent" --timeout 0s >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -130,8 +127,9 @@ c1=$(cpu "$agent_pid")
 rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$agent_pid/status")
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$agent_pid/status")
 shim_rss=0
-for f in "$work"/agent/services/idle/instances/*/instance.json; do
-    sp=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["shim_pid"])' "$f")
+# each instance's shim is its service's parent
+for p in $("$bin/strata" --agent "$grpc" service idle -o json | python3 -c 'import json,sys; print(" ".join(str(i["pid"]) for i in json.load(sys.stdin)["instances"]))'); do
+    sp=$(awk '/^PPid:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
     r=$(awk '/^Pss:/ { print $2 }' "/proc/$sp/smaps_rollup" 2>/dev/null || echo 0)
     shim_rss=$((shim_rss + r))
 done

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod cluster_link;
 pub mod config;
+pub mod data_lock;
 pub mod events;
 pub mod facts;
 pub mod fsutil;

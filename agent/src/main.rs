@@ -20,6 +20,12 @@ enum Command {
         after_help = "Examples:\n  strata-agent run --dev\n  strata-agent run --config /etc/strata/agent.toml\n  STRATA_NODE_NAME=n1 strata-agent run --data-dir /tmp/n1 --grpc-addr 127.0.0.1:7710"
     )]
     Run(Box<RunArgs>),
+    /// Stop every service instance an agent left running in its data dir (services outlive
+    /// their agent). For when no agent runs there: refused while one does.
+    #[command(
+        after_help = "Each instance gets its spec's stop signal and, past its stop timeout, SIGKILL, as the agent\nwould stop it; each process is checked by pid and start time. The specs stay: the next agent\non the data dir starts the services again.\n\nExit codes: 0 nothing is left running, 1 a process outlived SIGKILL or the records cannot be\nread, 2 no such data dir, 3 an agent runs on the data dir.\n\nExamples:\n  strata-agent stop-services\n  strata-agent stop-services --data-dir /tmp/n1 --timeout 0s"
+    )]
+    StopServices(strata_agent::supervisor::stop_services::StopServicesArgs),
     /// Print the agent's version.
     #[command(after_help = "Example:\n  strata-agent version")]
     Version,
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(*args),
+        Command::StopServices(args) => strata_agent::supervisor::stop_services::run(&args),
         Command::Tls(command) => strata_agent::tls::command::run(&command),
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),

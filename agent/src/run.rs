@@ -7,6 +7,7 @@ use crate::api::http;
 use crate::auth::Authenticator;
 use crate::auth::tokens::{TOKENS_FILE, TokenStore};
 use crate::config::AgentConfig;
+use crate::data_lock::DataDirLock;
 use crate::events::journal::{EventDraft, Journal, JournalLimits};
 use crate::events::kmsg;
 use crate::facts::HostFacts;
@@ -42,6 +43,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         None => None,
     };
     let (data_dir, _dev_dir) = prepare_data_dir(config.data_dir.as_deref())?;
+    let _lock = DataDirLock::acquire(&data_dir)?;
     let node_id = load_or_create_node_id(&data_dir)?;
     let tokens = TokenStore::open(data_dir.join(TOKENS_FILE))
         .context("cannot read the API tokens (fix or remove the file)")?;

@@ -270,50 +270,35 @@ fn cgroup_root_for(n: u32) -> String {
     format!("strata-test-{}-{n}", std::process::id())
 }
 
-/// Stops what the agent of `data_dir` started: every instance's process group and shim, by
-/// the pids in its instance records (each checked against its start time), then removes
-/// the test's cgroups. Tests call it through `Drop`; an agent left running is killed first.
+/// Stops what the agent of `data_dir` started, once that agent is gone: every instance its
+/// records name, process group and shim, each verified by pid and start time, through
+/// `strata-agent stop-services --timeout 0s` (the agent's own reading of its own records);
+/// then removes the test's cgroups. Tests call it through `Drop`, after the agent is killed.
+/// Never panics (it runs in `Drop`): a failure is printed.
 pub fn stop_services_of(data_dir: &Path) {
-    if let Ok(services) = std::fs::read_dir(data_dir.join("services")) {
-        for service in services.filter_map(Result::ok) {
-            let Ok(instances) = std::fs::read_dir(service.path().join("instances")) else {
-                continue;
-            };
-            for instance in instances.filter_map(Result::ok) {
-                let Ok(bytes) = std::fs::read(instance.path().join("instance.json")) else {
-                    continue;
-                };
-                let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                    continue;
-                };
-                let field = |k: &str| record[k].as_i64().unwrap_or(0);
-                kill_verified(field("pid") as i32, field("start_ticks") as u64, true);
-                kill_verified(
-                    field("shim_pid") as i32,
-                    field("shim_start_ticks") as u64,
-                    false,
-                );
-            }
+    if data_dir.is_dir() {
+        let out = Command::new(binary("strata-agent"))
+            .args(["stop-services", "--timeout", "0s", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("STRATA_DATA_DIR")
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "strata-agent stop-services --data-dir {} ({}): {}{}",
+                data_dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("cannot run strata-agent stop-services: {e}"),
         }
     }
     if let Ok(root) = std::fs::read_to_string(data_dir.join("test-cgroup-root")) {
         std::thread::sleep(Duration::from_millis(200));
         remove_cgroups(root.trim());
     }
-}
-
-fn kill_verified(pid: i32, start_ticks: u64, group: bool) {
-    if pid <= 0 || process_start_ticks(pid) != Some(start_ticks) {
-        return;
-    }
-    let Some(p) = rustix::process::Pid::from_raw(pid) else {
-        return;
-    };
-    let _ = if group {
-        rustix::process::kill_process_group(p, rustix::process::Signal::KILL)
-    } else {
-        rustix::process::kill_process(p, rustix::process::Signal::KILL)
-    };
 }
 
 /// Field 22 of /proc/PID/stat: when the process started, in clock ticks after boot.

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use strata_tests::{
-    all_pids, binary, http_get, process_start_ticks, stop_services_of, strata, wait_until,
+    alive, all_pids, binary, http_get, process_start_ticks, stop_services_of, strata, wait_until,
 };
 
 /// How long the demo may take to start its agents and apply its services.
@@ -140,9 +140,9 @@ impl Drop for Demo {
         for node in &self.nodes {
             self.started
                 .extend(process_start_ticks(node.pid).map(|t| (node.pid, t)));
-            stop_services_of(&self.dir.join(&node.name));
         }
-        // What a broken teardown left: services by process group, agents and shims alone.
+        // What a broken teardown left, agents first (stop-services refuses while an agent
+        // holds its data dir): services by process group, agents and shims alone.
         for &(pid, ticks) in &self.started {
             if process_start_ticks(pid) == Some(ticks)
                 && let Some(p) = rustix::process::Pid::from_raw(pid)
@@ -150,6 +150,13 @@ impl Drop for Demo {
                 let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
             }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && self.nodes.iter().any(|n| alive(n.pid)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for node in &self.nodes {
+            stop_services_of(&self.dir.join(&node.name));
         }
         std::thread::sleep(Duration::from_millis(300));
         for dir in demo_cgroups(self.child.id()) {
@@ -204,29 +211,18 @@ fn processes_mentioning(needle: &str) -> BTreeSet<(i32, u64)> {
         .collect()
 }
 
-/// The service and shim pids (with start ticks) in an agent's instance records.
-fn recorded_pids(data_dir: &Path) -> BTreeSet<(i32, u64)> {
-    let mut pids = BTreeSet::new();
-    let services = std::fs::read_dir(data_dir.join("services")).expect("services dir");
-    for service in services.filter_map(Result::ok) {
-        let Ok(instances) = std::fs::read_dir(service.path().join("instances")) else {
-            continue;
-        };
-        for instance in instances.filter_map(Result::ok) {
-            let Ok(bytes) = std::fs::read(instance.path().join("instance.json")) else {
-                continue;
-            };
-            let v: Value = serde_json::from_slice(&bytes).expect("instance.json");
-            for (pid, ticks) in [("pid", "start_ticks"), ("shim_pid", "shim_start_ticks")] {
-                if let (Some(p), Some(t)) = (v[pid].as_i64(), v[ticks].as_u64())
-                    && p > 0
-                {
-                    pids.insert((p as i32, t));
-                }
-            }
-        }
-    }
-    pids
+/// The pids (with start ticks) of the service instances `node`'s agent reports running.
+fn service_pids(demo: &Demo, node: &str) -> BTreeSet<(i32, u64)> {
+    let v = demo.json(&["--node", node, "services", "-o", "json"]);
+    v["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+        .filter_map(|i| i32::try_from(i["pid"].as_i64()?).ok())
+        .filter(|pid| *pid > 0)
+        .filter_map(|pid| Some((pid, process_start_ticks(pid)?)))
+        .collect()
 }
 
 #[test]
@@ -305,7 +301,7 @@ fn the_demo_runs_a_cluster_with_its_services_and_leaves_nothing_behind() {
             node.pid,
             process_start_ticks(node.pid).expect("agent alive"),
         ));
-        started.extend(recorded_pids(&demo.dir.join(&node.name)));
+        started.extend(service_pids(&demo, &node.name));
     }
     demo.started.clone_from(&started);
     // At least the agents, and a shim and a service for web, worker and the three api;

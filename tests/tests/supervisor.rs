@@ -668,3 +668,138 @@ grace = "0s"
     assert!(out.status.success());
     assert_eq!(f.agent.strata(&["service", "api"]).status.code(), Some(4));
 }
+
+/// The pids of `name`'s first `n` instances, once they all run.
+fn running_pids(f: &Fixture, name: &str, n: usize) -> Vec<i32> {
+    f.wait_for(name, Duration::from_secs(20), "instances running", |s| {
+        (0..n).all(|i| state(s, i) == "running")
+    })["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| num(&i["pid"]) as i32)
+        .collect()
+}
+
+/// The parent of `pid` (an instance's shim is its service's parent).
+fn parent_of(pid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|p| p.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `strata-agent stop-services --data-dir DATA_DIR ARGS`.
+fn stop_services(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(binary("strata-agent"))
+        .arg("stop-services")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("STRATA_DATA_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("strata-agent stop-services runs")
+}
+
+/// Stops what an agent recorded when dropped: the cleanup of a test that killed its agent.
+struct LeftBehind<'a>(&'a Path);
+
+impl Drop for LeftBehind<'_> {
+    fn drop(&mut self) {
+        strata_tests::stop_services_of(self.0);
+    }
+}
+
+/// `strata-agent stop-services` stops what a killed agent left running, as the agent would:
+/// refused while the agent runs; then the stop signal, SIGKILL past the stop timeout, and
+/// each shim with its service. The specs stay: the next agent on the data dir starts the
+/// services again.
+#[test]
+fn stop_services_stops_what_a_killed_agent_left_running() {
+    let f = start("sup-leftover");
+    f.apply(
+        "calm.toml",
+        "name = \"calm\"\ncommand = [\"/bin/sleep\", \"100000\"]\ninstances = 2\n",
+    );
+    f.apply(
+        "stubborn.toml",
+        r#"name = "stubborn"
+command = ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
+[stop]
+timeout = "1s"
+"#,
+    );
+    let mut services = running_pids(&f, "calm", 2);
+    services.extend(running_pids(&f, "stubborn", 1));
+    let shims: Vec<i32> = services.iter().map(|p| parent_of(*p)).collect();
+    let processes: Vec<(i32, u64)> = services
+        .iter()
+        .chain(&shims)
+        .map(|p| (*p, process_start_ticks(*p).expect("alive")))
+        .collect();
+    let data = f.agent.data_dir.clone();
+
+    let refused = stop_services(&data, &[]);
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("in use by process {}", f.agent.pid())),
+        "{stderr}"
+    );
+    for (pid, ticks) in &processes {
+        assert_eq!(process_start_ticks(*pid), Some(*ticks), "{pid} untouched");
+    }
+
+    let Fixture { agent, dir } = f;
+    agent.crash().expect("kill -9");
+    let _cleanup = LeftBehind(&data);
+    let out = stop_services(&data, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let mut lines: Vec<String> = stdout
+        .lines()
+        .map(|l| l.split(" (").next().unwrap_or(l).to_string())
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "calm/1: stopped by SIGTERM",
+            "calm/2: stopped by SIGTERM",
+            "stubborn/1: killed by SIGKILL",
+        ],
+        "{stdout}"
+    );
+    for (pid, ticks) in &processes {
+        assert!(
+            process_start_ticks(*pid) != Some(*ticks) || !alive(*pid),
+            "{pid} is still running"
+        );
+    }
+    let again = stop_services(&data, &[]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(again.stdout.is_empty(), "{again:?}");
+
+    let missing = stop_services(&dir.path().join("nope"), &[]);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+
+    let agent = AgentProcess::start(
+        &data,
+        &AgentOptions {
+            node_name: Some("sup-leftover".into()),
+            ..Default::default()
+        },
+    )
+    .expect("agent restarts");
+    let f = Fixture { agent, dir };
+    let after = running_pids(&f, "calm", 2);
+    assert!(
+        after.iter().all(|p| !services.contains(p)),
+        "started anew: {after:?} vs {services:?}"
+    );
+}

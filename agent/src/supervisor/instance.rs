@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// How long a shim may take to report that the service started.
 const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a shim after SIGKILL of its service before giving up on it.
-const SHIM_EXIT_GRACE: Duration = Duration::from_secs(5);
+pub const SHIM_EXIT_GRACE: Duration = Duration::from_secs(5);
 /// How often CPU and memory of a running instance are refreshed.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// The PATH a service gets when its spec sets none.
@@ -1053,13 +1053,14 @@ pub fn same_process(pid: i32, start_ticks: u64) -> bool {
 }
 
 /// Signals the process group led by `pid` (services lead their own group).
-fn kill_group(pid: i32, signal: Signal) {
+pub fn kill_group(pid: i32, signal: Signal) {
     if let Some(pid) = Pid::from_raw(pid) {
         let _ = rustix::process::kill_process_group(pid, signal);
     }
 }
 
-fn kill_pid(pid: i32, start_ticks: u64) {
+/// SIGKILLs `pid` if it is still the process that started at `start_ticks`.
+pub fn kill_pid(pid: i32, start_ticks: u64) {
     if same_process(pid, start_ticks)
         && let Some(pid) = Pid::from_raw(pid)
     {

@@ -3,6 +3,7 @@
 //! re-attaches to them after the agent's own restart.
 
 pub mod cgroup;
+pub mod detached;
 pub mod health;
 pub mod instance;
 pub mod logs;
@@ -10,4 +11,5 @@ pub mod manager;
 pub mod policy;
 pub mod ports;
 pub mod spec;
+pub mod stop_services;
 pub mod store;

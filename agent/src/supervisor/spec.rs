@@ -96,6 +96,9 @@ pub struct RestartSpec {
     pub stable_after: Duration,
 }
 
+/// How long an instance gets after its stop signal when the spec's `[stop]` sets no timeout.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The `[stop]` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StopSpec {
@@ -475,7 +478,7 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         timeout: at.duration(
             "stop.timeout",
             raw.stop.timeout.as_deref(),
-            Duration::from_secs(10),
+            DEFAULT_STOP_TIMEOUT,
         )?,
         drain: at.duration("stop.drain", raw.stop.drain.as_deref(), default_drain)?,
     };

@@ -65,15 +65,26 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating) the store under `data_dir`.
-    pub fn open(data_dir: &Path) -> io::Result<Store> {
-        let store = Store {
+    fn under(data_dir: &Path) -> Store {
+        Store {
             services: data_dir.join("services"),
             logs: data_dir.join("logs"),
-        };
+        }
+    }
+
+    /// Opens (creating) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> io::Result<Store> {
+        let store = Store::under(data_dir);
         std::fs::create_dir_all(&store.services)?;
         std::fs::create_dir_all(&store.logs)?;
         Ok(store)
+    }
+
+    /// Opens the store under `data_dir` without creating anything, for reading what an agent
+    /// left; `None` when `data_dir` holds no store.
+    pub fn open_existing(data_dir: &Path) -> Option<Store> {
+        let store = Store::under(data_dir);
+        store.services.is_dir().then_some(store)
     }
 
     fn service_dir(&self, name: &str) -> PathBuf {

@@ -16,7 +16,6 @@ mod teardown;
 use crate::cli::{Failure, FailureKind};
 use agents::Agent;
 use anyhow::{Context, Result, bail};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_proto::v1::ApplySpecRequest;
@@ -73,9 +72,9 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         .context("cannot create the demo's temp dir")
         .map_err(usage)?;
     let mut demo = Demo {
+        agent_bin: bin.join("strata-agent"),
         agents: Vec::new(),
         console: None,
-        records: BTreeSet::new(),
     };
     let plan = Plan {
         bin: &bin,
@@ -162,10 +161,10 @@ struct Plan<'a> {
 
 /// Everything the demo started, for the teardown.
 struct Demo {
+    /// The `strata-agent` binary the agents run.
+    agent_bin: PathBuf,
     agents: Vec<Agent>,
     console: Option<Child>,
-    /// Instance records seen in the agents' data dirs.
-    records: BTreeSet<teardown::Record>,
 }
 
 impl Demo {
@@ -177,12 +176,11 @@ impl Demo {
         plan: &Plan<'_>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<()> {
-        let agent_bin = plan.bin.join("strata-agent");
         let mut contexts = Vec::new();
         let mut seed = None;
         for index in 1..=specs::NODES {
             self.agents
-                .push(Agent::spawn(&agent_bin, plan.root, index, seed)?);
+                .push(Agent::spawn(&self.agent_bin, plan.root, index, seed)?);
             let agent = self.agents.last_mut().context("no agent")?;
             let ready = agent.wait_ready().await?;
             seed = seed.or(Some(ready.gossip));
@@ -235,7 +233,6 @@ impl Demo {
                     bail!("{} exited ({status}); {}", agent.name, agent.log_tail());
                 }
             }
-            self.note_records();
             let _ = tokio::time::timeout(POLL, stop.changed()).await;
         }
     }
@@ -301,16 +298,8 @@ impl Demo {
         println!("stop: ctrl-c");
     }
 
-    /// Remembers the instance records now in the agents' data dirs.
-    fn note_records(&mut self) {
-        for agent in &self.agents {
-            self.records
-                .extend(teardown::instance_records(&agent.data_dir));
-        }
-    }
-
-    /// Stops the console, removes every service, stops the agents, kills what is left of
-    /// the recorded instances and removes the cgroups. Goes through every step even when one
+    /// Stops the console, removes every service, stops the agents, kills what they still
+    /// record as running and removes the cgroups. Goes through every step even when one
     /// fails, and reports the first failure.
     async fn teardown(&mut self) -> Result<()> {
         let mut problems: Vec<String> = Vec::new();
@@ -325,7 +314,6 @@ impl Demo {
                 let _ = console.kill().await;
             }
         }
-        self.note_records();
         let mut removals = tokio::task::JoinSet::new();
         for agent in &self.agents {
             if let Some(ready) = &agent.ready {
@@ -344,16 +332,20 @@ impl Demo {
                 Err(e) => problems.push(format!("removing services: {e}")),
             }
         }
-        self.note_records();
         for agent in &mut self.agents {
             if let Err(e) = agent.stop(AGENT_STOP_TIMEOUT).await {
                 problems.push(format!("{e:#}"));
             }
         }
-        self.note_records();
-        let killed = teardown::kill_leftovers(&self.records).await;
-        if !killed.is_empty() {
-            eprintln!("strata demo: killed leftover instance processes {killed:?}");
+        for agent in &self.agents {
+            match teardown::kill_leftovers(&self.agent_bin, &agent.data_dir).await {
+                Ok(killed) => {
+                    for line in killed {
+                        eprintln!("strata demo: {}: killed a leftover: {line}", agent.name);
+                    }
+                }
+                Err(e) => problems.push(format!("{}: {e:#}", agent.name)),
+            }
         }
         for agent in &self.agents {
             if let Err(e) = teardown::remove_cgroups(&agent.cgroup_root).await {
