@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// Serve the gRPC API in plaintext on a non-loopback address (no TLS configured).
     #[arg(long, env = "STRATA_INSECURE")]
     pub insecure: bool,
+    /// On SIGTERM or SIGINT, stop every service instance (as `strata-agent stop-services`
+    /// would) instead of leaving them running for the next agent to re-adopt.
+    #[arg(long, env = "STRATA_STOP_SERVICES_ON_EXIT")]
+    pub stop_services_on_exit: bool,
 }
 
 /// The `[journal]` table: how many events are kept, and for how long.
@@ -161,6 +165,8 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     /// Plaintext gRPC on a non-loopback address.
     pub insecure: Option<bool>,
+    /// Stop the services on SIGTERM or SIGINT instead of leaving them running.
+    pub stop_services_on_exit: Option<bool>,
     #[serde(default)]
     pub journal: JournalSection,
     #[serde(default)]
@@ -201,6 +207,8 @@ pub struct AgentConfig {
     pub tls: Option<TlsFiles>,
     /// Per-client rate limits on the API.
     pub api_limits: RateLimits,
+    /// Stop every service instance when the agent exits, instead of leaving them running.
+    pub stop_services_on_exit: bool,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -412,6 +420,8 @@ pub fn resolve(
         dns_domain,
         tls,
         api_limits: resolve_api_limits(&file.api)?,
+        stop_services_on_exit: args.stop_services_on_exit
+            || file.stop_services_on_exit.unwrap_or(false),
     })
 }
 
@@ -611,6 +621,18 @@ mod tests {
         assert_eq!(cfg.node_name, "from-flag");
         assert_eq!(cfg.grpc_addr.to_string(), "127.0.0.1:9000");
         assert_eq!(cfg.collect_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn services_are_left_running_on_exit_unless_the_flag_or_the_file_says_stop() {
+        let keep = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert!(!keep.stop_services_on_exit);
+        let file = parse_file("stop_services_on_exit = true\n").unwrap();
+        assert!(resolve(&args(), file, "h").unwrap().stop_services_on_exit);
+        let mut a = args();
+        a.stop_services_on_exit = true;
+        let cfg = resolve(&a, FileConfig::default(), "h").unwrap();
+        assert!(cfg.stop_services_on_exit);
     }
 
     #[test]

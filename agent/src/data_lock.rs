@@ -21,7 +21,7 @@ pub struct DataDirLock {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds the lock: an agent runs on this data dir (or a `stop-services`).
-    #[error("{} is in use by {} (it holds {})", dir.display(), holder(*pid), path.display())]
+    #[error("{} is in use by {}: it holds {}", dir.display(), holder(*pid), path.display())]
     Held {
         dir: PathBuf,
         path: PathBuf,

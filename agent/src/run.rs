@@ -15,7 +15,9 @@ use crate::identity::load_or_create_node_id;
 use crate::metrics::history::History;
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
+use crate::supervisor::detached;
 use crate::supervisor::manager::{Supervisor, SupervisorConfig};
+use crate::supervisor::store::Store;
 use crate::tls::AgentTls;
 use crate::{cluster_link, keyring_store};
 use anyhow::{Context, Result};
@@ -201,6 +203,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     cluster.leave().await;
     recorder.abort();
     supervisor.detach_all().await;
+    if config.stop_services_on_exit {
+        stop_services(&data_dir, &journal).await;
+    }
     balancer_events.abort();
     if let Some(watch) = kmsg_watch {
         watch.stop();
@@ -221,6 +226,48 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         format!("agent {} stopped on {signal}", config.node_name),
     );
     Ok(())
+}
+
+/// `--stop-services-on-exit`: stops every instance the supervisor just detached from, as
+/// `strata-agent stop-services` would, while this agent still holds the data dir.
+async fn stop_services(data_dir: &Path, journal: &Journal) {
+    let Some(store) = Store::open_existing(data_dir) else {
+        return;
+    };
+    let stopped = tokio::task::spawn_blocking(move || detached::stop_recorded(&store, None)).await;
+    let stopped = match stopped {
+        Ok(Ok(stopped)) => stopped,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the service records to stop them");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "stopping the services failed");
+            return;
+        }
+    };
+    let mut lines = Vec::new();
+    for (target, outcome) in &stopped {
+        if let Some(what) = target.describe(*outcome) {
+            if *outcome == detached::Outcome::Survived {
+                tracing::warn!(instance = %target.id(), "{what}");
+            } else {
+                tracing::info!(instance = %target.id(), "{what}");
+            }
+            lines.push(format!("{}: {what}", target.id()));
+        }
+    }
+    if !lines.is_empty() {
+        append_event(
+            journal,
+            "agent.services_stopped",
+            Severity::Info,
+            format!(
+                "stopped on exit (--stop-services-on-exit): {}",
+                lines.join("; ")
+            ),
+        );
+    }
 }
 
 /// Creates the data dir, or a temporary one in dev mode (removed when the guard drops).

@@ -754,6 +754,15 @@ timeout = "1s"
     for (pid, ticks) in &processes {
         assert_eq!(process_start_ticks(*pid), Some(*ticks), "{pid} untouched");
     }
+    let second = AgentProcess::start(
+        &data,
+        &AgentOptions {
+            node_name: Some("sup-leftover-2".into()),
+            ..Default::default()
+        },
+    );
+    let refused = format!("{:#}", second.err().expect("a second agent is refused"));
+    assert!(refused.contains("in use by process"), "{refused}");
 
     let Fixture { agent, dir } = f;
     agent.crash().expect("kill -9");
@@ -797,6 +806,57 @@ timeout = "1s"
     )
     .expect("agent restarts");
     let f = Fixture { agent, dir };
+    let after = running_pids(&f, "calm", 2);
+    assert!(
+        after.iter().all(|p| !services.contains(p)),
+        "started anew: {after:?} vs {services:?}"
+    );
+}
+
+/// With `--stop-services-on-exit`, SIGTERM stops the services with the agent (services and
+/// shims gone, an `agent.services_stopped` event); the next agent on the data dir starts them
+/// again. Without the flag they keep running (`agent_kill_9_and_restart_keeps_pids_and_logs`).
+#[test]
+fn stop_services_on_exit_stops_them_with_the_agent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let options = AgentOptions {
+        node_name: Some("sup-on-exit".into()),
+        extra_args: vec!["--stop-services-on-exit".into()],
+        ..Default::default()
+    };
+    let agent = AgentProcess::start(&data, &options).expect("agent");
+    let f = Fixture { agent, dir };
+    f.apply(
+        "calm.toml",
+        "name = \"calm\"\ncommand = [\"/bin/sleep\", \"100000\"]\ninstances = 2\n",
+    );
+    let services = running_pids(&f, "calm", 2);
+    let processes: Vec<(i32, u64)> = services
+        .iter()
+        .flat_map(|p| [*p, parent_of(*p)])
+        .map(|p| (p, process_start_ticks(p).expect("alive")))
+        .collect();
+
+    let Fixture { agent, dir } = f;
+    let status = agent.terminate(Duration::from_secs(30)).expect("SIGTERM");
+    assert!(status.success(), "{status}");
+    for (pid, ticks) in &processes {
+        assert!(
+            process_start_ticks(*pid) != Some(*ticks) || !alive(*pid),
+            "{pid} outlived the agent"
+        );
+    }
+
+    let agent = AgentProcess::start(&data, &options).expect("agent restarts");
+    let f = Fixture { agent, dir };
+    let stopped = f.events("agent.services_stopped");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    let message = stopped[0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("calm/1: stopped by SIGTERM") && message.contains("calm/2"),
+        "{message}"
+    );
     let after = running_pids(&f, "calm", 2);
     assert!(
         after.iter().all(|p| !services.contains(p)),

@@ -10,6 +10,7 @@
 //! running. The specs, desired state and records stay, so the next agent on the data dir
 //! starts the services again, as after a reboot.
 //!
+//! Used by `strata-agent stop-services` and by `strata-agent run --stop-services-on-exit`.
 //! [`step`] decides for one instance (sans-I/O, unit-tested); [`stop_all`] does the I/O.
 
 use super::instance::{SHIM_EXIT_GRACE, kill_group, kill_pid, same_process};
@@ -53,6 +54,20 @@ impl Target {
     pub fn id(&self) -> String {
         format!("{}/{}", self.service, self.index)
     }
+
+    /// What `outcome` means for this instance, for people; `None` when it was not running.
+    pub fn describe(&self, outcome: Outcome) -> Option<String> {
+        let r = &self.record;
+        Some(match outcome {
+            Outcome::NotRunning => return None,
+            Outcome::Stopped => format!("stopped by {} (pid {})", self.rule.signal.name(), r.pid),
+            Outcome::Killed => format!("killed by SIGKILL (pid {}, shim {})", r.pid, r.shim_pid),
+            Outcome::Survived => format!(
+                "still running after SIGKILL (pid {}, shim {})",
+                r.pid, r.shim_pid
+            ),
+        })
+    }
 }
 
 /// Every instance `store` records, each with its spec's stop rule (the default rule where the
@@ -85,6 +100,23 @@ pub fn recorded(store: &Store) -> io::Result<Vec<Target>> {
         }
     }
     Ok(targets)
+}
+
+/// Stops every instance `store` records (each given `timeout` instead of its spec's stop
+/// timeout when set) and returns how each ended, for `strata-agent stop-services` and for the
+/// agent's own exit with `--stop-services-on-exit`. Blocking.
+pub fn stop_recorded(
+    store: &Store,
+    timeout: Option<Duration>,
+) -> io::Result<Vec<(Target, Outcome)>> {
+    let mut targets = recorded(store)?;
+    if let Some(timeout) = timeout {
+        for target in &mut targets {
+            target.rule.timeout = timeout;
+        }
+    }
+    let outcomes = stop_all(&targets);
+    Ok(targets.into_iter().zip(outcomes).collect())
 }
 
 /// Which of an instance's two processes are still the ones recorded (same pid, same start

@@ -59,7 +59,7 @@ pub fn run(args: &StopServicesArgs) -> ExitCode {
         Err(e @ LockError::Held { .. }) => {
             eprintln!(
                 "strata-agent: {e}. Stop that agent first (it would restart what this stops), \
-                 or remove or stop its services through its API"
+                 or remove or stop the services through its API"
             );
             return ExitCode::from(EXIT_AGENT_RUNNING);
         }
@@ -68,8 +68,8 @@ pub fn run(args: &StopServicesArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut targets = match detached::recorded(&store) {
-        Ok(targets) => targets,
+    let stopped = match detached::stop_recorded(&store, args.timeout) {
+        Ok(stopped) => stopped,
         Err(e) => {
             eprintln!(
                 "strata-agent: cannot read the service records in {}: {e}",
@@ -78,28 +78,13 @@ pub fn run(args: &StopServicesArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(timeout) = args.timeout {
-        for target in &mut targets {
-            target.rule.timeout = timeout;
-        }
-    }
-    let outcomes = detached::stop_all(&targets);
     let mut survived = false;
     let mut ran = false;
-    for (target, outcome) in targets.iter().zip(outcomes) {
-        let r = &target.record;
-        let what = match outcome {
-            Outcome::NotRunning => continue,
-            Outcome::Stopped => format!("stopped by {} (pid {})", target.rule.signal.name(), r.pid),
-            Outcome::Killed => format!("killed by SIGKILL (pid {}, shim {})", r.pid, r.shim_pid),
-            Outcome::Survived => {
-                survived = true;
-                format!(
-                    "still running after SIGKILL (pid {}, shim {})",
-                    r.pid, r.shim_pid
-                )
-            }
+    for (target, outcome) in &stopped {
+        let Some(what) = target.describe(*outcome) else {
+            continue;
         };
+        survived |= *outcome == Outcome::Survived;
         ran = true;
         println!("{}: {what}", target.id());
     }

@@ -1,6 +1,7 @@
-//! The demo's agents: one `strata-agent run --dev` per node, each with its own data dir,
-//! config file (port range, cgroup root, balancer address), ports chosen by the kernel and
-//! read back from its ready line.
+//! The demo's agents: one `strata-agent run --dev --stop-services-on-exit` per node (the
+//! demo's services end with the demo), each with its own data dir, config file (port range,
+//! cgroup root, balancer address), ports chosen by the kernel and read back from its ready
+//! line.
 
 use anyhow::{Context, Result, bail};
 use std::net::{IpAddr, SocketAddr};
@@ -113,6 +114,7 @@ impl Agent {
         let mut cmd = Command::new(agent_bin);
         cmd.arg("run")
             .arg("--dev")
+            .arg("--stop-services-on-exit")
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--config")

@@ -1,7 +1,7 @@
-//! Stopping everything the demo started: services through the API, then the agents by
-//! pid, then — for safety — any instance an agent still records, through
-//! `strata-agent stop-services` (the agent's own code: each pid checked against its start
-//! time), then the demo's cgroups.
+//! Stopping everything the demo started: services through the API, then the agents by pid
+//! (SIGTERM; they run with `--stop-services-on-exit`), then — for an agent that had to be
+//! killed — any instance it still records, through `strata-agent stop-services` (the
+//! agent's own code: each pid checked against its start time), then the demo's cgroups.
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;
