@@ -987,12 +987,21 @@ keep = 1
         .unwrap_or(0);
     assert!(count > 0, "{dropped:#}");
 
-    // Both keep running, and the service is not blocked on its output.
+    // Both keep running, and the service is not blocked on its output. The shell empties
+    // the progress file before it writes the next number: read until there is one.
     let progress = || -> u64 {
-        std::fs::read_to_string(data.join("services/chatty/instances/1/progress"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0)
+        let mut value = None;
+        wait_until(
+            "a number in the progress file",
+            Duration::from_secs(5),
+            || {
+                value = std::fs::read_to_string(data.join("services/chatty/instances/1/progress"))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                value.is_some()
+            },
+        );
+        value.unwrap_or(0)
     };
     let pid = local_pid(&agent, "chatty");
     let before = progress();
