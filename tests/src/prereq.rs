@@ -27,40 +27,29 @@ pub struct Program {
 }
 
 /// `promtool check metrics` checks the `/metrics` text.
-pub const PROMTOOL: Program = Program {
-    name: "promtool",
-    package: "prometheus",
-};
+pub const PROMTOOL: Program = Program::new("promtool", "prometheus");
 
 /// `tmux` drives the console in a real terminal.
-pub const TMUX: Program = Program {
-    name: "tmux",
-    package: "tmux",
-};
+pub const TMUX: Program = Program::new("tmux", "tmux");
 
 /// `dig` queries the DNS server as a resolver would.
-pub const DIG: Program = Program {
-    name: "dig",
-    package: "dnsutils",
-};
+pub const DIG: Program = Program::new("dig", "dnsutils");
 
 /// `systemd-analyze verify` checks the installed unit file (no systemd as PID 1 needed).
-pub const SYSTEMD_ANALYZE: Program = Program {
-    name: "systemd-analyze",
-    package: "systemd",
-};
+pub const SYSTEMD_ANALYZE: Program = Program::new("systemd-analyze", "systemd");
 
 /// `ip` makes the network namespaces, veth pairs and bridge of the fault tests.
-pub const IP: Program = Program {
-    name: "ip",
-    package: "iproute2",
-};
+pub const IP: Program = Program::new("ip", "iproute2");
 
 /// How to get the cgroup controllers the isolation tests write to.
 pub const CGROUPS_HOW: &str = "run the tests as root on a host that mounts cgroups at \
      /sys/fs/cgroup (v2, or v1 controllers such as /sys/fs/cgroup/memory), as CI does";
 
 impl Program {
+    const fn new(name: &'static str, package: &'static str) -> Program {
+        Program { name, package }
+    }
+
     /// Whether the program is on PATH. When it is not, that is reported as a missing
     /// prerequisite ([`missing`]): the test fails under CI, and elsewhere prints why it
     /// skips, so the caller returns.

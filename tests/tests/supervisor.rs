@@ -693,6 +693,42 @@ fn parent_of(pid: i32) -> i32 {
         .unwrap_or(0)
 }
 
+/// The services `pids` and their shims, each with its start time.
+fn with_shims(pids: &[i32]) -> Vec<(i32, u64)> {
+    pids.iter()
+        .flat_map(|p| [*p, parent_of(*p)])
+        .map(|p| (p, process_start_ticks(p).expect("alive")))
+        .collect()
+}
+
+/// Asserts that none of `processes` runs any more.
+fn assert_gone(processes: &[(i32, u64)]) {
+    for (pid, ticks) in processes {
+        assert!(
+            process_start_ticks(*pid) != Some(*ticks) || !alive(*pid),
+            "{pid} is still running"
+        );
+    }
+}
+
+/// Starts an agent again on `data` (in `dir`), asserts that it starts `calm`'s two
+/// instances anew (the specs outlive a stop of the services), and returns it.
+fn restart_starts_calm_anew(
+    data: &Path,
+    dir: tempfile::TempDir,
+    options: &AgentOptions,
+    old: &[i32],
+) -> Fixture {
+    let agent = AgentProcess::start(data, options).expect("agent restarts");
+    let f = Fixture { agent, dir };
+    let after = running_pids(&f, "calm", 2);
+    assert!(
+        after.iter().all(|p| !old.contains(p)),
+        "started anew: {after:?} vs {old:?}"
+    );
+    f
+}
+
 /// Runs `strata-agent stop-services --data-dir DATA_DIR ARGS`.
 fn stop_services(data_dir: &Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(binary("strata-agent"))
@@ -726,22 +762,17 @@ fn stop_services_stops_what_a_killed_agent_left_running() {
         "calm.toml",
         "name = \"calm\"\ncommand = [\"/bin/sleep\", \"100000\"]\ninstances = 2\n",
     );
+    let stubborn = "trap '' TERM; while true; do sleep 0.1; done";
     f.apply(
         "stubborn.toml",
-        r#"name = "stubborn"
-command = ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
-[stop]
-timeout = "1s"
-"#,
+        &format!(
+            "name = \"stubborn\"\ncommand = [\"/bin/sh\", \"-c\", \"{stubborn}\"]\n\
+             [stop]\ntimeout = \"1s\"\n"
+        ),
     );
     let mut services = running_pids(&f, "calm", 2);
     services.extend(running_pids(&f, "stubborn", 1));
-    let shims: Vec<i32> = services.iter().map(|p| parent_of(*p)).collect();
-    let processes: Vec<(i32, u64)> = services
-        .iter()
-        .chain(&shims)
-        .map(|p| (*p, process_start_ticks(*p).expect("alive")))
-        .collect();
+    let processes = with_shims(&services);
     let data = f.agent.data_dir.clone();
 
     let refused = stop_services(&data, &[]);
@@ -784,12 +815,7 @@ timeout = "1s"
         ],
         "{stdout}"
     );
-    for (pid, ticks) in &processes {
-        assert!(
-            process_start_ticks(*pid) != Some(*ticks) || !alive(*pid),
-            "{pid} is still running"
-        );
-    }
+    assert_gone(&processes);
     let again = stop_services(&data, &[]);
     assert!(again.status.success(), "{again:?}");
     assert!(again.stdout.is_empty(), "{again:?}");
@@ -797,20 +823,11 @@ timeout = "1s"
     let missing = stop_services(&dir.path().join("nope"), &[]);
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
 
-    let agent = AgentProcess::start(
-        &data,
-        &AgentOptions {
-            node_name: Some("sup-leftover".into()),
-            ..Default::default()
-        },
-    )
-    .expect("agent restarts");
-    let f = Fixture { agent, dir };
-    let after = running_pids(&f, "calm", 2);
-    assert!(
-        after.iter().all(|p| !services.contains(p)),
-        "started anew: {after:?} vs {services:?}"
-    );
+    let options = AgentOptions {
+        node_name: Some("sup-leftover".into()),
+        ..Default::default()
+    };
+    restart_starts_calm_anew(&data, dir, &options, &services);
 }
 
 /// With `--stop-services-on-exit`, SIGTERM stops the services with the agent (services and
@@ -832,34 +849,17 @@ fn stop_services_on_exit_stops_them_with_the_agent() {
         "name = \"calm\"\ncommand = [\"/bin/sleep\", \"100000\"]\ninstances = 2\n",
     );
     let services = running_pids(&f, "calm", 2);
-    let processes: Vec<(i32, u64)> = services
-        .iter()
-        .flat_map(|p| [*p, parent_of(*p)])
-        .map(|p| (p, process_start_ticks(p).expect("alive")))
-        .collect();
+    let processes = with_shims(&services);
 
-    let Fixture { agent, dir } = f;
-    let status = agent.terminate(Duration::from_secs(30)).expect("SIGTERM");
+    let status = f.agent.terminate(Duration::from_secs(30)).expect("SIGTERM");
     assert!(status.success(), "{status}");
-    for (pid, ticks) in &processes {
-        assert!(
-            process_start_ticks(*pid) != Some(*ticks) || !alive(*pid),
-            "{pid} outlived the agent"
-        );
-    }
-
-    let agent = AgentProcess::start(&data, &options).expect("agent restarts");
-    let f = Fixture { agent, dir };
+    assert_gone(&processes);
+    let f = restart_starts_calm_anew(&data, f.dir, &options, &services);
     let stopped = f.events("agent.services_stopped");
     assert_eq!(stopped.len(), 1, "{stopped:?}");
     let message = stopped[0]["message"].as_str().unwrap_or("");
     assert!(
         message.contains("calm/1: stopped by SIGTERM") && message.contains("calm/2"),
         "{message}"
-    );
-    let after = running_pids(&f, "calm", 2);
-    assert!(
-        after.iter().all(|p| !services.contains(p)),
-        "started anew: {after:?} vs {services:?}"
     );
 }

@@ -271,110 +271,83 @@ mod tests {
         Alive { service, shim }
     }
 
-    /// Runs `step` over `(seconds after start, service alive, shim alive)` and returns the acts
-    /// and the final phase.
-    fn run(script: &[(u64, bool, bool)]) -> (Vec<Option<Act>>, Phase) {
+    const SIGNAL: Option<Act> = Some(Act::Signal(StopSignal::Int));
+    const KILL_GROUP: Option<Act> = Some(Act::KillGroup);
+    const KILL_SHIM: Option<Act> = Some(Act::KillShim);
+
+    /// One look at an instance: seconds after the start, whether the service and the shim are
+    /// alive, and the act expected then.
+    type Look = (u64, bool, bool, Option<Act>);
+
+    #[test]
+    fn each_instance_is_signalled_then_killed_as_its_processes_end_or_not() {
+        let g = SHIM_EXIT_GRACE.as_secs();
+        let cases: [(&str, Vec<Look>, Outcome); 6] = [
+            (
+                "nothing runs",
+                vec![(0, false, false, None)],
+                Outcome::NotRunning,
+            ),
+            (
+                "the service ends on its stop signal, its shim after it",
+                vec![
+                    (0, true, true, SIGNAL),
+                    (1, true, true, None),
+                    (2, false, true, None),
+                    (2, false, false, None),
+                ],
+                Outcome::Stopped,
+            ),
+            (
+                "the service outlasts its stop timeout (3 s): its group is killed",
+                vec![
+                    (0, true, true, SIGNAL),
+                    (2, true, true, None),
+                    (3, true, true, KILL_GROUP),
+                    (3, false, false, None),
+                ],
+                Outcome::Killed,
+            ),
+            (
+                "the shim does not end after its service",
+                vec![
+                    (0, true, true, SIGNAL),
+                    (1, false, true, None),
+                    (1 + g, false, true, KILL_SHIM),
+                    (1 + g, false, false, None),
+                ],
+                Outcome::Killed,
+            ),
+            (
+                "a shim alone gets its grace, then SIGKILL",
+                vec![
+                    (0, false, true, None),
+                    (g, false, true, KILL_SHIM),
+                    (g, false, false, None),
+                ],
+                Outcome::Killed,
+            ),
+            (
+                "a service that outlives SIGKILL is reported",
+                vec![
+                    (0, true, true, SIGNAL),
+                    (3, true, true, KILL_GROUP),
+                    (3 + g, true, true, None),
+                ],
+                Outcome::Survived,
+            ),
+        ];
         let t0 = Instant::now();
-        let mut phase = Phase::Start;
-        let mut acts = Vec::new();
-        for &(secs, service, shim) in script {
-            let (next, act) = step(
-                phase,
-                alive(service, shim),
-                t0 + Duration::from_secs(secs),
-                RULE,
-            );
-            acts.push(act);
-            phase = next;
+        for (case, looks, outcome) in cases {
+            let mut phase = Phase::Start;
+            for (secs, service, shim, want) in looks {
+                let now = t0 + Duration::from_secs(secs);
+                let (next, act) = step(phase, alive(service, shim), now, RULE);
+                assert_eq!(act, want, "{case}: at {secs} s");
+                phase = next;
+            }
+            assert_eq!(phase, Phase::Done(outcome), "{case}");
         }
-        (acts, phase)
-    }
-
-    #[test]
-    fn nothing_running_is_not_signalled() {
-        let (acts, phase) = run(&[(0, false, false)]);
-        assert_eq!(acts, [None]);
-        assert_eq!(phase, Phase::Done(Outcome::NotRunning));
-    }
-
-    #[test]
-    fn a_service_that_ends_on_its_stop_signal_is_stopped() {
-        let (acts, phase) = run(&[
-            (0, true, true),
-            (1, true, true),
-            (2, false, true),
-            (2, false, false),
-        ]);
-        assert_eq!(acts, [Some(Act::Signal(StopSignal::Int)), None, None, None]);
-        assert_eq!(phase, Phase::Done(Outcome::Stopped));
-    }
-
-    #[test]
-    fn a_service_past_its_stop_timeout_is_killed_with_its_group() {
-        let (acts, phase) = run(&[
-            (0, true, true),
-            (2, true, true),
-            (3, true, true),
-            (3, false, false),
-        ]);
-        assert_eq!(
-            acts,
-            [
-                Some(Act::Signal(StopSignal::Int)),
-                None,
-                Some(Act::KillGroup),
-                None
-            ]
-        );
-        assert_eq!(phase, Phase::Done(Outcome::Killed));
-    }
-
-    #[test]
-    fn a_shim_that_does_not_end_after_its_service_is_killed() {
-        let grace = SHIM_EXIT_GRACE.as_secs();
-        let (acts, phase) = run(&[
-            (0, true, true),
-            (1, false, true),
-            (1 + grace, false, true),
-            (1 + grace, false, false),
-        ]);
-        assert_eq!(
-            acts,
-            [
-                Some(Act::Signal(StopSignal::Int)),
-                None,
-                Some(Act::KillShim),
-                None
-            ]
-        );
-        assert_eq!(phase, Phase::Done(Outcome::Killed));
-    }
-
-    #[test]
-    fn a_shim_alone_gets_its_grace_then_sigkill() {
-        let grace = SHIM_EXIT_GRACE.as_secs();
-        let (acts, phase) = run(&[
-            (0, false, true),
-            (grace, false, true),
-            (grace, false, false),
-        ]);
-        assert_eq!(acts, [None, Some(Act::KillShim), None]);
-        assert_eq!(phase, Phase::Done(Outcome::Killed));
-    }
-
-    #[test]
-    fn a_process_that_outlives_sigkill_is_reported() {
-        let grace = SHIM_EXIT_GRACE.as_secs();
-        let (acts, phase) = run(&[(0, true, true), (3, true, true), (3 + grace, true, true)]);
-        assert_eq!(
-            acts,
-            [
-                Some(Act::Signal(StopSignal::Int)),
-                Some(Act::KillGroup),
-                None
-            ]
-        );
-        assert_eq!(phase, Phase::Done(Outcome::Survived));
     }
 
     #[test]
