@@ -246,10 +246,7 @@ impl Cluster {
         if matching.is_empty() {
             return Err(ClusterError::UnknownMember(name.to_string()));
         }
-        if matching
-            .iter()
-            .any(|m| m.status == "alive" || m.status == "suspect")
-        {
+        if matching.iter().any(|m| m.status().is_live()) {
             return Err(ClusterError::MemberLive(name.to_string()));
         }
         self.commands
@@ -330,7 +327,7 @@ impl Cluster {
     pub fn grpc_peer_of(&self, node: &str) -> Option<(String, SocketAddr)> {
         self.members()
             .into_iter()
-            .filter(|m| m.status == "alive" || m.status == "suspect")
+            .filter(|m| m.status().is_live())
             .find(|m| m.id == node || m.name == node)
             .and_then(|m| Some((m.name, m.grpc_addr.parse().ok()?)))
     }
