@@ -121,3 +121,24 @@ async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
         node.leave().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_local_changes_ends_with_the_last_one_published() {
+    let key = generate_key().unwrap();
+    let node = Cluster::start(config(0, &key, None)).await.unwrap();
+    // Far more changes than any queue would hold, faster than the gossip task applies them.
+    for version in 0..20_000 {
+        node.set_services(vec![CatalogService {
+            name: "web".into(),
+            version: version.to_string(),
+            ..Default::default()
+        }]);
+        node.set_draining(version % 2 == 0);
+    }
+    until("the last services and drain flag in the record", || {
+        node.records().first().is_some_and(|r| {
+            r.services.first().is_some_and(|s| s.version == "19999") && !r.draining
+        })
+    })
+    .await;
+}
