@@ -10,4 +10,4 @@ pub mod v1 {
         tonic::include_file_descriptor_set!("strata_v1_descriptor");
 }
 
-mod severity_serde;
+pub mod ext;

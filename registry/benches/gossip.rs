@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use strata_proto::v1::{CatalogInstance, CatalogService};
+use strata_proto::v1::{Health, MemberStatus};
 use strata_registry::cluster::{Cluster, ClusterConfig};
 use strata_registry::node::Timing;
 use strata_registry::seal::{Keyring, generate_key};
@@ -32,7 +33,7 @@ fn service(version: u32) -> Vec<CatalogService> {
         version: version.to_string(),
         instances: vec![CatalogInstance {
             id: "svc/1".into(),
-            health: "passing".into(),
+            health: Health::Passing as i32,
             version: version.to_string(),
             ports: [("http".to_string(), 8080)].into(),
             ..Default::default()
@@ -73,9 +74,13 @@ async fn run(n: usize) {
         );
     }
     let joined = wait(Duration::from_secs(60), || {
-        nodes
-            .iter()
-            .all(|c| c.members().iter().filter(|m| m.status == "alive").count() == n)
+        nodes.iter().all(|c| {
+            c.members()
+                .iter()
+                .filter(|m| m.status() == MemberStatus::Alive)
+                .count()
+                == n
+        })
     })
     .await;
     println!("N={n}: full membership after {joined:?}");
@@ -123,7 +128,7 @@ async fn run(n: usize) {
         nodes.iter().all(|c| {
             c.members()
                 .iter()
-                .any(|m| m.id == victim_id && m.status == "down")
+                .any(|m| m.id == victim_id && m.status() == MemberStatus::Down)
         })
     })
     .await

@@ -1,7 +1,7 @@
 //! The handle the agent uses: starts the gossip node on real sockets and exposes members,
 //! the catalog, the service table, events, keys and counters.
 
-use crate::driver::{Command, Counters, Driver, Shared, Snapshot, now_ms};
+use crate::driver::{Command, Counters, Driver, LocalRecord, Shared, Snapshot, now_ms};
 use crate::events::ClusterEvent;
 use crate::membership::identity::NodeIdentity;
 use crate::node::{Node, NodeConfig, Timing};
@@ -92,6 +92,7 @@ impl GossipStats {
 pub struct Cluster {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
+    local: Arc<watch::Sender<LocalRecord>>,
     gossip_addr: SocketAddr,
 }
 
@@ -168,6 +169,7 @@ impl Cluster {
             tls: config.tls,
         });
         let (command_tx, commands) = mpsc::channel(1024);
+        let (local, local_rx) = watch::channel(LocalRecord::default());
         let driver = Driver::new(
             node,
             Arc::new(udp),
@@ -175,12 +177,14 @@ impl Cluster {
             shared.clone(),
             commands,
             command_tx.downgrade(),
+            local_rx,
         );
         tokio::spawn(driver.run());
         tracing::info!(%bound, %advertise, "gossip started");
         Ok(Cluster {
             shared,
             commands: command_tx,
+            local: Arc::new(local),
             gossip_addr: advertise,
         })
     }
@@ -218,25 +222,20 @@ impl Cluster {
         self.shared.events.subscribe()
     }
 
-    fn send(&self, command: Command) {
-        if self.commands.try_send(command).is_err() {
-            tracing::warn!("gossip task busy or stopped; local change not applied");
-        }
-    }
-
-    /// Publishes this node's services; gossips only a real change.
+    /// Publishes this node's services; gossips only a real change. Never lost: the latest
+    /// call wins, even when the gossip task is busy.
     pub fn set_services(&self, services: Vec<CatalogService>) {
-        self.send(Command::SetServices(services));
+        self.local.send_modify(|l| l.services = Some(services));
     }
 
     /// Publishes this node's summary; gossips only a real change.
     pub fn set_summary(&self, summary: NodeSummary) {
-        self.send(Command::SetSummary(summary));
+        self.local.send_modify(|l| l.summary = Some(summary));
     }
 
     /// Marks this node draining: its instances stop getting new connections.
     pub fn set_draining(&self, draining: bool) {
-        self.send(Command::SetDraining(draining));
+        self.local.send_modify(|l| l.draining = Some(draining));
     }
 
     /// Forgets a down or left member now.
@@ -246,10 +245,7 @@ impl Cluster {
         if matching.is_empty() {
             return Err(ClusterError::UnknownMember(name.to_string()));
         }
-        if matching
-            .iter()
-            .any(|m| m.status == "alive" || m.status == "suspect")
-        {
+        if matching.iter().any(|m| m.status().is_live()) {
             return Err(ClusterError::MemberLive(name.to_string()));
         }
         self.commands
@@ -330,7 +326,7 @@ impl Cluster {
     pub fn grpc_peer_of(&self, node: &str) -> Option<(String, SocketAddr)> {
         self.members()
             .into_iter()
-            .filter(|m| m.status == "alive" || m.status == "suspect")
+            .filter(|m| m.status().is_live())
             .find(|m| m.id == node || m.name == node)
             .and_then(|m| Some((m.name, m.grpc_addr.parse().ok()?)))
     }

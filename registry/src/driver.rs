@@ -80,11 +80,18 @@ impl Shared {
     }
 }
 
+/// What this node publishes about itself in its catalog record. The handle overwrites it
+/// on a watch channel and the driver applies the latest value, so a change is never lost
+/// to a full queue: the newest state always wins and is eventually gossiped.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LocalRecord {
+    pub services: Option<Vec<CatalogService>>,
+    pub summary: Option<NodeSummary>,
+    pub draining: Option<bool>,
+}
+
 /// Requests from the handle and the stream tasks to the driver task.
 pub(crate) enum Command {
-    SetServices(Vec<CatalogService>),
-    SetSummary(NodeSummary),
-    SetDraining(bool),
     ForceLeave(String),
     Leave(oneshot::Sender<()>),
     StreamRequest(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
@@ -112,6 +119,8 @@ pub(crate) struct Driver {
     pub commands: mpsc::Receiver<Command>,
     /// Weak, so dropping every handle stops the task (like a crash: no leave).
     pub command_tx: mpsc::WeakSender<Command>,
+    /// The latest services, summary and drain flag the handle set.
+    local: watch::Receiver<LocalRecord>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: BTreeMap<u64, NodeTimer>,
     seq: u64,
@@ -126,6 +135,7 @@ impl Driver {
         shared: Arc<Shared>,
         commands: mpsc::Receiver<Command>,
         command_tx: mpsc::WeakSender<Command>,
+        local: watch::Receiver<LocalRecord>,
     ) -> Self {
         Self {
             node,
@@ -134,6 +144,7 @@ impl Driver {
             shared,
             commands,
             command_tx,
+            local,
             timers: BinaryHeap::new(),
             pending: BTreeMap::new(),
             seq: 0,
@@ -144,6 +155,7 @@ impl Driver {
     /// Runs until the node has left.
     pub async fn run(mut self) {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut local_open = true;
         self.dispatch().await;
         loop {
             let deadline = self
@@ -156,6 +168,11 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "udp receive"),
                 },
                 () = tokio::time::sleep_until(deadline) => self.on_timers(),
+                changed = self.local.changed(), if local_open => match changed {
+                    Ok(()) => self.on_local(),
+                    // Every handle is gone; the command channel closes with them.
+                    Err(_) => local_open = false,
+                },
                 command = self.commands.recv() => match command {
                     Some(Command::Leave(done)) => {
                         self.node.leave(now_ms());
@@ -225,12 +242,28 @@ impl Driver {
         }
     }
 
+    /// Applies the latest local record; the node gossips only what really changed.
+    fn on_local(&mut self) {
+        let now = now_ms();
+        let LocalRecord {
+            services,
+            summary,
+            draining,
+        } = self.local.borrow_and_update().clone();
+        if let Some(services) = services {
+            self.node.set_services(services, now);
+        }
+        if let Some(summary) = summary {
+            self.node.set_summary(summary, now);
+        }
+        if let Some(draining) = draining {
+            self.node.set_draining(draining, now);
+        }
+    }
+
     fn on_command(&mut self, command: Command) {
         let now = now_ms();
         match command {
-            Command::SetServices(services) => self.node.set_services(services, now),
-            Command::SetSummary(summary) => self.node.set_summary(summary, now),
-            Command::SetDraining(draining) => self.node.set_draining(draining, now),
             Command::ForceLeave(name) => {
                 if let Err(e) = self.node.force_leave(&name, now) {
                     tracing::info!(error = %e, "force-leave");

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
+use strata_proto::v1::{CatalogService, Member, MemberStatus, NodeRecord, NodeSummary};
 
 /// Encoded broadcasts up to this size carry the whole record; bigger ones are announced
 /// and pulled over TCP, so a record is never truncated.
@@ -469,7 +469,11 @@ impl Node {
             name: identity.name.clone(),
             gossip_addr: identity.addr.to_string(),
             grpc_addr: local.grpc_addr.clone(),
-            status: if self.left { "left" } else { "alive" }.into(),
+            status: if self.left {
+                MemberStatus::Left
+            } else {
+                MemberStatus::Alive
+            } as i32,
             incarnation: identity.bump,
             since_unix_ms: self.started_ms as i64,
             tags: local.tags.clone(),
@@ -485,7 +489,7 @@ impl Node {
                 name: entry.identity.name.clone(),
                 gossip_addr: entry.identity.addr.to_string(),
                 grpc_addr: record.map(|r| r.grpc_addr.clone()).unwrap_or_default(),
-                status: entry.status.as_str().into(),
+                status: MemberStatus::from(entry.status) as i32,
                 incarnation: entry.identity.bump,
                 since_unix_ms: entry.since_ms as i64,
                 tags: record.map(|r| r.tags.clone()).unwrap_or_default(),

@@ -9,15 +9,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use strata_proto::v1::NodeRecord;
 
-/// Parses the catalog's algorithm string; unknown or empty means the default.
-pub fn algorithm(name: &str) -> Algorithm {
-    match name {
-        "round_robin" => Algorithm::RoundRobin,
-        "least_conn" => Algorithm::LeastConn,
-        _ => Algorithm::P2cEwma,
-    }
-}
-
 /// The service address of a record: its `ip`, else its gossip address's ip.
 fn record_ip(record: &NodeRecord, fallback: IpAddr) -> IpAddr {
     record
@@ -93,7 +84,7 @@ pub fn build(
                     .filter_map(|(k, v)| u16::try_from(*v).ok().map(|p| (k.clone(), p)))
                     .collect();
                 entry.balance = BalanceConfig {
-                    algorithm: algorithm(&service.algorithm),
+                    algorithm: Algorithm::from_wire(service.algorithm).effective(),
                     prefer_local: service.prefer_local,
                 };
             }
@@ -112,7 +103,7 @@ pub fn build(
                     tags: service.tags.clone(),
                 };
                 let serving =
-                    instance.health == "passing" && !instance.draining && !record.draining;
+                    instance.health().is_passing() && !instance.draining && !record.draining;
                 if serving {
                     entry.endpoints.push(endpoint);
                 } else {

@@ -6,16 +6,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-/// How a service's connections are spread over its instances (`[balance]` in the spec).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Algorithm {
-    RoundRobin,
-    LeastConn,
-    /// Power of two choices over a peak-EWMA of connect latency (Linkerd's default).
-    #[default]
-    P2cEwma,
-}
+/// How a service's connections are spread over its instances (`[balance]` in the spec): the
+/// contract's enum, whose `Unspecified` runs as p2c_ewma (power of two choices over a
+/// peak-EWMA of connect latency, Linkerd's default).
+pub use strata_proto::v1::Algorithm;
 
 /// Per-service balancing settings, carried in the catalog with the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

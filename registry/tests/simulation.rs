@@ -5,7 +5,9 @@ mod sim;
 
 use sim::{Sim, service};
 use std::time::Duration;
+use strata_proto::v1::MemberStatus;
 use strata_registry::events::ClusterEvent;
+use strata_registry::membership::members::Status;
 use strata_registry::seal::{Keyring, OpenError, generate_key};
 
 fn cluster(n: usize, seed: u64) -> Sim {
@@ -51,7 +53,7 @@ fn a_killed_node_is_seen_down_by_all_and_leaves_the_table() {
     sim.run_for(secs(15));
     for i in sim.running() {
         let status = sim.node(i).status_of("node-3");
-        assert_eq!(status.map(|s| s.as_str()), Some("down"), "node {i}");
+        assert_eq!(status, Some(Status::Down), "node {i}");
         let table = sim.node(i).table();
         assert_eq!(table.services["web"].endpoints.len(), 9);
         assert!(!table.nodes["n3"].alive);
@@ -70,14 +72,8 @@ fn a_partition_heals_into_one_cluster_without_ghosts() {
         sim.nodes[i].group = 1;
     }
     sim.run_for(secs(40));
-    assert_eq!(
-        sim.node(0).status_of("node-12").map(|s| s.as_str()),
-        Some("down")
-    );
-    assert_eq!(
-        sim.node(12).status_of("node-0").map(|s| s.as_str()),
-        Some("down")
-    );
+    assert_eq!(sim.node(0).status_of("node-12"), Some(Status::Down));
+    assert_eq!(sim.node(12).status_of("node-0"), Some(Status::Down));
     sim.with(12, |node, now| {
         node.set_services(vec![service("web", 12, 2)], now)
     });
@@ -124,8 +120,8 @@ fn ten_percent_loss_for_ten_minutes_gives_no_false_down() {
     sim.run_for(secs(20));
     for i in sim.running() {
         assert_eq!(
-            sim.node(i).status_of("node-7").map(|s| s.as_str()),
-            Some("down"),
+            sim.node(i).status_of("node-7"),
+            Some(Status::Down),
             "node {i}"
         );
     }
@@ -233,7 +229,7 @@ fn a_restarted_node_replaces_its_old_self() {
         let five: Vec<_> = members.iter().filter(|m| m.id == "node-5").collect();
         assert_eq!(five.len(), 1);
         assert_eq!(five[0].incarnation, bump);
-        assert_eq!(five[0].status, "alive");
+        assert_eq!(five[0].status(), MemberStatus::Alive);
         let record = sim
             .records(i)
             .into_iter()
@@ -269,19 +265,13 @@ fn a_graceful_leave_is_seen_at_once_and_its_record_goes() {
     sim.with(2, |node, now| node.leave(now));
     sim.run_for(Duration::from_millis(50));
     for i in [0, 1, 3, 4, 5] {
-        assert_eq!(
-            sim.node(i).status_of("node-2").map(|s| s.as_str()),
-            Some("left")
-        );
+        assert_eq!(sim.node(i).status_of("node-2"), Some(Status::Left));
         assert!(!sim.records(i).iter().any(|r| r.id == "node-2"));
     }
     sim.kill(2);
     sim.run_for(secs(20));
     for i in [0, 1, 3, 4, 5] {
-        assert_eq!(
-            sim.node(i).status_of("node-2").map(|s| s.as_str()),
-            Some("left")
-        );
+        assert_eq!(sim.node(i).status_of("node-2"), Some(Status::Left));
         assert!(
             !sim.records(i).iter().any(|r| r.id == "node-2"),
             "no ghost record"
@@ -362,7 +352,7 @@ fn sealing_drops_wrong_keys_and_rotation_keeps_the_cluster_connected() {
         .sum();
     assert_eq!(before, after, "no packet dropped during rotation");
     for i in 0..6 {
-        assert!(sim.view(i).iter().all(|(_, s)| s == "alive"));
+        assert!(sim.view(i).iter().all(|(_, s)| *s == MemberStatus::Alive));
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use strata_proto::v1::{CatalogInstance, CatalogService};
+use strata_proto::v1::{Health, MemberStatus};
 use strata_registry::cluster::{Cluster, ClusterConfig};
 use strata_registry::node::Timing;
 use strata_registry::seal::{Keyring, generate_key};
@@ -54,7 +55,7 @@ async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
             instances: vec![CatalogInstance {
                 id: format!("web/{i}"),
                 ports: [("http".to_string(), 8000 + i as u32)].into(),
-                health: "passing".into(),
+                health: Health::Passing as i32,
                 ..Default::default()
             }],
             ..Default::default()
@@ -73,7 +74,7 @@ async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
         nodes[0]
             .members()
             .iter()
-            .filter(|m| m.status == "alive")
+            .filter(|m| m.status() == MemberStatus::Alive)
             .count()
             == 4
     })
@@ -101,7 +102,7 @@ async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
         nodes[0]
             .members()
             .iter()
-            .any(|m| m.name == "n2" && m.status == "left")
+            .any(|m| m.name == "n2" && m.status() == MemberStatus::Left)
     })
     .await;
     let mut saw_left = false;
@@ -119,4 +120,25 @@ async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
     for node in [&nodes[0], &nodes[1], &nodes[3]] {
         node.leave().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_local_changes_ends_with_the_last_one_published() {
+    let key = generate_key().unwrap();
+    let node = Cluster::start(config(0, &key, None)).await.unwrap();
+    // Far more changes than any queue would hold, faster than the gossip task applies them.
+    for version in 0..20_000 {
+        node.set_services(vec![CatalogService {
+            name: "web".into(),
+            version: version.to_string(),
+            ..Default::default()
+        }]);
+        node.set_draining(version % 2 == 0);
+    }
+    until("the last services and drain flag in the record", || {
+        node.records().first().is_some_and(|r| {
+            r.services.first().is_some_and(|s| s.version == "19999") && !r.draining
+        })
+    })
+    .await;
 }

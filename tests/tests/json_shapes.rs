@@ -6,6 +6,10 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use strata_proto::v1::{
+    AccessOutcome, Algorithm, ApplyAction, Health, InstanceState, ListenerState, LogStream,
+    MemberStatus,
+};
 use strata_tests::{AgentOptions, AgentProcess, binary};
 
 /// Proto map fields: their keys are data, not field names.
@@ -64,6 +68,53 @@ fn shape(v: &Value) -> String {
     out.iter().map(|(p, k)| format!("{p}: {k}\n")).collect()
 }
 
+/// The words an enum field may hold in JSON, by field name (`state` is an instance's or a
+/// listener's; process states under `top` are the kernel's letters and are left out).
+fn words_of(key: &str) -> Option<Vec<&'static str>> {
+    fn labels<T: Copy>(all: &[T], label: fn(T) -> &'static str) -> Vec<&'static str> {
+        all.iter().map(|v| label(*v)).collect()
+    }
+    Some(match key {
+        "state" => {
+            let mut words = labels(InstanceState::ALL, InstanceState::label);
+            words.extend(labels(ListenerState::ALL, ListenerState::label));
+            words
+        }
+        "health" => labels(Health::ALL, Health::label),
+        "status" => labels(MemberStatus::ALL, MemberStatus::label),
+        "algorithm" => labels(Algorithm::ALL, Algorithm::label),
+        "action" => labels(ApplyAction::ALL, ApplyAction::label),
+        "stream" => labels(LogStream::ALL, LogStream::label),
+        "outcome" => labels(AccessOutcome::ALL, AccessOutcome::label),
+        _ => return None,
+    })
+}
+
+/// Checks that every enum field of `v` is one of its words (never a number, never
+/// "unspecified"); returns the enum fields seen.
+fn check_words(path: &str, v: &Value, seen: &mut BTreeMap<String, String>) {
+    match v {
+        Value::Object(map) => {
+            for (key, child) in map {
+                if path.contains("top_") || path.contains("by_") {
+                    continue;
+                }
+                if let Some(words) = words_of(key) {
+                    let word = child.as_str().unwrap_or_default();
+                    assert!(
+                        words.contains(&word) && word != "unspecified",
+                        "{path}.{key} is {child}, not one of {words:?}"
+                    );
+                    seen.insert(key.clone(), word.to_string());
+                }
+                check_words(&format!("{path}.{key}"), child, seen);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| check_words(path, i, seen)),
+        _ => {}
+    }
+}
+
 fn json(agent: &AgentProcess, args: &[&str]) -> Value {
     let out = agent.strata(args);
     assert!(
@@ -113,14 +164,17 @@ fn every_subcommands_json_keeps_its_field_names() {
     )
     .expect("spec");
     let path = spec.to_str().expect("path");
+    let mut words = BTreeMap::new();
+    let mut doc = |args: &[&str]| {
+        let doc = json(&agent, args);
+        check_words("", &doc, &mut words);
+        doc
+    };
     insta::assert_snapshot!(
         "apply_dry_run",
-        shape(&json(&agent, &["apply", path, "--dry-run", "-o", "json"]))
+        shape(&doc(&["apply", path, "--dry-run", "-o", "json"]))
     );
-    insta::assert_snapshot!(
-        "apply",
-        shape(&json(&agent, &["apply", path, "-o", "json"]))
-    );
+    insta::assert_snapshot!("apply", shape(&doc(&["apply", path, "-o", "json"])));
     let out = agent.strata(&["restart", "web", "--wait", "--timeout", "30s"]);
     assert!(
         out.status.success(),
@@ -155,26 +209,32 @@ fn every_subcommands_json_keeps_its_field_names() {
     ] {
         let mut full = args.clone();
         full.extend(["-o", "json"]);
-        let mut doc = json(&agent, &full);
+        let mut doc = doc(&full);
         if let Some(fields) = doc.as_object_mut() {
             // Pressure stall information exists only where the kernel has PSI.
             fields.remove("pressure");
         }
         insta::assert_snapshot!(name, shape(&doc));
     }
-    insta::assert_snapshot!(
-        "logs",
-        shape(&json_lines(
-            &agent,
-            &["logs", "web", "--lines", "5", "-o", "json"]
-        ))
-    );
-    insta::assert_snapshot!(
-        "access_log",
-        shape(&json_lines(&agent, &["access-log", "web", "-o", "json"]))
-    );
-    insta::assert_snapshot!(
-        "remove",
-        shape(&json(&agent, &["remove", "web", "-o", "json"]))
+    let logs = json_lines(&agent, &["logs", "web", "--lines", "5", "-o", "json"]);
+    let access = json_lines(&agent, &["access-log", "web", "-o", "json"]);
+    insta::assert_snapshot!("remove", shape(&doc(&["remove", "web", "-o", "json"])));
+    check_words("", &logs, &mut words);
+    insta::assert_snapshot!("logs", shape(&logs));
+    check_words("", &access, &mut words);
+    insta::assert_snapshot!("access_log", shape(&access));
+    let keys: Vec<&str> = words.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "algorithm",
+            "health",
+            "outcome",
+            "state",
+            "status",
+            "stream"
+        ],
+        "every enum field was seen as a word: {words:?}"
     );
 }

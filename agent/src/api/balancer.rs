@@ -1,7 +1,8 @@
 //! The balancer's figures and access log in the API's terms.
 
 use strata_proto::v1::{
-    AccessRecord, BalancerEndpoint, BalancerListener, BalancerReply, BalancerService,
+    AccessOutcome, AccessRecord, BalancerEndpoint, BalancerListener, BalancerReply,
+    BalancerService, ListenerState,
 };
 use strata_registry::balance::{self, BalancerStats, ListenerStatus};
 
@@ -13,20 +14,24 @@ pub fn balancer_reply(stats: &BalancerStats) -> BalancerReply {
             .iter()
             .map(|s| BalancerService {
                 name: s.name.clone(),
-                algorithm: serde_label(&s.algorithm),
+                algorithm: s.algorithm as i32,
                 prefer_local: s.prefer_local,
                 listeners: s
                     .listeners
                     .iter()
                     .map(|l| {
                         let (state, detail) = match &l.status {
-                            ListenerStatus::Listening { addr } => ("listening", addr.clone()),
-                            ListenerStatus::Failed { error } => ("failed", error.clone()),
+                            ListenerStatus::Listening { addr } => {
+                                (ListenerState::Listening, addr.clone())
+                            }
+                            ListenerStatus::Failed { error } => {
+                                (ListenerState::Failed, error.clone())
+                            }
                         };
                         BalancerListener {
                             port_name: l.port_name.clone(),
                             port: u32::from(l.port),
-                            state: state.into(),
+                            state: state as i32,
                             detail,
                         }
                     })
@@ -73,14 +78,6 @@ pub fn access_record(r: &balance::AccessRecord) -> AccessRecord {
         bytes_in: r.bytes_in,
         bytes_out: r.bytes_out,
         duration_ms: r.duration_ms,
-        outcome: serde_label(&r.outcome),
+        outcome: AccessOutcome::from(r.outcome) as i32,
     }
-}
-
-/// The snake_case name serde gives a unit enum variant ("p2c_ewma", "connect_failed").
-fn serde_label<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }

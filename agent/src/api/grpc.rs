@@ -10,7 +10,7 @@ use crate::events::journal::EventQuery;
 use crate::state::{AgentState, unix_now_ms};
 use crate::supervisor::logs::{self, LineFilter, LogStream};
 use crate::supervisor::manager::{Action, SupervisorError};
-use crate::supervisor::spec::StopSignal;
+use crate::supervisor::spec::Signal;
 use crate::tls::CertKind;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,15 +18,17 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::agent_server::Agent;
+use strata_proto::v1::control_service_request as control;
 use strata_proto::v1::{
     AccessRecord, ApplySpecReply, ApplySpecRequest, BalancerReply, ClusterUpdate,
-    ControlServiceReply, ControlServiceRequest, DrainNodeReply, DrainNodeRequest, Event,
-    ForceLeaveReply, ForceLeaveRequest, GetBalancerRequest, GetCatalogReply, GetCatalogRequest,
-    GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics, KeyringReply,
-    KeyringRequest, ListMembersReply, ListMembersRequest, ListServicesReply, ListServicesRequest,
-    LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply, QueryEventsRequest,
-    RemoveServiceReply, RemoveServiceRequest, ServiceStatus, Severity, TailAccessLogRequest,
-    TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchClusterRequest,
+    ClusterUpdateKind, ControlServiceReply, ControlServiceRequest, DrainNodeReply,
+    DrainNodeRequest, Event, ForceLeaveReply, ForceLeaveRequest, GetBalancerRequest,
+    GetCatalogReply, GetCatalogRequest, GetMetricsRequest, GetNodeRequest, GetServiceRequest,
+    HostMetrics, KeyringOp, KeyringReply, KeyringRequest, ListMembersReply, ListMembersRequest,
+    ListServicesReply, ListServicesRequest, LogLine, LogStream as WireLogStream, MetricHistory,
+    MetricHistoryRequest, NodeInfo, QueryEventsReply, QueryEventsRequest, RemoveServiceReply,
+    RemoveServiceRequest, Role as WireRole, ServiceStatus, Severity, TailAccessLogRequest,
+    TailLogsRequest, TopProcessesReply, TopProcessesRequest, Via as WireVia, WatchClusterRequest,
     WatchEventsRequest, WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
 };
 use strata_registry::cluster::Cluster;
@@ -197,7 +199,7 @@ fn cluster_update(cluster: &Cluster, event: &ClusterEvent) -> Option<ClusterUpda
     let now = unix_now_ms();
     match event {
         ClusterEvent::RecordChanged { node } => Some(ClusterUpdate {
-            kind: "record".into(),
+            kind: ClusterUpdateKind::Record as i32,
             records: cluster
                 .records()
                 .into_iter()
@@ -208,7 +210,7 @@ fn cluster_update(cluster: &Cluster, event: &ClusterEvent) -> Option<ClusterUpda
             ..Default::default()
         }),
         ClusterEvent::Reaped { name } => Some(ClusterUpdate {
-            kind: "removed".into(),
+            kind: ClusterUpdateKind::Removed as i32,
             node: name.clone(),
             time_unix_ms: now,
             ..Default::default()
@@ -221,7 +223,7 @@ fn cluster_update(cluster: &Cluster, event: &ClusterEvent) -> Option<ClusterUpda
         | ClusterEvent::Down { name }
         | ClusterEvent::Left { name }
         | ClusterEvent::Conflict { name, .. } => Some(ClusterUpdate {
-            kind: "member".into(),
+            kind: ClusterUpdateKind::Member as i32,
             members: cluster
                 .members()
                 .into_iter()
@@ -244,22 +246,24 @@ fn supervisor_status(error: SupervisorError) -> Status {
     }
 }
 
-/// Parses a control request into an action.
+/// The supervisor's action for a control request.
 fn parse_action(req: &ControlServiceRequest) -> Result<Action, Status> {
-    match req.action.as_str() {
-        "start" => Ok(Action::Start),
-        "stop" => Ok(Action::Stop),
-        "restart" => Ok(Action::Restart),
-        "scale" => Ok(Action::Scale(req.count)),
-        "signal" => StopSignal::parse(&req.signal).map(Action::Signal).ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "signal: {:?} is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2",
-                req.signal
-            ))
-        }),
-        other => Err(Status::invalid_argument(format!(
-            "action: {other:?} is not one of start, stop, restart, scale, signal"
-        ))),
+    match &req.action {
+        Some(control::Action::Start(_)) => Ok(Action::Start),
+        Some(control::Action::Stop(_)) => Ok(Action::Stop),
+        Some(control::Action::Restart(_)) => Ok(Action::Restart),
+        Some(control::Action::Scale(scale)) => Ok(Action::Scale(scale.count)),
+        Some(control::Action::Signal(send)) => match Signal::try_from(send.signal) {
+            Ok(signal) if signal != Signal::Unspecified => Ok(Action::Signal(signal)),
+            _ => Err(Status::invalid_argument(format!(
+                "signal: {} is not one of {}",
+                send.signal,
+                Signal::choices()
+            ))),
+        },
+        None => Err(Status::invalid_argument(
+            "action: none given; one of start, stop, restart, scale, signal",
+        )),
     }
 }
 
@@ -273,9 +277,9 @@ fn log_line(instance: &str, line: logs::LogLine) -> LogLine {
         time_unix_ms: line.time_unix_ms,
         instance: instance.to_string(),
         stream: match line.stream {
-            LogStream::Out => "out".into(),
-            LogStream::Err => "err".into(),
-        },
+            LogStream::Out => WireLogStream::Out,
+            LogStream::Err => WireLogStream::Err,
+        } as i32,
         text: line.text,
     }
 }
@@ -340,7 +344,7 @@ impl AgentService {
 fn apply_reply(report: crate::supervisor::manager::ApplyReport) -> ApplySpecReply {
     ApplySpecReply {
         service: report.service,
-        action: report.action.to_string(),
+        action: report.action as i32,
         changes: report.changes,
         applied: report.applied,
     }
@@ -354,18 +358,6 @@ fn fingerprint(text: &str) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The CLI's name of a control action, for roles and audit records.
-fn control_name(action: &str) -> &'static str {
-    match action {
-        "start" => "start",
-        "stop" => "stop",
-        "restart" => "restart",
-        "scale" => "scale",
-        "signal" => "signal",
-        _ => "control",
-    }
 }
 
 #[tonic::async_trait]
@@ -657,7 +649,8 @@ impl Agent for AgentService {
         request: Request<ControlServiceRequest>,
     ) -> Result<Response<ControlServiceReply>, Status> {
         let req = request.get_ref();
-        let call = Call::change(control_name(&req.action), Role::Operate);
+        let verb = req.action.as_ref().map_or("control", control::Action::verb);
+        let call = Call::change(verb, Role::Operate);
         let target = match req.instance {
             0 => format!("service:{}", req.service),
             n => format!("service:{}/{n}", req.service),
@@ -670,9 +663,14 @@ impl Agent for AgentService {
         }
         let req = request.into_inner();
         let mut args = Vec::new();
-        match req.action.as_str() {
-            "scale" => args.push(("count".to_string(), req.count.to_string())),
-            "signal" => args.push(("signal".to_string(), req.signal.clone())),
+        match &req.action {
+            Some(control::Action::Scale(scale)) => {
+                args.push(("count".to_string(), scale.count.to_string()))
+            }
+            Some(control::Action::Signal(send)) => args.push((
+                "signal".to_string(),
+                Signal::from_wire(send.signal).label().to_string(),
+            )),
             _ => {}
         }
         let supervisor = &self.state.supervisor;
@@ -795,7 +793,7 @@ impl Agent for AgentService {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<ClusterUpdate, Status>>(64);
         tokio::spawn(async move {
             let snapshot = ClusterUpdate {
-                kind: "snapshot".into(),
+                kind: ClusterUpdateKind::Snapshot as i32,
                 members: cluster.members(),
                 records: cluster.records(),
                 node: String::new(),
@@ -809,7 +807,7 @@ impl Agent for AgentService {
                     Ok(event) => cluster_update(&cluster, &event),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         Some(ClusterUpdate {
-                            kind: "snapshot".into(),
+                            kind: ClusterUpdateKind::Snapshot as i32,
                             members: cluster.members(),
                             records: cluster.records(),
                             node: String::new(),
@@ -898,15 +896,16 @@ impl Agent for AgentService {
         &self,
         request: Request<KeyringRequest>,
     ) -> Result<Response<KeyringReply>, Status> {
-        let call = match request.get_ref().op.as_str() {
-            "list" | "" => Call::read("keyring list"),
-            "install" => Call::change("keyring install", Role::Admin),
-            "use" => Call::change("keyring use", Role::Admin),
-            "remove" => Call::change("keyring remove", Role::Admin),
-            other => {
-                return Err(Status::invalid_argument(format!(
-                    "op: {other:?} is not one of list, install, use, remove"
-                )));
+        let op = request.get_ref().op();
+        let call = match op {
+            KeyringOp::List => Call::read("keyring list"),
+            KeyringOp::Install => Call::change("keyring install", Role::Admin),
+            KeyringOp::Use => Call::change("keyring use", Role::Admin),
+            KeyringOp::Remove => Call::change("keyring remove", Role::Admin),
+            KeyringOp::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "op: none given; one of list, install, use, remove",
+                ));
             }
         };
         let who = self.admit(&request, call, "keyring")?;
@@ -918,9 +917,9 @@ impl Agent for AgentService {
         let req = request.into_inner();
         let cluster = &self.state.cluster;
         if call.role == Role::Admin {
-            let result = match req.op.as_str() {
-                "install" => cluster.install_key(&req.key),
-                "use" => cluster.use_key(&req.key),
+            let result = match op {
+                KeyringOp::Install => cluster.install_key(&req.key),
+                KeyringOp::Use => cluster.use_key(&req.key),
                 _ => cluster.remove_key(&req.key),
             }
             .map_err(|e| Status::invalid_argument(e.to_string()))
@@ -1033,8 +1032,8 @@ impl Agent for AgentService {
         let who = self.admit(&request, Call::read("whoami"), "")?;
         Ok(Response::new(WhoAmIReply {
             name: who.name,
-            role: who.role.as_str().to_string(),
-            via: who.via.as_str().to_string(),
+            role: WireRole::from(who.role) as i32,
+            via: WireVia::from(who.via) as i32,
             credentials_required: self.gate.credentials_required(),
             node: self.state.node_name.clone(),
         }))

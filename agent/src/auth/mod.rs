@@ -11,6 +11,7 @@ pub mod tokens;
 pub use role::Role;
 
 use std::net::SocketAddr;
+use strata_proto::v1::Via as WireVia;
 use tokens::TokenStore;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -37,14 +38,20 @@ pub enum Via {
 }
 
 impl Via {
-    /// The word audit records and `strata whoami` show.
+    /// The word audit records and `strata whoami` show: the contract's word for it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Open => "open",
-            Via::Token => "token",
-            Via::Certificate => "certificate",
-            Via::Agent => "agent",
-            Via::Nothing => "none",
+        WireVia::from(self).label()
+    }
+}
+
+impl From<Via> for WireVia {
+    fn from(via: Via) -> WireVia {
+        match via {
+            Via::Open => WireVia::Open,
+            Via::Token => WireVia::Token,
+            Via::Certificate => WireVia::Certificate,
+            Via::Agent => WireVia::Agent,
+            Via::Nothing => WireVia::None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use strata_proto::v1::Role as WireRole;
 
 /// What a caller may do, from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -18,12 +19,19 @@ impl Role {
     /// Every role, weakest first.
     pub const ALL: [Role; 3] = [Role::Read, Role::Operate, Role::Admin];
 
-    /// The role's name as written in `tokens.toml`, certificates and messages.
+    /// The role's name as written in `tokens.toml`, certificates and messages: the
+    /// contract's word for it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Operate => "operate",
-            Role::Admin => "admin",
+        WireRole::from(self).label()
+    }
+}
+
+impl From<Role> for WireRole {
+    fn from(role: Role) -> WireRole {
+        match role {
+            Role::Read => WireRole::Read,
+            Role::Operate => WireRole::Operate,
+            Role::Admin => WireRole::Admin,
         }
     }
 }

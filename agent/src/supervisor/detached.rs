@@ -14,11 +14,11 @@
 //! [`step`] decides for one instance (sans-I/O, unit-tested); [`stop_all`] does the I/O.
 
 use super::instance::{SHIM_EXIT_GRACE, kill_group, kill_pid, same_process};
-use super::spec::{DEFAULT_STOP_TIMEOUT, StopSignal, parse_spec};
+use super::spec::{DEFAULT_STOP_TIMEOUT, parse_spec};
 use super::store::{InstanceRecord, Store};
-use rustix::process::Signal;
 use std::io;
 use std::time::{Duration, Instant};
+use strata_proto::v1::Signal;
 
 /// How often the processes are looked at while they stop.
 const POLL: Duration = Duration::from_millis(20);
@@ -26,7 +26,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// How an instance is stopped: its spec's `[stop]` signal and timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StopRule {
-    pub signal: StopSignal,
+    pub signal: Signal,
     pub timeout: Duration,
 }
 
@@ -34,7 +34,7 @@ impl Default for StopRule {
     /// What a spec without `[stop]` gets; also used when the stored spec cannot be read.
     fn default() -> StopRule {
         StopRule {
-            signal: StopSignal::Term,
+            signal: Signal::Term,
             timeout: DEFAULT_STOP_TIMEOUT,
         }
     }
@@ -60,7 +60,7 @@ impl Target {
         let r = &self.record;
         Some(match outcome {
             Outcome::NotRunning => return None,
-            Outcome::Stopped => format!("stopped by {} (pid {})", self.rule.signal.name(), r.pid),
+            Outcome::Stopped => format!("stopped by {} (pid {})", self.rule.signal.label(), r.pid),
             Outcome::Killed => format!("killed by SIGKILL (pid {}, shim {})", r.pid, r.shim_pid),
             Outcome::Survived => format!(
                 "still running after SIGKILL (pid {}, shim {})",
@@ -149,7 +149,7 @@ pub enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
     /// The stop signal to the service's process group.
-    Signal(StopSignal),
+    Signal(Signal),
     /// SIGKILL to the service's process group.
     KillGroup,
     /// SIGKILL to the shim.
@@ -236,9 +236,10 @@ pub fn stop_all(targets: &[Target]) -> Vec<Outcome> {
             match act {
                 Some(Act::Signal(signal)) => kill_group(
                     r.pid,
-                    Signal::from_named_raw(signal.number()).unwrap_or(Signal::TERM),
+                    rustix::process::Signal::from_named_raw(signal.number())
+                        .unwrap_or(rustix::process::Signal::TERM),
                 ),
-                Some(Act::KillGroup) => kill_group(r.pid, Signal::KILL),
+                Some(Act::KillGroup) => kill_group(r.pid, rustix::process::Signal::KILL),
                 Some(Act::KillShim) => kill_pid(r.shim_pid, r.shim_start_ticks),
                 None => {}
             }
@@ -263,7 +264,7 @@ mod tests {
     use super::*;
 
     const RULE: StopRule = StopRule {
-        signal: StopSignal::Int,
+        signal: Signal::Int,
         timeout: Duration::from_secs(3),
     };
 
@@ -271,7 +272,7 @@ mod tests {
         Alive { service, shim }
     }
 
-    const SIGNAL: Option<Act> = Some(Act::Signal(StopSignal::Int));
+    const SIGNAL: Option<Act> = Some(Act::Signal(Signal::Int));
     const KILL_GROUP: Option<Act> = Some(Act::KillGroup);
     const KILL_SHIM: Option<Act> = Some(Act::KillShim);
 
@@ -358,7 +359,7 @@ mod tests {
         };
         let now = Instant::now();
         let (phase, act) = step(Phase::Start, alive(true, true), now, rule);
-        assert_eq!(act, Some(Act::Signal(StopSignal::Int)));
+        assert_eq!(act, Some(Act::Signal(Signal::Int)));
         assert_eq!(
             step(phase, alive(true, true), now, rule).1,
             Some(Act::KillGroup)
@@ -398,7 +399,7 @@ mod tests {
                 (
                     "web/2".to_string(),
                     StopRule {
-                        signal: StopSignal::Int,
+                        signal: Signal::Int,
                         timeout: Duration::from_secs(2)
                     }
                 ),

@@ -34,30 +34,10 @@ const EXEC_CAPTURE: usize = 4096;
 /// The longest HTTP status line read.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// An instance's health, as reported to discovery and the console.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    /// Not yet decided: just started, or not checked.
-    Unknown,
-    /// `rise` consecutive passes.
-    Passing,
-    /// Answering but degraded (exec exit 1, HTTP 429).
-    Warning,
-    /// `fall` consecutive failures.
-    Critical,
-}
-
-impl Health {
-    /// The lower-case name used in the API and the console.
-    pub fn label(self) -> &'static str {
-        match self {
-            Health::Unknown => "unknown",
-            Health::Passing => "passing",
-            Health::Warning => "warning",
-            Health::Critical => "critical",
-        }
-    }
-}
+/// An instance's health, as reported to discovery and the console: the contract's enum
+/// (Unknown: not yet decided; Passing: `rise` consecutive passes; Warning: answering but
+/// degraded, exec exit 1 or HTTP 429; Critical: `fall` consecutive failures).
+pub use strata_proto::v1::Health;
 
 /// The result of one check, with what happened when it did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]

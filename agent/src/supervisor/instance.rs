@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use strata_proto::v1::{ExitInfo, InstanceStatus, Severity};
+use strata_proto::v1::{ExitInfo, InstanceState, InstanceStatus, Severity};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -138,8 +138,8 @@ pub fn spawn(
         id: format!("{}/{index}", spec.name),
         service: spec.name.clone(),
         index,
-        state: "pending".into(),
-        health: Health::Unknown.label().into(),
+        state: InstanceState::Pending as i32,
+        health: Health::Unknown as i32,
         version: spec.version.clone(),
         state_since_unix_ms: unix_now_ms(),
         ..Default::default()
@@ -197,22 +197,22 @@ impl InstanceTask {
         self.ctx.changes.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    fn set_state(&self, state: &str, reason: Option<String>) {
+    fn set_state(&self, state: InstanceState, reason: Option<String>) {
         self.update(|s| {
-            if s.state != state {
-                s.state = state.to_string();
+            if s.state() != state {
+                s.set_state(state);
                 s.state_since_unix_ms = unix_now_ms();
             }
             if let Some(reason) = reason {
                 s.reason = reason;
             }
-            if state != "running" && state != "starting" {
+            if !state.is_live() {
                 s.pid = 0;
                 s.cpu_percent = 0.0;
                 s.rss_bytes = 0;
-                s.health = Health::Unknown.label().into();
+                s.set_health(Health::Unknown);
             }
-            if state != "backoff" {
+            if state != InstanceState::Backoff {
                 s.next_start_unix_ms = 0;
             }
         });
@@ -232,7 +232,7 @@ impl InstanceTask {
             Some(record) => self.adopt(record).await,
             None if run => Phase::Start,
             None => {
-                self.set_state("stopped", None);
+                self.set_state(InstanceState::Stopped, None);
                 Phase::Held
             }
         };
@@ -343,7 +343,7 @@ impl InstanceTask {
 
     /// Starts the service under a new shim.
     async fn start(&mut self) -> Phase {
-        self.set_state("starting", Some(String::new()));
+        self.set_state(InstanceState::Starting, Some(String::new()));
         match self.launch().await {
             Ok(running) => {
                 self.publish_running(&running.record);
@@ -368,7 +368,7 @@ impl InstanceTask {
                 Phase::Running(Box::new(running))
             }
             Err(reason) => {
-                self.set_state("failed", Some(reason.clone()));
+                self.set_state(InstanceState::Failed, Some(reason.clone()));
                 self.event(
                     "service.failed",
                     Severity::Critical,
@@ -381,13 +381,13 @@ impl InstanceTask {
 
     fn publish_running(&mut self, record: &InstanceRecord) {
         let state = if self.spec.health.is_some() {
-            "starting"
+            InstanceState::Starting
         } else {
-            "running"
+            InstanceState::Running
         };
         self.last_cpu = None;
         self.update(|s| {
-            s.state = state.into();
+            s.set_state(state);
             s.state_since_unix_ms = unix_now_ms();
             s.pid = record.pid;
             s.ports = record
@@ -398,7 +398,7 @@ impl InstanceTask {
             s.started_unix_ms = record.started_unix_ms;
             s.restarts = record.restarts;
             s.version = record.version.clone();
-            s.health = Health::Unknown.label().into();
+            s.set_health(Health::Unknown);
             s.health_output = String::new();
             s.reason = String::new();
         });
@@ -698,9 +698,9 @@ impl InstanceTask {
         self.update(|s| s.health_output = output.clone());
         if let Some(health) = changed {
             self.update(|s| {
-                s.health = health.label().into();
-                if s.state == "starting" && health != Health::Unknown {
-                    s.state = "running".into();
+                s.set_health(health);
+                if s.state() == InstanceState::Starting && health != Health::Unknown {
+                    s.set_state(InstanceState::Running);
                     s.state_since_unix_ms = unix_now_ms();
                 }
             });
@@ -795,7 +795,7 @@ impl InstanceTask {
     /// Stops a running instance: the stop signal to its process group, then SIGKILL to
     /// everything it started once the timeout passes.
     async fn stop(&mut self, mut running: RunningShim, why: &str) {
-        self.set_state("stopping", None);
+        self.set_state(InstanceState::Stopping, None);
         if !self.spec.stop.drain.is_zero() {
             tokio::time::sleep(self.spec.stop.drain).await;
         }
@@ -828,7 +828,7 @@ impl InstanceTask {
         self.update(|s| {
             s.last_exit = exit.as_ref().map(|e| exit_info(e, false));
         });
-        self.set_state("stopped", Some(String::new()));
+        self.set_state(InstanceState::Stopped, Some(String::new()));
         let how = if graceful {
             ""
         } else {
@@ -885,13 +885,13 @@ impl InstanceTask {
         };
         let phase = match decision {
             Decision::Restart { after } if after.is_zero() => {
-                self.set_state("exited", None);
+                self.set_state(InstanceState::Exited, None);
                 Phase::Start
             }
             Decision::Restart { after } => {
                 let until = Instant::now() + after;
                 self.set_state(
-                    "backoff",
+                    InstanceState::Backoff,
                     Some(format!(
                         "{description}; restarting in {}",
                         humantime::format_duration(round_ms(after))
@@ -915,7 +915,7 @@ impl InstanceTask {
                     self.spec.restart.crashloop_after,
                     humantime::format_duration(self.spec.restart.crashloop_window)
                 );
-                self.set_state("crashloop", Some(reason.clone()));
+                self.set_state(InstanceState::Crashloop, Some(reason.clone()));
                 self.event(
                     "service.crashloop",
                     Severity::Critical,
@@ -924,7 +924,7 @@ impl InstanceTask {
                 Phase::Held
             }
             Decision::Stay => {
-                self.set_state("exited", Some(description.clone()));
+                self.set_state(InstanceState::Exited, Some(description.clone()));
                 Phase::Held
             }
         };
@@ -974,7 +974,7 @@ impl InstanceTask {
                 Phase::Start
             }
             Some(Command::Stop(reply)) => {
-                self.set_state("stopped", None);
+                self.set_state(InstanceState::Stopped, None);
                 let _ = reply.send(());
                 Phase::Held
             }

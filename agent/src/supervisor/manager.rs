@@ -5,16 +5,18 @@
 use super::cgroup;
 use super::instance::{self, Command, InstanceContext, InstanceHandle};
 use super::ports::PortAllocator;
-use super::spec::{HealthCheck, ServiceSpec, SpecError, StopSignal, check_conflicts, parse_spec};
+use super::spec::{HealthCheck, ServiceSpec, Signal, SpecError, check_conflicts, parse_spec};
 use super::store::{Desired, Store};
 use crate::events::journal::{EventDraft, Journal};
-use rustix::process::Signal;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use strata_proto::v1::{CatalogInstance, CatalogService, InstanceStatus, ServiceStatus, Severity};
+use strata_proto::v1::{
+    ApplyAction, CatalogInstance, CatalogService, Health, InstanceState, InstanceStatus,
+    ServiceStatus, Severity,
+};
 use thiserror::Error;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -53,15 +55,14 @@ pub enum Action {
     Stop,
     Restart,
     Scale(u32),
-    Signal(StopSignal),
+    Signal(Signal),
 }
 
 /// What `apply` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
     pub service: String,
-    /// created, updated, unchanged.
-    pub action: &'static str,
+    pub action: ApplyAction,
     pub changes: Vec<String>,
     pub applied: bool,
 }
@@ -256,7 +257,7 @@ impl Supervisor {
         let name = spec.name.clone();
         let (action, changes, restart, rescale) = match services.get(&name) {
             None => (
-                "created",
+                ApplyAction::Created,
                 vec![format!("new service with {} instance(s)", spec.instances)],
                 false,
                 false,
@@ -266,9 +267,9 @@ impl Supervisor {
                 let restart = needs_restart(&old.spec, &spec);
                 let rescale = old.count() != spec.instances;
                 let action = if changes.is_empty() && old.desired.scaled_to.is_none() {
-                    "unchanged"
+                    ApplyAction::Unchanged
                 } else {
-                    "updated"
+                    ApplyAction::Updated
                 };
                 (
                     action,
@@ -284,7 +285,7 @@ impl Supervisor {
             changes,
             applied: false,
         };
-        if dry_run || action == "unchanged" {
+        if dry_run || action == ApplyAction::Unchanged {
             return Ok(report);
         }
         let stopped = services.get(&name).is_some_and(|s| s.desired.stopped);
@@ -517,9 +518,10 @@ impl Supervisor {
                 Ok(format!("{what} restarted"))
             }
             Action::Signal(signal) => {
-                let raw = Signal::from_named_raw(signal.number()).ok_or_else(|| {
-                    SupervisorError::Invalid(format!("{} cannot be sent", signal.name()))
-                })?;
+                let raw =
+                    rustix::process::Signal::from_named_raw(signal.number()).ok_or_else(|| {
+                        SupervisorError::Invalid(format!("{} cannot be sent", signal.label()))
+                    })?;
                 let mut errors = Vec::new();
                 for (_, commands) in &targets {
                     let (tx, rx) = oneshot::channel();
@@ -532,7 +534,7 @@ impl Supervisor {
                 if errors.len() == targets.len() && !errors.is_empty() {
                     return Err(SupervisorError::Failed(errors.join("; ")));
                 }
-                Ok(format!("{} sent to {what}", signal.name()))
+                Ok(format!("{} sent to {what}", signal.label()))
             }
             Action::Scale(_) => Ok(String::new()),
         }
@@ -557,20 +559,21 @@ impl Supervisor {
                     .values()
                     .map(|h| {
                         let s = h.status.borrow();
-                        let health = if spec.health.is_none() && s.state == "running" {
-                            "passing".to_string()
-                        } else if s.state == "running" || s.state == "starting" {
-                            s.health.clone()
+                        let state = s.state();
+                        let health = if spec.health.is_none() && state == InstanceState::Running {
+                            Health::Passing
+                        } else if state.is_live() {
+                            s.health()
                         } else {
-                            "critical".to_string()
+                            Health::Critical
                         };
                         CatalogInstance {
                             id: s.id.clone(),
                             ports: s.ports.clone(),
-                            health,
+                            health: health as i32,
                             version: s.version.clone(),
-                            draining: s.state == "stopping",
-                            state: s.state.clone(),
+                            draining: state == InstanceState::Stopping,
+                            state: state as i32,
                         }
                     })
                     .collect();
@@ -582,7 +585,7 @@ impl Supervisor {
                         .iter()
                         .filter_map(|(n, p)| p.frontend.map(|f| (n.clone(), u32::from(f))))
                         .collect(),
-                    algorithm: spec.balance.algorithm.clone(),
+                    algorithm: spec.balance.algorithm as i32,
                     prefer_local: spec.balance.prefer_local,
                     tags: spec.tags.clone(),
                     instances,
@@ -613,7 +616,7 @@ impl Supervisor {
             name: spec.name.clone(),
             version: spec.version.clone(),
             desired_instances: service.count(),
-            passing: instances.iter().filter(|i| i.health == "passing").count() as u32,
+            passing: instances.iter().filter(|i| i.health().is_passing()).count() as u32,
             restarts: instances.iter().map(|i| i.restarts).sum(),
             instances,
             frontend_ports: spec
@@ -694,8 +697,8 @@ async fn rolling_restart(
             loop {
                 {
                     let s = status.borrow_and_update();
-                    let healthy = spec.health.is_none() || s.health == "passing";
-                    if s.state == "running" && healthy {
+                    let healthy = spec.health.is_none() || s.health().is_passing();
+                    if s.state() == InstanceState::Running && healthy {
                         return true;
                     }
                 }

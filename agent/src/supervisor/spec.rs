@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+use strata_proto::v1::Algorithm;
 
 /// Largest number of instances one spec may ask for on one agent.
 pub const MAX_INSTANCES: u32 = 256;
@@ -39,8 +40,8 @@ pub struct ServiceSpec {
 /// The `[balance]` table: how the balancer on every node spreads this service's connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalanceSpec {
-    /// round_robin, least_conn or p2c_ewma.
-    pub algorithm: String,
+    /// round_robin, least_conn or p2c_ewma (never unspecified: the parser fills the default).
+    pub algorithm: Algorithm,
     /// Use instances on the same node first while any is passing.
     pub prefer_local: bool,
 }
@@ -102,68 +103,16 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `[stop]` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StopSpec {
-    pub signal: StopSignal,
+    pub signal: Signal,
     pub timeout: Duration,
     /// How long an instance is marked draining (no new connections from any balancer) before
     /// it is signalled: 2s for services with a frontend port, else 0.
     pub drain: Duration,
 }
 
-/// Signals a spec may name for stopping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
-    Term,
-    Int,
-    Quit,
-    Hup,
-    Kill,
-    Usr1,
-    Usr2,
-}
-
-impl StopSignal {
-    /// Parses "SIGTERM", "TERM" or "term".
-    pub fn parse(text: &str) -> Option<StopSignal> {
-        let upper = text.trim().to_ascii_uppercase();
-        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-        Some(match name {
-            "TERM" => StopSignal::Term,
-            "INT" => StopSignal::Int,
-            "QUIT" => StopSignal::Quit,
-            "HUP" => StopSignal::Hup,
-            "KILL" => StopSignal::Kill,
-            "USR1" => StopSignal::Usr1,
-            "USR2" => StopSignal::Usr2,
-            _ => return None,
-        })
-    }
-
-    /// The signal number on Linux.
-    pub fn number(self) -> i32 {
-        match self {
-            StopSignal::Hup => 1,
-            StopSignal::Int => 2,
-            StopSignal::Quit => 3,
-            StopSignal::Kill => 9,
-            StopSignal::Usr1 => 10,
-            StopSignal::Usr2 => 12,
-            StopSignal::Term => 15,
-        }
-    }
-
-    /// The conventional name, "SIGTERM".
-    pub fn name(self) -> &'static str {
-        match self {
-            StopSignal::Hup => "SIGHUP",
-            StopSignal::Int => "SIGINT",
-            StopSignal::Quit => "SIGQUIT",
-            StopSignal::Kill => "SIGKILL",
-            StopSignal::Usr1 => "SIGUSR1",
-            StopSignal::Usr2 => "SIGUSR2",
-            StopSignal::Term => "SIGTERM",
-        }
-    }
-}
+/// Signals a spec may name for stopping (and an operator may send): the contract's enum,
+/// parsed from "SIGTERM", "TERM" or "term".
+pub use strata_proto::v1::Signal;
 
 /// The `[resources]` table: limits applied through cgroups and rlimits.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -462,9 +411,12 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
     };
 
     let signal = match raw.stop.signal.as_deref() {
-        None => StopSignal::Term,
-        Some(text) => StopSignal::parse(text).ok_or_else(|| {
-            at.error("stop.signal", format!("{text:?} is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2"))
+        None => Signal::Term,
+        Some(text) => Signal::parse(text).ok_or_else(|| {
+            at.error(
+                "stop.signal",
+                format!("{text:?} is not one of {}", Signal::choices()),
+            )
         })?,
     };
     let has_frontend = ports.values().any(|p| p.frontend.is_some());
@@ -521,16 +473,17 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         keep: at.count("logs.keep", raw.logs.keep, 5, 1, 100)?,
     };
 
-    let algorithm = raw
-        .balance
-        .algorithm
-        .unwrap_or_else(|| "p2c_ewma".to_string());
-    if !["round_robin", "least_conn", "p2c_ewma"].contains(&algorithm.as_str()) {
-        return Err(at.error(
-            "balance.algorithm",
-            format!("{algorithm:?} is not one of round_robin, least_conn, p2c_ewma"),
-        ));
-    }
+    let algorithm = match raw.balance.algorithm.as_deref() {
+        None => Algorithm::P2cEwma,
+        Some(text) => Algorithm::from_label(text)
+            .filter(|a| *a != Algorithm::Unspecified)
+            .ok_or_else(|| {
+                at.error(
+                    "balance.algorithm",
+                    format!("{text:?} is not one of {}", Algorithm::choices()),
+                )
+            })?,
+    };
     let balance = BalanceSpec {
         algorithm,
         prefer_local: raw.balance.prefer_local.unwrap_or(false),
@@ -854,7 +807,7 @@ keep = 5
         assert_eq!(health.grace, Duration::from_secs(5));
         assert_eq!(spec.restart.policy, RestartPolicy::Always);
         assert_eq!(spec.restart.backoff_initial, Duration::from_millis(100));
-        assert_eq!(spec.stop.signal, StopSignal::Term);
+        assert_eq!(spec.stop.signal, Signal::Term);
         assert_eq!(spec.resources.memory_max, Some(256 << 20));
         assert_eq!(spec.resources.cpu_max, Some(0.5));
         assert_eq!(

@@ -4,6 +4,7 @@ use super::connect::Client;
 use super::failure::{Failure, FailureKind};
 use super::format::{now_ms, table, uptime};
 use super::{OutputFormat, print_as, print_json};
+use strata_proto::v1::KeyringOp;
 use strata_proto::v1::{
     DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,
     KeyringRequest, ListMembersReply, ListMembersRequest, WhoAmIRequest,
@@ -38,7 +39,10 @@ pub async fn whoami(client: &mut Client, agent: &str, output: OutputFormat) -> R
         };
         format!(
             "{} ({}, via {}) on agent {}; credentials {required}\n",
-            r.name, r.role, r.via, r.node
+            r.name,
+            r.role(),
+            r.via(),
+            r.node
         )
     })
 }
@@ -69,7 +73,7 @@ pub fn render_members(reply: &ListMembersReply, now: i64) -> String {
         }
         t.add_row(vec![
             m.name.clone(),
-            m.status.clone(),
+            m.status().to_string(),
             m.gossip_addr.clone(),
             m.grpc_addr.clone(),
             m.incarnation.to_string(),
@@ -140,7 +144,7 @@ pub fn render_catalog(reply: &GetCatalogReply) -> String {
                     i.id.clone(),
                     record.name.clone(),
                     ports.join(","),
-                    i.health.clone(),
+                    i.health().to_string(),
                     i.version.clone(),
                     frontends.join(","),
                     notes.join(", "),
@@ -211,7 +215,7 @@ pub async fn keyring(
     agent: &str,
     output: OutputFormat,
     node: &str,
-    op: &str,
+    op: KeyringOp,
     key: &str,
 ) -> Result<(), Failure> {
     let targets: Vec<String> = if node.is_empty() {
@@ -222,7 +226,7 @@ pub async fn keyring(
             .into_inner()
             .members
             .into_iter()
-            .filter(|m| m.status == "alive" || m.status == "suspect")
+            .filter(|m| m.status().is_live())
             .map(|m| m.name)
             .collect()
     } else {
@@ -233,7 +237,7 @@ pub async fn keyring(
         let reply = client
             .keyring(KeyringRequest {
                 node: target.clone(),
-                op: op.to_string(),
+                op: op as i32,
                 key: key.to_string(),
             })
             .await

@@ -47,7 +47,8 @@ fn parse_since_at(text: &str, now_ms: i64) -> Result<i64, String> {
 }
 
 fn parse_severity(text: &str) -> Result<Severity, String> {
-    Severity::from_label(text).ok_or_else(|| format!("{text:?} is not one of info, warn, critical"))
+    Severity::from_label(&text.to_ascii_lowercase())
+        .ok_or_else(|| format!("{text:?} is not one of info, warn, critical"))
 }
 
 /// `strata events`.

@@ -13,6 +13,8 @@ mod services;
 
 use clap::{Parser, Subcommand, ValueEnum};
 pub use failure::{Failure, FailureKind};
+use strata_proto::v1::control_service_request::Action as ControlAction;
+use strata_proto::v1::{KeyringOp, Signal};
 
 /// Default agent address when neither `--agent` nor `STRATA_AGENT` is given.
 pub const DEFAULT_AGENT: &str = "127.0.0.1:7700";
@@ -167,8 +169,9 @@ pub enum Command {
     Signal {
         #[arg(value_parser = services::parse_target)]
         target: services::Target,
-        /// SIGHUP, SIGUSR1, SIGTERM, ...
-        signal: String,
+        /// SIGHUP, SIGUSR1, SIGTERM, ... (or HUP, usr1, term).
+        #[arg(value_parser = parse_signal)]
+        signal: Signal,
     },
     /// Stop every instance of a service and forget its spec.
     #[command(after_help = "Example:\n  strata remove web")]
@@ -247,8 +250,8 @@ pub enum Command {
     )]
     Keyring {
         /// list, install, use or remove.
-        #[arg(value_parser = ["list", "install", "use", "remove"])]
-        op: String,
+        #[arg(value_parser = parse_keyring_op)]
+        op: KeyringOp,
         /// The key (base64), for install, use and remove.
         key: Option<String>,
     },
@@ -289,7 +292,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Services => services::list(c, agent, out, node).await,
         Command::Service { name } => services::show(c, agent, out, node, &name).await,
         Command::Start { target, wait } => {
-            let request = services::control_request(node, &target, "start", 0, "");
+            let request = services::control_request(node, &target, ControlAction::start());
             services::control(c, agent, out, request).await?;
             services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
         }
@@ -298,12 +301,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 c,
                 agent,
                 out,
-                services::control_request(node, &target, "stop", 0, ""),
+                services::control_request(node, &target, ControlAction::stop()),
             )
             .await
         }
         Command::Restart { target, wait } => {
-            let request = services::control_request(node, &target, "restart", 0, "");
+            let request = services::control_request(node, &target, ControlAction::restart());
             services::control(c, agent, out, request).await?;
             services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
         }
@@ -312,7 +315,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 service: name,
                 instance: 0,
             };
-            let request = services::control_request(node, &target, "scale", count, "");
+            let request = services::control_request(node, &target, ControlAction::scale(count));
             services::control(c, agent, out, request).await?;
             services::wait_if(c, agent, node, &wait, &target.service, 0).await
         }
@@ -321,7 +324,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 c,
                 agent,
                 out,
-                services::control_request(node, &target, "signal", 0, &signal),
+                services::control_request(node, &target, ControlAction::signal(signal)),
             )
             .await
         }
@@ -341,15 +344,27 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::ForceLeave { member } => cluster::force_leave(c, agent, out, &member).await,
         Command::Completions { .. } | Command::Man { .. } | Command::Demo(_) => Ok(()),
         Command::Keyring { op, key } => {
-            if op != "list" && key.is_none() {
+            if op != KeyringOp::List && key.is_none() {
                 return Err(Failure::new(
                     FailureKind::Usage,
                     format!("keyring {op} needs a KEY"),
                 ));
             }
-            cluster::keyring(c, agent, out, node, &op, key.as_deref().unwrap_or("")).await
+            cluster::keyring(c, agent, out, node, op, key.as_deref().unwrap_or("")).await
         }
     }
+}
+
+/// Parses a signal named with or without its `SIG` prefix, in any case.
+fn parse_signal(text: &str) -> Result<Signal, String> {
+    Signal::parse(text).ok_or_else(|| format!("{text:?} is not one of {}", Signal::choices()))
+}
+
+/// Parses a keyring operation.
+fn parse_keyring_op(text: &str) -> Result<KeyringOp, String> {
+    KeyringOp::from_label(text)
+        .filter(|op| *op != KeyringOp::Unspecified)
+        .ok_or_else(|| format!("{text:?} is not one of list, install, use, remove"))
 }
 
 /// Prints a reply for scripts (one JSON document) or for people (what `render` makes of it).

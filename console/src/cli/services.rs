@@ -6,9 +6,10 @@ use super::format::{bytes, table, time_ms, uptime};
 use super::{OutputFormat, print_as, print_json};
 use clap::Args;
 use std::time::{Duration, Instant};
+use strata_proto::v1::control_service_request::Action as ControlAction;
 use strata_proto::v1::{
-    ApplySpecRequest, ControlServiceRequest, GetServiceRequest, InstanceStatus, ListServicesReply,
-    ListServicesRequest, RemoveServiceRequest, ServiceStatus, TailLogsRequest,
+    ApplySpecRequest, ControlServiceRequest, GetServiceRequest, InstanceState, InstanceStatus,
+    ListServicesReply, ListServicesRequest, RemoveServiceRequest, ServiceStatus, TailLogsRequest,
 };
 
 /// A service, or one of its instances: `web` or `web/2`.
@@ -122,7 +123,7 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// Whether an instance counts as converged: running, and passing when it has a health check.
 pub fn instance_ready(instance: &InstanceStatus, has_check: bool) -> bool {
-    instance.state == "running" && (!has_check || instance.health == "passing")
+    instance.state() == InstanceState::Running && (!has_check || instance.health().is_passing())
 }
 
 /// Waits (when `--wait` was given) until every instance of `service` (or the one given)
@@ -155,7 +156,7 @@ pub async fn wait_if(
             .iter()
             .filter(|i| instance == 0 || i.index == instance)
             .filter(|i| !(instance_ready(i, has_check) && version_ok(i)))
-            .map(|i| format!("{} is {}/{}", i.id, i.state, i.health))
+            .map(|i| format!("{} is {}/{}", i.id, i.state(), i.health()))
             .collect();
         let complete = instance != 0 || status.desired_instances as usize == status.instances.len();
         if waiting.is_empty() && complete {
@@ -212,18 +213,14 @@ pub fn render_services(reply: &ListServicesReply) -> String {
         "health check",
     ]);
     for s in &reply.services {
-        let running = s
-            .instances
-            .iter()
-            .filter(|i| i.state == "running" || i.state == "starting")
-            .count();
+        let running = s.live_instances();
         let frontend: Vec<String> = s.frontend_ports.values().map(u32::to_string).collect();
         t.add_row(vec![
             s.name.clone(),
             s.version.clone(),
             format!("{running}/{}", s.desired_instances),
             format!("{}/{}", s.passing, s.instances.len()),
-            service_state(s),
+            s.summary_state().to_string(),
             if frontend.is_empty() {
                 "-".into()
             } else {
@@ -234,28 +231,6 @@ pub fn render_services(reply: &ListServicesReply) -> String {
         ]);
     }
     t.to_string()
-}
-
-/// One word for a service: stopped, or the worst state among its instances.
-fn service_state(s: &ServiceStatus) -> String {
-    if s.stopped {
-        return "stopped".into();
-    }
-    for worst in [
-        "failed",
-        "crashloop",
-        "backoff",
-        "exited",
-        "stopping",
-        "starting",
-        "pending",
-        "stopped",
-    ] {
-        if s.instances.iter().any(|i| i.state == worst) {
-            return worst.into();
-        }
-    }
-    "running".into()
 }
 
 /// `strata service NAME`.
@@ -339,8 +314,8 @@ fn render_instances(instances: &[InstanceStatus]) -> String {
         };
         t.add_row(vec![
             i.id.clone(),
-            i.state.clone(),
-            i.health.clone(),
+            i.state().to_string(),
+            i.health().to_string(),
             if i.pid > 0 {
                 i.pid.to_string()
             } else {
@@ -361,17 +336,13 @@ fn render_instances(instances: &[InstanceStatus]) -> String {
 pub fn control_request(
     node: &str,
     target: &Target,
-    action: &str,
-    count: u32,
-    signal: &str,
+    action: ControlAction,
 ) -> ControlServiceRequest {
     ControlServiceRequest {
         node: node.to_string(),
         service: target.service.clone(),
         instance: target.instance,
-        action: action.to_string(),
-        count,
-        signal: signal.to_string(),
+        action: Some(action),
     }
 }
 
@@ -488,16 +459,16 @@ mod tests {
 
     #[test]
     fn service_state_shows_the_worst_instance() {
-        let inst = |state: &str| InstanceStatus {
-            state: state.into(),
+        let inst = |state: InstanceState| InstanceStatus {
+            state: state as i32,
             ..Default::default()
         };
         let s = ServiceStatus {
-            instances: vec![inst("running"), inst("crashloop")],
+            instances: vec![inst(InstanceState::Running), inst(InstanceState::Crashloop)],
             ..Default::default()
         };
-        assert_eq!(service_state(&s), "crashloop");
+        assert_eq!(s.summary_state(), InstanceState::Crashloop);
         let s = ServiceStatus { stopped: true, ..s };
-        assert_eq!(service_state(&s), "stopped");
+        assert_eq!(s.summary_state(), InstanceState::Stopped);
     }
 }

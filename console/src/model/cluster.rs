@@ -7,7 +7,9 @@
 
 use super::query::{Query, cmp_f64, sort_index};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use strata_proto::v1::{CatalogService, ClusterUpdate, Member, NodeRecord};
+use strata_proto::v1::{
+    CatalogService, ClusterUpdate, ClusterUpdateKind, Health, Member, MemberStatus, NodeRecord,
+};
 
 /// How many CPU samples each node's sparkline keeps.
 pub const TREND_LEN: usize = 32;
@@ -24,8 +26,8 @@ pub const SERVICE_COLUMNS: [&str; 6] = ["NAME", "PASSING", "PORT", "VERSION", "R
 pub struct NodeRow {
     /// Node name.
     pub name: String,
-    /// Gossip status: alive, suspect, down, left (or "unknown" with a record only).
-    pub status: String,
+    /// Gossip status (unknown for a node known from its record only).
+    pub status: MemberStatus,
     /// Unix ms of the last status change.
     pub since_ms: i64,
     /// CPU busy percent.
@@ -78,7 +80,7 @@ pub struct Changes {
 }
 
 /// Instances by health: passing, warning, critical.
-type Health = (usize, usize, usize);
+type HealthCounts = (usize, usize, usize);
 
 /// One listing of a service in a node's record, reduced to what its service row needs.
 #[derive(Debug)]
@@ -101,12 +103,12 @@ impl Listing {
         ports.sort();
         Listing {
             total: s.instances.len(),
-            passing: s.instances.iter().filter(|i| i.health == "passing").count(),
-            broken: s
+            passing: s
                 .instances
                 .iter()
-                .filter(|i| i.state == "crashloop" || i.state == "failed")
+                .filter(|i| i.health().is_passing())
                 .count(),
+            broken: s.instances.iter().filter(|i| i.state().is_broken()).count(),
             ports: ports.join(","),
             version: s.version.clone(),
         }
@@ -181,7 +183,7 @@ struct NodeContribution {
     /// The distinct services its record lists.
     services: Vec<String>,
     /// Its instances by health.
-    health: Health,
+    health: HealthCounts,
 }
 
 /// Members, records and the rows derived from them.
@@ -230,14 +232,14 @@ pub struct Cluster {
     /// Whether each of `services` passes the service filter.
     service_match: Vec<bool>,
     /// Instances by health across the catalog.
-    health: Health,
+    health: HealthCounts,
 }
 
 impl Cluster {
     /// Applies one WatchCluster message.
     pub fn apply(&mut self, update: ClusterUpdate) {
-        match update.kind.as_str() {
-            "snapshot" => {
+        match update.kind() {
+            ClusterUpdateKind::Snapshot => {
                 self.members = update
                     .members
                     .into_iter()
@@ -249,7 +251,7 @@ impl Cluster {
                 }
                 self.reset = true;
             }
-            "removed" => {
+            ClusterUpdateKind::Removed => {
                 self.members.remove(&update.node);
                 self.records.remove(&update.node);
                 self.trend.remove(&update.node);
@@ -358,7 +360,10 @@ impl Cluster {
                     query.filter.is_empty()
                         || query.matches(&format!(
                             "{} {} {} {}",
-                            m.name, m.status, m.gossip_addr, m.grpc_addr
+                            m.name,
+                            m.status(),
+                            m.gossip_addr,
+                            m.grpc_addr
                         ))
                 })
                 .map(|m| m.name.clone())
@@ -440,11 +445,11 @@ impl Cluster {
         let mut new = NodeContribution::default();
         for s in &record.services {
             for i in &s.instances {
-                match i.health.as_str() {
-                    "passing" => new.health.0 += 1,
-                    "warning" => new.health.1 += 1,
-                    "critical" => new.health.2 += 1,
-                    _ => {}
+                match i.health() {
+                    Health::Passing => new.health.0 += 1,
+                    Health::Warning => new.health.1 += 1,
+                    Health::Critical => new.health.2 += 1,
+                    Health::Unknown => {}
                 }
             }
             let listings = match self.listings.get_mut(&s.name) {
@@ -517,8 +522,12 @@ impl Cluster {
 
     /// Members by status: (alive, suspect, down).
     pub fn member_counts(&self) -> (usize, usize, usize) {
-        let count = |s: &str| self.members.values().filter(|m| m.status == s).count();
-        (count("alive"), count("suspect"), count("down"))
+        let count = |s| self.members.values().filter(|m| m.status() == s).count();
+        (
+            count(MemberStatus::Alive),
+            count(MemberStatus::Suspect),
+            count(MemberStatus::Down),
+        )
     }
 
     /// Instances by health across the catalog as of the last [`Cluster::refresh`]:
@@ -531,7 +540,7 @@ impl Cluster {
     pub fn live_members(&self) -> Vec<String> {
         self.members
             .values()
-            .filter(|m| m.status == "alive")
+            .filter(|m| m.status() == MemberStatus::Alive)
             .map(|m| m.name.clone())
             .collect()
     }
@@ -556,17 +565,6 @@ impl Cluster {
     }
 }
 
-/// Problem-first order of member statuses.
-pub fn status_rank(status: &str) -> u8 {
-    match status {
-        "down" => 0,
-        "suspect" => 1,
-        "unknown" => 2,
-        "left" => 3,
-        _ => 4,
-    }
-}
-
 /// The row of node `name` from its member and record, if it has either.
 fn node_row(name: &str, member: Option<&Member>, record: Option<&NodeRecord>) -> Option<NodeRow> {
     if member.is_none() && record.is_none() {
@@ -577,7 +575,7 @@ fn node_row(name: &str, member: Option<&Member>, record: Option<&NodeRecord>) ->
         .or_else(|| member.and_then(|m| m.summary.as_ref()));
     Some(NodeRow {
         name: name.to_string(),
-        status: member.map_or_else(|| "unknown".to_string(), |m| m.status.clone()),
+        status: member.map_or(MemberStatus::Unknown, Member::status),
         since_ms: member.map_or(0, |m| m.since_unix_ms),
         cpu: summary.map_or(0.0, |s| s.cpu_busy_percent),
         mem: summary.map_or(0.0, |s| s.memory_used_percent),
@@ -593,7 +591,7 @@ fn node_row(name: &str, member: Option<&Member>, record: Option<&NodeRecord>) ->
 /// Orders node rows by the nodes table's column `col`.
 fn node_cmp(a: &NodeRow, b: &NodeRow, col: usize) -> std::cmp::Ordering {
     match col {
-        1 => status_rank(&a.status).cmp(&status_rank(&b.status)),
+        1 => a.status.attention().cmp(&b.status.attention()),
         2 | 6 => cmp_f64(a.cpu, b.cpu),
         3 => cmp_f64(a.mem, b.mem),
         4 => cmp_f64(a.disk, b.disk),
@@ -607,7 +605,7 @@ fn node_cmp(a: &NodeRow, b: &NodeRow, col: usize) -> std::cmp::Ordering {
 /// replacing one by the other leaves the sorted index as it is.
 fn same_node_key(a: &NodeRow, b: &NodeRow, col: usize) -> bool {
     match col {
-        1 => status_rank(&a.status) == status_rank(&b.status),
+        1 => a.status == b.status,
         2 | 6 => a.cpu.to_bits() == b.cpu.to_bits(),
         3 => a.mem.to_bits() == b.mem.to_bits(),
         4 => a.disk.to_bits() == b.disk.to_bits(),
@@ -709,7 +707,7 @@ fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_proto::v1::{CatalogInstance, CatalogService, NodeSummary};
+    use strata_proto::v1::{CatalogInstance, CatalogService, InstanceState, NodeSummary};
 
     fn record(name: &str, cpu: f64, services: Vec<CatalogService>) -> NodeRecord {
         NodeRecord {
@@ -723,14 +721,14 @@ mod tests {
         }
     }
 
-    fn web(health: &str, state: &str) -> CatalogService {
+    fn web(health: Health, state: InstanceState) -> CatalogService {
         CatalogService {
             name: "web".into(),
             version: "1".into(),
             instances: vec![CatalogInstance {
                 id: "web/1".into(),
-                health: health.into(),
-                state: state.into(),
+                health: health as i32,
+                state: state as i32,
                 ..Default::default()
             }],
             ..Default::default()
@@ -741,23 +739,31 @@ mod tests {
     fn snapshot_then_record_updates_rows_and_trend() {
         let mut c = Cluster::default();
         c.apply(ClusterUpdate {
-            kind: "snapshot".into(),
+            kind: ClusterUpdateKind::Snapshot as i32,
             members: vec![Member {
                 name: "n1".into(),
-                status: "alive".into(),
+                status: MemberStatus::Alive as i32,
                 ..Default::default()
             }],
-            records: vec![record("n1", 10.0, vec![web("passing", "running")])],
+            records: vec![record(
+                "n1",
+                10.0,
+                vec![web(Health::Passing, InstanceState::Running)],
+            )],
             ..Default::default()
         });
         c.apply(ClusterUpdate {
-            kind: "record".into(),
-            records: vec![record("n2", 50.0, vec![web("critical", "crashloop")])],
+            kind: ClusterUpdateKind::Record as i32,
+            records: vec![record(
+                "n2",
+                50.0,
+                vec![web(Health::Critical, InstanceState::Crashloop)],
+            )],
             ..Default::default()
         });
         c.refresh();
         assert_eq!(c.nodes.len(), 2);
-        assert_eq!(c.nodes[1].status, "unknown");
+        assert_eq!(c.nodes[1].status, MemberStatus::Unknown);
         assert_eq!(c.services.len(), 1);
         assert_eq!(
             (
@@ -774,7 +780,7 @@ mod tests {
         c.refresh();
         assert_eq!(c.nodes[c.node_index[0]].name, "n2");
         c.apply(ClusterUpdate {
-            kind: "removed".into(),
+            kind: ClusterUpdateKind::Removed as i32,
             node: "n2".into(),
             ..Default::default()
         });
@@ -787,7 +793,7 @@ mod tests {
 #[cfg(test)]
 mod incremental_tests {
     use super::*;
-    use strata_proto::v1::{CatalogInstance, NodeSummary};
+    use strata_proto::v1::{CatalogInstance, InstanceState, NodeSummary};
 
     fn random_record(rng: &mut fastrand::Rng, n: usize) -> NodeRecord {
         let services = (0..rng.usize(0..4))
@@ -804,8 +810,13 @@ mod incremental_tests {
                     instances: (0..rng.usize(0..3))
                         .map(|i| CatalogInstance {
                             id: format!("svc-{s}/{i}"),
-                            health: ["passing", "warning", "critical"][rng.usize(0..3)].into(),
-                            state: ["running", "crashloop", "failed"][rng.usize(0..3)].into(),
+                            health: [Health::Passing, Health::Warning, Health::Critical]
+                                [rng.usize(0..3)] as i32,
+                            state: [
+                                InstanceState::Running,
+                                InstanceState::Crashloop,
+                                InstanceState::Failed,
+                            ][rng.usize(0..3)] as i32,
                             ..Default::default()
                         })
                         .collect(),
@@ -829,7 +840,12 @@ mod incremental_tests {
     fn random_member(rng: &mut fastrand::Rng, n: usize) -> Member {
         Member {
             name: format!("n{n}"),
-            status: ["alive", "suspect", "down", "left"][rng.usize(0..4)].into(),
+            status: [
+                MemberStatus::Alive,
+                MemberStatus::Suspect,
+                MemberStatus::Down,
+                MemberStatus::Left,
+            ][rng.usize(0..4)] as i32,
             ..Default::default()
         }
     }
@@ -844,12 +860,12 @@ mod incremental_tests {
                     ..ServiceRow::default()
                 });
                 row.total += s.instances.len();
-                row.passing += s.instances.iter().filter(|i| i.health == "passing").count();
-                row.broken += s
+                row.passing += s
                     .instances
                     .iter()
-                    .filter(|i| i.state == "crashloop" || i.state == "failed")
+                    .filter(|i| i.health().is_passing())
                     .count();
+                row.broken += s.instances.iter().filter(|i| i.state().is_broken()).count();
                 if row.ports.is_empty() {
                     let mut ports: Vec<String> = s
                         .frontends
@@ -883,7 +899,7 @@ mod incremental_tests {
             ..Cluster::default()
         };
         fresh.apply(ClusterUpdate {
-            kind: "snapshot".into(),
+            kind: ClusterUpdateKind::Snapshot as i32,
             members: c.members.values().cloned().collect(),
             records: c.records.values().cloned().collect(),
             ..Default::default()
@@ -902,7 +918,7 @@ mod incremental_tests {
         let mut rng = fastrand::Rng::with_seed(11);
         let mut c = Cluster::default();
         c.apply(ClusterUpdate {
-            kind: "snapshot".into(),
+            kind: ClusterUpdateKind::Snapshot as i32,
             members: (0..6).map(|n| random_member(&mut rng, n)).collect(),
             records: (0..6).map(|n| random_record(&mut rng, n)).collect(),
             ..Default::default()
@@ -912,12 +928,12 @@ mod incremental_tests {
             let n = rng.usize(0..10);
             match rng.usize(0..10) {
                 0 => c.apply(ClusterUpdate {
-                    kind: "removed".into(),
+                    kind: ClusterUpdateKind::Removed as i32,
                     node: format!("n{n}"),
                     ..Default::default()
                 }),
                 1 | 2 => c.apply(ClusterUpdate {
-                    kind: "member".into(),
+                    kind: ClusterUpdateKind::Member as i32,
                     members: vec![random_member(&mut rng, n)],
                     ..Default::default()
                 }),
@@ -936,7 +952,7 @@ mod incremental_tests {
                     c.touch();
                 }
                 _ => c.apply(ClusterUpdate {
-                    kind: "record".into(),
+                    kind: ClusterUpdateKind::Record as i32,
                     records: vec![random_record(&mut rng, n)],
                     ..Default::default()
                 }),

@@ -5,33 +5,34 @@
 use super::logs::LogTarget;
 use super::{Model, Msg};
 use strata_proto::v1::{
-    CatalogInstance, CatalogService, ClusterUpdate, CpuMetrics, CpuShares, DiskMetrics, Event,
-    ExitInfo, FilesystemMetrics, HostMetrics, InstanceStatus, LogLine, Member, MemoryMetrics,
-    MetricHistory, NetworkMetrics, NodeInfo, NodeRecord, NodeSummary, Point, ProcessInfo, Series,
-    ServiceStatus, Severity,
+    CatalogInstance, CatalogService, ClusterUpdate, ClusterUpdateKind, CpuMetrics, CpuShares,
+    DiskMetrics, Event, ExitInfo, FilesystemMetrics, Health, HostMetrics, InstanceState,
+    InstanceStatus, LogLine, LogStream, Member, MemberStatus, MemoryMetrics, MetricHistory,
+    NetworkMetrics, NodeInfo, NodeRecord, NodeSummary, Point, ProcessInfo, Series, ServiceStatus,
+    Severity,
 };
 
 /// The fixed "now" of the fixture: 2027-01-15T08:00:00Z.
 pub const NOW_MS: i64 = 1_800_000_000_000;
 
-fn member(name: &str, status: &str, ago_s: i64, i: u8) -> Member {
+fn member(name: &str, status: MemberStatus, ago_s: i64, i: u8) -> Member {
     Member {
         id: format!("id-{name}"),
         name: name.into(),
         gossip_addr: format!("10.0.0.{i}:7701"),
         grpc_addr: format!("10.0.0.{i}:7700"),
-        status: status.into(),
+        status: status as i32,
         incarnation: u64::from(i) + 1,
         since_unix_ms: NOW_MS - ago_s * 1000,
         ..Default::default()
     }
 }
 
-fn instance(service: &str, index: u32, health: &str, state: &str) -> CatalogInstance {
+fn instance(service: &str, index: u32, health: Health, state: InstanceState) -> CatalogInstance {
     CatalogInstance {
         id: format!("{service}/{index}"),
-        health: health.into(),
-        state: state.into(),
+        health: health as i32,
+        state: state as i32,
         version: "1.4.2".into(),
         ..Default::default()
     }
@@ -100,7 +101,10 @@ fn status(node: &str, instances: Vec<InstanceStatus>) -> ServiceStatus {
         name: "web".into(),
         version: "1.4.2".into(),
         desired_instances: instances.len() as u32,
-        passing: instances.iter().filter(|i| i.health == "passing").count() as u32,
+        passing: instances
+            .iter()
+            .filter(|i| i.health() == Health::Passing)
+            .count() as u32,
         restarts: instances.iter().map(|i| i.restarts).sum(),
         node: node.into(),
         instances,
@@ -110,8 +114,8 @@ fn status(node: &str, instances: Vec<InstanceStatus>) -> ServiceStatus {
 
 fn instance_status(
     index: u32,
-    state: &str,
-    health: &str,
+    state: InstanceState,
+    health: Health,
     pid: i32,
     restarts: u32,
 ) -> InstanceStatus {
@@ -119,8 +123,8 @@ fn instance_status(
         id: format!("web/{index}"),
         service: "web".into(),
         index,
-        state: state.into(),
-        health: health.into(),
+        state: state as i32,
+        health: health as i32,
         pid,
         cpu_percent: 3.5 * f64::from(index),
         rss_bytes: 48 * 1024 * 1024 * u64::from(index),
@@ -247,12 +251,12 @@ pub fn model() -> Model {
     let mut m = Model::new("10.0.0.1:7700", NOW_MS);
     m.update(Msg::Connected);
     m.update(Msg::Cluster(ClusterUpdate {
-        kind: "snapshot".into(),
+        kind: ClusterUpdateKind::Snapshot as i32,
         members: vec![
-            member("n1", "alive", 86_400, 1),
-            member("n2", "alive", 7_200, 2),
-            member("n3", "down", 420, 3),
-            member("n4", "alive", 3_600, 4),
+            member("n1", MemberStatus::Alive, 86_400, 1),
+            member("n2", MemberStatus::Alive, 7_200, 2),
+            member("n3", MemberStatus::Down, 420, 3),
+            member("n4", MemberStatus::Alive, 3_600, 4),
         ],
         records: vec![
             record(
@@ -267,11 +271,15 @@ pub fn model() -> Model {
                         "web",
                         8080,
                         vec![
-                            instance("web", 1, "passing", "running"),
-                            instance("web", 2, "passing", "running"),
+                            instance("web", 1, Health::Passing, InstanceState::Running),
+                            instance("web", 2, Health::Passing, InstanceState::Running),
                         ],
                     ),
-                    service("api", 8081, vec![instance("api", 1, "passing", "running")]),
+                    service(
+                        "api",
+                        8081,
+                        vec![instance("api", 1, Health::Passing, InstanceState::Running)],
+                    ),
                 ],
             ),
             record(
@@ -284,7 +292,12 @@ pub fn model() -> Model {
                 vec![service(
                     "web",
                     8080,
-                    vec![instance("web", 3, "critical", "crashloop")],
+                    vec![instance(
+                        "web",
+                        3,
+                        Health::Critical,
+                        InstanceState::Crashloop,
+                    )],
                 )],
             ),
             record("n3", 0.0, 0.0, 20.0, "/", 0, vec![]),
@@ -296,11 +309,20 @@ pub fn model() -> Model {
                 "/var",
                 1,
                 vec![
-                    service("api", 8081, vec![instance("api", 2, "warning", "running")]),
+                    service(
+                        "api",
+                        8081,
+                        vec![instance("api", 2, Health::Warning, InstanceState::Running)],
+                    ),
                     service(
                         "worker",
                         0,
-                        vec![instance("worker", 1, "passing", "running")],
+                        vec![instance(
+                            "worker",
+                            1,
+                            Health::Passing,
+                            InstanceState::Running,
+                        )],
                     ),
                 ],
             ),
@@ -387,8 +409,8 @@ pub fn model() -> Model {
         status: Ok(status(
             "n1",
             vec![
-                instance_status(1, "running", "passing", 4242, 0),
-                instance_status(2, "running", "passing", 4243, 1),
+                instance_status(1, InstanceState::Running, Health::Passing, 4242, 0),
+                instance_status(2, InstanceState::Running, Health::Passing, 4243, 1),
             ],
         )),
     });
@@ -397,7 +419,13 @@ pub fn model() -> Model {
         node: "n2".into(),
         status: Ok(status(
             "n2",
-            vec![instance_status(3, "crashloop", "critical", 0, 5)],
+            vec![instance_status(
+                3,
+                InstanceState::Crashloop,
+                Health::Critical,
+                0,
+                5,
+            )],
         )),
     });
     let generation = m.logs.open(LogTarget {
@@ -411,7 +439,11 @@ pub fn model() -> Model {
             .map(|i| LogLine {
                 time_unix_ms: NOW_MS - (40 - i) * 1000,
                 instance: format!("web/{}", 1 + i % 3),
-                stream: if i % 7 == 0 { "err" } else { "out" }.into(),
+                stream: if i % 7 == 0 {
+                    LogStream::Err
+                } else {
+                    LogStream::Out
+                } as i32,
                 text: if i % 7 == 0 {
                     format!("ERROR request {i} failed: upstream timeout")
                 } else {
@@ -445,9 +477,9 @@ pub fn large_snapshot(nodes: usize, instances: usize, tick: u64) -> ClusterUpdat
                 .map(|i| {
                     let s = (n * per_node + i) % 200;
                     let state = if (n + i) % 997 == 0 {
-                        "crashloop"
+                        InstanceState::Crashloop
                     } else {
-                        "running"
+                        InstanceState::Running
                     };
                     service(
                         &format!("svc-{s:03}"),
@@ -455,7 +487,7 @@ pub fn large_snapshot(nodes: usize, instances: usize, tick: u64) -> ClusterUpdat
                         vec![instance(
                             &format!("svc-{s:03}"),
                             (n % 50) as u32 + 1,
-                            "passing",
+                            Health::Passing,
                             state,
                         )],
                     )
@@ -467,12 +499,16 @@ pub fn large_snapshot(nodes: usize, instances: usize, tick: u64) -> ClusterUpdat
         })
         .collect();
     ClusterUpdate {
-        kind: "snapshot".into(),
+        kind: ClusterUpdateKind::Snapshot as i32,
         members: (0..nodes)
             .map(|n| {
                 member(
                     &format!("node-{n:05}"),
-                    if n % 500 == 7 { "down" } else { "alive" },
+                    if n % 500 == 7 {
+                        MemberStatus::Down
+                    } else {
+                        MemberStatus::Alive
+                    },
                     60,
                     (n % 250) as u8,
                 )
@@ -494,7 +530,7 @@ pub fn large_record(n: usize, per_node: usize, tick: u64) -> ClusterUpdate {
         }
     }
     ClusterUpdate {
-        kind: "record".into(),
+        kind: ClusterUpdateKind::Record as i32,
         records,
         ..Default::default()
     }

@@ -10,6 +10,7 @@ pub mod fixture;
 pub mod logs;
 pub mod problems;
 pub mod query;
+pub mod tone;
 
 use cluster::Cluster;
 use conn::ConnState;
@@ -19,7 +20,8 @@ use logs::LogBuffer;
 use problems::{Problem, Problems};
 use std::collections::HashMap;
 use strata_proto::v1::{
-    ClusterUpdate, Event, HostMetrics, LogLine, MetricHistory, NodeInfo, ServiceStatus, WhoAmIReply,
+    ClusterUpdate, Event, HostMetrics, LogLine, MetricHistory, NodeInfo, Role, ServiceStatus, Via,
+    WhoAmIReply,
 };
 
 /// Something that happened outside the UI: data from the agent or a connection change.
@@ -140,12 +142,12 @@ impl Model {
     /// holds only the read role.
     pub fn readonly_reason(&self) -> Option<String> {
         let access = self.access.as_ref()?;
-        if access.role != "read" {
+        if access.role() != Role::Read {
             return None;
         }
-        let who = match access.via.as_str() {
-            "token" => format!("token {:?}", access.name),
-            "certificate" => format!("certificate {:?}", access.name),
+        let who = match access.via() {
+            Via::Token => format!("token {:?}", access.name),
+            Via::Certificate => format!("certificate {:?}", access.name),
             _ => format!("{:?}", access.name),
         };
         Some(format!("{who} has the read role"))

@@ -9,6 +9,7 @@ use super::cluster::{Changes, Cluster};
 use super::events::Timeline;
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use strata_proto::v1::{Health, InstanceState, MemberStatus};
 use strata_proto::v1::{Member, NodeRecord};
 
 /// How far back OOM kills count as current problems.
@@ -231,9 +232,9 @@ fn node_problems(
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     if let Some(m) = member
-        && (m.status == "down" || m.status == "suspect")
+        && (m.status() == MemberStatus::Down || m.status() == MemberStatus::Suspect)
     {
-        let down = m.status == "down";
+        let down = m.status() == MemberStatus::Down;
         out.push(Problem {
             rank: if down { 0 } else { 3 },
             kind: if down { "node down" } else { "node suspect" },
@@ -247,14 +248,11 @@ fn node_problems(
     let Some(r) = record else {
         return out;
     };
-    let live = member.is_none_or(|m| m.status == "alive");
+    let live = member.is_none_or(|m| m.status() == MemberStatus::Alive);
     for s in &r.services {
         for i in &s.instances {
-            let (rank, kind) = match (i.state.as_str(), i.health.as_str()) {
-                ("crashloop", _) => (1, "crash loop"),
-                ("failed", _) => (1, "failed instance"),
-                (_, "critical") if live => (2, "critical"),
-                _ => continue,
+            let Some((rank, kind)) = instance_problem(i.state(), i.health(), live) else {
+                continue;
             };
             let index =
                 i.id.rsplit('/')
@@ -294,6 +292,21 @@ fn node_problems(
 
 /// Every OOM kill of the timeline (in timeline order) and the alerts still firing at
 /// its end: those without a later resolve.
+/// The problem an instance is, if any: its rank and kind. A critical check counts only on
+/// a live node (a down node's instances are its own problem).
+fn instance_problem(
+    state: InstanceState,
+    health: Health,
+    live: bool,
+) -> Option<(u8, &'static str)> {
+    match (state, health) {
+        (InstanceState::Crashloop, _) => Some((1, "crash loop")),
+        (InstanceState::Failed, _) => Some((1, "failed instance")),
+        (_, Health::Critical) if live => Some((2, "critical")),
+        _ => None,
+    }
+}
+
 fn from_timeline(timeline: &Timeline) -> (Vec<Problem>, Vec<Problem>) {
     let mut ooms = Vec::new();
     let mut firing: HashMap<(&str, &str), i64> = HashMap::new();
@@ -352,6 +365,7 @@ pub fn firing_alerts(problems: &[Problem]) -> usize {
 mod tests {
     use super::*;
     use crate::model::{Model, Msg};
+    use strata_proto::v1::ClusterUpdateKind;
     use strata_proto::v1::{
         CatalogInstance, CatalogService, ClusterUpdate, Event, NodeSummary, Severity,
     };
@@ -371,10 +385,14 @@ mod tests {
                 .or_insert(now_ms)
         };
         for m in cluster.members.values() {
-            if m.status == "down" || m.status == "suspect" {
+            if m.status() == MemberStatus::Down || m.status() == MemberStatus::Suspect {
                 out.push(Problem {
-                    rank: if m.status == "down" { 0 } else { 3 },
-                    kind: if m.status == "down" {
+                    rank: if m.status() == MemberStatus::Down {
+                        0
+                    } else {
+                        3
+                    },
+                    kind: if m.status() == MemberStatus::Down {
                         "node down"
                     } else {
                         "node suspect"
@@ -391,14 +409,11 @@ mod tests {
             let live = cluster
                 .members
                 .get(&r.name)
-                .is_none_or(|m| m.status == "alive");
+                .is_none_or(|m| m.status() == MemberStatus::Alive);
             for s in &r.services {
                 for i in &s.instances {
-                    let (rank, kind) = match (i.state.as_str(), i.health.as_str()) {
-                        ("crashloop", _) => (1, "crash loop"),
-                        ("failed", _) => (1, "failed instance"),
-                        (_, "critical") if live => (2, "critical"),
-                        _ => continue,
+                    let Some((rank, kind)) = instance_problem(i.state(), i.health(), live) else {
+                        continue;
                     };
                     let index =
                         i.id.rsplit('/')
@@ -500,15 +515,19 @@ mod tests {
             let node = format!("n{n}");
             match rng.usize(0..8) {
                 0 => m.update(Msg::Cluster(ClusterUpdate {
-                    kind: "removed".into(),
+                    kind: ClusterUpdateKind::Removed as i32,
                     node: node.clone(),
                     ..Default::default()
                 })),
                 1 | 2 => m.update(Msg::Cluster(ClusterUpdate {
-                    kind: "member".into(),
+                    kind: ClusterUpdateKind::Member as i32,
                     members: vec![Member {
                         name: node.clone(),
-                        status: ["alive", "suspect", "down"][rng.usize(0..3)].into(),
+                        status: [
+                            MemberStatus::Alive,
+                            MemberStatus::Suspect,
+                            MemberStatus::Down,
+                        ][rng.usize(0..3)] as i32,
                         since_unix_ms: rng.i64(0..3) * 1000,
                         ..Default::default()
                     }],
@@ -530,7 +549,7 @@ mod tests {
                 }
                 4 => m.now_ms += rng.i64(0..3) * 1_000_000,
                 5 if rng.usize(0..20) == 0 => m.update(Msg::Cluster(ClusterUpdate {
-                    kind: "snapshot".into(),
+                    kind: ClusterUpdateKind::Snapshot as i32,
                     members: m.cluster.members.values().cloned().collect(),
                     records: m.cluster.records.values().cloned().collect(),
                     ..Default::default()
@@ -542,9 +561,14 @@ mod tests {
                             instances: (0..rng.usize(0..3))
                                 .map(|i| CatalogInstance {
                                     id: format!("s{s}/{i}"),
-                                    health: ["passing", "critical"][rng.usize(0..2)].into(),
-                                    state: ["running", "crashloop", "failed"][rng.usize(0..3)]
-                                        .into(),
+                                    health: [Health::Passing, Health::Critical][rng.usize(0..2)]
+                                        as i32,
+                                    state: [
+                                        InstanceState::Running,
+                                        InstanceState::Crashloop,
+                                        InstanceState::Failed,
+                                    ][rng.usize(0..3)]
+                                        as i32,
                                     ..Default::default()
                                 })
                                 .collect(),
@@ -552,7 +576,7 @@ mod tests {
                         })
                         .collect();
                     m.update(Msg::Cluster(ClusterUpdate {
-                        kind: "record".into(),
+                        kind: ClusterUpdateKind::Record as i32,
                         records: vec![NodeRecord {
                             name: node.clone(),
                             summary: Some(NodeSummary {

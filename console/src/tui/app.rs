@@ -19,6 +19,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use std::collections::HashMap;
 use strata_proto::v1::ControlServiceRequest;
+use strata_proto::v1::control_service_request::Action as ControlAction;
 
 /// Commands of `:` mode, for completion.
 pub const COMMANDS: [&str; 10] = [
@@ -603,8 +604,7 @@ fn confirm_prompt(prompt: &Prompt, text: &str) -> Popup {
                         Op::Control(ControlServiceRequest {
                             node: n.clone(),
                             service: service.clone(),
-                            action: "scale".into(),
-                            count,
+                            action: Some(ControlAction::scale(count)),
                             ..Default::default()
                         })
                     })

@@ -8,6 +8,7 @@ use crate::model::conn::backoff;
 use crate::model::detail::Range;
 use crate::model::logs::LogTarget;
 use std::time::Duration;
+use strata_proto::v1::MemberStatus;
 use strata_proto::v1::{
     ApplySpecRequest, ControlServiceRequest, DrainNodeRequest, ForceLeaveRequest, GetNodeRequest,
     GetServiceRequest, ListMembersRequest, LogLine, MetricHistoryRequest, QueryEventsRequest,
@@ -353,7 +354,7 @@ async fn events_task(mut rx: watch::Receiver<Option<Client>>, tx: mpsc::Sender<M
                 .into_inner()
                 .members
                 .into_iter()
-                .filter(|m| m.status == "alive")
+                .filter(|m| m.status() == MemberStatus::Alive)
                 .map(|m| m.name)
                 .collect();
             let n = live.len();

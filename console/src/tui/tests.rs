@@ -14,6 +14,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::collections::HashMap;
+use strata_proto::v1::{Role, Via};
 
 fn app() -> (App, Model) {
     (
@@ -103,8 +104,8 @@ fn a_read_token_makes_the_console_readonly_and_says_why() {
     let (mut app, mut model) = app();
     model.update(Msg::Access(strata_proto::v1::WhoAmIReply {
         name: "viewer".into(),
-        role: "read".into(),
-        via: "token".into(),
+        role: Role::Read as i32,
+        via: Via::Token as i32,
         credentials_required: true,
         node: "n1".into(),
     }));
@@ -121,7 +122,7 @@ fn a_read_token_makes_the_console_readonly_and_says_why() {
     );
 
     model.update(Msg::Access(strata_proto::v1::WhoAmIReply {
-        role: "operate".into(),
+        role: Role::Operate as i32,
         ..Default::default()
     }));
     assert_eq!(model.readonly_reason(), None);
@@ -161,7 +162,7 @@ fn restart_asks_naming_the_target_and_runs_only_on_yes() {
         [Request::Run { label, ops }] => {
             assert_eq!(label, "Restart instance web/3 on node n2");
             assert!(
-                matches!(&ops[0], Op::Control(c) if c.node == "n2" && c.instance == 3 && c.action == "restart")
+                matches!(&ops[0], Op::Control(c) if c.node == "n2" && c.instance == 3 && c.action.as_ref().is_some_and(|a| a.verb() == "restart"))
             );
         }
         other => panic!("{other:?}"),

@@ -1,5 +1,6 @@
 //! Colours: dark (default), light and monochrome; `NO_COLOR` forces monochrome.
 
+use crate::model::tone::{Tone, Toned};
 use ratatui::style::{Color, Modifier, Style};
 
 /// The styles views draw with.
@@ -80,15 +81,13 @@ impl Theme {
         }
     }
 
-    /// The style of a status or health word.
-    pub fn status(&self, word: &str) -> Style {
-        match word {
-            "alive" | "passing" | "running" | "connected" => self.ok,
-            "suspect" | "warning" | "backoff" | "starting" | "stopping" | "pending" | "WARN" => {
-                self.warn
-            }
-            "down" | "critical" | "crashloop" | "failed" | "exited" | "CRIT" => self.crit,
-            _ => self.base,
+    /// The style of a state, health, status or severity, by its tone.
+    pub fn tone(&self, value: impl Toned) -> Style {
+        match value.tone() {
+            Tone::Good => self.ok,
+            Tone::Warn => self.warn,
+            Tone::Bad => self.crit,
+            Tone::Plain => self.base,
         }
     }
 }

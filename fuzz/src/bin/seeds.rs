@@ -36,7 +36,7 @@ fn services(name: &str, frontend: u32, n: usize) -> Vec<CatalogService> {
         frontends: BTreeMap::from([("http".to_string(), frontend)])
             .into_iter()
             .collect(),
-        algorithm: "round_robin".into(),
+        algorithm: Algorithm::RoundRobin as i32,
         prefer_local: true,
         tags: vec!["blue".into()],
         instances: (0..n)
@@ -48,7 +48,7 @@ fn services(name: &str, frontend: u32, n: usize) -> Vec<CatalogService> {
                 health: if i == 0 { "passing" } else { "critical" }.into(),
                 version: "1.0.0".into(),
                 draining: i == 2,
-                state: "running".into(),
+                state: InstanceState::Running as i32,
             })
             .collect(),
     }]

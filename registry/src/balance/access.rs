@@ -10,6 +10,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use strata_proto::v1::AccessOutcome;
 use tokio::sync::{broadcast, mpsc};
 
 /// Records waiting for the writer before new ones are dropped.
@@ -34,6 +35,19 @@ pub enum Outcome {
     NoHealthyInstance,
     /// Closed at the drain deadline of its endpoint.
     Drained,
+}
+
+impl From<Outcome> for AccessOutcome {
+    fn from(outcome: Outcome) -> AccessOutcome {
+        match outcome {
+            Outcome::Ok => AccessOutcome::Ok,
+            Outcome::ConnectFailed => AccessOutcome::ConnectFailed,
+            Outcome::Reset => AccessOutcome::Reset,
+            Outcome::Timeout => AccessOutcome::Timeout,
+            Outcome::NoHealthyInstance => AccessOutcome::NoHealthyInstance,
+            Outcome::Drained => AccessOutcome::Drained,
+        }
+    }
 }
 
 /// One proxied client connection.
@@ -223,6 +237,22 @@ pub fn read_access_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_and_the_api_use_the_same_word_for_every_outcome() {
+        use Outcome::*;
+        for outcome in [
+            Ok,
+            ConnectFailed,
+            Reset,
+            Timeout,
+            NoHealthyInstance,
+            Drained,
+        ] {
+            let word = serde_json::to_value(outcome).unwrap();
+            assert_eq!(word, AccessOutcome::from(outcome).label(), "{outcome:?}");
+        }
+    }
 
     fn record(service: &str, n: u64) -> AccessRecord {
         AccessRecord {

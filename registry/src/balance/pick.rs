@@ -36,7 +36,7 @@ pub(crate) fn pick(
     match algorithm {
         Algorithm::RoundRobin => Some(turn % candidates.len()),
         Algorithm::LeastConn => least_conn(candidates, turn),
-        Algorithm::P2cEwma => Some(p2c(candidates, rng)),
+        Algorithm::P2cEwma | Algorithm::Unspecified => Some(p2c(candidates, rng)),
     }
 }
 

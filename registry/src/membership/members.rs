@@ -5,6 +5,7 @@
 use super::identity::NodeIdentity;
 use crate::events::ClusterEvent;
 use std::collections::{BTreeMap, BTreeSet};
+use strata_proto::v1::MemberStatus;
 
 /// Where a member stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,19 +17,9 @@ pub enum Status {
 }
 
 impl Status {
-    /// The API spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Alive => "alive",
-            Status::Suspect => "suspect",
-            Status::Down => "down",
-            Status::Left => "left",
-        }
-    }
-
     /// Alive or suspect: still routable.
     pub fn is_live(self) -> bool {
-        matches!(self, Status::Alive | Status::Suspect)
+        MemberStatus::from(self).is_live()
     }
 
     fn from_foca(state: foca::State) -> Self {
@@ -36,6 +27,17 @@ impl Status {
             foca::State::Alive => Status::Alive,
             foca::State::Suspect => Status::Suspect,
             foca::State::Down => Status::Down,
+        }
+    }
+}
+
+impl From<Status> for MemberStatus {
+    fn from(status: Status) -> MemberStatus {
+        match status {
+            Status::Alive => MemberStatus::Alive,
+            Status::Suspect => MemberStatus::Suspect,
+            Status::Down => MemberStatus::Down,
+            Status::Left => MemberStatus::Left,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 use std::time::Duration;
+use strata_proto::v1::{Algorithm, Health, InstanceState, MemberStatus};
 use strata_proto::v1::{CatalogInstance, CatalogService, NodeRecord};
 use strata_registry::events::ClusterEvent;
 use strata_registry::membership::identity::NodeIdentity;
@@ -66,15 +67,15 @@ pub fn service(name: &str, node: usize, instances: usize) -> CatalogService {
         name: name.into(),
         version: "1".into(),
         frontends: [("http".to_string(), 9000)].into(),
-        algorithm: "round_robin".into(),
+        algorithm: Algorithm::RoundRobin as i32,
         instances: (0..instances)
             .map(|i| CatalogInstance {
                 id: format!("{name}/{node}-{i}"),
                 ports: [("http".to_string(), 10_000 + i as u32)].into(),
-                health: "passing".into(),
+                health: Health::Passing as i32,
                 version: "1".into(),
                 draining: false,
-                state: "running".into(),
+                state: InstanceState::Running as i32,
             })
             .collect(),
         ..Default::default()
@@ -334,11 +335,11 @@ impl Sim {
     }
 
     /// (id, status) of every member node `i` sees, itself included.
-    pub fn view(&mut self, i: usize) -> Vec<(String, String)> {
+    pub fn view(&mut self, i: usize) -> Vec<(String, MemberStatus)> {
         self.node(i)
             .members()
             .into_iter()
-            .map(|m| (m.id, m.status))
+            .map(|m| (m.id.clone(), m.status()))
             .collect()
     }
 
@@ -352,7 +353,11 @@ impl Sim {
         let running = self.running();
         let first = self.records(running[0]);
         running.clone().into_iter().all(|i| {
-            let alive = self.view(i).iter().filter(|(_, s)| s == "alive").count();
+            let alive = self
+                .view(i)
+                .iter()
+                .filter(|(_, s)| *s == MemberStatus::Alive)
+                .count();
             alive == running.len() && self.records(i) == first
         })
     }

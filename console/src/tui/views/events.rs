@@ -55,7 +55,7 @@ impl Component for Events {
                 let label = severity_label(e.severity);
                 vec![
                     (time_ms(e.time_unix_ms), t.dim),
-                    (label.into(), t.status(label)),
+                    (label.into(), t.tone(Severity::from_wire(e.severity))),
                     (e.node.clone(), t.base),
                     (e.kind.clone(), t.base),
                     (e.subject.clone(), t.dim),

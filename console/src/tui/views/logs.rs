@@ -9,6 +9,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use strata_proto::v1::LogStream;
 
 /// The log view.
 pub struct Logs;
@@ -42,7 +43,11 @@ impl Component for Logs {
                     spans.push(Span::styled(format!("{} ", time_ms(l.time_unix_ms)), t.dim));
                 }
                 spans.push(Span::styled(format!("{} ", l.instance), t.title));
-                let base = if l.stream == "err" { t.warn } else { t.base };
+                let base = if l.stream() == LogStream::Err {
+                    t.warn
+                } else {
+                    t.base
+                };
                 spans.extend(highlight(&l.text, &b.filter, base, t.key));
                 Line::from(spans)
             })

@@ -9,6 +9,7 @@ use crate::tui::widgets::{ago, col, table, title};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use strata_proto::v1::ForceLeaveRequest;
+use strata_proto::v1::MemberStatus;
 
 /// The members table.
 pub struct Members;
@@ -47,7 +48,7 @@ impl Component for Members {
                 }
                 vec![
                     (mb.name.clone(), t.base),
-                    (mb.status.clone(), t.status(&mb.status)),
+                    (mb.status().to_string(), t.tone(mb.status())),
                     (mb.incarnation.to_string(), t.dim),
                     (mb.gossip_addr.clone(), t.base),
                     (mb.grpc_addr.clone(), t.base),
@@ -83,7 +84,7 @@ impl Component for Members {
             .cluster
             .members
             .get(model.cluster.member_index.get(selected)?)?;
-        if member.status != "down" {
+        if member.status() != MemberStatus::Down {
             return Some(Plan::Refuse(format!(
                 "{} is {}: only a down member can be forced to leave",
                 member.name, member.status

@@ -15,6 +15,7 @@ use ratatui::style::Style;
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph};
+use strata_proto::v1::{MemberStatus, Severity};
 
 /// The node view.
 pub struct Node;
@@ -75,10 +76,10 @@ impl Component for Node {
             .cluster
             .members
             .get(&d.name)
-            .map_or("unknown".to_string(), |mb| mb.status.clone());
+            .map_or(MemberStatus::Unknown, |mb| mb.status());
         let mut fact = vec![
             Span::styled(format!(" {} ", d.name), t.title),
-            Span::styled(status.clone(), t.status(&status)),
+            Span::styled(status.to_string(), t.tone(status)),
         ];
         if let Some(i) = &d.info {
             fact.push(Span::raw(format!(
@@ -219,7 +220,7 @@ impl Component for Node {
         )];
         let height = right.height.saturating_sub(1) as usize;
         for e in m.timeline.for_node(&d.name).rev().take(height) {
-            let style = t.status(crate::model::events::severity_label(e.severity));
+            let style = t.tone(Severity::from_wire(e.severity));
             ev.push(Line::styled(
                 format!(
                     "{:>10} {} {}",

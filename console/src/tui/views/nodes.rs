@@ -58,7 +58,7 @@ impl Component for Nodes {
                 let status = if n.draining {
                     format!("{} (dr)", n.status)
                 } else {
-                    n.status.clone()
+                    n.status.to_string()
                 };
                 let trend = c
                     .trend
@@ -67,7 +67,7 @@ impl Component for Nodes {
                     .unwrap_or_default();
                 vec![
                     (n.name.clone(), t.base),
-                    (status, t.status(&n.status)),
+                    (status, t.tone(n.status)),
                     pct(n.cpu, 90.0),
                     pct(n.mem, 90.0),
                     (

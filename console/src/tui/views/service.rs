@@ -13,6 +13,8 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::Paragraph;
 use strata_proto::v1::ControlServiceRequest;
+use strata_proto::v1::Health;
+use strata_proto::v1::control_service_request::Action as ControlAction;
 
 /// The service view.
 pub struct Service;
@@ -42,7 +44,7 @@ impl Component for Service {
         let passing = s
             .rows
             .iter()
-            .filter(|r| r.instance.health == "passing")
+            .filter(|r| r.instance.health() == Health::Passing)
             .count();
         table(
             frame,
@@ -66,8 +68,8 @@ impl Component for Service {
                 vec![
                     (inst.id.clone(), t.base),
                     (r.node.clone(), t.base),
-                    (inst.state.clone(), t.status(&inst.state)),
-                    (inst.health.clone(), t.status(&inst.health)),
+                    (inst.state().to_string(), t.tone(inst.state())),
+                    (inst.health().to_string(), t.tone(inst.health())),
                     (
                         if inst.pid > 0 {
                             inst.pid.to_string()
@@ -133,13 +135,13 @@ impl Component for Service {
             let n = s.rows.iter().filter(|x| x.node == r.node).count();
             return service_plan(action, &s.name, &[(r.node.clone(), n)]);
         }
-        let verb = match action {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Restart => "restart",
+        let control = match action {
+            Action::Start => ControlAction::start(),
+            Action::Stop => ControlAction::stop(),
+            Action::Restart => ControlAction::restart(),
             _ => return None,
         };
-        let mut cap = verb.to_string();
+        let mut cap = control.verb().to_string();
         cap[..1].make_ascii_uppercase();
         Some(Plan::Confirm {
             question: format!("{cap} instance {} on node {}?", r.instance.id, r.node),
@@ -147,8 +149,7 @@ impl Component for Service {
                 node: r.node.clone(),
                 service: s.name.clone(),
                 instance: r.instance.index,
-                action: verb.into(),
-                ..Default::default()
+                action: Some(control),
             })],
         })
     }

@@ -11,6 +11,7 @@ use crate::tui::widgets::{col, join_within, table, title};
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use strata_proto::v1::ControlServiceRequest;
+use strata_proto::v1::control_service_request::Action as ControlAction;
 
 /// The services table.
 pub struct Services;
@@ -122,10 +123,10 @@ fn selected_service(model: &Model, selected: usize) -> Option<String> {
 
 /// Start, stop, restart or scale a whole service on `nodes` (name, instances).
 pub fn service_plan(action: Action, name: &str, nodes: &[(String, usize)]) -> Option<Plan> {
-    let verb = match action {
-        Action::Start => "start",
-        Action::Stop => "stop",
-        Action::Restart | Action::RestartService => "restart",
+    let control = match action {
+        Action::Start => ControlAction::start(),
+        Action::Stop => ControlAction::stop(),
+        Action::Restart | Action::RestartService => ControlAction::restart(),
         Action::Scale => {
             return Some(Plan::Prompt(Prompt::Scale {
                 service: name.to_string(),
@@ -136,7 +137,7 @@ pub fn service_plan(action: Action, name: &str, nodes: &[(String, usize)]) -> Op
     };
     let instances: usize = nodes.iter().map(|(_, n)| n).sum();
     let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
-    let mut cap = verb.to_string();
+    let mut cap = control.verb().to_string();
     cap[..1].make_ascii_uppercase();
     Some(Plan::Confirm {
         question: format!(
@@ -151,7 +152,7 @@ pub fn service_plan(action: Action, name: &str, nodes: &[(String, usize)]) -> Op
                 Op::Control(ControlServiceRequest {
                     node: node.clone(),
                     service: name.to_string(),
-                    action: verb.into(),
+                    action: Some(control),
                     ..Default::default()
                 })
             })
