@@ -26,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$BIN/strata-agent" run --dev --data-dir "$work/agent" --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
-    --port-range 41000-41999 >"$work/agent.out" 2>"$work/agent.log" &
+    >"$work/agent.out" 2>"$work/agent.log" &
 agent_pid=$!
 for _ in $(seq 300); do grep -q "strata-agent ready" "$work/agent.out" 2>/dev/null && break; sleep 0.1; done
 grpc=$(sed -n 's/.* grpc=\([^ ]*\).*/\1/p' "$work/agent.out")

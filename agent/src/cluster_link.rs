@@ -62,7 +62,9 @@ pub fn spawn_publisher(
     tokio::spawn(async move {
         let mut changes = supervisor.subscribe_changes();
         let mut summary_timer = tokio::time::interval(SUMMARY_INTERVAL);
-        cluster.set_services(supervisor.catalog_services().await);
+        let generation = *changes.borrow_and_update();
+        cluster.set_services(supervisor.catalog_services());
+        supervisor.mark_published(generation);
         let mut samples = state.latest.subscribe();
         if samples.wait_for(|m| m.time_unix_ms != 0).await.is_err() {
             return;
@@ -74,8 +76,9 @@ pub fn spawn_publisher(
                         return;
                     }
                     tokio::time::sleep(DEBOUNCE).await;
-                    changes.borrow_and_update();
-                    cluster.set_services(supervisor.catalog_services().await);
+                    let generation = *changes.borrow_and_update();
+                    cluster.set_services(supervisor.catalog_services());
+                    supervisor.mark_published(generation);
                 }
                 _ = summary_timer.tick() => {
                     let latest = state.latest();

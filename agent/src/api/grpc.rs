@@ -9,7 +9,7 @@ use crate::events::journal::EventDraft;
 use crate::events::journal::EventQuery;
 use crate::state::{AgentState, unix_now_ms};
 use crate::supervisor::logs::{self, LineFilter, LogStream};
-use crate::supervisor::manager::{Action, SupervisorError};
+use crate::supervisor::manager::{Action, InstanceAction, SupervisorError};
 use crate::supervisor::spec::Signal;
 use crate::tls::CertKind;
 use std::collections::HashMap;
@@ -242,6 +242,7 @@ fn supervisor_status(error: SupervisorError) -> Status {
         SupervisorError::InvalidSpec(e) => Status::invalid_argument(e.to_string()),
         SupervisorError::Invalid(m) => Status::invalid_argument(m),
         SupervisorError::NotFound(m) => Status::not_found(m),
+        SupervisorError::Conflict(m) => Status::failed_precondition(m),
         SupervisorError::Failed(m) => Status::internal(m),
     }
 }
@@ -249,12 +250,14 @@ fn supervisor_status(error: SupervisorError) -> Status {
 /// The supervisor's action for a control request.
 fn parse_action(req: &ControlServiceRequest) -> Result<Action, Status> {
     match &req.action {
-        Some(control::Action::Start(_)) => Ok(Action::Start),
-        Some(control::Action::Stop(_)) => Ok(Action::Stop),
-        Some(control::Action::Restart(_)) => Ok(Action::Restart),
+        Some(control::Action::Start(_)) => Ok(Action::Instance(InstanceAction::Start)),
+        Some(control::Action::Stop(_)) => Ok(Action::Instance(InstanceAction::Stop)),
+        Some(control::Action::Restart(_)) => Ok(Action::Instance(InstanceAction::Restart)),
         Some(control::Action::Scale(scale)) => Ok(Action::Scale(scale.count)),
         Some(control::Action::Signal(send)) => match Signal::try_from(send.signal) {
-            Ok(signal) if signal != Signal::Unspecified => Ok(Action::Signal(signal)),
+            Ok(signal) if signal != Signal::Unspecified => {
+                Ok(Action::Instance(InstanceAction::Signal(signal)))
+            }
             _ => Err(Status::invalid_argument(format!(
                 "signal: {} is not one of {}",
                 send.signal,
@@ -552,7 +555,7 @@ impl Agent for AgentService {
                 .await;
         }
         Ok(Response::new(ListServicesReply {
-            services: self.state.supervisor.list().await,
+            services: self.state.supervisor.list(),
             isolation: self.state.supervisor.isolation(),
         }))
     }
@@ -572,7 +575,6 @@ impl Agent for AgentService {
             .state
             .supervisor
             .get(&req.name)
-            .await
             .map_err(supervisor_status)?;
         Ok(Response::new(status))
     }
@@ -682,7 +684,7 @@ impl Agent for AgentService {
             Err(status) => Err(status),
         };
         let message = self.audited(who, call, target, args, result).await?;
-        let service = supervisor.get(&req.service).await.ok();
+        let service = supervisor.get(&req.service).ok();
         Ok(Response::new(ControlServiceReply { service, message }))
     }
 
@@ -715,7 +717,6 @@ impl Agent for AgentService {
             .state
             .supervisor
             .log_dirs(&req.service, req.instance)
-            .await
             .map_err(supervisor_status)?;
         let lines = match req.lines {
             0 => 100,

@@ -81,6 +81,20 @@ impl HealthTracker {
         }
     }
 
+    /// Takes the thresholds of a changed `[health]` without forgetting what was seen: the
+    /// health and the streaks stay, and so does the grace period the instance started with.
+    pub fn reconfigure(&mut self, spec: &HealthSpec) {
+        self.rise = spec.rise.max(1);
+        self.fall = spec.fall.max(1);
+    }
+
+    /// The tracker of an instance that was already serving when its check was added: it
+    /// starts passing, and `fall` failures make it critical as usual.
+    pub fn assume_passing(mut self) -> HealthTracker {
+        self.status = Health::Passing;
+        self
+    }
+
     /// Records one outcome seen at `now`; returns the new health when it changed.
     pub fn record(&mut self, outcome: CheckOutcome, now: Instant) -> Option<Health> {
         let before = self.status;
@@ -475,6 +489,36 @@ mod tests {
             ),
             vec![None, Some(Health::Warning), None]
         );
+    }
+
+    #[test]
+    fn new_thresholds_keep_the_health_and_the_streaks() {
+        let start = Instant::now();
+        let mut t = HealthTracker::new(&spec(2, 3, Duration::ZERO), start);
+        assert_eq!(t.record(CheckOutcome::Pass, start), None);
+        assert_eq!(t.record(CheckOutcome::Pass, start), Some(Health::Passing));
+        assert_eq!(t.record(fail(), start), None);
+        t.reconfigure(&spec(1, 2, Duration::ZERO));
+        assert_eq!(
+            t.status(),
+            Health::Passing,
+            "a new threshold is no new verdict"
+        );
+        assert_eq!(
+            t.record(fail(), start),
+            Some(Health::Critical),
+            "the streak counted"
+        );
+        assert_eq!(t.record(CheckOutcome::Pass, start), Some(Health::Passing));
+    }
+
+    #[test]
+    fn an_added_check_can_start_from_passing_and_still_fall() {
+        let start = Instant::now();
+        let mut t = HealthTracker::new(&spec(2, 2, Duration::ZERO), start).assume_passing();
+        assert_eq!(t.status(), Health::Passing);
+        assert_eq!(t.record(fail(), start), None);
+        assert_eq!(t.record(fail(), start), Some(Health::Critical));
     }
 
     #[test]

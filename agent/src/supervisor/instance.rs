@@ -8,7 +8,7 @@ use super::cgroup::{InstanceCgroup, Isolation};
 use super::health::{self, CheckOutcome, Health, HealthTracker};
 use super::policy::{Decision, ExitKind, RestartTracker};
 use super::ports::PortAllocator;
-use super::spec::{HealthCheck, ServiceSpec};
+use super::spec::{HealthCheck, HealthSpec, ServiceSpec};
 use super::store::{InstanceRecord, Store};
 use crate::events::journal::{EventDraft, Journal};
 use crate::fsutil::write_replace;
@@ -29,12 +29,14 @@ use std::time::{Duration, Instant};
 use strata_proto::v1::{ExitInfo, InstanceState, InstanceStatus, Severity};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 /// How long a shim may take to report that the service started.
 const SHIM_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a shim after SIGKILL of its service before giving up on it.
 pub const SHIM_EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping instance waits for the catalog to publish its draining.
+const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 /// How often CPU and memory of a running instance are refreshed.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// The PATH a service gets when its spec sets none.
@@ -51,6 +53,33 @@ pub struct InstanceContext {
     pub shim_exe: PathBuf,
     /// Bumped on every change of any instance's status, for the catalog publisher.
     pub changes: watch::Sender<u64>,
+    /// The last value of `changes` the catalog publisher has handed to gossip.
+    pub published: watch::Sender<u64>,
+    /// Places among the instances being signalled and awaited at once.
+    pub stop_slots: Arc<Semaphore>,
+}
+
+impl InstanceContext {
+    /// Tells the catalog publisher something changed; returns the new generation.
+    pub fn bump(&self) -> u64 {
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
+        *self.changes.borrow()
+    }
+
+    /// Waits (a bounded time) until the catalog publisher has handed generation
+    /// `generation` of the services to gossip.
+    async fn until_published(&self, generation: u64) {
+        let mut published = self.published.subscribe();
+        if tokio::time::timeout(PUBLISH_WAIT, published.wait_for(|p| *p >= generation))
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                generation,
+                "the catalog did not publish in time; stopping anyway"
+            );
+        }
+    }
 }
 
 /// An operator's (or the supervisor's) request to an instance task.
@@ -71,9 +100,10 @@ pub enum Command {
     Detach,
 }
 
-/// The supervisor's handle on an instance task.
+/// The supervisor's handle on an instance task. Commands never wait for room: the task
+/// reads them between the steps of a stop, and its service's task must not block on it.
 pub struct InstanceHandle {
-    pub commands: mpsc::Sender<Command>,
+    pub commands: mpsc::UnboundedSender<Command>,
     pub status: watch::Receiver<InstanceStatus>,
 }
 
@@ -133,7 +163,7 @@ pub fn spawn(
     index: u32,
     run: bool,
 ) -> InstanceHandle {
-    let (commands, rx) = mpsc::channel(16);
+    let (commands, rx) = mpsc::unbounded_channel();
     let initial = InstanceStatus {
         id: format!("{}/{index}", spec.name),
         service: spec.name.clone(),
@@ -164,7 +194,7 @@ struct InstanceTask {
     ctx: Arc<InstanceContext>,
     spec: Arc<ServiceSpec>,
     index: u32,
-    rx: mpsc::Receiver<Command>,
+    rx: mpsc::UnboundedReceiver<Command>,
     status: watch::Sender<InstanceStatus>,
     ports: BTreeMap<String, u16>,
     tracker: RestartTracker,
@@ -194,7 +224,7 @@ impl InstanceTask {
     /// Changes the published status and tells the supervisor's watchers.
     fn update(&self, change: impl FnOnce(&mut InstanceStatus)) {
         self.status.send_modify(change);
-        self.ctx.changes.send_modify(|g| *g = g.wrapping_add(1));
+        self.ctx.bump();
     }
 
     fn set_state(&self, state: InstanceState, reason: Option<String>) {
@@ -624,14 +654,8 @@ impl InstanceTask {
 
     /// Watches a running instance until it exits or is told to stop.
     async fn supervise(&mut self, mut running: RunningShim) -> Phase {
-        let health_spec = self.spec.health.clone();
-        let mut check_timer = tokio::time::interval(
-            health_spec
-                .as_ref()
-                .map(|h| h.interval)
-                .unwrap_or(Duration::from_secs(3600)),
-        );
-        check_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut health_spec = self.spec.health.clone();
+        let mut check_timer = check_interval(health_spec.as_ref());
         let mut stats_timer = tokio::time::interval(STATS_INTERVAL);
         let mut check: Option<CheckFuture> = None;
         loop {
@@ -653,7 +677,16 @@ impl InstanceTask {
                 command = self.rx.recv() => match command {
                     None | Some(Command::Detach) => return Phase::Done,
                     Some(Command::Start) => {}
-                    Some(Command::UpdateSpec(spec)) => self.spec = spec,
+                    Some(Command::UpdateSpec(spec)) => {
+                        let health_changed = spec.health != self.spec.health;
+                        self.spec = spec;
+                        if health_changed {
+                            health_spec = self.spec.health.clone();
+                            check_timer = check_interval(health_spec.as_ref());
+                            check = None;
+                            self.recheck(&running);
+                        }
+                    }
                     Some(Command::Signal(signal, reply)) => {
                         let result = if same_process(running.record.pid, running.record.start_ticks) {
                             kill_group(running.record.pid, signal);
@@ -684,6 +717,45 @@ impl InstanceTask {
                 }
             }
         }
+    }
+
+    /// Takes a changed `[health]` while the instance runs, without a restart: new
+    /// thresholds keep what was seen so far; a check added to an instance that was already
+    /// serving starts from passing (it was in every balancer), so nothing flaps; without a
+    /// check, a running instance counts as passing in the catalog as before.
+    fn recheck(&mut self, running: &RunningShim) {
+        let serving = self.status.borrow().state() == InstanceState::Running;
+        self.health = match (self.health.take(), &self.spec.health) {
+            (_, None) => None,
+            (Some(mut tracker), Some(spec)) => {
+                tracker.reconfigure(spec);
+                Some(tracker)
+            }
+            (None, Some(spec)) => {
+                let tracker = HealthTracker::new(spec, running.started);
+                Some(if serving {
+                    tracker.assume_passing()
+                } else {
+                    tracker
+                })
+            }
+        };
+        let health = self
+            .health
+            .as_ref()
+            .map_or(Health::Unknown, HealthTracker::status);
+        self.update(|s| {
+            s.set_health(health);
+            if self.spec.health.is_none() {
+                s.health_output = String::new();
+            }
+            if s.state() == InstanceState::Starting
+                && (health != Health::Unknown || self.spec.health.is_none())
+            {
+                s.set_state(InstanceState::Running);
+                s.state_since_unix_ms = unix_now_ms();
+            }
+        });
     }
 
     fn on_check(&mut self, outcome: CheckOutcome) {
@@ -796,9 +868,13 @@ impl InstanceTask {
     /// everything it started once the timeout passes.
     async fn stop(&mut self, mut running: RunningShim, why: &str) {
         self.set_state(InstanceState::Stopping, None);
+        // Draining reaches the catalog (and so every balancer) before the signal does.
+        let generation = *self.ctx.changes.borrow();
+        self.ctx.until_published(generation).await;
         if !self.spec.stop.drain.is_zero() {
             tokio::time::sleep(self.spec.stop.drain).await;
         }
+        let _slot = self.ctx.stop_slots.clone().acquire_owned().await;
         let pid = running.record.pid;
         if same_process(pid, running.record.start_ticks) {
             let signal =
@@ -1004,6 +1080,13 @@ impl InstanceTask {
         self.ports.clear();
         self.ctx.store.remove_instance(&self.spec.name, self.index);
     }
+}
+
+/// The timer of an instance's checks (a quiet one when it has none).
+fn check_interval(spec: Option<&HealthSpec>) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(spec.map_or(Duration::from_secs(3600), |h| h.interval));
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
 }
 
 /// Kills whatever is left in an instance's cgroup (it may block briefly, so off the runtime).

@@ -1,25 +1,31 @@
-//! The supervisor proper: the set of services, each with its instance tasks; applying specs
-//! (validate whole, store, then converge), rolling restarts, scaling, operator controls, and
-//! re-adoption of what a previous agent left running.
+//! The supervisor proper: the services of this agent, each owned by its own task
+//! ([`super::service`]). It validates and routes: a spec is parsed and checked whole (a bad
+//! one changes nothing), what it changes is decided by [`plan_apply`], and the service's
+//! task stores it and converges. Reads come from each service's published view and never
+//! wait for a stop.
 
 use super::cgroup;
-use super::instance::{self, Command, InstanceContext, InstanceHandle};
+use super::instance::InstanceContext;
+use super::plan::plan_apply;
 use super::ports::PortAllocator;
-use super::spec::{HealthCheck, ServiceSpec, Signal, SpecError, check_conflicts, parse_spec};
+pub use super::service::InstanceAction;
+use super::service::{self, NewService, Registry, ServiceCommand, ServiceHandle, ServiceView};
+use super::spec::{HealthCheck, ServiceSpec, SpecError, check_conflicts, parse_spec};
 use super::store::{Desired, Store};
 use crate::events::journal::{EventDraft, Journal};
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use strata_proto::v1::{
-    ApplyAction, CatalogInstance, CatalogService, Health, InstanceState, InstanceStatus,
-    ServiceStatus, Severity,
+    ApplyAction, CatalogInstance, CatalogService, Health, InstanceState, ServiceStatus, Severity,
 };
 use thiserror::Error;
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, oneshot, watch};
+
+/// Instances of this agent that may be stopping (signalled and awaited) at once.
+const PARALLEL_STOPS: usize = 64;
 
 /// Where the supervisor keeps its state and how it runs services.
 #[derive(Debug, Clone)]
@@ -36,7 +42,7 @@ pub struct SupervisorConfig {
 }
 
 /// Why a supervisor request failed; each maps to one gRPC status.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum SupervisorError {
     #[error("{0}")]
     InvalidSpec(SpecError),
@@ -44,18 +50,20 @@ pub enum SupervisorError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// The service is in a state that does not allow it now (being removed).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Failed(String),
 }
 
 /// An operator's action on a service or instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    Start,
-    Stop,
-    Restart,
+    /// Start, stop, restart or signal instances.
+    Instance(InstanceAction),
+    /// Run this many instances of the whole service.
     Scale(u32),
-    Signal(Signal),
 }
 
 /// What `apply` found and did.
@@ -67,24 +75,14 @@ pub struct ApplyReport {
     pub applied: bool,
 }
 
-struct Service {
-    spec: Arc<ServiceSpec>,
-    text: String,
-    desired: Desired,
-    instances: BTreeMap<u32, InstanceHandle>,
-    rollout: Option<JoinHandle<()>>,
-}
-
-impl Service {
-    fn count(&self) -> u32 {
-        self.desired.scaled_to.unwrap_or(self.spec.instances)
-    }
-}
-
-/// The services of this agent and their instance tasks.
+/// The services of this agent and their tasks.
 pub struct Supervisor {
     ctx: Arc<InstanceContext>,
-    services: tokio::sync::Mutex<BTreeMap<String, Service>>,
+    services: Registry,
+    /// Applies one at a time, so two of the same new name cannot both create it. Held only
+    /// while a spec is checked, stored and handed over, never across a stop.
+    applying: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
 }
 
 impl Supervisor {
@@ -111,12 +109,16 @@ impl Supervisor {
             node_name: config.node_name.clone(),
             shim_exe: config.shim_exe.clone(),
             changes: watch::channel(0).0,
+            published: watch::channel(0).0,
+            stop_slots: Arc::new(Semaphore::new(PARALLEL_STOPS)),
         });
         let supervisor = Arc::new(Supervisor {
-            ctx: ctx.clone(),
-            services: tokio::sync::Mutex::new(BTreeMap::new()),
+            ctx,
+            services: Arc::new(RwLock::new(BTreeMap::new())),
+            applying: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(1),
         });
-        supervisor.load_stored().await;
+        supervisor.load_stored();
         if let Some(dir) = &config.services_dir {
             supervisor.load_services_dir(dir).await;
         }
@@ -129,8 +131,17 @@ impl Supervisor {
         self.ctx.changes.subscribe()
     }
 
-    fn bump(&self) {
-        self.ctx.changes.send_modify(|g| *g = g.wrapping_add(1));
+    /// Told by the catalog publisher that every change up to `generation` (a value of
+    /// [`Supervisor::subscribe_changes`]) is in the catalog: stopping instances wait for
+    /// their draining to be published before they are signalled.
+    pub fn mark_published(&self, generation: u64) {
+        self.ctx.published.send_if_modified(|p| {
+            let newer = generation > *p;
+            if newer {
+                *p = generation;
+            }
+            newer
+        });
     }
 
     /// The isolation the host allowed, in words.
@@ -145,7 +156,42 @@ impl Supervisor {
         }
     }
 
-    async fn load_stored(&self) {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ServiceHandle>> {
+        self.services.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every service's current view, by name.
+    fn views(&self) -> Vec<Arc<ServiceView>> {
+        self.read()
+            .values()
+            .map(|h| h.view.borrow().clone())
+            .collect()
+    }
+
+    fn handle(&self, name: &str) -> Result<ServiceHandle, SupervisorError> {
+        self.read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Starts the task of a stored service and lists it.
+    fn adopt(&self, spec: Arc<ServiceSpec>, desired: Desired, strays: Vec<u32>) {
+        let new = NewService {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            spec,
+            desired,
+            strays,
+        };
+        let name = new.spec.name.clone();
+        let handle = service::spawn(self.ctx.clone(), self.services.clone(), new);
+        self.services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, handle);
+    }
+
+    fn load_stored(&self) {
         let (stored, broken) = match self.ctx.store.load_services() {
             Ok(found) => found,
             Err(e) => {
@@ -161,7 +207,6 @@ impl Supervisor {
                 format!("stored service {name} cannot be loaded: {reason}"),
             );
         }
-        let mut services = self.services.lock().await;
         for stored in stored {
             let spec = match parse_spec(&stored.desired.source, &stored.text) {
                 Ok(spec) => Arc::new(spec),
@@ -175,31 +220,15 @@ impl Supervisor {
                     continue;
                 }
             };
-            let mut service = Service {
-                spec: spec.clone(),
-                text: stored.text,
-                desired: stored.desired,
-                instances: BTreeMap::new(),
-                rollout: None,
-            };
-            let count = service.count();
-            let run = !service.desired.stopped;
-            for index in 1..=count {
-                service.instances.insert(
-                    index,
-                    instance::spawn(self.ctx.clone(), spec.clone(), index, run),
-                );
-            }
-            for index in self.ctx.store.instance_indexes(&spec.name) {
-                if index > count {
-                    let handle = instance::spawn(self.ctx.clone(), spec.clone(), index, false);
-                    let (tx, rx) = oneshot::channel();
-                    if handle.commands.send(Command::Remove(tx)).await.is_ok() {
-                        let _ = rx.await;
-                    }
-                }
-            }
-            services.insert(stored.name, service);
+            let count = stored.desired.scaled_to.unwrap_or(spec.instances);
+            let strays = self
+                .ctx
+                .store
+                .instance_indexes(&spec.name)
+                .into_iter()
+                .filter(|index| *index > count)
+                .collect();
+            self.adopt(spec, stored.desired, strays);
         }
     }
 
@@ -236,8 +265,9 @@ impl Supervisor {
     }
 
     /// Validates `text` whole (a bad spec changes nothing), and unless `dry_run` stores it
-    /// durably and converges: new services start, changed ones restart one instance at a
-    /// time (each waiting for passing), a changed count scales.
+    /// durably and converges: new services start; a changed one takes live changes at
+    /// once and restarts one instance at a time (each waiting for passing) when its
+    /// processes must change; a changed count scales in the background.
     pub async fn apply(
         &self,
         source: &str,
@@ -246,176 +276,90 @@ impl Supervisor {
     ) -> Result<ApplyReport, SupervisorError> {
         let source = if source.is_empty() { "api" } else { source };
         let spec = parse_spec(source, text).map_err(SupervisorError::InvalidSpec)?;
-        let mut services = self.services.lock().await;
-        check_conflicts(
-            &spec,
-            source,
-            text,
-            services.values().map(|s| s.spec.as_ref()),
-        )
-        .map_err(SupervisorError::InvalidSpec)?;
+        let _applying = self.applying.lock().await;
+        let views = self.views();
+        check_conflicts(&spec, source, text, views.iter().map(|v| v.spec.as_ref()))
+            .map_err(SupervisorError::InvalidSpec)?;
         let name = spec.name.clone();
-        let (action, changes, restart, rescale) = match services.get(&name) {
-            None => (
-                ApplyAction::Created,
-                vec![format!("new service with {} instance(s)", spec.instances)],
-                false,
-                false,
-            ),
-            Some(old) => {
-                let changes = spec_changes(&old.spec, &spec);
-                let restart = needs_restart(&old.spec, &spec);
-                let rescale = old.count() != spec.instances;
-                let action = if changes.is_empty() && old.desired.scaled_to.is_none() {
-                    ApplyAction::Unchanged
-                } else {
-                    ApplyAction::Updated
-                };
-                (
-                    action,
-                    changes,
-                    restart,
-                    rescale || old.desired.scaled_to.is_some(),
-                )
+        let existing = self.read().get(&name).cloned();
+        let Some(handle) = existing else {
+            let mut report = ApplyReport {
+                service: name.clone(),
+                action: ApplyAction::Created,
+                changes: vec![format!("new service with {} instance(s)", spec.instances)],
+                applied: false,
+            };
+            if dry_run {
+                return Ok(report);
             }
+            let desired = Desired {
+                source: source.to_string(),
+                stopped: false,
+                scaled_to: None,
+            };
+            self.ctx
+                .store
+                .save_service(&name, text, &desired)
+                .map_err(|e| {
+                    SupervisorError::Failed(format!("cannot store the spec of {name}: {e}"))
+                })?;
+            self.adopt(Arc::new(spec), desired, Vec::new());
+            self.event(
+                "service.applied",
+                Severity::Info,
+                &name,
+                format!("spec of {name} created from {source}"),
+            );
+            report.applied = true;
+            return Ok(report);
         };
+        let view = handle.view.borrow().clone();
+        if view.removing {
+            return Err(SupervisorError::Conflict(format!(
+                "service {name} is being removed; apply it again once the removal has finished"
+            )));
+        }
+        let plan = plan_apply(&view.spec, &spec);
+        let scaled = view.desired.scaled_to.is_some_and(|n| n != spec.instances);
         let mut report = ApplyReport {
             service: name.clone(),
-            action,
-            changes,
+            action: if plan.is_empty() && !scaled {
+                ApplyAction::Unchanged
+            } else {
+                ApplyAction::Updated
+            },
+            changes: plan.lines(),
             applied: false,
         };
-        if dry_run || action == ApplyAction::Unchanged {
+        if scaled {
+            report.changes.push(format!(
+                "instances: {} (scaled) -> {} (the spec's)",
+                view.count(),
+                spec.instances
+            ));
+        }
+        if dry_run || report.action == ApplyAction::Unchanged {
             return Ok(report);
         }
-        let stopped = services.get(&name).is_some_and(|s| s.desired.stopped);
-        let desired = Desired {
+        let (reply, done) = oneshot::channel();
+        let command = ServiceCommand::Update {
+            spec: Arc::new(spec),
+            text: text.to_string(),
             source: source.to_string(),
-            stopped,
-            scaled_to: None,
+            plan,
+            reply,
         };
-        self.ctx
-            .store
-            .save_service(&name, text, &desired)
-            .map_err(|e| {
-                SupervisorError::Failed(format!("cannot store the spec of {name}: {e}"))
-            })?;
-        let spec = Arc::new(spec);
-        match services.get_mut(&name) {
-            None => {
-                let mut service = Service {
-                    spec: spec.clone(),
-                    text: text.to_string(),
-                    desired,
-                    instances: BTreeMap::new(),
-                    rollout: None,
-                };
-                for index in 1..=spec.instances {
-                    service.instances.insert(
-                        index,
-                        instance::spawn(self.ctx.clone(), spec.clone(), index, true),
-                    );
-                }
-                services.insert(name.clone(), service);
-            }
-            Some(service) => {
-                service.spec = spec.clone();
-                service.text = text.to_string();
-                service.desired = desired;
-                if rescale {
-                    self.scale_instances(service).await;
-                }
-                let mut targets = Vec::new();
-                for (index, handle) in &service.instances {
-                    let _ = handle
-                        .commands
-                        .send(Command::UpdateSpec(spec.clone()))
-                        .await;
-                    targets.push((*index, handle.commands.clone(), handle.status.clone()));
-                }
-                if restart && !service.desired.stopped {
-                    if let Some(previous) = service.rollout.take() {
-                        previous.abort();
-                    }
-                    service.rollout = Some(tokio::spawn(rolling_restart(
-                        self.ctx.journal.clone(),
-                        spec.clone(),
-                        targets,
-                    )));
-                    report.changes.push(format!(
-                        "rolling restart of {} instance(s), one at a time",
-                        service.instances.len()
-                    ));
-                }
-            }
-        }
-        self.event(
-            "service.applied",
-            Severity::Info,
-            &name,
-            format!("spec of {name} {action} from {source}"),
-        );
-        self.bump();
+        let notes = ask(&handle, &name, command, done).await??;
+        report.changes.extend(notes);
         report.applied = true;
         Ok(report)
     }
 
-    /// Brings the instance tasks of `service` to its count.
-    async fn scale_instances(&self, service: &mut Service) {
-        let count = service.count();
-        let run = !service.desired.stopped;
-        for index in 1..=count {
-            service.instances.entry(index).or_insert_with(|| {
-                instance::spawn(self.ctx.clone(), service.spec.clone(), index, run)
-            });
-        }
-        let extra: Vec<u32> = service
-            .instances
-            .keys()
-            .copied()
-            .filter(|i| *i > count)
-            .collect();
-        for index in extra.into_iter().rev() {
-            if let Some(handle) = service.instances.remove(&index) {
-                let (tx, rx) = oneshot::channel();
-                if handle.commands.send(Command::Remove(tx)).await.is_ok() {
-                    let _ = rx.await;
-                }
-            }
-        }
-    }
-
     /// Stops every instance of `name` and forgets its spec. Returns how many instances it had.
     pub async fn remove(&self, name: &str) -> Result<u32, SupervisorError> {
-        let mut services = self.services.lock().await;
-        let mut service = services.remove(name).ok_or_else(|| {
-            SupervisorError::NotFound(format!("no service named {name:?} on this agent"))
-        })?;
-        if let Some(rollout) = service.rollout.take() {
-            rollout.abort();
-        }
-        let count = service.instances.len() as u32;
-        let mut waits = Vec::new();
-        for handle in service.instances.values() {
-            let (tx, rx) = oneshot::channel();
-            if handle.commands.send(Command::Remove(tx)).await.is_ok() {
-                waits.push(rx);
-            }
-        }
-        for rx in waits {
-            let _ = rx.await;
-        }
-        self.ctx.store.remove_service(name).map_err(|e| {
-            SupervisorError::Failed(format!("cannot delete the stored spec of {name}: {e}"))
-        })?;
-        self.event(
-            "service.removed",
-            Severity::Info,
-            name,
-            format!("service {name} removed ({count} instance(s) stopped)"),
-        );
-        self.bump();
-        Ok(count)
+        let handle = self.handle(name)?;
+        let (reply, done) = oneshot::channel();
+        ask(&handle, name, ServiceCommand::Remove { reply }, done).await?
     }
 
     /// Carries out an operator's action on a service (`instance` 0) or one instance.
@@ -425,229 +369,65 @@ impl Supervisor {
         instance: u32,
         action: Action,
     ) -> Result<String, SupervisorError> {
-        let mut services = self.services.lock().await;
-        let service = services.get_mut(name).ok_or_else(|| {
-            SupervisorError::NotFound(format!("no service named {name:?} on this agent"))
-        })?;
-        if instance != 0 && !service.instances.contains_key(&instance) {
-            return Err(SupervisorError::NotFound(format!(
-                "service {name} has no instance {instance} (it has {})",
-                service.instances.len()
-            )));
-        }
-        if let Action::Scale(count) = action {
-            if instance != 0 {
-                return Err(SupervisorError::Invalid(
-                    "scale applies to a whole service, not one instance".into(),
-                ));
+        let handle = self.handle(name)?;
+        let (reply, done) = oneshot::channel();
+        let command = match action {
+            Action::Scale(count) => {
+                if instance != 0 {
+                    return Err(SupervisorError::Invalid(
+                        "scale applies to a whole service, not one instance".into(),
+                    ));
+                }
+                if count > super::spec::MAX_INSTANCES {
+                    return Err(SupervisorError::Invalid(format!(
+                        "{count} is more than {} instances",
+                        super::spec::MAX_INSTANCES
+                    )));
+                }
+                ServiceCommand::Scale { count, reply }
             }
-            if count > super::spec::MAX_INSTANCES {
-                return Err(SupervisorError::Invalid(format!(
-                    "{count} is more than {} instances",
-                    super::spec::MAX_INSTANCES
-                )));
-            }
-            let before = service.count();
-            service.desired.scaled_to = Some(count);
-            self.ctx
-                .store
-                .save_desired(name, &service.desired)
-                .map_err(|e| {
-                    SupervisorError::Failed(format!("cannot store the new count of {name}: {e}"))
-                })?;
-            self.scale_instances(service).await;
-            self.event(
-                "service.scaled",
-                Severity::Info,
-                name,
-                format!("{name} scaled from {before} to {count} instance(s)"),
-            );
-            self.bump();
-            return Ok(format!(
-                "{name} scaled from {before} to {count} instance(s)"
-            ));
-        }
-        let targets: Vec<(u32, tokio::sync::mpsc::Sender<Command>)> = service
-            .instances
-            .iter()
-            .filter(|(index, _)| instance == 0 || **index == instance)
-            .map(|(index, handle)| (*index, handle.commands.clone()))
-            .collect();
-        if instance == 0 && matches!(action, Action::Start | Action::Stop) {
-            service.desired.stopped = action == Action::Stop;
-            self.ctx
-                .store
-                .save_desired(name, &service.desired)
-                .map_err(|e| {
-                    SupervisorError::Failed(format!("cannot store the state of {name}: {e}"))
-                })?;
-        }
-        drop(services);
-        let what = if instance == 0 {
-            name.to_string()
-        } else {
-            format!("{name}/{instance}")
+            Action::Instance(action) => ServiceCommand::Control {
+                instance,
+                action,
+                reply,
+            },
         };
-        match action {
-            Action::Start => {
-                for (_, commands) in &targets {
-                    let _ = commands.send(Command::Start).await;
-                }
-                Ok(format!("{what} starting"))
-            }
-            Action::Stop => {
-                let mut waits = Vec::new();
-                for (_, commands) in &targets {
-                    let (tx, rx) = oneshot::channel();
-                    if commands.send(Command::Stop(tx)).await.is_ok() {
-                        waits.push(rx);
-                    }
-                }
-                for rx in waits {
-                    let _ = rx.await;
-                }
-                Ok(format!("{what} stopped"))
-            }
-            Action::Restart => {
-                for (_, commands) in &targets {
-                    let (tx, rx) = oneshot::channel();
-                    if commands.send(Command::Restart(tx)).await.is_ok() {
-                        let _ = rx.await;
-                    }
-                }
-                Ok(format!("{what} restarted"))
-            }
-            Action::Signal(signal) => {
-                let raw =
-                    rustix::process::Signal::from_named_raw(signal.number()).ok_or_else(|| {
-                        SupervisorError::Invalid(format!("{} cannot be sent", signal.label()))
-                    })?;
-                let mut errors = Vec::new();
-                for (_, commands) in &targets {
-                    let (tx, rx) = oneshot::channel();
-                    if commands.send(Command::Signal(raw, tx)).await.is_ok()
-                        && let Ok(Err(e)) = rx.await
-                    {
-                        errors.push(e);
-                    }
-                }
-                if errors.len() == targets.len() && !errors.is_empty() {
-                    return Err(SupervisorError::Failed(errors.join("; ")));
-                }
-                Ok(format!("{} sent to {what}", signal.label()))
-            }
-            Action::Scale(_) => Ok(String::new()),
-        }
+        ask(&handle, name, command, done).await?
     }
 
     /// Every service with its instances.
-    pub async fn list(&self) -> Vec<ServiceStatus> {
-        let services = self.services.lock().await;
-        services.values().map(|s| self.status_of(s)).collect()
+    pub fn list(&self) -> Vec<ServiceStatus> {
+        self.views()
+            .iter()
+            .map(|v| status_of(v, &self.ctx.node_name))
+            .collect()
     }
 
     /// This node's services as its catalog record carries them. An instance without a health
     /// check counts as passing while it runs (as in Consul); one that is stopping is draining.
-    pub async fn catalog_services(&self) -> Vec<CatalogService> {
-        let services = self.services.lock().await;
-        services
-            .values()
-            .map(|service| {
-                let spec = &service.spec;
-                let instances = service
-                    .instances
-                    .values()
-                    .map(|h| {
-                        let s = h.status.borrow();
-                        let state = s.state();
-                        let health = if spec.health.is_none() && state == InstanceState::Running {
-                            Health::Passing
-                        } else if state.is_live() {
-                            s.health()
-                        } else {
-                            Health::Critical
-                        };
-                        CatalogInstance {
-                            id: s.id.clone(),
-                            ports: s.ports.clone(),
-                            health: health as i32,
-                            version: s.version.clone(),
-                            draining: state == InstanceState::Stopping,
-                            state: state as i32,
-                        }
-                    })
-                    .collect();
-                CatalogService {
-                    name: spec.name.clone(),
-                    version: spec.version.clone(),
-                    frontends: spec
-                        .ports
-                        .iter()
-                        .filter_map(|(n, p)| p.frontend.map(|f| (n.clone(), u32::from(f))))
-                        .collect(),
-                    algorithm: spec.balance.algorithm as i32,
-                    prefer_local: spec.balance.prefer_local,
-                    tags: spec.tags.clone(),
-                    instances,
-                }
-            })
-            .collect()
+    pub fn catalog_services(&self) -> Vec<CatalogService> {
+        self.views().iter().map(|v| catalog_service(v)).collect()
     }
 
     /// One service with its instances.
-    pub async fn get(&self, name: &str) -> Result<ServiceStatus, SupervisorError> {
-        let services = self.services.lock().await;
-        services
-            .get(name)
-            .map(|s| self.status_of(s))
-            .ok_or_else(|| {
-                SupervisorError::NotFound(format!("no service named {name:?} on this agent"))
-            })
-    }
-
-    fn status_of(&self, service: &Service) -> ServiceStatus {
-        let spec = &service.spec;
-        let instances: Vec<InstanceStatus> = service
-            .instances
-            .values()
-            .map(|h| h.status.borrow().clone())
-            .collect();
-        ServiceStatus {
-            name: spec.name.clone(),
-            version: spec.version.clone(),
-            desired_instances: service.count(),
-            passing: instances.iter().filter(|i| i.health().is_passing()).count() as u32,
-            restarts: instances.iter().map(|i| i.restarts).sum(),
-            instances,
-            frontend_ports: spec
-                .ports
-                .iter()
-                .filter_map(|(name, p)| p.frontend.map(|f| (name.clone(), u32::from(f))))
-                .collect(),
-            source: service.desired.source.clone(),
-            stopped: service.desired.stopped,
-            node: self.ctx.node_name.clone(),
-            tags: spec.tags.clone(),
-            health_check: describe_health(spec),
-        }
+    pub fn get(&self, name: &str) -> Result<ServiceStatus, SupervisorError> {
+        let view = self.handle(name)?.view.borrow().clone();
+        Ok(status_of(&view, &self.ctx.node_name))
     }
 
     /// The log directories of a service's instances (all, or one): (instance id, dir).
-    pub async fn log_dirs(
+    pub fn log_dirs(
         &self,
         name: &str,
         instance: u32,
     ) -> Result<Vec<(String, PathBuf)>, SupervisorError> {
-        let services = self.services.lock().await;
-        let service = services.get(name).ok_or_else(|| {
-            SupervisorError::NotFound(format!("no service named {name:?} on this agent"))
-        })?;
-        if instance != 0 && !service.instances.contains_key(&instance) {
+        let view = self.handle(name)?.view.borrow().clone();
+        if instance != 0 && !view.instances.contains_key(&instance) {
             return Err(SupervisorError::NotFound(format!(
                 "service {name} has no instance {instance}"
             )));
         }
-        Ok(service
+        Ok(view
             .instances
             .keys()
             .filter(|i| instance == 0 || **i == instance)
@@ -655,132 +435,113 @@ impl Supervisor {
             .collect())
     }
 
-    /// Ends every instance task and leaves the services running, for the agent's shutdown:
-    /// the next agent re-adopts them.
+    /// Ends every service and instance task and leaves the services running, for the
+    /// agent's shutdown: the next agent re-adopts them.
     pub async fn detach_all(&self) {
-        let mut services = self.services.lock().await;
-        for service in services.values_mut() {
-            if let Some(rollout) = service.rollout.take() {
-                rollout.abort();
-            }
-            for handle in service.instances.values() {
-                let _ = handle.commands.send(Command::Detach).await;
+        let handles: Vec<ServiceHandle> = std::mem::take(
+            &mut *self
+                .services
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+        .into_values()
+        .collect();
+        for handle in handles {
+            let (reply, done) = oneshot::channel();
+            if handle
+                .commands
+                .send(ServiceCommand::Detach { reply })
+                .await
+                .is_ok()
+            {
+                let _ = done.await;
             }
         }
-        services.clear();
     }
 }
 
-/// Restarts instances one at a time, each waiting until it runs and passes its health
-/// check before the next; stops (with an event) when one does not come back.
-async fn rolling_restart(
-    journal: Journal,
-    spec: Arc<ServiceSpec>,
-    targets: Vec<(
-        u32,
-        tokio::sync::mpsc::Sender<Command>,
-        tokio::sync::watch::Receiver<InstanceStatus>,
-    )>,
-) {
-    let budget = spec
-        .health
-        .as_ref()
-        .map(|h| h.grace + h.interval * (h.rise + h.fall + 2))
-        .unwrap_or(Duration::from_secs(5))
-        + Duration::from_secs(30);
-    for (index, commands, mut status) in targets {
-        let (tx, rx) = oneshot::channel();
-        if commands.send(Command::Restart(tx)).await.is_err() || rx.await.is_err() {
-            continue;
-        }
-        let ready = tokio::time::timeout(budget, async {
-            loop {
-                {
-                    let s = status.borrow_and_update();
-                    let healthy = spec.health.is_none() || s.health().is_passing();
-                    if s.state() == InstanceState::Running && healthy {
-                        return true;
-                    }
-                }
-                if status.changed().await.is_err() {
-                    return false;
-                }
+fn not_found(name: &str) -> SupervisorError {
+    SupervisorError::NotFound(format!("no service named {name:?} on this agent"))
+}
+
+/// Sends `command` to a service's task and waits for its answer.
+async fn ask<T>(
+    handle: &ServiceHandle,
+    name: &str,
+    command: ServiceCommand,
+    done: oneshot::Receiver<T>,
+) -> Result<T, SupervisorError> {
+    if handle.commands.send(command).await.is_err() {
+        return Err(not_found(name));
+    }
+    done.await.map_err(|_| not_found(name))
+}
+
+fn status_of(view: &ServiceView, node: &str) -> ServiceStatus {
+    let spec = &view.spec;
+    let instances: Vec<_> = view
+        .instances
+        .values()
+        .map(|status| status.borrow().clone())
+        .collect();
+    ServiceStatus {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        desired_instances: view.count(),
+        passing: instances.iter().filter(|i| i.health().is_passing()).count() as u32,
+        restarts: instances.iter().map(|i| i.restarts).sum(),
+        instances,
+        frontend_ports: frontends(spec),
+        source: view.desired.source.clone(),
+        stopped: view.desired.stopped,
+        node: node.to_string(),
+        tags: spec.tags.clone(),
+        health_check: describe_health(spec),
+    }
+}
+
+fn catalog_service(view: &ServiceView) -> CatalogService {
+    let spec = &view.spec;
+    let instances = view
+        .instances
+        .values()
+        .map(|status| {
+            let s = status.borrow();
+            let state = s.state();
+            let health = if spec.health.is_none() && state == InstanceState::Running {
+                Health::Passing
+            } else if state.is_live() {
+                s.health()
+            } else {
+                Health::Critical
+            };
+            CatalogInstance {
+                id: s.id.clone(),
+                ports: s.ports.clone(),
+                health: health as i32,
+                version: s.version.clone(),
+                draining: state == InstanceState::Stopping,
+                state: state as i32,
             }
         })
-        .await;
-        if !matches!(ready, Ok(true)) {
-            let draft = EventDraft::new(
-                "service.rollout_stalled",
-                Severity::Critical,
-                format!("service:{}/{index}", spec.name),
-                format!(
-                    "rolling restart of {} stopped: instance {index} did not become passing within {}",
-                    spec.name,
-                    humantime::format_duration(budget)
-                ),
-            );
-            let _ = journal.append(draft);
-            return;
-        }
+        .collect();
+    CatalogService {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        frontends: frontends(spec),
+        algorithm: spec.balance.algorithm as i32,
+        prefer_local: spec.balance.prefer_local,
+        tags: spec.tags.clone(),
+        instances,
     }
 }
 
-/// Whether the running processes must restart for the new spec to take effect.
-fn needs_restart(old: &ServiceSpec, new: &ServiceSpec) -> bool {
-    old.command != new.command
-        || old.env != new.env
-        || old.workdir != new.workdir
-        || old.ports != new.ports
-        || old.resources != new.resources
-        || old.logs != new.logs
-        || old.version != new.version
-}
-
-/// The differences between two specs, one line each, for people.
-pub fn spec_changes(old: &ServiceSpec, new: &ServiceSpec) -> Vec<String> {
-    let mut changes = Vec::new();
-    let mut field = |name: &str, differs: bool, detail: String| {
-        if differs {
-            changes.push(format!("{name}: {detail}"));
-        }
-    };
-    field(
-        "version",
-        old.version != new.version,
-        format!("{} -> {}", old.version, new.version),
-    );
-    field(
-        "command",
-        old.command != new.command,
-        format!("{:?} -> {:?}", old.command, new.command),
-    );
-    field(
-        "instances",
-        old.instances != new.instances,
-        format!("{} -> {}", old.instances, new.instances),
-    );
-    field("env", old.env != new.env, "changed".into());
-    field(
-        "workdir",
-        old.workdir != new.workdir,
-        format!("{:?} -> {:?}", old.workdir, new.workdir),
-    );
-    field("ports", old.ports != new.ports, "changed".into());
-    field("health", old.health != new.health, "changed".into());
-    field("restart", old.restart != new.restart, "changed".into());
-    field("stop", old.stop != new.stop, "changed".into());
-    field(
-        "resources",
-        old.resources != new.resources,
-        "changed".into(),
-    );
-    field("logs", old.logs != new.logs, "changed".into());
-    field(
-        "tags",
-        old.tags != new.tags,
-        format!("{:?} -> {:?}", old.tags, new.tags),
-    );
-    changes
+/// Port name to frontend port, for ports that have one.
+fn frontends(spec: &ServiceSpec) -> std::collections::HashMap<String, u32> {
+    spec.ports
+        .iter()
+        .filter_map(|(name, p)| p.frontend.map(|f| (name.clone(), u32::from(f))))
+        .collect()
 }
 
 /// The health check in words, for the API.
@@ -800,27 +561,4 @@ fn describe_health(spec: &ServiceSpec) -> String {
         HealthCheck::Exec { command } => format!("exec {}", command.join(" ")),
     };
     format!("{check} every {}", humantime::format_duration(h.interval))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(text: &str) -> ServiceSpec {
-        parse_spec("t.toml", text).unwrap()
-    }
-
-    #[test]
-    fn changes_and_restart_needs_are_told_apart() {
-        let a = spec("name = \"a\"\ncommand = [\"/bin/sleep\", \"1\"]\ninstances = 1\n");
-        let scaled = spec("name = \"a\"\ncommand = [\"/bin/sleep\", \"1\"]\ninstances = 3\n");
-        let changed = spec("name = \"a\"\ncommand = [\"/bin/sleep\", \"2\"]\ninstances = 1\n");
-        assert_eq!(
-            spec_changes(&a, &scaled),
-            vec!["instances: 1 -> 3".to_string()]
-        );
-        assert!(!needs_restart(&a, &scaled));
-        assert!(needs_restart(&a, &changed));
-        assert!(spec_changes(&a, &a).is_empty());
-    }
 }
