@@ -102,6 +102,10 @@ pub struct RunArgs {
     /// Serve the gRPC API in plaintext on a non-loopback address (no TLS configured).
     #[arg(long, env = "STRATA_INSECURE")]
     pub insecure: bool,
+    /// The `strata-shim` binary every service instance runs under
+    /// [default: strata-shim in the directory of the strata-agent binary].
+    #[arg(long, env = "STRATA_SHIM_PATH", value_name = "FILE")]
+    pub shim_path: Option<PathBuf>,
 }
 
 /// The `[journal]` table: how many events are kept, and for how long.
@@ -161,6 +165,8 @@ pub struct FileConfig {
     pub tls_ca: Option<PathBuf>,
     /// Plaintext gRPC on a non-loopback address.
     pub insecure: Option<bool>,
+    /// The `strata-shim` binary.
+    pub shim_path: Option<PathBuf>,
     #[serde(default)]
     pub journal: JournalSection,
     #[serde(default)]
@@ -201,6 +207,9 @@ pub struct AgentConfig {
     pub tls: Option<TlsFiles>,
     /// Per-client rate limits on the API.
     pub api_limits: RateLimits,
+    /// The `strata-shim` binary as configured; `None`: `strata-shim` next to the agent's own
+    /// binary (see [`crate::shim_binary`]).
+    pub shim_path: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -379,6 +388,15 @@ pub fn resolve(
         .unwrap_or_else(|| "strata".to_string());
     let mut labels = file.labels;
     labels.extend(args.labels.iter().cloned());
+    let shim_path = args.shim_path.clone().or(file.shim_path);
+    if shim_path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(ConfigError::Invalid {
+            key: "shim_path",
+            problem: "is empty; give the path of the strata-shim binary, or leave it unset for \
+                      strata-shim next to strata-agent"
+                .into(),
+        });
+    }
     let data_dir = args
         .data_dir
         .clone()
@@ -412,6 +430,7 @@ pub fn resolve(
         dns_domain,
         tls,
         api_limits: resolve_api_limits(&file.api)?,
+        shim_path,
     })
 }
 
@@ -611,6 +630,31 @@ mod tests {
         assert_eq!(cfg.node_name, "from-flag");
         assert_eq!(cfg.grpc_addr.to_string(), "127.0.0.1:9000");
         assert_eq!(cfg.collect_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_shim_path_comes_from_the_flag_then_the_file_and_is_never_empty() {
+        assert_eq!(
+            resolve(&args(), FileConfig::default(), "h")
+                .unwrap()
+                .shim_path,
+            None
+        );
+        let file = parse_file("shim_path = \"/opt/strata/strata-shim\"\n").unwrap();
+        let cfg = resolve(&args(), file.clone(), "h").unwrap();
+        assert_eq!(
+            cfg.shim_path,
+            Some(PathBuf::from("/opt/strata/strata-shim"))
+        );
+        let mut a = args();
+        a.shim_path = Some(PathBuf::from("/usr/bin/strata-shim"));
+        let cfg = resolve(&a, file, "h").unwrap();
+        assert_eq!(cfg.shim_path, Some(PathBuf::from("/usr/bin/strata-shim")));
+        a.shim_path = Some(PathBuf::new());
+        let err = resolve(&a, FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("shim_path: is empty"), "{err}");
     }
 
     #[test]
