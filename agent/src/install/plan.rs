@@ -285,21 +285,18 @@ pub fn plan_install(request: &Request, current: &Current, host: &Host) -> Result
 
     // The binaries, replaced when their bytes differ (an upgrade). The shim first: an agent
     // that is in place always has its shim beside it.
-    let shim_changed = plan_binary(
-        &mut plan,
-        &host.shim_exe,
-        &under(root, SHIM_PATH),
-        (&current.shim, current.shim_same),
-        host.as_root,
-    )?;
-    let agent_changed = plan_binary(
-        &mut plan,
-        &host.exe,
-        &under(root, BIN_PATH),
-        (&current.binary, current.binary_same),
-        host.as_root,
-    )?;
-    let binary_changed = shim_changed || agent_changed;
+    let mut binary_changed = false;
+    for (from, host_path, found) in [
+        (
+            &host.shim_exe,
+            SHIM_PATH,
+            (&current.shim, current.shim_same),
+        ),
+        (&host.exe, BIN_PATH, (&current.binary, current.binary_same)),
+    ] {
+        let to = under(root, host_path);
+        binary_changed |= plan_binary(&mut plan, from, &to, found, host.as_root)?;
+    }
 
     // The config: never overwritten with different content without --force.
     let config_path = under(root, CONFIG_PATH);

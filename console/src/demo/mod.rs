@@ -375,10 +375,10 @@ mod tests {
     #[test]
     fn the_demo_needs_the_agent_its_shim_and_the_demo_services() {
         let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("strata");
         for name in ["strata", "strata-agent"] {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
+        let exe = dir.path().join("strata");
         let err = binaries_dir(&exe, true).unwrap_err().to_string();
         assert!(err.starts_with("strata-shim, strata-demo missing"), "{err}");
         assert!(err.contains("cargo build --release --bins"), "{err}");
