@@ -19,7 +19,8 @@ if ! command -v prometheus-node-exporter >/dev/null 2>&1; then
     [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
-cargo build --release --quiet --bin strata-agent
+# the agent refuses to start without the strata-shim beside it
+cargo build --release --quiet --bin strata-agent --bin strata-shim
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

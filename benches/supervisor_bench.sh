@@ -6,7 +6,8 @@
 #     and exits; latency = next start - previous exit.
 #  2. agent CPU and RSS with IDLE (default 50) idle instances, each HTTP-health-checked every
 #     second, over MEASURE seconds (default 60); the shims' memory too, as PSS (shared pages
-#     of the agent binary divided among the processes that map them).
+#     of the strata-shim binary divided among the processes that map them).
+#     benches/shim_memory.sh measures one shim in more detail.
 # Goals: restart latency under 10 ms median and well below supervisord's; agent CPU < 1% of a core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ if ! command -v supervisord >/dev/null 2>&1; then
     [ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
-cargo build --release --quiet --bin strata-agent --bin strata --bin strata-crasher --bin strata-test-server
+cargo build --release --quiet --bin strata-agent --bin strata-shim --bin strata --bin strata-crasher --bin strata-test-server
 bin=$PWD/target/release
 work=$(mktemp -d)
 pids=()

@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// would) instead of leaving them running for the next agent to re-adopt.
     #[arg(long, env = "STRATA_STOP_SERVICES_ON_EXIT")]
     pub stop_services_on_exit: bool,
+    /// The `strata-shim` binary every service instance runs under
+    /// [default: strata-shim in the directory of the strata-agent binary].
+    #[arg(long, env = "STRATA_SHIM_PATH", value_name = "FILE")]
+    pub shim_path: Option<PathBuf>,
 }
 
 /// The `[journal]` table: how many events are kept, and for how long.
@@ -167,6 +171,8 @@ pub struct FileConfig {
     pub insecure: Option<bool>,
     /// Stop the services on SIGTERM or SIGINT instead of leaving them running.
     pub stop_services_on_exit: Option<bool>,
+    /// The `strata-shim` binary.
+    pub shim_path: Option<PathBuf>,
     #[serde(default)]
     pub journal: JournalSection,
     #[serde(default)]
@@ -209,6 +215,9 @@ pub struct AgentConfig {
     pub api_limits: RateLimits,
     /// Stop every service instance when the agent exits, instead of leaving them running.
     pub stop_services_on_exit: bool,
+    /// The `strata-shim` binary as configured; `None`: `strata-shim` next to the agent's own
+    /// binary (see [`crate::shim_binary`]).
+    pub shim_path: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -387,6 +396,15 @@ pub fn resolve(
         .unwrap_or_else(|| "strata".to_string());
     let mut labels = file.labels;
     labels.extend(args.labels.iter().cloned());
+    let shim_path = args.shim_path.clone().or(file.shim_path);
+    if shim_path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(ConfigError::Invalid {
+            key: "shim_path",
+            problem: "is empty; give the path of the strata-shim binary, or leave it unset for \
+                      strata-shim next to strata-agent"
+                .into(),
+        });
+    }
     let data_dir = args
         .data_dir
         .clone()
@@ -422,6 +440,7 @@ pub fn resolve(
         api_limits: resolve_api_limits(&file.api)?,
         stop_services_on_exit: args.stop_services_on_exit
             || file.stop_services_on_exit.unwrap_or(false),
+        shim_path,
     })
 }
 
@@ -621,6 +640,31 @@ mod tests {
         assert_eq!(cfg.node_name, "from-flag");
         assert_eq!(cfg.grpc_addr.to_string(), "127.0.0.1:9000");
         assert_eq!(cfg.collect_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_shim_path_comes_from_the_flag_then_the_file_and_is_never_empty() {
+        assert_eq!(
+            resolve(&args(), FileConfig::default(), "h")
+                .unwrap()
+                .shim_path,
+            None
+        );
+        let file = parse_file("shim_path = \"/opt/strata/strata-shim\"\n").unwrap();
+        let cfg = resolve(&args(), file.clone(), "h").unwrap();
+        assert_eq!(
+            cfg.shim_path,
+            Some(PathBuf::from("/opt/strata/strata-shim"))
+        );
+        let mut a = args();
+        a.shim_path = Some(PathBuf::from("/usr/bin/strata-shim"));
+        let cfg = resolve(&a, file, "h").unwrap();
+        assert_eq!(cfg.shim_path, Some(PathBuf::from("/usr/bin/strata-shim")));
+        a.shim_path = Some(PathBuf::new());
+        let err = resolve(&a, FileConfig::default(), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("shim_path: is empty"), "{err}");
     }
 
     #[test]

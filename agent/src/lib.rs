@@ -8,7 +8,8 @@ pub mod config;
 pub mod data_lock;
 pub mod events;
 pub mod facts;
-pub mod fsutil;
+/// Durable file writes; the shim's own helpers, shared so they are written once.
+pub use strata_shim::fsutil;
 pub mod identity;
 pub mod install;
 pub mod keyring_store;
@@ -16,7 +17,7 @@ pub mod metrics;
 pub mod notify;
 pub mod run;
 pub mod sampler;
-pub mod shim;
+pub mod shim_binary;
 pub mod state;
 pub mod supervisor;
 pub mod tls;

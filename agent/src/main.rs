@@ -38,8 +38,8 @@ enum Command {
         after_help = "Examples:\n  strata-agent tls ca --name prod\n  strata-agent tls issue --agent n1 --san 10.0.0.5\n  strata-agent tls issue --operator alice --role admin"
     )]
     Tls(strata_agent::tls::command::TlsCommand),
-    /// Install the agent on this host: binary, config, dirs and a systemd unit, started when
-    /// systemd runs the host.
+    /// Install the agent on this host: its binary and strata-shim beside it, config, dirs and
+    /// a systemd unit, started when systemd runs the host.
     #[command(
         after_help = "Examples:\n  strata-agent install                       # the first host: prints a new cluster key\n  strata-agent install --join 10.0.0.1:7701 --gossip-key KEY\n  strata-agent install --root /mnt/image --dry-run"
     )]
@@ -52,9 +52,6 @@ enum Command {
         after_help = "Examples:\n  strata-agent token create ci --role operate\n  strata-agent token list\n  strata-agent token revoke ci"
     )]
     Token(strata_agent::auth::command::TokenArgs),
-    /// Run one service instance from DIR/launch.json (started by the agent, not by hand).
-    #[command(hide = true)]
-    Shim { dir: std::path::PathBuf },
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  strata-agent completions bash > /etc/bash_completion.d/strata-agent"
@@ -98,7 +95,6 @@ fn main() -> ExitCode {
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),
         Command::Token(args) => strata_agent::auth::command::run(args),
-        Command::Shim { dir } => strata_agent::shim::run::run(&dir),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

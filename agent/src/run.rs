@@ -19,7 +19,7 @@ use crate::supervisor::detached;
 use crate::supervisor::manager::{Supervisor, SupervisorConfig};
 use crate::supervisor::store::Store;
 use crate::tls::AgentTls;
-use crate::{cluster_link, keyring_store};
+use crate::{cluster_link, keyring_store, shim_binary};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,8 @@ const KMSG_PATH: &str = "/dev/kmsg";
 
 /// Runs the agent until a shutdown signal arrives.
 pub async fn run(config: AgentConfig) -> Result<()> {
+    // First: without its shim the agent could run no service.
+    let shim_exe = shim_binary::locate(config.shim_path.as_deref())?;
     let tls = match &config.tls {
         Some(files) => Some(Arc::new(AgentTls::load(files, &config.node_name)?)),
         None => None,
@@ -68,8 +70,6 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let shim_exe =
-        std::env::current_exe().context("cannot find the agent's own binary for the shim")?;
     let supervisor = Supervisor::start(
         SupervisorConfig {
             data_dir: data_dir.clone(),

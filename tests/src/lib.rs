@@ -1,5 +1,6 @@
 //! The end-to-end harness: starts the real `strata-agent` binary on loopback ports it
-//! picks itself, runs the real `strata` binary against it, and stops only what it started.
+//! picks itself (its services run under the real `strata-shim` beside it), runs the real
+//! `strata` binary against it, and stops only what it started.
 //!
 //! The binaries come from the workspace's target directory: the README's test command
 //! builds them (`cargo build --workspace --bins`) before `cargo test` runs.
@@ -20,7 +21,8 @@ pub mod prereq;
 /// How long an agent may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Path of a workspace binary (`strata-agent`, `strata`) built next to the test executable.
+/// Path of a workspace binary (`strata-agent`, `strata-shim`, `strata`) built next to the test
+/// executable.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/debug/deps/<test> -> target/debug/<name>
@@ -36,6 +38,23 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `strata-agent` alone in `dir` (a hard link, or a copy across file systems): an agent
+/// without the `strata-shim` that belongs beside it.
+pub fn agent_without_shim(dir: &Path) -> PathBuf {
+    let lone = dir.join("strata-agent");
+    let agent = binary("strata-agent");
+    if let Err(link) = std::fs::hard_link(&agent, &lone)
+        && let Err(copy) = std::fs::copy(&agent, &lone)
+    {
+        panic!(
+            "cannot link ({link}) or copy ({copy}) {} to {}",
+            agent.display(),
+            lone.display()
+        );
+    }
+    lone
 }
 
 /// A running agent started by a test; dropped, it is stopped (SIGKILL if still running).
@@ -80,6 +99,8 @@ impl AgentProcess {
     /// `data_dir`, and waits for its ready line.
     pub fn start(data_dir: &Path, options: &AgentOptions) -> Result<AgentProcess> {
         std::fs::create_dir_all(data_dir)?;
+        // The agent runs its services under the shim next to it; name the build step if not.
+        binary("strata-shim");
         let stderr_path = data_dir.join("agent.stderr.log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)

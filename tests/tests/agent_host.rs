@@ -2,7 +2,10 @@
 //! binary, by gRPC (with reflection) and by HTTP.
 
 use serde_json::Value;
-use std::time::Duration;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::{MetricHistoryRequest, WatchMetricsRequest};
 use strata_tests::{AgentOptions, AgentProcess, closed_port, prereq, start_test_agent, strata};
@@ -163,6 +166,78 @@ fn config_errors_name_file_line_and_key() {
     assert!(err.contains(&config.display().to_string()), "{err}");
     assert!(err.contains("line 3"), "{err}");
     assert!(err.contains("bogus"), "{err}");
+}
+
+/// Runs `agent run --dev ...` with `shim` as extra arguments and `env`, and returns its exit
+/// status and stderr; fails if it is still running after 20 s (it started without its shim).
+fn agent_exit(
+    agent: &Path,
+    data_dir: &Path,
+    shim: &[&OsStr],
+    env: &[(&str, &OsStr)],
+) -> (Option<i32>, String) {
+    let stderr_path = data_dir.with_extension("stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let mut child = std::process::Command::new(agent)
+        .args(["run", "--dev", "--grpc-addr", "127.0.0.1:0"])
+        .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(shim)
+        .env_remove("STRATA_SHIM_PATH")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start agent");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            strata_tests::stop_services_of(data_dir);
+            panic!("the agent started without a usable shim");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&stderr_path).expect("read stderr");
+    (status.code(), err)
+}
+
+#[test]
+fn the_agent_refuses_to_start_without_its_shim_and_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = strata_tests::binary("strata-agent");
+
+    let missing = dir.path().join("no-such-shim");
+    let flag = [OsStr::new("--shim-path"), missing.as_os_str()];
+    let (code, err) = agent_exit(&agent, &dir.path().join("a"), &flag, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(err.contains("--shim-path"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let plain = dir.path().join("plain-file");
+    std::fs::write(&plain, "#!/bin/sh\n").expect("write file");
+    let env = [("STRATA_SHIM_PATH", plain.as_os_str())];
+    let (code, err) = agent_exit(&agent, &dir.path().join("b"), &[], &env);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&plain.display().to_string()), "{err}");
+    assert!(err.contains("cannot be executed"), "{err}");
+
+    // By default the shim is the one next to the agent's binary: an agent alone in its
+    // directory names the strata-shim it looked for there.
+    let lone_dir = dir.path().join("bin");
+    std::fs::create_dir(&lone_dir).expect("bin dir");
+    let lone = strata_tests::agent_without_shim(&lone_dir);
+    let (code, err) = agent_exit(&lone, &dir.path().join("c"), &[], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let expected = lone_dir.join("strata-shim");
+    assert!(err.contains(&expected.display().to_string()), "{err}");
 }
 
 #[test]

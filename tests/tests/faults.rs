@@ -1089,8 +1089,8 @@ fn live_shims(data_dir: &Path) -> Vec<i32> {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            args.get(1).is_some_and(|a| a == "shim")
-                && args.get(2).is_some_and(|a| a.starts_with(&needle))
+            args.first().is_some_and(|a| a.ends_with("/strata-shim"))
+                && args.get(1).is_some_and(|a| a.starts_with(&needle))
                 && strata_tests::alive(*pid)
         })
         .collect()

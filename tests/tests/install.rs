@@ -13,8 +13,9 @@ use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, prereq};
 const KEY: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
 
 /// Every path install writes, as the host sees it.
-const FILES: [&str; 3] = [
+const FILES: [&str; 4] = [
     "/usr/local/bin/strata-agent",
+    "/usr/local/bin/strata-shim",
     "/etc/strata/agent.toml",
     "/etc/systemd/system/strata-agent.service",
 ];
@@ -101,6 +102,7 @@ fn install_and_uninstall_round_trip_with_modes_and_owners() {
 
     for (path, want) in [
         ("/usr/local/bin/strata-agent", 0o755),
+        ("/usr/local/bin/strata-shim", 0o755),
         ("/etc/strata/agent.toml", 0o600),
         ("/etc/systemd/system/strata-agent.service", 0o644),
         ("/etc/strata", 0o755),
@@ -123,6 +125,21 @@ fn install_and_uninstall_round_trip_with_modes_and_owners() {
         std::fs::read(under(r, "/usr/local/bin/strata-agent")).expect("binary"),
         std::fs::read(binary("strata-agent")).expect("built binary"),
         "the installed binary is a copy of the running one"
+    );
+    // The shim beside it, where the installed agent looks for it, and it runs.
+    let shim = under(r, "/usr/local/bin/strata-shim");
+    assert_eq!(
+        std::fs::read(&shim).expect("shim"),
+        std::fs::read(binary("strata-shim")).expect("built shim"),
+        "the installed shim is a copy of the one beside the running agent"
+    );
+    let version = Command::new(&shim)
+        .arg("--version")
+        .output()
+        .expect("the installed shim runs");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("strata-shim "),
+        "{version:?}"
     );
     let config = std::fs::read_to_string(under(r, "/etc/strata/agent.toml")).expect("config");
     for line in [
@@ -345,6 +362,29 @@ fn the_generated_config_runs_an_agent_that_becomes_ready() {
     );
     let status = agent.terminate(Duration::from_secs(15)).expect("SIGTERM");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn install_without_the_shim_beside_the_agent_changes_nothing_and_says_what_is_missing() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let bin = tempfile::tempdir().expect("temp dir");
+    let lone = strata_tests::agent_without_shim(bin.path());
+    let out = Command::new(&lone)
+        .args(["install", "--root"])
+        .arg(root.path())
+        .args(["--gossip-addr", "127.0.0.1:7701", "--gossip-key", KEY])
+        .output()
+        .expect("strata-agent runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let missing = bin.path().join("strata-shim");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+    assert!(err.contains("cargo build --release --bins"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(root.path()).expect("read root").count(),
+        0,
+        "install wrote under the root"
+    );
 }
 
 #[test]

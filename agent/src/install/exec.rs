@@ -2,7 +2,7 @@
 
 use super::plan::{
     Action, BIN_PATH, CONFIG_PATH, Current, DATA_DIR, ETC_DIR, Found, Host, Plan, SERVICES_DIR,
-    UNIT_PATH, under,
+    SHIM_PATH, UNIT_PATH, under,
 };
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -22,9 +22,17 @@ pub fn prepare(root: &Path) -> Result<(Current, Host)> {
     let binary_path = under(root, BIN_PATH);
     let binary = probe(&binary_path, false)?;
     let binary_same = matches!(binary, Found::File { .. }) && same_bytes(&exe, &binary_path)?;
+    let shim_exe = crate::shim_binary::beside(&exe);
+    let shim_path = under(root, SHIM_PATH);
+    let shim = probe(&shim_path, false)?;
+    let shim_same = matches!(shim, Found::File { .. })
+        && shim_exe.is_file()
+        && same_bytes(&shim_exe, &shim_path)?;
     let current = Current {
         binary,
         binary_same,
+        shim,
+        shim_same,
         config: probe(&under(root, CONFIG_PATH), true)?,
         unit: probe(&under(root, UNIT_PATH), true)?,
         etc_dir: probe(&under(root, ETC_DIR), false)?,
@@ -36,6 +44,7 @@ pub fn prepare(root: &Path) -> Result<(Current, Host)> {
     let host = Host {
         root: root.to_path_buf(),
         exe,
+        shim_exe,
         systemd,
         as_root: rustix::process::geteuid().is_root(),
         host_ip: default_route_ip(),
@@ -43,6 +52,19 @@ pub fn prepare(root: &Path) -> Result<(Current, Host)> {
             .map_err(|e| anyhow::anyhow!("cannot generate a cluster key: {e}"))?,
     };
     Ok((current, host))
+}
+
+/// Checks that what install copies is there: the running binary's `strata-shim` beside it.
+pub fn check_sources(host: &Host) -> Result<()> {
+    if !host.shim_exe.is_file() {
+        bail!(
+            "{} is missing: install copies strata-shim from beside {} along with it; build both \
+             with `cargo build --release --bins`, or copy strata-shim next to strata-agent",
+            host.shim_exe.display(),
+            host.exe.display()
+        );
+    }
+    Ok(())
 }
 
 /// What is at `path`, not following a final symlink; a file's text is read when `read_text`.

@@ -1,5 +1,5 @@
-//! `strata-agent install` and `uninstall`: put the agent on a bare-metal host (binary, config,
-//! dirs, systemd unit) and take it off again.
+//! `strata-agent install` and `uninstall`: put the agent on a bare-metal host (the binaries
+//! `strata-agent` and `strata-shim`, config, dirs, systemd unit) and take it off again.
 //!
 //! `plan` computes the actions from the options and what is under the root now, without
 //! touching anything; `exec` probes the root, then carries a plan out or prints it
@@ -96,8 +96,10 @@ pub fn install(args: &InstallArgs) -> ExitCode {
         insecure: args.insecure,
         force: args.force,
     };
-    let prepared = exec::prepare(&args.root)
-        .map(|(current, host)| (plan::plan_install(&request, &current, &host), host));
+    let prepared = exec::prepare(&args.root).and_then(|(current, host)| {
+        exec::check_sources(&host)?;
+        Ok((plan::plan_install(&request, &current, &host), host))
+    });
     finish(prepared, args.dry_run, "strata-agent is installed as asked")
 }
 

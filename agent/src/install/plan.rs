@@ -10,6 +10,8 @@ use thiserror::Error;
 
 /// Where the binary is installed on the host.
 pub const BIN_PATH: &str = "/usr/local/bin/strata-agent";
+/// Where the shim is installed: next to the agent, where the agent looks for it by default.
+pub const SHIM_PATH: &str = "/usr/local/bin/strata-shim";
 /// The agent's config file on the host.
 pub const CONFIG_PATH: &str = "/etc/strata/agent.toml";
 /// The agent's config dir on the host.
@@ -70,6 +72,9 @@ pub struct Current {
     pub binary: Found,
     /// Whether the installed binary has the same bytes as the running one.
     pub binary_same: bool,
+    pub shim: Found,
+    /// Whether the installed shim has the same bytes as the one beside the running binary.
+    pub shim_same: bool,
     pub config: Found,
     pub unit: Found,
     pub etc_dir: Found,
@@ -84,6 +89,8 @@ pub struct Host {
     pub root: PathBuf,
     /// The running binary, copied to `BIN_PATH`.
     pub exe: PathBuf,
+    /// The `strata-shim` beside the running binary, copied to `SHIM_PATH`.
+    pub shim_exe: PathBuf,
     /// systemd is PID 1 and the root is `/`: systemctl commands are run, not printed.
     pub systemd: bool,
     /// Running as root: owners are checked and set to root.
@@ -131,7 +138,7 @@ pub enum Action {
         content: String,
         secret: Option<String>,
     },
-    /// Copies the running binary atomically.
+    /// Copies a binary (the running one, or its shim) atomically.
     CopyBinary {
         from: PathBuf,
         to: PathBuf,
@@ -276,35 +283,19 @@ pub fn plan_install(request: &Request, current: &Current, host: &Host) -> Result
         }
     }
 
-    // The binary: replaced when its bytes differ (an upgrade).
-    let bin = under(root, BIN_PATH);
-    let binary_changed = match &current.binary {
-        Found::Missing => true,
-        Found::File { .. } if !current.binary_same => true,
-        Found::File { mode, uid, .. } => {
-            if *mode != MODE_PUBLIC || (host.as_root && *uid != 0) {
-                plan.actions.push(Action::SetMode {
-                    path: bin.clone(),
-                    mode: MODE_PUBLIC,
-                });
-            } else {
-                plan.unchanged.push(format!("unchanged: {}", bin.display()));
-            }
-            false
-        }
-        Found::Dir { .. } | Found::Other => {
-            return Err(PlanError::WrongKind {
-                path: bin.display().to_string(),
-                expected: "regular file",
-            });
-        }
-    };
-    if binary_changed {
-        plan.actions.push(Action::CopyBinary {
-            from: host.exe.clone(),
-            to: bin,
-            mode: MODE_PUBLIC,
-        });
+    // The binaries, replaced when their bytes differ (an upgrade). The shim first: an agent
+    // that is in place always has its shim beside it.
+    let mut binary_changed = false;
+    for (from, host_path, found) in [
+        (
+            &host.shim_exe,
+            SHIM_PATH,
+            (&current.shim, current.shim_same),
+        ),
+        (&host.exe, BIN_PATH, (&current.binary, current.binary_same)),
+    ] {
+        let to = under(root, host_path);
+        binary_changed |= plan_binary(&mut plan, from, &to, found, host.as_root)?;
     }
 
     // The config: never overwritten with different content without --force.
@@ -403,6 +394,7 @@ pub fn plan_uninstall(current: &Current, host: &Host, purge: bool) -> Plan {
     for (host_path, found) in [
         (UNIT_PATH, &current.unit),
         (BIN_PATH, &current.binary),
+        (SHIM_PATH, &current.shim),
         (CONFIG_PATH, &current.config),
     ] {
         let path = under(root, host_path);
@@ -577,6 +569,42 @@ fn first_difference(old: &str, new: &str, key: &str) -> String {
     "only line endings differ".into()
 }
 
+/// Plans one binary: copied from `from` when missing or different (`found` and whether its
+/// bytes are the same), its mode fixed when only that differs. Returns whether it changes.
+fn plan_binary(
+    plan: &mut Plan,
+    from: &Path,
+    to: &Path,
+    found: (&Found, bool),
+    as_root: bool,
+) -> Result<bool, PlanError> {
+    match found {
+        (Found::Missing, _) | (Found::File { .. }, false) => {
+            plan.actions.push(Action::CopyBinary {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+                mode: MODE_PUBLIC,
+            });
+            Ok(true)
+        }
+        (Found::File { mode, uid, .. }, true) => {
+            if *mode != MODE_PUBLIC || (as_root && *uid != 0) {
+                plan.actions.push(Action::SetMode {
+                    path: to.to_path_buf(),
+                    mode: MODE_PUBLIC,
+                });
+            } else {
+                plan.unchanged.push(format!("unchanged: {}", to.display()));
+            }
+            Ok(false)
+        }
+        (Found::Dir { .. } | Found::Other, _) => Err(PlanError::WrongKind {
+            path: to.display().to_string(),
+            expected: "regular file",
+        }),
+    }
+}
+
 /// Plans one file: written when missing or different, its mode fixed when only that differs.
 /// Returns whether the content changes.
 fn plan_file(
@@ -695,6 +723,7 @@ mod tests {
         Host {
             root: PathBuf::from("/r"),
             exe: PathBuf::from("/build/strata-agent"),
+            shim_exe: PathBuf::from("/build/strata-shim"),
             systemd,
             as_root: true,
             host_ip: Some(IpAddr::from([10, 0, 0, 5])),
@@ -706,6 +735,8 @@ mod tests {
         Current {
             binary: Found::Missing,
             binary_same: false,
+            shim: Found::Missing,
+            shim_same: false,
             config: Found::Missing,
             unit: Found::Missing,
             etc_dir: Found::Missing,
@@ -746,13 +777,17 @@ mod tests {
                     content,
                     ..
                 } => *slot(&mut current, path) = file(*mode, content),
-                Action::CopyBinary { mode, .. } => {
-                    current.binary = Found::File {
+                Action::CopyBinary { to, mode, .. } => {
+                    *slot(&mut current, to) = Found::File {
                         mode: *mode,
                         uid: 0,
                         text: None,
                     };
-                    current.binary_same = true;
+                    if to == &under(Path::new("/r"), SHIM_PATH) {
+                        current.shim_same = true;
+                    } else {
+                        current.binary_same = true;
+                    }
                 }
                 Action::RemoveFile { path }
                 | Action::RemoveTree { path }
@@ -767,6 +802,8 @@ mod tests {
         let root = Path::new("/r");
         if path == under(root, BIN_PATH) {
             &mut current.binary
+        } else if path == under(root, SHIM_PATH) {
+            &mut current.shim
         } else if path == under(root, CONFIG_PATH) {
             &mut current.config
         } else if path == under(root, UNIT_PATH) {
@@ -833,11 +870,22 @@ mod tests {
                 },
             ]
         );
-        assert!(plan.actions.contains(&Action::CopyBinary {
-            from: PathBuf::from("/build/strata-agent"),
-            to: PathBuf::from("/r/usr/local/bin/strata-agent"),
-            mode: 0o755
-        }));
+        // The shim first, then the agent that needs it.
+        assert_eq!(
+            plan.actions[3..5],
+            [
+                Action::CopyBinary {
+                    from: PathBuf::from("/build/strata-shim"),
+                    to: PathBuf::from("/r/usr/local/bin/strata-shim"),
+                    mode: 0o755
+                },
+                Action::CopyBinary {
+                    from: PathBuf::from("/build/strata-agent"),
+                    to: PathBuf::from("/r/usr/local/bin/strata-agent"),
+                    mode: 0o755
+                },
+            ]
+        );
         assert!(plan.actions.iter().any(|a| matches!(a,
             Action::WriteFile { path, mode: 0o600, secret: Some(s), .. }
                 if path == Path::new("/r/etc/strata/agent.toml") && s == KEY)));
@@ -927,7 +975,7 @@ mod tests {
         again_host.fresh_key = KEY.into();
         let second = plan_install(&request, &installed, &again_host).unwrap();
         assert_eq!(second.generated_key, None, "the installed key is kept");
-        assert_eq!(second.unchanged.len(), 6, "{:#?}", second.unchanged);
+        assert_eq!(second.unchanged.len(), 7, "{:#?}", second.unchanged);
         assert!(
             second
                 .unchanged
@@ -941,7 +989,7 @@ mod tests {
         );
         // Without flags, a rerun keeps what the installed config says.
         let bare = plan_install(&Request::default(), &installed, &again_host).unwrap();
-        assert_eq!(bare.unchanged.len(), 6, "{bare:#?}");
+        assert_eq!(bare.unchanged.len(), 7, "{bare:#?}");
     }
 
     #[test]
@@ -968,22 +1016,40 @@ mod tests {
             &plan_install(&Request::default(), &empty(), &host(true)).unwrap(),
             empty(),
         );
-        let upgraded = Current {
-            binary_same: false,
-            ..installed
-        };
-        let plan = plan_install(&Request::default(), &upgraded, &host(true)).unwrap();
-        assert!(
-            matches!(plan.actions[0], Action::CopyBinary { .. }),
-            "{plan:#?}"
-        );
-        assert_eq!(
-            commands(&plan),
-            [
-                "systemctl enable strata-agent.service",
-                "systemctl restart strata-agent.service"
-            ]
-        );
+        // A new agent, a new shim, or both: each copied, then the agent restarted.
+        for (binary_same, shim_same, copied) in [
+            (false, true, &[BIN_PATH][..]),
+            (true, false, &[SHIM_PATH]),
+            (false, false, &[SHIM_PATH, BIN_PATH]),
+        ] {
+            let upgraded = Current {
+                binary_same,
+                shim_same,
+                ..installed.clone()
+            };
+            let plan = plan_install(&Request::default(), &upgraded, &host(true)).unwrap();
+            let copies: Vec<PathBuf> = plan
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::CopyBinary { to, .. } => Some(to.clone()),
+                    _ => None,
+                })
+                .collect();
+            let expected: Vec<PathBuf> = copied.iter().map(|p| under(Path::new("/r"), p)).collect();
+            assert_eq!(copies, expected, "{plan:#?}");
+            assert!(
+                matches!(plan.actions[0], Action::CopyBinary { .. }),
+                "{plan:#?}"
+            );
+            assert_eq!(
+                commands(&plan),
+                [
+                    "systemctl enable strata-agent.service",
+                    "systemctl restart strata-agent.service"
+                ]
+            );
+        }
     }
 
     #[test]
@@ -1160,6 +1226,9 @@ mod tests {
                     path: under(r, BIN_PATH)
                 },
                 Action::RemoveFile {
+                    path: under(r, SHIM_PATH)
+                },
+                Action::RemoveFile {
                     path: under(r, CONFIG_PATH)
                 },
                 Action::RunCommand {
@@ -1175,7 +1244,7 @@ mod tests {
         let removed = after(&plan, installed.clone());
         let again = plan_uninstall(&removed, &host(true), false);
         assert!(again.actions.is_empty(), "{again:#?}");
-        assert_eq!(again.unchanged.len(), 3);
+        assert_eq!(again.unchanged.len(), 4);
 
         let purge = plan_uninstall(&installed, &host(false), true);
         assert!(purge.actions.contains(&Action::RemoveTree {

@@ -13,8 +13,6 @@ use super::store::{InstanceRecord, Store};
 use crate::events::journal::{EventDraft, Journal};
 use crate::fsutil::write_replace;
 use crate::metrics::procs::read_proc_stat;
-use crate::shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid};
-use crate::shim::logstatus::{LogEvent, LogStatus, LogWatch};
 use crate::state::unix_now_ms;
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
@@ -27,6 +25,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strata_proto::v1::{ExitInfo, InstanceState, InstanceStatus, Severity};
+use strata_shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid};
+use strata_shim::logstatus::{LogEvent, LogStatus, LogWatch};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -49,7 +49,7 @@ pub struct InstanceContext {
     pub isolation: Isolation,
     pub ports: Mutex<PortAllocator>,
     pub node_name: String,
-    /// The binary started as `<exe> shim DIR`.
+    /// The `strata-shim` binary, started as `<shim_exe> DIR`.
     pub shim_exe: PathBuf,
     /// Bumped on every change of any instance's status, for the catalog publisher.
     pub changes: watch::Sender<u64>,
@@ -467,7 +467,6 @@ impl InstanceTask {
 
         let mut command = tokio::process::Command::new(&self.ctx.shim_exe);
         command
-            .arg("shim")
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -2,50 +2,23 @@
 //! and rotated files, and follow new lines across rotations.
 //!
 //! The shim writes `DIR/output.log` with lines `<RFC3339 UTC ms> <out|err> <text>` and rotates
-//! it to `output.log.1` (newest) ... `output.log.K` (oldest); see [`crate::shim::logfile`].
+//! it to `output.log.1` (newest) ... `output.log.K` (oldest); the line format is
+//! [`strata_shim::logline`], the writer [`strata_shim::logfile`].
 
-use crate::shim::launch::LOG_FILE;
 use regex::Regex;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use strata_shim::launch::LOG_FILE;
+use strata_shim::logline::parse_bytes;
+/// The lines read back are the shim's own type: one definition of the line format.
+pub use strata_shim::logline::{LogLine, LogStream};
 
 /// Bytes read from a log file at a time.
 const CHUNK: usize = 64 * 1024;
 /// Longest line kept whole when reading; the shim never writes longer ones.
 const MAX_LINE: usize = 64 * 1024;
-
-/// Which output stream of the service a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LogStream {
-    /// Standard output.
-    Out,
-    /// Standard error.
-    Err,
-}
-
-impl LogStream {
-    /// The tag used in the log file: `out` or `err`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogStream::Out => "out",
-            LogStream::Err => "err",
-        }
-    }
-}
-
-/// One line of a service's output, as read back from its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    /// When the shim read it, Unix milliseconds; 0 for a line that is not in the shim's format.
-    pub time_unix_ms: i64,
-    /// The stream it came from; `Out` for a line that is not in the shim's format.
-    pub stream: LogStream,
-    /// The text, without the newline (the whole line when it is not in the shim's format).
-    pub text: String,
-}
 
 /// Why a log request was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -59,37 +32,6 @@ pub enum LogError {
         #[source]
         source: regex::Error,
     },
-}
-
-/// Parses one line of the shim's format (without its newline). Lines that are not in the
-/// format are kept whole as text, with time 0 and stream `Out`, so nothing is ever lost.
-pub fn parse_line(line: &str) -> LogLine {
-    parse_fields(line).unwrap_or_else(|| LogLine {
-        time_unix_ms: 0,
-        stream: LogStream::Out,
-        text: line.to_string(),
-    })
-}
-
-fn parse_fields(line: &str) -> Option<LogLine> {
-    let (time, rest) = line.split_once(' ')?;
-    let time = humantime::parse_rfc3339(time).ok()?;
-    let time_unix_ms = i64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
-    let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));
-    let stream = match stream {
-        "out" => LogStream::Out,
-        "err" => LogStream::Err,
-        _ => return None,
-    };
-    Some(LogLine {
-        time_unix_ms,
-        stream,
-        text: text.to_string(),
-    })
-}
-
-fn parse_bytes(line: &[u8]) -> LogLine {
-    parse_line(&String::from_utf8_lossy(line))
 }
 
 /// Which lines a tail, search or follow returns: a regular expression on the text, and
@@ -480,46 +422,17 @@ fn end_of_last_line(file: &File, len: u64) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::logfile::LogWriter;
     use std::io::Write;
     use std::time::Duration;
+    use strata_shim::logfile::LogWriter;
 
     const T: &str = "2026-11-26T05:46:02.123Z";
-    const T_MS: i64 = 1_795_671_962_123;
 
     fn numbers(lines: &[LogLine]) -> Vec<usize> {
         lines
             .iter()
             .map(|l| l.text.rsplit(' ').next().unwrap().parse().unwrap())
             .collect()
-    }
-
-    #[test]
-    fn parses_the_shim_format_and_keeps_garbage_whole() {
-        assert_eq!(
-            parse_line(&format!("{T} out hello world")),
-            LogLine {
-                time_unix_ms: T_MS,
-                stream: LogStream::Out,
-                text: "hello world".into()
-            }
-        );
-        assert_eq!(parse_line(&format!("{T} err ")).stream, LogStream::Err);
-        assert_eq!(parse_line(&format!("{T} err")).text, "");
-        for garbage in [
-            "",
-            " ",
-            "hello",
-            "2026-13-45T99:99:99.000Z out x",
-            &format!("{T} bad x"),
-            "\u{0}\u{ffff} 日本 out",
-            "2026-11-26T05:46:02.123Z",
-        ] {
-            let line = parse_line(garbage);
-            assert_eq!(line.time_unix_ms, 0, "{garbage:?}");
-            assert_eq!(line.stream, LogStream::Out);
-            assert_eq!(line.text, garbage);
-        }
     }
 
     fn write_numbered(writer: &mut LogWriter, range: std::ops::Range<usize>) {

@@ -37,7 +37,7 @@ pub struct SupervisorConfig {
     /// Name of the parent cgroup of every instance.
     pub cgroup_root: String,
     pub node_name: String,
-    /// The binary run as `<exe> shim DIR` for each instance.
+    /// The `strata-shim` binary, run as `<shim_exe> DIR` for each instance.
     pub shim_exe: PathBuf,
 }
 

@@ -106,14 +106,15 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     }
 }
 
-/// The directory of the Strata binaries, checked to hold `strata-agent` (and `strata-demo`
-/// when the demo services run); a missing one is an error that says how to build it.
+/// The directory of the Strata binaries, checked to hold `strata-agent` and the
+/// `strata-shim` its services run under (and `strata-demo` when the demo services run); a
+/// missing one is an error that says how to build it.
 fn binaries_dir(exe: &Path, with_demo: bool) -> Result<PathBuf> {
     let dir = exe.parent().context("the strata binary has no directory")?;
     let needed: &[&str] = if with_demo {
-        &["strata-agent", "strata-demo"]
+        &["strata-agent", "strata-shim", "strata-demo"]
     } else {
-        &["strata-agent"]
+        &["strata-agent", "strata-shim"]
     };
     let missing: Vec<&str> = needed
         .iter()
@@ -124,7 +125,7 @@ fn binaries_dir(exe: &Path, with_demo: bool) -> Result<PathBuf> {
         bail!(
             "{} missing from {}; build every binary first: `cargo build --release --bins` \
              (then run ./target/release/strata demo), or `cargo build --bins` for a debug build",
-            missing.join(" and "),
+            missing.join(", "),
             dir.display()
         );
     }
@@ -356,5 +357,26 @@ impl Demo {
             None => Ok(()),
             Some(first) => bail!("{first}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_needs_the_agent_its_shim_and_the_demo_services() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["strata", "strata-agent"] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let exe = dir.path().join("strata");
+        let err = binaries_dir(&exe, true).unwrap_err().to_string();
+        assert!(err.starts_with("strata-shim, strata-demo missing"), "{err}");
+        assert!(err.contains("cargo build --release --bins"), "{err}");
+        std::fs::write(dir.path().join("strata-shim"), b"").unwrap();
+        assert_eq!(binaries_dir(&exe, false).unwrap(), dir.path());
+        let err = binaries_dir(&exe, true).unwrap_err().to_string();
+        assert!(err.starts_with("strata-demo missing"), "{err}");
     }
 }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use strata_fuzz::registry::{self, Mode, Route};
-use strata_proto::v1::{CatalogInstance, CatalogService, NodeRecord, NodeSummary};
+use strata_proto::v1::{
+    Algorithm, CatalogInstance, CatalogService, Health, InstanceState, NodeRecord, NodeSummary,
+};
 use strata_registry::membership::identity::NodeIdentity;
 use strata_registry::node::{Node, NodeConfig, NodeTimer, Output, Timing};
 use strata_registry::seal;
@@ -45,7 +47,11 @@ fn services(name: &str, frontend: u32, n: usize) -> Vec<CatalogService> {
                 ports: [("http".to_string(), 20_000 + i as u32)]
                     .into_iter()
                     .collect(),
-                health: if i == 0 { "passing" } else { "critical" }.into(),
+                health: if i == 0 {
+                    Health::Passing
+                } else {
+                    Health::Critical
+                } as i32,
                 version: "1.0.0".into(),
                 draining: i == 2,
                 state: InstanceState::Running as i32,

@@ -1,4 +1,5 @@
-//! Durable file writes: what the agent was given is on disk before it is acted on.
+//! Durable file writes: state is on disk before it is acted on. The shim writes its exit
+//! record and pid file with these; the agent uses the same helpers for its own state.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

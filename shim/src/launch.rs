@@ -1,6 +1,7 @@
 //! The files the agent and a shim exchange: what to run, and how it ended.
 
 use serde::{Deserialize, Serialize};
+use std::io;
 use std::path::PathBuf;
 
 /// File name of the launch description inside an instance directory.
@@ -94,6 +95,22 @@ impl ShimPid {
             service,
         })
     }
+}
+
+/// When process `pid` started: field 22 (starttime, clock ticks after boot) of
+/// `/proc/PID/stat`. With the pid it names one process for good, as pids are reused.
+pub fn start_ticks(pid: i32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| io::Error::other("no command name"))?;
+    // Field 3 (state) is the first one after the name; starttime is field 22.
+    after_name
+        .split_whitespace()
+        .nth(19)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::other("no start time"))
 }
 
 #[cfg(test)]

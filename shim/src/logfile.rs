@@ -1,12 +1,12 @@
 //! The shim's side of the instance log: output split into lines, written with a time and
 //! stream tag to `output.log`, rotated by size, and never a reason for the shim to stop.
 //!
-//! Line format: `<RFC3339 UTC time with milliseconds> <out|err> <text>\n`, for example
-//! `2026-11-26T05:46:02.123Z out hello`. The agent reads it with [`crate::supervisor::logs`].
+//! Each line is encoded as [`crate::logline`] describes; the agent's supervisor reads the
+//! files back with the same module.
 
-use super::launch::LOG_FILE;
-use super::logstatus::LogStatus;
-use crate::supervisor::logs::LogStream;
+use crate::launch::LOG_FILE;
+use crate::logline::{self, LogStream};
+use crate::logstatus::LogStatus;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -164,15 +164,7 @@ impl LogWriter {
 
     fn emit(&mut self, now: SystemTime, stream: LogStream, text: &[u8]) -> io::Result<()> {
         self.buf.clear();
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            self.buf,
-            "{} {} ",
-            humantime::format_rfc3339_millis(now),
-            stream.as_str()
-        );
-        self.buf.extend_from_slice(text);
-        self.buf.push(b'\n');
+        logline::encode(&mut self.buf, now, stream, text);
         self.append()
     }
 
