@@ -1,9 +1,8 @@
 //! `strata balancer` and `strata access-log`: the local balancer's figures and connections.
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{bytes, table};
 use super::{OutputFormat, print_as};
+use crate::client::{Client, Failure, FailureKind};
+use crate::format::{bytes, table};
 use strata_proto::v1::{AccessRecord, BalancerReply, GetBalancerRequest, TailAccessLogRequest};
 
 /// `strata balancer`.

@@ -1,9 +1,8 @@
 //! Cluster commands: members, catalog, drain, undrain, force-leave, keyring, whoami.
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{now_ms, table, uptime};
 use super::{OutputFormat, print_as, print_json};
+use crate::client::{Client, Failure, FailureKind};
+use crate::format::{now_ms, table, uptime};
 use strata_proto::v1::KeyringOp;
 use strata_proto::v1::{
     DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,

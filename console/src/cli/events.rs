@@ -1,9 +1,8 @@
 //! `strata events`: query the journal, or follow it live.
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{now_ms, table, time_ms};
 use super::{OutputFormat, print_json};
+use crate::client::{Client, Failure, FailureKind};
+use crate::format::{now_ms, table, time_ms};
 use clap::Args;
 use std::time::UNIX_EPOCH;
 use strata_proto::v1::{Event, QueryEventsRequest, Severity, WatchEventsRequest};

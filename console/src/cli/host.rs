@@ -1,9 +1,8 @@
 //! `strata node`, `strata metrics`, `strata top`: one host's identity, metrics and processes.
 
-use super::connect::Client;
-use super::failure::Failure;
-use super::format::{bytes, percent, rate, table, time_ms, uptime};
 use super::{OutputFormat, print_as};
+use crate::client::{Client, Failure};
+use crate::format::{bytes, percent, rate, table, time_ms, uptime};
 use strata_proto::v1::{
     GetMetricsRequest, GetNodeRequest, HostMetrics, NodeInfo, ProcessInfo, TopProcessesReply,
     TopProcessesRequest,

@@ -3,21 +3,16 @@
 
 mod balancer;
 mod cluster;
-pub mod connect;
 mod docs;
 mod events;
-pub(crate) mod failure;
-pub(crate) mod format;
 mod host;
 mod services;
 
+use crate::client::connect::{self, DEFAULT_AGENT};
+use crate::client::{Failure, FailureKind};
 use clap::{Parser, Subcommand, ValueEnum};
-pub use failure::{Failure, FailureKind};
 use strata_proto::v1::control_service_request::Action as ControlAction;
 use strata_proto::v1::{KeyringOp, Signal};
-
-/// Default agent address when neither `--agent` nor `STRATA_AGENT` is given.
-pub const DEFAULT_AGENT: &str = "127.0.0.1:7700";
 
 /// The Strata console and CLI.
 #[derive(Debug, Parser)]

@@ -1,9 +1,8 @@
 //! Service commands: apply, services, service, start/stop/restart, scale, signal, remove, logs.
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{bytes, table, time_ms, uptime};
 use super::{OutputFormat, print_as, print_json};
+use crate::client::{Client, Failure, FailureKind};
+use crate::format::{bytes, table, time_ms, uptime};
 use clap::Args;
 use std::time::{Duration, Instant};
 use strata_proto::v1::control_service_request::Action as ControlAction;
@@ -284,7 +283,7 @@ pub fn render_service(s: &ServiceStatus) -> String {
 }
 
 fn render_instances(instances: &[InstanceStatus]) -> String {
-    let now = super::format::now_ms();
+    let now = crate::format::now_ms();
     let mut t = table(&[
         "instance",
         "state",

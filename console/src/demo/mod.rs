@@ -13,7 +13,7 @@ mod agents;
 mod specs;
 mod teardown;
 
-use crate::cli::{Failure, FailureKind};
+use crate::client::{Failure, FailureKind};
 use agents::Agent;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeSet;

@@ -1,8 +1,8 @@
 //! The network side: tasks that turn the agent's streams and replies into model
 //! messages over a channel. The UI hands them [`Request`]s and never awaits the network.
 
-use crate::cli::connect::{Client, Connector};
-use crate::cli::format::now_ms;
+use crate::client::{Client, Connector};
+use crate::format::now_ms;
 use crate::model::Msg;
 use crate::model::conn::backoff;
 use crate::model::detail::Range;

@@ -2,7 +2,7 @@
 //! restarts and last exit; actions on one instance or the service on its node.
 
 use super::services::service_plan;
-use crate::cli::format::{bytes, uptime};
+use crate::format::{bytes, uptime};
 use crate::model::Model;
 use crate::model::logs::LogTarget;
 use crate::tui::action::Action;

@@ -10,6 +10,10 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Default agent address when neither `--agent` nor `STRATA_AGENT` (nor, in the console,
+/// the config file) names one.
+pub const DEFAULT_AGENT: &str = "127.0.0.1:7700";
+
 /// How long to wait for the agent to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
