@@ -1,5 +1,6 @@
 //! Headless subcommands: the same views and actions as the console, for people (tables)
-//! and scripts (`-o json`, stable exit codes).
+//! and scripts (`-o json`, stable exit codes). This is the clap layer and the rendering of
+//! what is read; connecting and every change are [`crate::client`].
 
 mod balancer;
 mod cluster;
@@ -9,7 +10,9 @@ mod host;
 mod services;
 
 use crate::client::connect::{self, DEFAULT_AGENT};
-use crate::client::{Failure, FailureKind};
+use crate::client::ops::{Op, Spec, Target};
+use crate::client::outcome::Outcome;
+use crate::client::{Client, Failure, FailureKind};
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_proto::v1::control_service_request::Action as ControlAction;
 use strata_proto::v1::{KeyringOp, Signal};
@@ -128,24 +131,24 @@ pub enum Command {
         after_help = "Examples:\n  strata start web/2\n  strata start web --wait --timeout 30s"
     )]
     Start {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
         #[command(flatten)]
         wait: services::WaitArgs,
     },
     /// Stop a service or one instance; a stopped service stays stopped across agent restarts.
     #[command(after_help = "Example:\n  strata stop web")]
     Stop {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
     },
     /// Restart a service or one instance.
     #[command(
         after_help = "Examples:\n  strata restart web\n  strata restart web --wait   # returns when every instance passes again"
     )]
     Restart {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
         #[command(flatten)]
         wait: services::WaitArgs,
     },
@@ -162,8 +165,8 @@ pub enum Command {
     /// Send a signal to a service's or an instance's processes.
     #[command(after_help = "Example:\n  strata signal web SIGHUP")]
     Signal {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
         /// SIGHUP, SIGUSR1, SIGTERM, ... (or HUP, usr1, term).
         #[arg(value_parser = parse_signal)]
         signal: Signal,
@@ -281,49 +284,45 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             dry_run,
             wait,
         } => {
-            let service = services::apply(c, agent, out, node, &file, dry_run).await?;
-            services::wait_if(c, agent, node, &wait, &service, 0).await
+            let op = Op::apply(node, Spec::File(file), dry_run);
+            match change(c, agent, out, op).await? {
+                Outcome::Apply(reply) => {
+                    let target = Target::service(&reply.service);
+                    wait.wait(c, agent, node, &target).await
+                }
+                _ => Ok(()),
+            }
         }
         Command::Services => services::list(c, agent, out, node).await,
         Command::Service { name } => services::show(c, agent, out, node, &name).await,
         Command::Start { target, wait } => {
-            let request = services::control_request(node, &target, ControlAction::start());
-            services::control(c, agent, out, request).await?;
-            services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
+            let op = Op::control(node, &target, ControlAction::start());
+            change(c, agent, out, op).await?;
+            wait.wait(c, agent, node, &target).await
         }
         Command::Stop { target } => {
-            services::control(
-                c,
-                agent,
-                out,
-                services::control_request(node, &target, ControlAction::stop()),
-            )
-            .await
+            let op = Op::control(node, &target, ControlAction::stop());
+            change(c, agent, out, op).await.map(drop)
         }
         Command::Restart { target, wait } => {
-            let request = services::control_request(node, &target, ControlAction::restart());
-            services::control(c, agent, out, request).await?;
-            services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
+            let op = Op::control(node, &target, ControlAction::restart());
+            change(c, agent, out, op).await?;
+            wait.wait(c, agent, node, &target).await
         }
         Command::Scale { name, count, wait } => {
-            let target = services::Target {
-                service: name,
-                instance: 0,
-            };
-            let request = services::control_request(node, &target, ControlAction::scale(count));
-            services::control(c, agent, out, request).await?;
-            services::wait_if(c, agent, node, &wait, &target.service, 0).await
+            let target = Target::service(&name);
+            let op = Op::control(node, &target, ControlAction::scale(count));
+            change(c, agent, out, op).await?;
+            wait.wait(c, agent, node, &target).await
         }
         Command::Signal { target, signal } => {
-            services::control(
-                c,
-                agent,
-                out,
-                services::control_request(node, &target, ControlAction::signal(signal)),
-            )
-            .await
+            let op = Op::control(node, &target, ControlAction::signal(signal));
+            change(c, agent, out, op).await.map(drop)
         }
-        Command::Remove { name } => services::remove(c, agent, out, node, &name).await,
+        Command::Remove { name } => {
+            let op = Op::remove(node, &name);
+            change(c, agent, out, op).await.map(drop)
+        }
         Command::Logs(args) => services::logs(c, agent, out, node, args).await,
         Command::Members => cluster::members(c, agent, out).await,
         Command::Whoami => cluster::whoami(c, agent, out).await,
@@ -334,19 +333,39 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             lines,
         } => balancer::access_log(c, agent, out, node, service, lines, follow).await,
         Command::Catalog => cluster::catalog(c, agent, out).await,
-        Command::Drain { target } => cluster::drain(c, agent, out, &target, true).await,
-        Command::Undrain { target } => cluster::drain(c, agent, out, &target, false).await,
-        Command::ForceLeave { member } => cluster::force_leave(c, agent, out, &member).await,
-        Command::Completions { .. } | Command::Man { .. } | Command::Demo(_) => Ok(()),
-        Command::Keyring { op, key } => {
-            if op != KeyringOp::List && key.is_none() {
-                return Err(Failure::new(
-                    FailureKind::Usage,
-                    format!("keyring {op} needs a KEY"),
-                ));
-            }
-            cluster::keyring(c, agent, out, node, op, key.as_deref().unwrap_or("")).await
+        Command::Drain { target } => {
+            let op = Op::drain(&target, true);
+            change(c, agent, out, op).await.map(drop)
         }
+        Command::Undrain { target } => {
+            let op = Op::drain(&target, false);
+            change(c, agent, out, op).await.map(drop)
+        }
+        Command::ForceLeave { member } => {
+            let op = Op::force_leave(&member);
+            change(c, agent, out, op).await.map(drop)
+        }
+        Command::Keyring { op, key } => {
+            let op = Op::keyring(node, op, key)?;
+            change(c, agent, out, op).await.map(drop)
+        }
+        Command::Completions { .. } | Command::Man { .. } | Command::Demo(_) => Ok(()),
+    }
+}
+
+/// Runs one change and prints what it did: the agent's reply as JSON, or its message. A
+/// change that failed on some of its nodes fails after printing every node's result.
+async fn change(
+    client: &mut Client,
+    agent: &str,
+    output: OutputFormat,
+    op: Op,
+) -> Result<Outcome, Failure> {
+    let outcome = op.run(client, agent).await?;
+    print_as(output, &outcome, Outcome::message)?;
+    match outcome.failure() {
+        Some(failure) => Err(failure),
+        None => Ok(outcome),
     }
 }
 

@@ -173,6 +173,17 @@ pub async fn connect(agent: &str, auth: &ClientAuth) -> Result<Client, Failure> 
     Connector::new(agent, auth)?.connect().await
 }
 
+/// Awaits one call to the agent at `agent` (named in the failure): its reply, or the failure
+/// its status means. `let info = call(client.get_node(request), agent).await?;`
+pub async fn call<T>(
+    sent: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    agent: &str,
+) -> Result<T, Failure> {
+    sent.await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| Failure::from_status(&status, agent))
+}
+
 /// Normalises an `--agent` value (`host:port` or `http://host:port`) to a URI.
 pub fn agent_uri(agent: &str) -> Result<String, Failure> {
     let usage = |why: &str| {
