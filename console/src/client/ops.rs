@@ -1,9 +1,8 @@
 //! Every change an operator can make, as one typed enum: start, stop, restart, scale or
 //! signal a service or one instance on a node, drain and undrain, apply, remove,
 //! force-leave and keyring. An [`Op`] is built once (by the CLI from its flags, by the
-//! console from a confirmed [`Change`](super::change::Change), by the demo), holds the
-//! request the agent API takes, and [`Op::run`] sends it and returns the typed
-//! [`Outcome`].
+//! console from a confirmed [`Change`](super::change::Change), by the demo), holds what the
+//! agent API is sent, and [`Op::run`] sends it and returns the typed [`Outcome`].
 
 use super::connect::call;
 use super::outcome::{KeyringResults, NodeKeyring, Outcome};
@@ -220,28 +219,7 @@ impl Op {
                 Outcome::ForceLeave(call(client.force_leave(request), agent).await?)
             }
             Op::Keyring { node, op, key } => {
-                let targets = if node.is_empty() {
-                    live_members(client, agent).await?
-                } else {
-                    vec![node]
-                };
-                let mut nodes = Vec::with_capacity(targets.len());
-                for node in targets {
-                    let request = KeyringRequest {
-                        node: node.clone(),
-                        op: op as i32,
-                        key: key.clone(),
-                    };
-                    // Each node's own error, as the agent words it: the others' results
-                    // are reported beside it.
-                    let result = client
-                        .keyring(request)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(|s| s.message().to_string());
-                    nodes.push(NodeKeyring { node, result });
-                }
-                Outcome::Keyring(KeyringResults { op, nodes })
+                Outcome::Keyring(keyring(client, agent, node, op, &key).await?)
             }
         })
     }
@@ -253,6 +231,37 @@ impl Op {
             _ => None,
         }
     }
+}
+
+/// `op` with `key` on `node`, or on every live member when `node` is "". Each node's error
+/// is kept as the agent words it, beside the other nodes' results.
+async fn keyring(
+    client: &mut Client,
+    agent: &str,
+    node: String,
+    op: KeyringOp,
+    key: &str,
+) -> Result<KeyringResults, Failure> {
+    let targets = if node.is_empty() {
+        live_members(client, agent).await?
+    } else {
+        vec![node]
+    };
+    let mut nodes = Vec::with_capacity(targets.len());
+    for node in targets {
+        let request = KeyringRequest {
+            node: node.clone(),
+            op: op as i32,
+            key: key.to_string(),
+        };
+        let result = client
+            .keyring(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| s.message().to_string());
+        nodes.push(NodeKeyring { node, result });
+    }
+    Ok(KeyringResults { op, nodes })
 }
 
 /// The names of the live members, as the agent at `agent` sees them.
