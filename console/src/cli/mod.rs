@@ -251,6 +251,8 @@ pub enum Command {
         #[arg(value_parser = parse_keyring_op)]
         op: KeyringOp,
         /// The key (base64), for install, use and remove.
+        // Its own id: the global `--key` (a certificate's key file) is already `key`.
+        #[arg(id = "gossip_key", value_name = "KEY")]
         key: Option<String>,
     },
     /// A whole ecosystem on loopback (three agents, demo services) and the console on it.
@@ -406,4 +408,27 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     })?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keyring_takes_its_key_beside_the_global_key_flag() {
+        let cli = Cli::try_parse_from(["strata", "keyring", "install", "a2V5"]).unwrap();
+        match cli.command {
+            Some(Command::Keyring { op, key }) => {
+                assert_eq!((op, key.as_deref()), (KeyringOp::Install, Some("a2V5")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cli.key, None, "--key is the client certificate's key");
+    }
 }
