@@ -1,6 +1,9 @@
 //! The shim as the agent runs it: the real `strata-shim` binary started on an instance
 //! directory, its protocol line, its exit record and its log files.
 
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
