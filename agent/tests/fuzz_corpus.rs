@@ -2,6 +2,9 @@
 //! (`fuzz/corpus/`) through the targets' own entry points, so a regression in spec or
 //! config parsing fails `cargo test` on stable, without nightly or cargo-fuzz.
 
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 // The fuzz crate's entry points, compiled here as they are in the fuzz targets.
 #[path = "../../fuzz/src/agent.rs"]
 mod harness;

@@ -2,6 +2,9 @@
 //! TestBackend: median and p99 over 200 frames, the time from the cluster snapshot to the
 //! first frame, and the process's RSS at that scale.
 
+// Bench code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use std::time::{Duration, Instant};

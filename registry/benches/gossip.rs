@@ -2,6 +2,9 @@
 //! Prints registration spread time (median, p99), kill detection time, and gossip bytes/s
 //! per node at rest and under churn. Bounded: a few trials per size, timeouts on every wait.
 
+// Bench code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use strata_proto::v1::{CatalogInstance, CatalogService};

@@ -9,6 +9,9 @@
 //! balancer_bench stream --mb 2000
 //! ```
 
+// Bench code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::net::SocketAddr;

@@ -1,6 +1,9 @@
 //! The DNS server on real loopback sockets, asked by hickory's client over UDP and TCP, and by
 //! `dig` when it is installed.
 
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;

@@ -1,6 +1,9 @@
 //! Whole-cluster simulations of the sans-I/O node: convergence, failure detection,
 //! partitions, loss, big records, restarts, name conflicts and sealing, all deterministic.
 
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod sim;
 
 use sim::{Sim, service};

@@ -1,6 +1,9 @@
 //! Real `Cluster`s on 127.0.0.1: join, discovery through the table, graceful leave, and a
 //! node with the wrong key kept out.
 
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 use strata_proto::v1::{CatalogInstance, CatalogService};

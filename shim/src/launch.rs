@@ -35,6 +35,19 @@ pub struct Launch {
     pub cgroup_procs: Vec<PathBuf>,
 }
 
+/// File name of new log rotation settings ([`LogRotation`]) inside an instance directory:
+/// written atomically by the agent, then taken by the shim on SIGUSR1.
+pub const LOG_ROTATION_FILE: &str = "log-rotation.json";
+
+/// How the log is rotated, changed while the service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRotation {
+    /// Rotate the log when it would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub keep: u32,
+}
+
 /// How a service process ended, as the shim saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitRecord {

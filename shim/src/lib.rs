@@ -33,6 +33,9 @@
 //!    written (a full disk) are dropped and counted, reported in `log-status`
 //!    ([`logstatus::LogStatus`], a fixed-size record rewritten in place) and, once writing
 //!    works again, in one `[strata] N log lines dropped: REASON` line on the err stream.
+//!    When the spec's `[logs]` change, the agent writes `log-rotation.json`
+//!    ([`launch::LogRotation`]) atomically and sends the shim SIGUSR1: rotation follows the
+//!    new settings from the next line on, without a restart of the service.
 //! 5. When the service has ended, the shim kills what is left of its process group and its
 //!    re-parented descendants (it is their subreaper), drains the output pipes, writes
 //!    `exit.json` ([`launch::ExitRecord`]) atomically and exits with status 0 (1 when the

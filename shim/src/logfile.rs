@@ -97,6 +97,13 @@ impl LogWriter {
         }
     }
 
+    /// Rotates by these settings from the next line on; files beyond `keep` go at the next
+    /// rotation.
+    pub fn set_rotation(&mut self, max_bytes: u64, keep: u32) {
+        self.max_bytes = max_bytes;
+        self.keep = keep;
+    }
+
     /// Writes one line of `stream`, stamped with the current time.
     pub fn write_line(&mut self, stream: LogStream, text: &[u8]) {
         let now = SystemTime::now();

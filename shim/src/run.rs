@@ -6,7 +6,8 @@
 
 use crate::fsutil::{write_atomic, write_replace};
 use crate::launch::{
-    EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid, start_ticks,
+    EXIT_FILE, ExitRecord, LAUNCH_FILE, LOG_ROTATION_FILE, Launch, LogRotation, SHIM_PID_FILE,
+    ShimPid, start_ticks,
 };
 use crate::logfile::{LineSplitter, LogWriter};
 use crate::logline::LogStream;
@@ -73,7 +74,7 @@ struct Service {
     start_ticks: u64,
     stdout: File,
     stderr: File,
-    sigchld: OwnedFd,
+    signals: OwnedFd,
     log: LogWriter,
     /// Where the agent learns that log lines are dropped; none if it could not be made.
     log_status: Option<LogStatusFile>,
@@ -94,7 +95,7 @@ fn start(dir: &Path) -> Result<Service, String> {
             launch.log_dir.display()
         )
     })?;
-    let sigchld = setup_signals().map_err(|e| format!("cannot set up signals: {e}"))?;
+    let signals = setup_signals().map_err(|e| format!("cannot set up signals: {e}"))?;
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
         return Err(format!(
@@ -159,7 +160,7 @@ fn start(dir: &Path) -> Result<Service, String> {
         start_ticks,
         stdout: File::from(OwnedFd::from(stdout)),
         stderr: File::from(OwnedFd::from(stderr)),
-        sigchld,
+        signals,
         log: LogWriter::new(&launch.log_dir, launch.log_max_bytes, launch.log_keep),
         // Made before any log line can fail; without it the service still runs and logs,
         // only drops would go unreported to the agent.
@@ -283,7 +284,7 @@ fn c_path(path: &Path) -> Result<CString, String> {
 }
 
 /// Ignores SIGTERM, SIGINT and SIGHUP (a shim must outlive its service to record its exit)
-/// and blocks SIGCHLD, returning a signalfd that reports it.
+/// and blocks SIGCHLD and SIGUSR1 (new log settings), returning a signalfd that reports them.
 fn setup_signals() -> io::Result<OwnedFd> {
     // SAFETY: plain signal system calls with valid arguments.
     unsafe {
@@ -295,6 +296,7 @@ fn setup_signals() -> io::Result<OwnedFd> {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         libc::sigemptyset(set.as_mut_ptr());
         libc::sigaddset(set.as_mut_ptr(), libc::SIGCHLD);
+        libc::sigaddset(set.as_mut_ptr(), libc::SIGUSR1);
         if libc::sigprocmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut()) < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -354,7 +356,7 @@ impl Service {
             pid,
             stdout,
             stderr,
-            sigchld,
+            signals,
             mut log,
             mut log_status,
             ..
@@ -402,7 +404,7 @@ impl Service {
                 Some(w) => i32::try_from(w.as_millis()).unwrap_or(i32::MAX).max(1),
             };
             let mut fds = [
-                poll_fd(sigchld.as_raw_fd(), children_left),
+                poll_fd(signals.as_raw_fd(), children_left),
                 poll_fd(streams[0].file.as_raw_fd(), streams[0].open),
                 poll_fd(streams[1].file.as_raw_fd(), streams[1].open),
             ];
@@ -416,10 +418,15 @@ impl Service {
                 return Err(err);
             }
             if fds[0].revents != 0 {
-                drain_signalfd(&sigchld);
-                children_left = reap(pid, &mut exit);
-                if exit.is_some() && deadline.is_none() {
-                    deadline = Some(Instant::now() + DRAIN_LIMIT);
+                let arrived = drain_signalfd(&signals);
+                if arrived.log_rotation {
+                    reload_log_rotation(dir, &mut log);
+                }
+                if arrived.child {
+                    children_left = reap(pid, &mut exit);
+                    if exit.is_some() && deadline.is_none() {
+                        deadline = Some(Instant::now() + DRAIN_LIMIT);
+                    }
                 }
             }
             for (stream, fd) in streams.iter_mut().zip(&fds[1..]) {
@@ -476,14 +483,70 @@ fn read_stream(stream: &mut Stream, buf: &mut [u8], log: &mut LogWriter) {
     }
 }
 
-fn drain_signalfd(fd: &OwnedFd) {
-    let mut info = [0u8; 128 * 8];
+/// The signals a drain of the signalfd found.
+#[derive(Debug, Default)]
+struct Arrived {
+    /// A child ended.
+    child: bool,
+    /// The agent wrote new log settings.
+    log_rotation: bool,
+}
+
+fn drain_signalfd(fd: &OwnedFd) -> Arrived {
+    let mut arrived = Arrived::default();
+    let mut info = MaybeUninit::<[libc::signalfd_siginfo; 8]>::uninit();
+    let record = std::mem::size_of::<libc::signalfd_siginfo>();
     loop {
-        // SAFETY: reads into a stack buffer sized in whole signalfd_siginfo records.
-        let n = unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
-        if n <= 0 {
-            return;
+        // SAFETY: reads whole signalfd_siginfo records into a buffer sized for eight.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                info.as_mut_ptr().cast(),
+                std::mem::size_of_val(&info),
+            )
+        };
+        let Ok(n) = usize::try_from(n) else {
+            return arrived;
+        };
+        if n == 0 {
+            return arrived;
         }
+        // SAFETY: the kernel wrote `n / record` complete records at the start of the buffer.
+        let records = unsafe { &info.assume_init_ref()[..n / record] };
+        for r in records {
+            match r.ssi_signo as i32 {
+                libc::SIGCHLD => arrived.child = true,
+                libc::SIGUSR1 => arrived.log_rotation = true,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Takes the log settings the agent wrote in `dir` and says so in the log (on the err
+/// stream, as the shim's other notes); a file it cannot use is said there too, and the
+/// settings stay.
+fn reload_log_rotation(dir: &Path, log: &mut LogWriter) {
+    let read = std::fs::read(dir.join(LOG_ROTATION_FILE))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice::<LogRotation>(&bytes).map_err(|e| e.to_string()));
+    match read {
+        Ok(LogRotation { max_bytes, keep }) if max_bytes > 0 => {
+            log.set_rotation(max_bytes, keep);
+            log.write_line(
+                LogStream::Err,
+                format!("[strata] log rotation now at {max_bytes} bytes, keeping {keep} files")
+                    .as_bytes(),
+            );
+        }
+        Ok(_) => log.write_line(
+            LogStream::Err,
+            b"[strata] log settings not changed: max_bytes must be more than 0",
+        ),
+        Err(e) => log.write_line(
+            LogStream::Err,
+            format!("[strata] log settings not changed: {LOG_ROTATION_FILE}: {e}").as_bytes(),
+        ),
     }
 }
 

@@ -1,13 +1,17 @@
 //! The shim as the agent runs it: the real `strata-shim` binary started on an instance
 //! directory, its protocol line, its exit record and its log files.
 
+// Test code: a panic is how a failure is reported.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strata_shim::launch::{
-    EXIT_FILE, ExitRecord, LAUNCH_FILE, LOG_FILE, Launch, SHIM_PID_FILE, ShimPid, start_ticks,
+    EXIT_FILE, ExitRecord, LAUNCH_FILE, LOG_FILE, LOG_ROTATION_FILE, Launch, LogRotation,
+    SHIM_PID_FILE, ShimPid, start_ticks,
 };
 use strata_shim::logfile::rotated_path;
 use strata_shim::logline::{LogLine, LogStream, parse_line};
@@ -268,6 +272,62 @@ fn rotates_the_log_keeping_complete_lines() {
         assert_eq!(l.text, format!("line {}", first + i));
     }
     assert_eq!(kept.last().unwrap().text, "line 1499");
+}
+
+#[test]
+fn new_log_settings_apply_on_sigusr1_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("more");
+    // 40-byte lines, once the test has seen the shim take the new settings.
+    let script = format!(
+        "echo ready; while [ ! -e {flag} ]; do sleep 0.02; done; \
+         for i in $(seq 1 60); do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxx; done",
+        flag = flag.display()
+    );
+    let launch = launch(dir.path(), &script);
+    let (mut shim, line) = start_shim(dir.path(), &launch);
+    let service = started_pid(&line);
+    let rotation = LogRotation {
+        max_bytes: 400,
+        keep: 1,
+    };
+    std::fs::write(
+        dir.path().join(LOG_ROTATION_FILE),
+        serde_json::to_vec(&rotation).unwrap(),
+    )
+    .unwrap();
+    kill(shim.id() as i32, libc::SIGUSR1);
+    let current = launch.log_dir.join(LOG_FILE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&current)
+        .is_ok_and(|t| t.contains("[strata] log rotation now at 400 bytes, keeping 1 files"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the shim did not take the new settings"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&flag, "").unwrap();
+    assert!(shim.wait().unwrap().success());
+    assert_eq!(
+        exit_record(dir.path()).pid,
+        service,
+        "the same service ran throughout"
+    );
+    assert!(
+        rotated_path(&current, 1).exists(),
+        "the log rotated at the new size"
+    );
+    assert!(
+        !rotated_path(&current, 2).exists(),
+        "only one rotated file is kept"
+    );
+    let size = std::fs::metadata(&current).unwrap().len();
+    assert!(
+        size <= 400,
+        "output.log is {size} bytes, over the new limit"
+    );
 }
 
 #[test]

@@ -211,3 +211,59 @@ fn an_agent_with_the_wrong_key_is_not_admitted_and_leave_is_seen_at_once() {
         "a graceful leave is not a failure: {kinds:?}"
     );
 }
+
+/// Every node's primary key and number of keys, from `strata keyring list -o json`.
+fn keyrings(agent: &AgentProcess) -> Vec<(String, usize)> {
+    let v = agent.json(&["keyring", "list", "-o", "json"]);
+    let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+    let primary = |n: &serde_json::Value| n["primary"].as_str().unwrap_or("").to_string();
+    let keys = |n: &serde_json::Value| n["keys"].as_array().map_or(0, Vec::len);
+    nodes.iter().map(|n| (primary(n), keys(n))).collect()
+}
+
+#[test]
+fn a_key_rotation_with_the_cli_keeps_the_cluster_and_admits_the_new_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = agent(dir.path(), "r1", KEY, None);
+    let b = agent(dir.path(), "r2", KEY, Some(&a));
+    let all_alive = |n: usize| {
+        let s = statuses(&a);
+        s.len() == n && s.iter().all(|(_, st)| st == "alive")
+    };
+    wait_until("r1 and r2 alive", Duration::from_secs(20), || all_alive(2));
+    // Under load, a request forwarded to r2 right after it shows alive failed once in CI.
+    wait_until("both keyrings answer", Duration::from_secs(20), || {
+        a.strata(&["keyring", "list"]).status.success()
+    });
+    let before = keyrings(&a);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let old = before[0].0.clone();
+    assert!(
+        before.iter().all(|(p, n)| *p == old && *n == 1),
+        "{before:?}"
+    );
+
+    for step in [["install", OTHER_KEY], ["use", OTHER_KEY], ["remove", KEY]] {
+        let out = a.strata(&["keyring", step[0], step[1]]);
+        assert!(
+            out.status.success(),
+            "keyring {}: {}",
+            step[0],
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains("r1") && table.contains("r2"), "{table}");
+    }
+    let after = keyrings(&b);
+    assert_eq!(after.len(), 2, "{after:?}");
+    let new = after[0].0.clone();
+    assert_ne!(new, old, "the new key is primary");
+    assert!(after.iter().all(|(p, n)| *p == new && *n == 1), "{after:?}");
+
+    let newcomer = agent(dir.path(), "r3", OTHER_KEY, Some(&a));
+    wait_until(
+        "r3 admitted with the new key",
+        Duration::from_secs(20),
+        || all_alive(3) && statuses(&newcomer).len() == 3,
+    );
+}

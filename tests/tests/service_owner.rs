@@ -1,7 +1,7 @@
 //! One owner task per service, seen from outside: leaving instances are published as
 //! draining (while their processes still run) and stop in parallel while reads keep being
-//! answered; spec changes that need no restart (health, tags, balancing, frontends) take
-//! effect on the running processes.
+//! answered; spec changes that need no restart (health, tags, balancing, frontends, log
+//! rotation) take effect on the running processes.
 
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -109,7 +109,7 @@ fn scale_down_publishes_draining_first_and_stops_instances_in_parallel() {
 }
 
 #[test]
-fn health_tags_balance_and_frontend_changes_apply_without_a_restart() {
+fn health_tags_balance_frontend_and_log_changes_apply_without_a_restart() {
     let (dir, agent) = start_test_agent("owner-live");
     let server = binary("strata-test-server").display().to_string();
     let (first, second) = (closed_port(), closed_port());
@@ -208,6 +208,38 @@ fn health_tags_balance_and_frontend_changes_apply_without_a_restart() {
         .unwrap_or_default();
     assert_eq!(api["tags"], serde_json::json!(["b"]));
     assert_eq!(api["frontends"]["http"], second);
+    assert_eq!(
+        pids(&agent.json(&["service", "api", "-o", "json"])),
+        started
+    );
+
+    // New log rotation: each running shim takes it and says so in the instance's log.
+    let reply = apply(
+        &agent,
+        dir.path(),
+        "api.toml",
+        &format!(
+            "{}[logs]\nmax_bytes = \"64KiB\"\nkeep = 2\n",
+            spec(http, "\"b\"", "round_robin", second)
+        ),
+    );
+    assert!(
+        reply["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|l| l == "no restart: logs take effect live")),
+        "{reply}"
+    );
+    for index in [1, 2] {
+        wait_until(
+            "the shim to take the new log rotation",
+            Duration::from_secs(20),
+            || {
+                let out = agent.strata(&["logs", &format!("api/{index}"), "--lines", "1000"]);
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("[strata] log rotation now at 65536 bytes, keeping 2 files")
+            },
+        );
+    }
     assert_eq!(
         pids(&agent.json(&["service", "api", "-o", "json"])),
         started

@@ -383,6 +383,7 @@ mod tests {
             started_unix_ms: 0,
             restarts: 0,
             version: String::new(),
+            reloads_logs: true,
         };
         store.save_instance("web", 2, &record).unwrap();
         store.save_instance("odd", 1, &record).unwrap();

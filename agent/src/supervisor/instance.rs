@@ -11,7 +11,7 @@ use super::ports::PortAllocator;
 use super::spec::{HealthCheck, HealthSpec, ServiceSpec};
 use super::store::{InstanceRecord, Store};
 use crate::events::journal::{EventDraft, Journal};
-use crate::fsutil::write_replace;
+use crate::fsutil::{write_atomic, write_replace};
 use crate::metrics::procs::read_proc_stat;
 use crate::state::unix_now_ms;
 use rustix::process::{Pid, Signal};
@@ -25,7 +25,10 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strata_proto::v1::{ExitInfo, InstanceState, InstanceStatus, Severity};
-use strata_shim::launch::{EXIT_FILE, ExitRecord, LAUNCH_FILE, Launch, SHIM_PID_FILE, ShimPid};
+use strata_shim::launch::{
+    EXIT_FILE, ExitRecord, LAUNCH_FILE, LOG_ROTATION_FILE, Launch, LogRotation, SHIM_PID_FILE,
+    ShimPid,
+};
 use strata_shim::logstatus::{LogEvent, LogStatus, LogWatch};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -515,6 +518,7 @@ impl InstanceTask {
                     started_unix_ms: unix_now_ms(),
                     restarts: self.tracker.restarts(),
                     version: self.spec.version.clone(),
+                    reloads_logs: true,
                 };
                 if let Err(e) = self
                     .ctx
@@ -678,7 +682,11 @@ impl InstanceTask {
                     Some(Command::Start) => {}
                     Some(Command::UpdateSpec(spec)) => {
                         let health_changed = spec.health != self.spec.health;
+                        let logs_changed = spec.logs != self.spec.logs;
                         self.spec = spec;
+                        if logs_changed {
+                            self.rotate_logs_as_specified(&running);
+                        }
                         if health_changed {
                             health_spec = self.spec.health.clone();
                             check_timer = check_interval(health_spec.as_ref());
@@ -755,6 +763,42 @@ impl InstanceTask {
                 s.state_since_unix_ms = unix_now_ms();
             }
         });
+    }
+
+    /// Hands changed `[logs]` settings to the running shim: written beside it, then SIGUSR1.
+    /// A shim from before live log changes keeps its settings until the next start.
+    fn rotate_logs_as_specified(&self, running: &RunningShim) {
+        let record = &running.record;
+        if !record.reloads_logs {
+            self.event(
+                "service.logs_pending",
+                Severity::Info,
+                format!(
+                    "{}: the new log settings apply at its next start (its shim predates live log changes)",
+                    self.id()
+                ),
+            );
+            return;
+        }
+        let rotation = LogRotation {
+            max_bytes: self.spec.logs.max_bytes,
+            keep: self.spec.logs.keep,
+        };
+        let path = self.dir().join(LOG_ROTATION_FILE);
+        let written = serde_json::to_vec(&rotation)
+            .map_err(std::io::Error::other)
+            .and_then(|json| write_atomic(&path, &json));
+        match written {
+            Ok(()) if same_process(record.shim_pid, record.shim_start_ticks) => {
+                if let Some(pid) = Pid::from_raw(record.shim_pid) {
+                    let _ = rustix::process::kill_process(pid, Signal::USR1);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(instance = %self.id(), error = %e, "cannot write the new log settings")
+            }
+        }
     }
 
     fn on_check(&mut self, outcome: CheckOutcome) {

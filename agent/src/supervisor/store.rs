@@ -44,6 +44,10 @@ pub struct InstanceRecord {
     pub started_unix_ms: i64,
     pub restarts: u32,
     pub version: String,
+    /// Whether its shim takes new log settings on SIGUSR1 (shims before that would die of
+    /// the signal, so theirs are never sent one).
+    #[serde(default)]
+    pub reloads_logs: bool,
 }
 
 /// One stored service as loaded at start.
@@ -229,6 +233,7 @@ mod tests {
             started_unix_ms: 14,
             restarts: 2,
             version: "1.0".into(),
+            reloads_logs: true,
         };
         store.save_instance("echo", 2, &record).unwrap();
 
@@ -243,6 +248,22 @@ mod tests {
 
         reopened.remove_service("echo").unwrap();
         assert!(reopened.load_services().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_record_from_before_live_log_changes_reads_as_unable_to_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let instance = dir.path().join("services/old/instances/1");
+        std::fs::create_dir_all(&instance).unwrap();
+        std::fs::write(
+            instance.join(INSTANCE_FILE),
+            r#"{"shim_pid":1,"shim_start_ticks":2,"pid":3,"start_ticks":4,"ports":{},"started_unix_ms":5,"restarts":0,"version":"1"}"#,
+        )
+        .unwrap();
+        let record = store.load_instance("old", 1).unwrap();
+        assert!(!record.reloads_logs);
+        assert_eq!(record.pid, 3);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `strata balancer` and `strata access-log`: the local balancer's figures and connections.
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{bytes, table};
 use super::{OutputFormat, print_as};
+use crate::client::connect::call;
+use crate::client::{Client, Failure, FailureKind};
+use crate::format::{bytes, table};
 use strata_proto::v1::{AccessRecord, BalancerReply, GetBalancerRequest, TailAccessLogRequest};
 
 /// `strata balancer`.
@@ -13,13 +13,13 @@ pub async fn balancer(
     output: OutputFormat,
     node: &str,
 ) -> Result<(), Failure> {
-    let reply = client
-        .get_balancer(GetBalancerRequest {
+    let reply = call(
+        client.get_balancer(GetBalancerRequest {
             node: node.to_string(),
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     print_as(output, &reply, render_balancer)
 }
 
@@ -84,16 +84,16 @@ pub async fn access_log(
     lines: u32,
     follow: bool,
 ) -> Result<(), Failure> {
-    let mut stream = client
-        .tail_access_log(TailAccessLogRequest {
+    let mut stream = call(
+        client.tail_access_log(TailAccessLogRequest {
             node: node.to_string(),
             service: service.unwrap_or_default(),
             lines,
             follow,
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     loop {
         match stream.message().await {
             Ok(Some(record)) => match output {

@@ -1,13 +1,12 @@
-//! Cluster commands: members, catalog, drain, undrain, force-leave, keyring, whoami.
+//! Cluster commands that read: members, catalog, whoami (drain, undrain, force-leave and
+//! keyring are [`crate::client::ops`]).
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{now_ms, table, uptime};
-use super::{OutputFormat, print_as, print_json};
-use strata_proto::v1::KeyringOp;
+use super::{OutputFormat, print_as};
+use crate::client::connect::call;
+use crate::client::{Client, Failure};
+use crate::format::{now_ms, table, uptime};
 use strata_proto::v1::{
-    DrainNodeRequest, ForceLeaveRequest, GetCatalogReply, GetCatalogRequest, KeyringReply,
-    KeyringRequest, ListMembersReply, ListMembersRequest, WhoAmIRequest,
+    GetCatalogReply, GetCatalogRequest, ListMembersReply, ListMembersRequest, WhoAmIRequest,
 };
 
 /// `strata members`.
@@ -16,21 +15,13 @@ pub async fn members(
     agent: &str,
     output: OutputFormat,
 ) -> Result<(), Failure> {
-    let reply = client
-        .list_members(ListMembersRequest::default())
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+    let reply = call(client.list_members(ListMembersRequest::default()), agent).await?;
     print_as(output, &reply, |reply| render_members(reply, now_ms()))
 }
 
 /// `strata whoami`: the caller's name, role and how the agent identified it.
 pub async fn whoami(client: &mut Client, agent: &str, output: OutputFormat) -> Result<(), Failure> {
-    let reply = client
-        .who_am_i(WhoAmIRequest {})
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+    let reply = call(client.who_am_i(WhoAmIRequest {}), agent).await?;
     print_as(output, &reply, |r| {
         let required = if r.credentials_required {
             "required"
@@ -108,11 +99,7 @@ pub async fn catalog(
     agent: &str,
     output: OutputFormat,
 ) -> Result<(), Failure> {
-    let reply = client
-        .get_catalog(GetCatalogRequest::default())
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+    let reply = call(client.get_catalog(GetCatalogRequest::default()), agent).await?;
     print_as(output, &reply, render_catalog)
 }
 
@@ -160,127 +147,4 @@ pub fn render_catalog(reply: &GetCatalogReply) -> String {
         );
     }
     t.to_string()
-}
-
-/// `strata drain NODE` and `strata undrain NODE`.
-pub async fn drain(
-    client: &mut Client,
-    agent: &str,
-    output: OutputFormat,
-    node: &str,
-    drain: bool,
-) -> Result<(), Failure> {
-    let reply = client
-        .drain_node(DrainNodeRequest {
-            node: node.to_string(),
-            drain,
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
-    print_as(output, &reply, |reply| {
-        let word = if reply.draining {
-            "drained: its instances get no new connections"
-        } else {
-            "undrained"
-        };
-        format!("node {} {word}", reply.node)
-    })
-}
-
-/// `strata force-leave NODE`.
-pub async fn force_leave(
-    client: &mut Client,
-    agent: &str,
-    output: OutputFormat,
-    member: &str,
-) -> Result<(), Failure> {
-    let reply = client
-        .force_leave(ForceLeaveRequest {
-            node: String::new(),
-            member: member.to_string(),
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
-    print_as(output, &reply, |reply| {
-        format!("{} removed from the cluster", reply.member)
-    })
-}
-
-/// `strata keyring list|install|use|remove [KEY]`: applied on every live member (or the
-/// one named by `--node`), as a key rotation needs.
-pub async fn keyring(
-    client: &mut Client,
-    agent: &str,
-    output: OutputFormat,
-    node: &str,
-    op: KeyringOp,
-    key: &str,
-) -> Result<(), Failure> {
-    let targets: Vec<String> = if node.is_empty() {
-        client
-            .list_members(ListMembersRequest::default())
-            .await
-            .map_err(|s| Failure::from_status(&s, agent))?
-            .into_inner()
-            .members
-            .into_iter()
-            .filter(|m| m.status().is_live())
-            .map(|m| m.name)
-            .collect()
-    } else {
-        vec![node.to_string()]
-    };
-    let mut results: Vec<(String, Result<KeyringReply, String>)> = Vec::new();
-    for target in &targets {
-        let reply = client
-            .keyring(KeyringRequest {
-                node: target.clone(),
-                op: op as i32,
-                key: key.to_string(),
-            })
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_string());
-        results.push((target.clone(), reply));
-    }
-    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-    match output {
-        OutputFormat::Json => {
-            let doc: Vec<serde_json::Value> = results
-                .iter()
-                .map(|(n, r)| match r {
-                    Ok(reply) => serde_json::json!({"node": n, "keys": reply.keys, "primary": reply.primary, "dropped_packets": reply.dropped_packets}),
-                    Err(e) => serde_json::json!({"node": n, "error": e}),
-                })
-                .collect();
-            print_json(&serde_json::json!({ "nodes": doc }))?;
-        }
-        OutputFormat::Table => {
-            let mut t = table(&["node", "primary", "keys", "error"]);
-            for (n, r) in &results {
-                match r {
-                    Ok(reply) => t.add_row(vec![
-                        n.clone(),
-                        reply.primary.clone(),
-                        reply.keys.join(" "),
-                        String::new(),
-                    ]),
-                    Err(e) => t.add_row(vec![n.clone(), String::new(), String::new(), e.clone()]),
-                };
-            }
-            println!("{t}");
-        }
-    }
-    if failed > 0 {
-        return Err(Failure::new(
-            FailureKind::ActionFailed,
-            format!(
-                "keyring {op} failed on {failed} of {} node(s)",
-                results.len()
-            ),
-        ));
-    }
-    Ok(())
 }

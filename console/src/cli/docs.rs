@@ -2,7 +2,7 @@
 //! they never drift from it.
 
 use super::Cli;
-use super::failure::{Failure, FailureKind};
+use crate::client::{Failure, FailureKind};
 use clap::CommandFactory;
 use std::path::Path;
 

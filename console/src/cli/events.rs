@@ -1,9 +1,9 @@
 //! `strata events`: query the journal, or follow it live.
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{now_ms, table, time_ms};
 use super::{OutputFormat, print_json};
+use crate::client::connect::call;
+use crate::client::{Client, Failure, FailureKind};
+use crate::format::{now_ms, table, time_ms};
 use clap::Args;
 use std::time::UNIX_EPOCH;
 use strata_proto::v1::{Event, QueryEventsRequest, Severity, WatchEventsRequest};
@@ -61,17 +61,17 @@ pub async fn events(
 ) -> Result<(), Failure> {
     let min_severity = args.severity.unwrap_or(Severity::Unspecified) as i32;
     let kind = args.kind.unwrap_or_default();
-    let reply = client
-        .query_events(QueryEventsRequest {
+    let reply = call(
+        client.query_events(QueryEventsRequest {
             node: node.to_string(),
             since_unix_ms: args.since.unwrap_or(0),
             min_severity,
             kind: kind.clone(),
             limit: args.limit,
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     if !args.follow {
         return match output {
             OutputFormat::Json => print_json(&reply),
@@ -86,15 +86,15 @@ pub async fn events(
         print_event_line(event, output)?;
         last_seq = last_seq.max(event.seq);
     }
-    let mut stream = client
-        .watch_events(WatchEventsRequest {
+    let mut stream = call(
+        client.watch_events(WatchEventsRequest {
             node: node.to_string(),
             min_severity,
             kind,
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     loop {
         match stream.message().await {
             Ok(Some(event)) if event.seq > last_seq => print_event_line(&event, output)?,

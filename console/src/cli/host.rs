@@ -1,9 +1,9 @@
 //! `strata node`, `strata metrics`, `strata top`: one host's identity, metrics and processes.
 
-use super::connect::Client;
-use super::failure::Failure;
-use super::format::{bytes, percent, rate, table, time_ms, uptime};
 use super::{OutputFormat, print_as};
+use crate::client::connect::call;
+use crate::client::{Client, Failure};
+use crate::format::{bytes, percent, rate, table, time_ms, uptime};
 use strata_proto::v1::{
     GetMetricsRequest, GetNodeRequest, HostMetrics, NodeInfo, ProcessInfo, TopProcessesReply,
     TopProcessesRequest,
@@ -16,13 +16,13 @@ pub async fn node(
     output: OutputFormat,
     node: &str,
 ) -> Result<(), Failure> {
-    let info = client
-        .get_node(GetNodeRequest {
+    let info = call(
+        client.get_node(GetNodeRequest {
             node: node.to_string(),
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     print_as(output, &info, render_node)
 }
 
@@ -75,13 +75,13 @@ pub async fn metrics(
     output: OutputFormat,
     node: &str,
 ) -> Result<(), Failure> {
-    let m = client
-        .get_metrics(GetMetricsRequest {
+    let m = call(
+        client.get_metrics(GetMetricsRequest {
             node: node.to_string(),
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     print_as(output, &m, render_metrics)
 }
 
@@ -221,14 +221,14 @@ pub async fn top(
     node: &str,
     limit: u32,
 ) -> Result<(), Failure> {
-    let reply = client
-        .top_processes(TopProcessesRequest {
+    let reply = call(
+        client.top_processes(TopProcessesRequest {
             node: node.to_string(),
             limit,
-        })
-        .await
-        .map_err(|s| Failure::from_status(&s, agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     print_as(output, &reply, render_top)
 }
 

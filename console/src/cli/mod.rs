@@ -1,23 +1,21 @@
 //! Headless subcommands: the same views and actions as the console, for people (tables)
-//! and scripts (`-o json`, stable exit codes).
+//! and scripts (`-o json`, stable exit codes). This is the clap layer and the rendering of
+//! what is read; connecting and every change are [`crate::client`].
 
 mod balancer;
 mod cluster;
-pub mod connect;
 mod docs;
 mod events;
-pub(crate) mod failure;
-pub(crate) mod format;
 mod host;
 mod services;
 
+use crate::client::connect::{self, DEFAULT_AGENT};
+use crate::client::ops::{Op, Spec, Target};
+use crate::client::outcome::Outcome;
+use crate::client::{Client, Failure, FailureKind};
 use clap::{Parser, Subcommand, ValueEnum};
-pub use failure::{Failure, FailureKind};
 use strata_proto::v1::control_service_request::Action as ControlAction;
 use strata_proto::v1::{KeyringOp, Signal};
-
-/// Default agent address when neither `--agent` nor `STRATA_AGENT` is given.
-pub const DEFAULT_AGENT: &str = "127.0.0.1:7700";
 
 /// The Strata console and CLI.
 #[derive(Debug, Parser)]
@@ -133,24 +131,24 @@ pub enum Command {
         after_help = "Examples:\n  strata start web/2\n  strata start web --wait --timeout 30s"
     )]
     Start {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
         #[command(flatten)]
         wait: services::WaitArgs,
     },
     /// Stop a service or one instance; a stopped service stays stopped across agent restarts.
     #[command(after_help = "Example:\n  strata stop web")]
     Stop {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
     },
     /// Restart a service or one instance.
     #[command(
         after_help = "Examples:\n  strata restart web\n  strata restart web --wait   # returns when every instance passes again"
     )]
     Restart {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
         #[command(flatten)]
         wait: services::WaitArgs,
     },
@@ -167,8 +165,8 @@ pub enum Command {
     /// Send a signal to a service's or an instance's processes.
     #[command(after_help = "Example:\n  strata signal web SIGHUP")]
     Signal {
-        #[arg(value_parser = services::parse_target)]
-        target: services::Target,
+        #[arg(value_parser = Target::parse)]
+        target: Target,
         /// SIGHUP, SIGUSR1, SIGTERM, ... (or HUP, usr1, term).
         #[arg(value_parser = parse_signal)]
         signal: Signal,
@@ -253,6 +251,8 @@ pub enum Command {
         #[arg(value_parser = parse_keyring_op)]
         op: KeyringOp,
         /// The key (base64), for install, use and remove.
+        // Its own id: the global `--key` (a certificate's key file) is already `key`.
+        #[arg(id = "gossip_key", value_name = "KEY")]
         key: Option<String>,
     },
     /// A whole ecosystem on loopback (three agents, demo services) and the console on it.
@@ -286,49 +286,45 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             dry_run,
             wait,
         } => {
-            let service = services::apply(c, agent, out, node, &file, dry_run).await?;
-            services::wait_if(c, agent, node, &wait, &service, 0).await
+            let op = Op::apply(node, Spec::File(file), dry_run);
+            match change(c, agent, out, op).await? {
+                Outcome::Apply(reply) => {
+                    let target = Target::service(&reply.service);
+                    wait.wait(c, agent, node, &target).await
+                }
+                _ => Ok(()),
+            }
         }
         Command::Services => services::list(c, agent, out, node).await,
         Command::Service { name } => services::show(c, agent, out, node, &name).await,
         Command::Start { target, wait } => {
-            let request = services::control_request(node, &target, ControlAction::start());
-            services::control(c, agent, out, request).await?;
-            services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
+            let op = Op::control(node, &target, ControlAction::start());
+            change(c, agent, out, op).await?;
+            wait.wait(c, agent, node, &target).await
         }
         Command::Stop { target } => {
-            services::control(
-                c,
-                agent,
-                out,
-                services::control_request(node, &target, ControlAction::stop()),
-            )
-            .await
+            let op = Op::control(node, &target, ControlAction::stop());
+            change(c, agent, out, op).await.map(drop)
         }
         Command::Restart { target, wait } => {
-            let request = services::control_request(node, &target, ControlAction::restart());
-            services::control(c, agent, out, request).await?;
-            services::wait_if(c, agent, node, &wait, &target.service, target.instance).await
+            let op = Op::control(node, &target, ControlAction::restart());
+            change(c, agent, out, op).await?;
+            wait.wait(c, agent, node, &target).await
         }
         Command::Scale { name, count, wait } => {
-            let target = services::Target {
-                service: name,
-                instance: 0,
-            };
-            let request = services::control_request(node, &target, ControlAction::scale(count));
-            services::control(c, agent, out, request).await?;
-            services::wait_if(c, agent, node, &wait, &target.service, 0).await
+            let target = Target::service(&name);
+            let op = Op::control(node, &target, ControlAction::scale(count));
+            change(c, agent, out, op).await?;
+            wait.wait(c, agent, node, &target).await
         }
         Command::Signal { target, signal } => {
-            services::control(
-                c,
-                agent,
-                out,
-                services::control_request(node, &target, ControlAction::signal(signal)),
-            )
-            .await
+            let op = Op::control(node, &target, ControlAction::signal(signal));
+            change(c, agent, out, op).await.map(drop)
         }
-        Command::Remove { name } => services::remove(c, agent, out, node, &name).await,
+        Command::Remove { name } => {
+            let op = Op::remove(node, &name);
+            change(c, agent, out, op).await.map(drop)
+        }
         Command::Logs(args) => services::logs(c, agent, out, node, args).await,
         Command::Members => cluster::members(c, agent, out).await,
         Command::Whoami => cluster::whoami(c, agent, out).await,
@@ -339,19 +335,39 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             lines,
         } => balancer::access_log(c, agent, out, node, service, lines, follow).await,
         Command::Catalog => cluster::catalog(c, agent, out).await,
-        Command::Drain { target } => cluster::drain(c, agent, out, &target, true).await,
-        Command::Undrain { target } => cluster::drain(c, agent, out, &target, false).await,
-        Command::ForceLeave { member } => cluster::force_leave(c, agent, out, &member).await,
-        Command::Completions { .. } | Command::Man { .. } | Command::Demo(_) => Ok(()),
-        Command::Keyring { op, key } => {
-            if op != KeyringOp::List && key.is_none() {
-                return Err(Failure::new(
-                    FailureKind::Usage,
-                    format!("keyring {op} needs a KEY"),
-                ));
-            }
-            cluster::keyring(c, agent, out, node, op, key.as_deref().unwrap_or("")).await
+        Command::Drain { target } => {
+            let op = Op::drain(&target, true);
+            change(c, agent, out, op).await.map(drop)
         }
+        Command::Undrain { target } => {
+            let op = Op::drain(&target, false);
+            change(c, agent, out, op).await.map(drop)
+        }
+        Command::ForceLeave { member } => {
+            let op = Op::force_leave(&member);
+            change(c, agent, out, op).await.map(drop)
+        }
+        Command::Keyring { op, key } => {
+            let op = Op::keyring(node, op, key)?;
+            change(c, agent, out, op).await.map(drop)
+        }
+        Command::Completions { .. } | Command::Man { .. } | Command::Demo(_) => Ok(()),
+    }
+}
+
+/// Runs one change and prints what it did: the agent's reply as JSON, or its message. A
+/// change that failed on some of its nodes fails after printing every node's result.
+async fn change(
+    client: &mut Client,
+    agent: &str,
+    output: OutputFormat,
+    op: Op,
+) -> Result<Outcome, Failure> {
+    let outcome = op.run(client, agent).await?;
+    print_as(output, &outcome, Outcome::message)?;
+    match outcome.failure() {
+        Some(failure) => Err(failure),
+        None => Ok(outcome),
     }
 }
 
@@ -392,4 +408,27 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     })?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keyring_takes_its_key_beside_the_global_key_flag() {
+        let cli = Cli::try_parse_from(["strata", "keyring", "install", "a2V5"]).unwrap();
+        match cli.command {
+            Some(Command::Keyring { op, key }) => {
+                assert_eq!((op, key.as_deref()), (KeyringOp::Install, Some("a2V5")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cli.key, None, "--key is the client certificate's key");
+    }
 }

@@ -1,52 +1,23 @@
-//! Service commands: apply, services, service, start/stop/restart, scale, signal, remove, logs.
+//! Service commands that read: services, service, logs; and the `--wait` flags of the
+//! changes that converge (the changes themselves are [`crate::client::ops`]).
 
-use super::connect::Client;
-use super::failure::{Failure, FailureKind};
-use super::format::{bytes, table, time_ms, uptime};
-use super::{OutputFormat, print_as, print_json};
+use super::{OutputFormat, print_as};
+use crate::client::connect::call;
+use crate::client::ops::Target;
+use crate::client::{Client, Failure, FailureKind, converge};
+use crate::format::{bytes, table, time_ms, uptime};
 use clap::Args;
-use std::time::{Duration, Instant};
-use strata_proto::v1::control_service_request::Action as ControlAction;
+use std::time::Duration;
 use strata_proto::v1::{
-    ApplySpecRequest, ControlServiceRequest, GetServiceRequest, InstanceState, InstanceStatus,
-    ListServicesReply, ListServicesRequest, RemoveServiceRequest, ServiceStatus, TailLogsRequest,
+    GetServiceRequest, InstanceStatus, ListServicesReply, ListServicesRequest, ServiceStatus,
+    TailLogsRequest,
 };
-
-/// A service, or one of its instances: `web` or `web/2`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub service: String,
-    /// 0 means every instance.
-    pub instance: u32,
-}
-
-/// Parses `NAME` or `NAME/INDEX`.
-pub fn parse_target(text: &str) -> Result<Target, String> {
-    let (service, instance) = match text.split_once('/') {
-        None => (text, 0),
-        Some((service, index)) => match index.parse::<u32>() {
-            Ok(i) if i > 0 => (service, i),
-            _ => {
-                return Err(format!(
-                    "{text:?}: the instance after '/' must be a number from 1"
-                ));
-            }
-        },
-    };
-    if service.is_empty() {
-        return Err(format!("{text:?}: no service name"));
-    }
-    Ok(Target {
-        service: service.to_string(),
-        instance,
-    })
-}
 
 /// Flags of `strata logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// NAME for every instance merged, NAME/INDEX for one.
-    #[arg(value_parser = parse_target)]
+    #[arg(value_parser = Target::parse)]
     target: Target,
     /// Keep printing new lines as they are written.
     #[arg(short = 'f', long)]
@@ -57,52 +28,6 @@ pub struct LogsArgs {
     /// Only lines matching this regular expression.
     #[arg(long)]
     grep: Option<String>,
-}
-
-fn status_failure(agent: &str) -> impl Fn(tonic::Status) -> Failure + '_ {
-    move |s| Failure::from_status(&s, agent)
-}
-
-/// `strata apply FILE [--dry-run]`.
-pub async fn apply(
-    client: &mut Client,
-    agent: &str,
-    output: OutputFormat,
-    node: &str,
-    file: &std::path::Path,
-    dry_run: bool,
-) -> Result<String, Failure> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        Failure::new(
-            FailureKind::Usage,
-            format!("cannot read {}: {e}", file.display()),
-        )
-    })?;
-    let reply = client
-        .apply_spec(ApplySpecRequest {
-            node: node.to_string(),
-            spec_toml: text,
-            source: file.display().to_string(),
-            dry_run,
-        })
-        .await
-        .map_err(status_failure(agent))?
-        .into_inner();
-    match output {
-        OutputFormat::Json => print_json(&reply)?,
-        OutputFormat::Table => {
-            let verb = if reply.applied {
-                ""
-            } else {
-                " (dry run: nothing applied)"
-            };
-            println!("service {}: {}{verb}", reply.service, reply.action);
-            for change in &reply.changes {
-                println!("  {change}");
-            }
-        }
-    }
-    Ok(reply.service)
 }
 
 /// `--wait [--timeout D]` of the actions that converge.
@@ -121,62 +46,19 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 30s, 2m)"))
 }
 
-/// Whether an instance counts as converged: running, and passing when it has a health check.
-pub fn instance_ready(instance: &InstanceStatus, has_check: bool) -> bool {
-    instance.state() == InstanceState::Running && (!has_check || instance.health().is_passing())
-}
-
-/// Waits (when `--wait` was given) until every instance of `service` (or the one given)
-/// runs and passes, polling the agent; fails naming the instances that do not.
-pub async fn wait_if(
-    client: &mut Client,
-    agent: &str,
-    node: &str,
-    wait: &WaitArgs,
-    service: &str,
-    instance: u32,
-) -> Result<(), Failure> {
-    if !wait.wait {
-        return Ok(());
-    }
-    let deadline = Instant::now() + wait.timeout;
-    loop {
-        let status = client
-            .get_service(GetServiceRequest {
-                node: node.to_string(),
-                name: service.to_string(),
-            })
-            .await
-            .map_err(status_failure(agent))?
-            .into_inner();
-        let has_check = status.health_check != "none";
-        let version_ok = |i: &InstanceStatus| instance != 0 || i.version == status.version;
-        let waiting: Vec<String> = status
-            .instances
-            .iter()
-            .filter(|i| instance == 0 || i.index == instance)
-            .filter(|i| !(instance_ready(i, has_check) && version_ok(i)))
-            .map(|i| format!("{} is {}/{}", i.id, i.state(), i.health()))
-            .collect();
-        let complete = instance != 0 || status.desired_instances as usize == status.instances.len();
-        if waiting.is_empty() && complete {
+impl WaitArgs {
+    /// Waits, when `--wait` was given, until `target` on `node` has converged.
+    pub async fn wait(
+        &self,
+        client: &mut Client,
+        agent: &str,
+        node: &str,
+        target: &Target,
+    ) -> Result<(), Failure> {
+        if !self.wait {
             return Ok(());
         }
-        if Instant::now() >= deadline {
-            let why = if waiting.is_empty() {
-                "instances are still being added or removed".to_string()
-            } else {
-                waiting.join(", ")
-            };
-            return Err(Failure::new(
-                FailureKind::ActionFailed,
-                format!(
-                    "{service} did not converge within {}: {why}",
-                    humantime::format_duration(wait.timeout)
-                ),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        converge::wait(client, agent, node, target, self.timeout).await
     }
 }
 
@@ -187,13 +69,13 @@ pub async fn list(
     output: OutputFormat,
     node: &str,
 ) -> Result<(), Failure> {
-    let reply = client
-        .list_services(ListServicesRequest {
+    let reply = call(
+        client.list_services(ListServicesRequest {
             node: node.to_string(),
-        })
-        .await
-        .map_err(status_failure(agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     print_as(output, &reply, render_services)
 }
 
@@ -241,14 +123,14 @@ pub async fn show(
     node: &str,
     name: &str,
 ) -> Result<(), Failure> {
-    let status = client
-        .get_service(GetServiceRequest {
+    let status = call(
+        client.get_service(GetServiceRequest {
             node: node.to_string(),
             name: name.to_string(),
-        })
-        .await
-        .map_err(status_failure(agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     print_as(output, &status, render_service)
 }
 
@@ -284,7 +166,7 @@ pub fn render_service(s: &ServiceStatus) -> String {
 }
 
 fn render_instances(instances: &[InstanceStatus]) -> String {
-    let now = super::format::now_ms();
+    let now = crate::format::now_ms();
     let mut t = table(&[
         "instance",
         "state",
@@ -332,59 +214,6 @@ fn render_instances(instances: &[InstanceStatus]) -> String {
     t.to_string()
 }
 
-/// The request for `strata start|stop|restart|scale|signal`.
-pub fn control_request(
-    node: &str,
-    target: &Target,
-    action: ControlAction,
-) -> ControlServiceRequest {
-    ControlServiceRequest {
-        node: node.to_string(),
-        service: target.service.clone(),
-        instance: target.instance,
-        action: Some(action),
-    }
-}
-
-/// `strata start|stop|restart|scale|signal`.
-pub async fn control(
-    client: &mut Client,
-    agent: &str,
-    output: OutputFormat,
-    request: ControlServiceRequest,
-) -> Result<(), Failure> {
-    let reply = client
-        .control_service(request)
-        .await
-        .map_err(status_failure(agent))?
-        .into_inner();
-    print_as(output, &reply, |reply| reply.message.clone())
-}
-
-/// `strata remove NAME`.
-pub async fn remove(
-    client: &mut Client,
-    agent: &str,
-    output: OutputFormat,
-    node: &str,
-    name: &str,
-) -> Result<(), Failure> {
-    let reply = client
-        .remove_service(RemoveServiceRequest {
-            node: node.to_string(),
-            name: name.to_string(),
-        })
-        .await
-        .map_err(status_failure(agent))?
-        .into_inner();
-    print_as(output, &reply, |reply| {
-        format!(
-            "service {} removed ({} instance(s) stopped)",
-            reply.service, reply.stopped_instances
-        )
-    })
-}
-
 /// `strata logs NAME[/INDEX] [-f] [--lines N] [--grep RE]`: JSON is one line object per line.
 pub async fn logs(
     client: &mut Client,
@@ -393,18 +222,18 @@ pub async fn logs(
     node: &str,
     args: LogsArgs,
 ) -> Result<(), Failure> {
-    let mut stream = client
-        .tail_logs(TailLogsRequest {
+    let mut stream = call(
+        client.tail_logs(TailLogsRequest {
             node: node.to_string(),
             service: args.target.service.clone(),
             instance: args.target.instance,
             lines: args.lines,
             follow: args.follow,
             grep: args.grep.unwrap_or_default(),
-        })
-        .await
-        .map_err(status_failure(agent))?
-        .into_inner();
+        }),
+        agent,
+    )
+    .await?;
     let prefix = args.target.instance == 0;
     loop {
         match stream.message().await {
@@ -435,27 +264,7 @@ pub async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn targets_parse_service_and_instance() {
-        assert_eq!(
-            parse_target("web").unwrap(),
-            Target {
-                service: "web".into(),
-                instance: 0
-            }
-        );
-        assert_eq!(
-            parse_target("web/2").unwrap(),
-            Target {
-                service: "web".into(),
-                instance: 2
-            }
-        );
-        assert!(parse_target("web/0").is_err());
-        assert!(parse_target("web/x").is_err());
-        assert!(parse_target("/1").is_err());
-    }
+    use strata_proto::v1::InstanceState;
 
     #[test]
     fn service_state_shows_the_worst_instance() {

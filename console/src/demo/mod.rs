@@ -13,13 +13,12 @@ mod agents;
 mod specs;
 mod teardown;
 
-use crate::cli::{Failure, FailureKind};
+use crate::client::ops::{Op, Spec};
+use crate::client::{ClientAuth, Failure, FailureKind, connect};
 use agents::Agent;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use strata_proto::v1::ApplySpecRequest;
-use strata_proto::v1::agent_client::AgentClient;
 use tokio::process::Child;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -245,18 +244,18 @@ impl Demo {
             .get(placement.node - 1)
             .context("no such node")?;
         let ready = agent.ready.as_ref().context("the agent is not ready")?;
-        let mut client = AgentClient::connect(format!("http://{}", ready.grpc))
+        let address = ready.grpc.to_string();
+        // the demo's agents serve plaintext on loopback: no TLS or token
+        let mut client = connect::connect(&address, &ClientAuth::default())
             .await
-            .with_context(|| format!("cannot reach {} at {}", agent.name, ready.grpc))?;
-        client
-            .apply_spec(ApplySpecRequest {
-                node: String::new(),
-                spec_toml: placement.text.clone(),
-                source: placement.source.clone(),
-                dry_run: false,
-            })
+            .with_context(|| format!("cannot reach {} at {address}", agent.name))?;
+        let spec = Spec::Text {
+            source: placement.source.clone(),
+            toml: placement.text.clone(),
+        };
+        Op::apply("", spec, false)
+            .run(&mut client, &address)
             .await
-            .map_err(|s| anyhow::anyhow!("{}", s.message()))
             .with_context(|| format!("cannot apply {} to {}", placement.source, agent.name))?;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Everything a key can ask for. Keys map to actions (see `keymap`), and only
 //! `App::update` turns actions into changes, never keys directly.
 
+use strata_proto::v1::control_service_request::Action as ControlAction;
+
 /// One thing the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -192,6 +194,16 @@ impl Action {
                 | Action::Apply
                 | Action::ForceLeave
         )
+    }
+
+    /// The control action a start, stop or restart key asks for.
+    pub fn control(self) -> Option<ControlAction> {
+        match self {
+            Action::Start => Some(ControlAction::start()),
+            Action::Stop => Some(ControlAction::stop()),
+            Action::Restart | Action::RestartService => Some(ControlAction::restart()),
+            _ => None,
+        }
     }
 
     /// The action named `name` in the config file.

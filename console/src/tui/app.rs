@@ -4,21 +4,20 @@
 use super::action::Action;
 use super::component::{Component, Ctx, Nav, Plan, Prompt, View};
 use super::keymap::Keymap;
-use super::net::{Op, Request};
+use super::net::Request;
 use super::popup::{self, Popup};
 use super::theme::Theme;
 use super::views;
+use crate::client::change::Change;
 use crate::model::Model;
 use crate::model::conn::ConnState;
 use crate::model::detail::Range;
-use crate::model::logs::LogTarget;
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use std::collections::HashMap;
-use strata_proto::v1::ControlServiceRequest;
 use strata_proto::v1::control_service_request::Action as ControlAction;
 
 /// Commands of `:` mode, for completion.
@@ -310,9 +309,7 @@ impl App {
                 model.refresh();
             }
             _ => match self.component().plan(action, model, self.sel()) {
-                Some(Plan::Confirm { question, ops }) => {
-                    self.popups.push(Popup::Confirm { question, ops })
-                }
+                Some(Plan::Confirm(change)) => self.popups.push(confirm(change)),
                 Some(Plan::Prompt(prompt)) => self.popups.push(Popup::Input {
                     prompt,
                     text: String::new(),
@@ -416,25 +413,7 @@ impl App {
                     Some((s, i)) => (s, i.parse().unwrap_or(0)),
                     None => (arg, 0),
                 };
-                let nodes: Vec<String> = model
-                    .cluster
-                    .service_nodes(service)
-                    .into_iter()
-                    .map(|(n, _)| n)
-                    .collect();
-                let node = if nodes.len() == 1 {
-                    nodes[0].clone()
-                } else {
-                    String::new()
-                };
-                Nav::Logs(
-                    LogTarget {
-                        node,
-                        service: service.to_string(),
-                        instance,
-                    },
-                    nodes,
-                )
+                Nav::service_logs(model, service, instance)
             }
             "help" => {
                 self.popups.push(Popup::Help(self.help()));
@@ -589,56 +568,28 @@ impl App {
     }
 }
 
+/// The confirmation dialog of `change`.
+fn confirm(Change { question, ops }: Change) -> Popup {
+    Popup::Confirm { question, ops }
+}
+
+/// What a prompt's answer leads to: the change to confirm, or why the answer is no good.
 fn confirm_prompt(prompt: &Prompt, text: &str) -> Popup {
     match prompt {
         Prompt::Scale { service, nodes } => match text.parse::<u32>() {
-            Ok(count) => Popup::Confirm {
-                question: format!(
-                    "Scale service {service} to {count} instances on node{} {}?",
-                    if nodes.len() == 1 { "" } else { "s" },
-                    nodes.join(", ")
-                ),
-                ops: nodes
-                    .iter()
-                    .map(|n| {
-                        Op::Control(ControlServiceRequest {
-                            node: n.clone(),
-                            service: service.clone(),
-                            action: Some(ControlAction::scale(count)),
-                            ..Default::default()
-                        })
-                    })
-                    .collect(),
-            },
+            Ok(count) => confirm(Change::service(ControlAction::scale(count), service, nodes)),
             Err(_) => Popup::Message {
                 title: "Scale".into(),
                 text: format!("{text:?} is not a number of instances"),
                 error: true,
             },
         },
-        Prompt::Apply { node } => {
-            if text.is_empty() {
-                return Popup::Message {
-                    title: "Apply".into(),
-                    text: "no file given".into(),
-                    error: true,
-                };
-            }
-            Popup::Confirm {
-                question: format!(
-                    "Apply spec {text} on node {}?",
-                    if node.is_empty() {
-                        "(contacted agent)"
-                    } else {
-                        node
-                    }
-                ),
-                ops: vec![Op::Apply {
-                    node: node.clone(),
-                    path: text.to_string(),
-                }],
-            }
-        }
+        Prompt::Apply { .. } if text.is_empty() => Popup::Message {
+            title: "Apply".into(),
+            text: "no file given".into(),
+            error: true,
+        },
+        Prompt::Apply { node } => confirm(Change::apply(node, text)),
     }
 }
 

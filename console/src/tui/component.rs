@@ -2,8 +2,8 @@
 //! the actions that matter here, and answer actions with a navigation or a plan.
 
 use super::action::Action;
-use super::net::Op;
 use super::theme::Theme;
+use crate::client::change::Change;
 use crate::model::Model;
 use crate::model::logs::LogTarget;
 use ratatui::Frame;
@@ -51,16 +51,33 @@ pub enum Nav {
     Events(String),
 }
 
+impl Nav {
+    /// Follow the logs of `service` (one instance, or 0 for all) on every node that runs it.
+    pub fn service_logs(model: &Model, service: &str, instance: u32) -> Nav {
+        let nodes: Vec<String> = model
+            .cluster
+            .service_nodes(service)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let node = match nodes.as_slice() {
+            [only] => only.clone(),
+            _ => String::new(),
+        };
+        let target = LogTarget {
+            node,
+            service: service.to_string(),
+            instance,
+        };
+        Nav::Logs(target, nodes)
+    }
+}
+
 /// What a change action needs before it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// Ask "question?" and run `ops` on yes.
-    Confirm {
-        /// The question naming the exact target.
-        question: String,
-        /// The calls.
-        ops: Vec<Op>,
-    },
+    /// Ask the change's question and run its ops on yes.
+    Confirm(Change),
     /// Ask for a value first (a count or a path), then confirm.
     Prompt(Prompt),
     /// Explain why nothing can be done here.
@@ -74,8 +91,8 @@ pub enum Prompt {
     Scale {
         /// Service.
         service: String,
-        /// Nodes.
-        nodes: Vec<String>,
+        /// Nodes, each with the service's number of instances there.
+        nodes: Vec<(String, usize)>,
     },
     /// A spec file to apply on `node`.
     Apply {

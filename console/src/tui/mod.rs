@@ -16,9 +16,9 @@ pub mod widgets;
 #[cfg(test)]
 mod tests;
 
-use crate::cli::connect::{ClientAuth, Connector};
-use crate::cli::format::now_ms;
-use crate::cli::{DEFAULT_AGENT, Failure, FailureKind};
+use crate::client::connect::DEFAULT_AGENT;
+use crate::client::{ClientAuth, Connector, Failure, FailureKind};
+use crate::format::now_ms;
 use crate::model::Model;
 use app::App;
 use crossterm::event::{

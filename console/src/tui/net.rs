@@ -1,8 +1,9 @@
 //! The network side: tasks that turn the agent's streams and replies into model
 //! messages over a channel. The UI hands them [`Request`]s and never awaits the network.
 
-use crate::cli::connect::{Client, Connector};
-use crate::cli::format::now_ms;
+use crate::client::ops::{Op, run_batch};
+use crate::client::{Client, Connector};
+use crate::format::now_ms;
 use crate::model::Msg;
 use crate::model::conn::backoff;
 use crate::model::detail::Range;
@@ -10,9 +11,9 @@ use crate::model::logs::LogTarget;
 use std::time::Duration;
 use strata_proto::v1::MemberStatus;
 use strata_proto::v1::{
-    ApplySpecRequest, ControlServiceRequest, DrainNodeRequest, ForceLeaveRequest, GetNodeRequest,
-    GetServiceRequest, ListMembersRequest, LogLine, MetricHistoryRequest, QueryEventsRequest,
-    TailLogsRequest, WatchClusterRequest, WatchEventsRequest, WatchMetricsRequest, WhoAmIRequest,
+    GetNodeRequest, GetServiceRequest, ListMembersRequest, LogLine, MetricHistoryRequest,
+    QueryEventsRequest, TailLogsRequest, WatchClusterRequest, WatchEventsRequest,
+    WatchMetricsRequest, WhoAmIRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -24,24 +25,6 @@ const EVENT_ROUND: usize = 64;
 /// Log lines per message at most, and the flush interval of a partial batch.
 const LOG_BATCH: usize = 2000;
 const LOG_FLUSH: Duration = Duration::from_millis(50);
-
-/// One change to the cluster, as the agent API names it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    /// start, stop, restart or scale.
-    Control(ControlServiceRequest),
-    /// Drain or undrain.
-    Drain(DrainNodeRequest),
-    /// Remove a down member.
-    ForceLeave(ForceLeaveRequest),
-    /// Apply the spec file at `path` on `node`.
-    Apply {
-        /// Node ("" for the contacted agent).
-        node: String,
-        /// Spec file path.
-        path: String,
-    },
-}
 
 /// What the UI asks the network side for.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +67,8 @@ pub enum Request {
 
 /// The running network tasks.
 pub struct Net {
+    /// The agent as given, for failure messages.
+    agent: String,
     tx: mpsc::Sender<Msg>,
     client: watch::Receiver<Option<Client>>,
     logs: Vec<JoinHandle<()>>,
@@ -94,11 +79,13 @@ pub struct Net {
 impl Net {
     /// Starts the cluster and event tasks for the agent of `connector`.
     pub fn start(connector: Connector, tx: mpsc::Sender<Msg>) -> Net {
+        let agent = connector.agent().to_string();
         let (client_tx, client) = watch::channel(None);
         let cluster = tokio::spawn(cluster_task(connector, tx.clone(), client_tx));
         let events = tokio::spawn(events_task(client.clone(), tx.clone()));
         let watch_events = tokio::spawn(watch_events_task(client.clone(), tx.clone()));
         Net {
+            agent,
             tx,
             client,
             logs: Vec::new(),
@@ -178,9 +165,10 @@ impl Net {
             }
             Request::Run { label, ops } => {
                 let (client, tx) = (self.client.borrow().clone(), self.tx.clone());
+                let agent = self.agent.clone();
                 tokio::spawn(async move {
                     let result = match client {
-                        Some(c) => run_ops(c, ops).await,
+                        Some(mut c) => run_batch(&mut c, &agent, ops).await.map_err(|f| f.message),
                         None => Err("not connected to the agent".to_string()),
                     };
                     let _ = tx.send(Msg::ActionDone { label, result }).await;
@@ -206,69 +194,6 @@ impl Drop for Net {
             h.abort();
         }
     }
-}
-
-async fn run_ops(mut client: Client, ops: Vec<Op>) -> Result<String, String> {
-    let mut said = Vec::new();
-    for op in ops {
-        let text = match op {
-            Op::Control(req) => {
-                let node = req.node.clone();
-                let reply = client
-                    .control_service(req)
-                    .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
-                if node.is_empty() {
-                    reply.message
-                } else {
-                    format!("{node}: {}", reply.message)
-                }
-            }
-            Op::Drain(req) => {
-                let r = client
-                    .drain_node(req)
-                    .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
-                format!(
-                    "{} {}",
-                    r.node,
-                    if r.draining { "draining" } else { "undrained" }
-                )
-            }
-            Op::ForceLeave(req) => {
-                let r = client
-                    .force_leave(req)
-                    .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
-                format!("{} removed", r.member)
-            }
-            Op::Apply { node, path } => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read {path}: {e}"))?;
-                let r = client
-                    .apply_spec(ApplySpecRequest {
-                        node,
-                        spec_toml: text,
-                        source: path,
-                        dry_run: false,
-                    })
-                    .await
-                    .map_err(|s| s.message().to_string())?
-                    .into_inner();
-                format!(
-                    "service {}: {} {}",
-                    r.service,
-                    r.action,
-                    r.changes.join("; ")
-                )
-            }
-        };
-        said.push(text);
-    }
-    Ok(said.join("; "))
 }
 
 /// Waits until a client is available.

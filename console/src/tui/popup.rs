@@ -2,8 +2,8 @@
 //! results. Confirming is the only way a change reaches the agent.
 
 use super::component::Prompt;
-use super::net::Op;
 use super::theme::Theme;
+use crate::client::ops::Op;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::text::{Line, Span};

@@ -3,7 +3,7 @@
 //! and "5m ago" ages.
 
 use super::theme::Theme;
-use crate::cli::format::uptime;
+use crate::format::uptime;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;

@@ -1,7 +1,7 @@
 //! The cluster-wide event timeline, newest first, with severity and kind filters; Enter
 //! opens the event's subject (a service or a node).
 
-use crate::cli::format::time_ms;
+use crate::format::time_ms;
 use crate::model::Model;
 use crate::model::events::{Subject, severity_label, subject_of};
 use crate::tui::action::Action;

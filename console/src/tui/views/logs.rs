@@ -1,7 +1,7 @@
 //! Followed logs: only the visible window of the ring is drawn; paused, wrapped,
 //! timestamped and filtered with highlights; dropped and evicted lines are counted.
 
-use crate::cli::format::time_ms;
+use crate::format::time_ms;
 use crate::tui::action::Action;
 use crate::tui::component::{Component, Ctx};
 use crate::tui::widgets::{highlight, title};

@@ -1,14 +1,13 @@
 //! Gossip's view of the cluster: status, incarnation, addresses, last change; and
 //! force-leave for a member that is down.
 
+use crate::client::change::Change;
 use crate::model::Model;
 use crate::tui::action::Action;
 use crate::tui::component::{Component, Ctx, Nav, Plan, View};
-use crate::tui::net::Op;
 use crate::tui::widgets::{ago, col, table, title};
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use strata_proto::v1::ForceLeaveRequest;
 use strata_proto::v1::MemberStatus;
 
 /// The members table.
@@ -90,15 +89,6 @@ impl Component for Members {
                 member.name, member.status
             )));
         }
-        Some(Plan::Confirm {
-            question: format!(
-                "Force member {} (down) to leave the cluster now?",
-                member.name
-            ),
-            ops: vec![Op::ForceLeave(ForceLeaveRequest {
-                node: String::new(),
-                member: member.name.clone(),
-            })],
-        })
+        Some(Plan::Confirm(Change::force_leave(&member.name)))
     }
 }

@@ -3,7 +3,7 @@
 //! the node's own events.
 
 use super::nodes::node_plan;
-use crate::cli::format::{bytes, rate};
+use crate::format::{bytes, rate};
 use crate::model::Model;
 use crate::tui::action::Action;
 use crate::tui::component::{Component, Ctx, Nav, Plan};

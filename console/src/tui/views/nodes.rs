@@ -1,15 +1,14 @@
 //! Every node: status, CPU, memory, worst disk, load, a CPU sparkline and alerts;
 //! sortable by any column and filterable, over indexes the model keeps.
 
+use crate::client::change::Change;
 use crate::model::Model;
 use crate::model::cluster::NODE_COLUMNS;
 use crate::tui::action::Action;
 use crate::tui::component::{Component, Ctx, Nav, Plan, Prompt, View};
-use crate::tui::net::Op;
 use crate::tui::widgets::{ago, col, sparkline, table, title};
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use strata_proto::v1::DrainNodeRequest;
 
 /// The nodes table.
 pub struct Nodes;
@@ -122,22 +121,10 @@ fn selected_node(model: &Model, selected: usize) -> Option<String> {
 
 /// Drain, undrain and apply on a node: shared by the nodes and node views.
 pub fn node_plan(action: Action, name: String) -> Option<Plan> {
-    let drain = match action {
-        Action::Drain => true,
-        Action::Undrain => false,
-        Action::Apply => return Some(Plan::Prompt(Prompt::Apply { node: name })),
-        _ => return None,
-    };
-    Some(Plan::Confirm {
-        question: format!(
-            "{} node {name}{}?",
-            if drain { "Drain" } else { "Undrain" },
-            if drain {
-                " (its instances get no new connections)"
-            } else {
-                ""
-            }
-        ),
-        ops: vec![Op::Drain(DrainNodeRequest { node: name, drain })],
-    })
+    match action {
+        Action::Drain => Some(Plan::Confirm(Change::drain(&name, true))),
+        Action::Undrain => Some(Plan::Confirm(Change::drain(&name, false))),
+        Action::Apply => Some(Plan::Prompt(Prompt::Apply { node: name })),
+        _ => None,
+    }
 }

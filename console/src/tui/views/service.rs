@@ -2,19 +2,18 @@
 //! restarts and last exit; actions on one instance or the service on its node.
 
 use super::services::service_plan;
-use crate::cli::format::{bytes, uptime};
+use crate::client::change::Change;
+use crate::client::ops::Target;
+use crate::format::{bytes, uptime};
 use crate::model::Model;
 use crate::model::logs::LogTarget;
 use crate::tui::action::Action;
 use crate::tui::component::{Component, Ctx, Nav, Plan, View};
-use crate::tui::net::Op;
 use crate::tui::widgets::{col, table, title};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::Paragraph;
-use strata_proto::v1::ControlServiceRequest;
 use strata_proto::v1::Health;
-use strata_proto::v1::control_service_request::Action as ControlAction;
 
 /// The service view.
 pub struct Service;
@@ -135,22 +134,14 @@ impl Component for Service {
             let n = s.rows.iter().filter(|x| x.node == r.node).count();
             return service_plan(action, &s.name, &[(r.node.clone(), n)]);
         }
-        let control = match action {
-            Action::Start => ControlAction::start(),
-            Action::Stop => ControlAction::stop(),
-            Action::Restart => ControlAction::restart(),
-            _ => return None,
+        let target = Target {
+            service: s.name.clone(),
+            instance: r.instance.index,
         };
-        let mut cap = control.verb().to_string();
-        cap[..1].make_ascii_uppercase();
-        Some(Plan::Confirm {
-            question: format!("{cap} instance {} on node {}?", r.instance.id, r.node),
-            ops: vec![Op::Control(ControlServiceRequest {
-                node: r.node.clone(),
-                service: s.name.clone(),
-                instance: r.instance.index,
-                action: Some(control),
-            })],
-        })
+        Some(Plan::Confirm(Change::instance(
+            action.control()?,
+            &target,
+            &r.node,
+        )))
     }
 }

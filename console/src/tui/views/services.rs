@@ -1,17 +1,14 @@
 //! Every service across the cluster from the catalog: instances passing/total, frontend
 //! port, version, restarts (once fetched per node), nodes.
 
+use crate::client::change::Change;
 use crate::model::Model;
 use crate::model::cluster::SERVICE_COLUMNS;
-use crate::model::logs::LogTarget;
 use crate::tui::action::Action;
 use crate::tui::component::{Component, Ctx, Nav, Plan, Prompt, View};
-use crate::tui::net::Op;
 use crate::tui::widgets::{col, join_within, table, title};
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use strata_proto::v1::ControlServiceRequest;
-use strata_proto::v1::control_service_request::Action as ControlAction;
 
 /// The services table.
 pub struct Services;
@@ -83,27 +80,7 @@ impl Component for Services {
     fn jump(&self, action: Action, model: &Model, selected: usize) -> Option<Nav> {
         let name = selected_service(model, selected)?;
         Some(match action {
-            Action::Logs => {
-                let nodes: Vec<String> = model
-                    .cluster
-                    .service_nodes(&name)
-                    .into_iter()
-                    .map(|(n, _)| n)
-                    .collect();
-                let node = if nodes.len() == 1 {
-                    nodes[0].clone()
-                } else {
-                    String::new()
-                };
-                Nav::Logs(
-                    LogTarget {
-                        node,
-                        service: name,
-                        instance: 0,
-                    },
-                    nodes,
-                )
-            }
+            Action::Logs => Nav::service_logs(model, &name, 0),
             _ => Nav::To(View::Service(name)),
         })
     }
@@ -123,39 +100,15 @@ fn selected_service(model: &Model, selected: usize) -> Option<String> {
 
 /// Start, stop, restart or scale a whole service on `nodes` (name, instances).
 pub fn service_plan(action: Action, name: &str, nodes: &[(String, usize)]) -> Option<Plan> {
-    let control = match action {
-        Action::Start => ControlAction::start(),
-        Action::Stop => ControlAction::stop(),
-        Action::Restart | Action::RestartService => ControlAction::restart(),
-        Action::Scale => {
-            return Some(Plan::Prompt(Prompt::Scale {
-                service: name.to_string(),
-                nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
-            }));
-        }
-        _ => return None,
-    };
-    let instances: usize = nodes.iter().map(|(_, n)| n).sum();
-    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
-    let mut cap = control.verb().to_string();
-    cap[..1].make_ascii_uppercase();
-    Some(Plan::Confirm {
-        question: format!(
-            "{cap} service {name} on node{} {} ({instances} instance{})?",
-            if names.len() == 1 { "" } else { "s" },
-            names.join(", "),
-            if instances == 1 { "" } else { "s" }
-        ),
-        ops: nodes
-            .iter()
-            .map(|(node, _)| {
-                Op::Control(ControlServiceRequest {
-                    node: node.clone(),
-                    service: name.to_string(),
-                    action: Some(control),
-                    ..Default::default()
-                })
-            })
-            .collect(),
-    })
+    if action == Action::Scale {
+        return Some(Plan::Prompt(Prompt::Scale {
+            service: name.to_string(),
+            nodes: nodes.to_vec(),
+        }));
+    }
+    Some(Plan::Confirm(Change::service(
+        action.control()?,
+        name,
+        nodes,
+    )))
 }

@@ -32,9 +32,12 @@ impl FailureKind {
 }
 
 /// A failed command: its kind and a one-line message for the person or script.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Failure {
+    /// What kind of failure, which decides the exit code.
     pub kind: FailureKind,
+    /// One line saying what failed and, where it helps, what to do.
     pub message: String,
 }
 

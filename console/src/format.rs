@@ -1,4 +1,5 @@
-//! Formatting for people: sizes, rates, percentages, times and tables.
+//! Formatting for people, shared by the CLI, the console and the operations' messages:
+//! sizes, rates, percentages, times and tables.
 
 use comfy_table::{Table, presets};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -10,6 +10,10 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// Default agent address when neither `--agent` nor `STRATA_AGENT` (nor, in the console,
+/// the config file) names one.
+pub const DEFAULT_AGENT: &str = "127.0.0.1:7700";
+
 /// How long to wait for the agent to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -167,6 +171,17 @@ impl Connector {
 /// Connects to the agent at `agent` with `auth`; see [`Connector::connect`].
 pub async fn connect(agent: &str, auth: &ClientAuth) -> Result<Client, Failure> {
     Connector::new(agent, auth)?.connect().await
+}
+
+/// Awaits one call to the agent at `agent` (named in the failure): its reply, or the failure
+/// its status means. `let info = call(client.get_node(request), agent).await?;`
+pub async fn call<T>(
+    sent: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    agent: &str,
+) -> Result<T, Failure> {
+    sent.await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| Failure::from_status(&status, agent))
 }
 
 /// Normalises an `--agent` value (`host:port` or `http://host:port`) to a URI.
