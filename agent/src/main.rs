@@ -23,7 +23,7 @@ enum Command {
     /// Stop every service instance an agent left running in its data dir (services outlive
     /// their agent). For when no agent runs there: refused while one does.
     #[command(
-        after_help = "Each instance gets its spec's stop signal and, past its stop timeout, SIGKILL, as the agent\nwould stop it; each process is checked by pid and start time. The specs stay: the next agent\non the data dir starts the services again.\n\nExit codes: 0 nothing is left running, 1 a process outlived SIGKILL or the records cannot be\nread, 2 no such data dir, 3 an agent runs on the data dir.\n\nExamples:\n  strata-agent stop-services\n  strata-agent stop-services --data-dir /tmp/n1 --timeout 0s"
+        after_help = "Each instance gets its spec's stop signal and, past its stop timeout, SIGKILL, as the agent\nwould stop it; each process is checked by pid and start time. A shim the agent started but had\nnot recorded when it died (found by its shim.pid) is stopped too. The specs stay: the next agent\non the data dir starts the services again.\n\nExit codes: 0 nothing is left running, 1 a process outlived SIGKILL or the records cannot be\nread, 2 no such data dir, 3 an agent runs on the data dir.\n\nExamples:\n  strata-agent stop-services\n  strata-agent stop-services --data-dir /tmp/n1 --timeout 0s"
     )]
     StopServices(strata_agent::supervisor::stop_services::StopServicesArgs),
     /// Print the agent's version.

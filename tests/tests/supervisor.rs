@@ -827,7 +827,9 @@ fn stop_services_stops_what_a_killed_agent_left_running() {
         node_name: Some("sup-leftover".into()),
         ..Default::default()
     };
-    restart_starts_calm_anew(&data, dir, &options, &services);
+    let f = restart_starts_calm_anew(&data, dir, &options, &services);
+    // every instance recorded before the agent is killed again, so its cleanup finds them
+    running_pids(&f, "stubborn", 1);
 }
 
 /// With `--stop-services-on-exit`, SIGTERM stops the services with the agent (services and

@@ -1,4 +1,5 @@
-//! Stopping the instances an agent left running.
+//! Stopping the instances an agent left running (and the shims it started without living to
+//! record them).
 //!
 //! Services outlive their agent by design: a restarted agent re-adopts them. When no agent
 //! will (it was stopped for good, crashed, or hung and was killed), this stops every
@@ -17,8 +18,10 @@ use super::instance::{SHIM_EXIT_GRACE, kill_group, kill_pid, same_process};
 use super::spec::{DEFAULT_STOP_TIMEOUT, parse_spec};
 use super::store::{InstanceRecord, Store};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_proto::v1::Signal;
+use strata_shim::launch::{SHIM_PID_FILE, ShimPid};
 
 /// How often the processes are looked at while they stop.
 const POLL: Duration = Duration::from_millis(20);
@@ -40,13 +43,49 @@ impl Default for StopRule {
     }
 }
 
-/// One recorded instance to stop.
+/// An instance's two processes, each with its start time (clock ticks after boot); a pid of
+/// 0 is not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pids {
+    pub pid: i32,
+    pub start_ticks: u64,
+    pub shim_pid: i32,
+    pub shim_start_ticks: u64,
+}
+
+impl From<&InstanceRecord> for Pids {
+    fn from(r: &InstanceRecord) -> Pids {
+        Pids {
+            pid: r.pid,
+            start_ticks: r.start_ticks,
+            shim_pid: r.shim_pid,
+            shim_start_ticks: r.shim_start_ticks,
+        }
+    }
+}
+
+impl From<&ShimPid> for Pids {
+    fn from(s: &ShimPid) -> Pids {
+        let (pid, start_ticks) = s.service.unwrap_or((0, 0));
+        Pids {
+            pid,
+            start_ticks,
+            shim_pid: s.shim_pid,
+            shim_start_ticks: s.shim_start_ticks,
+        }
+    }
+}
+
+/// One instance to stop.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub service: String,
     pub index: u32,
-    pub record: InstanceRecord,
+    pub pids: Pids,
     pub rule: StopRule,
+    /// For a shim no record names (its agent died between starting and recording it): its
+    /// `shim.pid`, read again while it is stopped, since it may still be starting the service.
+    pub unrecorded: Option<PathBuf>,
 }
 
 impl Target {
@@ -57,8 +96,8 @@ impl Target {
 
     /// What `outcome` means for this instance, for people; `None` when it was not running.
     pub fn describe(&self, outcome: Outcome) -> Option<String> {
-        let r = &self.record;
-        Some(match outcome {
+        let r = &self.pids;
+        let what = match outcome {
             Outcome::NotRunning => return None,
             Outcome::Stopped => format!("stopped by {} (pid {})", self.rule.signal.label(), r.pid),
             Outcome::Killed => format!("killed by SIGKILL (pid {}, shim {})", r.pid, r.shim_pid),
@@ -66,12 +105,17 @@ impl Target {
                 "still running after SIGKILL (pid {}, shim {})",
                 r.pid, r.shim_pid
             ),
+        };
+        Some(match self.unrecorded {
+            Some(_) => format!("{what}; a shim no record named"),
+            None => what,
         })
     }
 }
 
 /// Every instance `store` records, each with its spec's stop rule (the default rule where the
-/// stored spec cannot be read or parsed: its instances are stopped all the same).
+/// stored spec cannot be read or parsed: its instances are stopped all the same), and every
+/// shim an instance directory's `shim.pid` names that no record does.
 pub fn recorded(store: &Store) -> io::Result<Vec<Target>> {
     let (services, broken) = store.load_services()?;
     let readable = services.into_iter().map(|s| {
@@ -89,17 +133,32 @@ pub fn recorded(store: &Store) -> io::Result<Vec<Target>> {
     let mut targets = Vec::new();
     for (service, rule) in readable.chain(unreadable) {
         for index in store.instance_indexes(&service) {
-            if let Some(record) = store.load_instance(&service, index) {
-                targets.push(Target {
-                    service: service.clone(),
-                    index,
-                    record,
-                    rule,
-                });
+            let recorded = store.load_instance(&service, index).map(|r| Pids::from(&r));
+            let target = |pids, unrecorded| Target {
+                service: service.clone(),
+                index,
+                pids,
+                rule,
+                unrecorded,
+            };
+            if let Some(pids) = recorded {
+                targets.push(target(pids, None));
+            }
+            let file = store.instance_dir(&service, index).join(SHIM_PID_FILE);
+            if let Some(stray) = read_shim_pid(&file).map(|s| Pids::from(&s))
+                && recorded.is_none_or(|r| {
+                    (r.shim_pid, r.shim_start_ticks) != (stray.shim_pid, stray.shim_start_ticks)
+                })
+            {
+                targets.push(target(stray, Some(file)));
             }
         }
     }
     Ok(targets)
+}
+
+fn read_shim_pid(file: &Path) -> Option<ShimPid> {
+    ShimPid::parse(&std::fs::read_to_string(file).ok()?)
 }
 
 /// Stops every instance `store` records (each given `timeout` instead of its spec's stop
@@ -116,7 +175,11 @@ pub fn stop_recorded(
         }
     }
     let outcomes = stop_all(&targets);
-    Ok(targets.into_iter().zip(outcomes).collect())
+    Ok(targets
+        .into_iter()
+        .zip(outcomes)
+        .map(|(target, (outcome, pids))| (Target { pids, ..target }, outcome))
+        .collect())
 }
 
 /// Which of an instance's two processes are still the ones recorded (same pid, same start
@@ -200,6 +263,13 @@ pub fn step(phase: Phase, alive: Alive, now: Instant, rule: StopRule) -> (Phase,
         Phase::GroupKilled { deadline } if now >= deadline => {
             (Phase::Done(Outcome::Survived), None)
         }
+        // Only a shim no record named can name its service this late: it was still starting.
+        Phase::ShimEnding { .. } if alive.service => (
+            Phase::Signalled {
+                deadline: now + rule.timeout,
+            },
+            Some(Act::Signal(rule.signal)),
+        ),
         Phase::ShimEnding { killed, .. } if !alive.shim => (
             Phase::Done(if killed {
                 Outcome::Killed
@@ -220,14 +290,22 @@ pub fn step(phase: Phase, alive: Alive, now: Instant, rule: StopRule) -> (Phase,
     }
 }
 
-/// Stops every target at once and returns how each ended, in the order given. Blocking:
-/// takes up to the longest stop timeout plus two shim grace periods.
-pub fn stop_all(targets: &[Target]) -> Vec<Outcome> {
+/// Stops every target at once and returns how each ended, with its pids as finally known (an
+/// unrecorded shim may name its service meanwhile), in the order given. Blocking: takes up to
+/// the longest stop timeout plus two shim grace periods.
+pub fn stop_all(targets: &[Target]) -> Vec<(Outcome, Pids)> {
     let mut phases = vec![Phase::Start; targets.len()];
+    let mut pids: Vec<Pids> = targets.iter().map(|t| t.pids).collect();
     loop {
         let now = Instant::now();
-        for (target, phase) in targets.iter().zip(phases.iter_mut()) {
-            let r = &target.record;
+        for ((target, phase), r) in targets.iter().zip(phases.iter_mut()).zip(pids.iter_mut()) {
+            if r.pid <= 0
+                && let Some(file) = &target.unrecorded
+                && let Some(named) = read_shim_pid(file).map(|s| Pids::from(&s))
+                && (named.shim_pid, named.shim_start_ticks) == (r.shim_pid, r.shim_start_ticks)
+            {
+                *r = named;
+            }
             let alive = Alive {
                 service: same_process(r.pid, r.start_ticks),
                 shim: same_process(r.shim_pid, r.shim_start_ticks),
@@ -245,10 +323,11 @@ pub fn stop_all(targets: &[Target]) -> Vec<Outcome> {
             }
             *phase = next;
         }
-        let outcomes: Option<Vec<Outcome>> = phases
+        let outcomes: Option<Vec<(Outcome, Pids)>> = phases
             .iter()
-            .map(|p| match p {
-                Phase::Done(outcome) => Some(*outcome),
+            .zip(&pids)
+            .map(|(phase, pids)| match phase {
+                Phase::Done(outcome) => Some((*outcome, *pids)),
                 _ => None,
             })
             .collect();
@@ -283,7 +362,7 @@ mod tests {
     #[test]
     fn each_instance_is_signalled_then_killed_as_its_processes_end_or_not() {
         let g = SHIM_EXIT_GRACE.as_secs();
-        let cases: [(&str, Vec<Look>, Outcome); 6] = [
+        let cases: [(&str, Vec<Look>, Outcome); 7] = [
             (
                 "nothing runs",
                 vec![(0, false, false, None)],
@@ -327,6 +406,15 @@ mod tests {
                     (g, false, false, None),
                 ],
                 Outcome::Killed,
+            ),
+            (
+                "a shim no record named names its service while it ends",
+                vec![
+                    (0, false, true, None),
+                    (1, true, true, SIGNAL),
+                    (2, false, false, None),
+                ],
+                Outcome::Stopped,
             ),
             (
                 "a service that outlives SIGKILL is reported",
@@ -387,23 +475,35 @@ mod tests {
         };
         store.save_instance("web", 2, &record).unwrap();
         store.save_instance("odd", 1, &record).unwrap();
+        let shim_pid = |index, text: &str| {
+            std::fs::write(store.instance_dir("web", index).join(SHIM_PID_FILE), text).unwrap()
+        };
+        // the recorded shim's own file adds nothing; a shim nobody recorded is found
+        shim_pid(2, "1 2 3 4\n");
         std::fs::create_dir_all(store.instance_dir("web", 3)).unwrap();
-        let found: Vec<(String, StopRule)> = recorded(&store)
+        shim_pid(3, "21 22\n");
+        let found: Vec<(String, StopRule, Pids, bool)> = recorded(&store)
             .unwrap()
             .into_iter()
-            .map(|t| (t.id(), t.rule))
+            .map(|t| (t.id(), t.rule, t.pids, t.unrecorded.is_some()))
             .collect();
+        let web = StopRule {
+            signal: Signal::Int,
+            timeout: Duration::from_secs(2),
+        };
+        let pids = Pids::from(&record);
+        let stray = Pids {
+            pid: 0,
+            start_ticks: 0,
+            shim_pid: 21,
+            shim_start_ticks: 22,
+        };
         assert_eq!(
             found,
             [
-                ("odd/1".to_string(), StopRule::default()),
-                (
-                    "web/2".to_string(),
-                    StopRule {
-                        signal: Signal::Int,
-                        timeout: Duration::from_secs(2)
-                    }
-                ),
+                ("odd/1".to_string(), StopRule::default(), pids, false),
+                ("web/2".to_string(), web, pids, false),
+                ("web/3".to_string(), web, stray, true),
             ]
         );
     }
