@@ -92,7 +92,13 @@ mod tests {
             other => panic!("expected Held, got {other:?}"),
         }
         drop(first);
-        DataDirLock::acquire(dir.path()).unwrap();
+        // A process that a parallel test forks shares the descriptor until it execs (which
+        // closes it): give that a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(e) = DataDirLock::acquire(dir.path()) {
+            assert!(std::time::Instant::now() < deadline, "{e}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[test]
