@@ -186,6 +186,17 @@ impl Balancer {
         self.shared.access.subscribe()
     }
 
+    /// The last `lines` access records (only `service`'s when given), then with `follow`
+    /// each new one; see `access`.
+    pub async fn tail_access(
+        &self,
+        service: Option<String>,
+        lines: usize,
+        follow: bool,
+    ) -> std::io::Result<tokio::sync::mpsc::Receiver<AccessRecord>> {
+        self.shared.access.tail(service, lines, follow).await
+    }
+
     /// A snapshot of every counter, for the agent's API and `/metrics`.
     pub fn stats(&self) -> BalancerStats {
         let services: Vec<_> = lock(&self.shared.services).values().cloned().collect();
