@@ -49,8 +49,7 @@ pub async fn open(
     filter: Option<LineFilter>,
 ) -> Result<mpsc::Receiver<InstanceLine>, TailError> {
     let (past, followers) =
-        tokio::task::spawn_blocking(move || read(&dirs, lines, follow, filter.as_ref()))
-            .await??;
+        tokio::task::spawn_blocking(move || read(&dirs, lines, follow, filter.as_ref())).await??;
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(send(tx, past, followers));
     Ok(rx)
@@ -200,7 +199,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.to_string().starts_with("cannot read the logs of web/1: "),
+            err.to_string()
+                .starts_with("cannot read the logs of web/1: "),
             "{err}"
         );
     }

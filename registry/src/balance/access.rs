@@ -254,7 +254,7 @@ impl Writer {
 /// The last `lines` records in the access log under `dir` (rotated files included), oldest
 /// first, only those of `service` when given. Lines that do not parse (a torn last write)
 /// are skipped.
-pub fn read_access_log(
+pub(crate) fn read_access_log(
     dir: &Path,
     service: Option<&str>,
     lines: usize,

@@ -22,7 +22,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use access::{AccessRecord, Outcome, read_access_log};
+pub use access::{AccessRecord, Outcome};
 pub use config::{AccessLogConfig, BalancerConfig, CopyMode, OutlierConfig};
 pub use stats::{
     BalancerStats, EndpointStats, ListenerStats, ListenerStatus, ServiceStats, render_prometheus,
