@@ -56,12 +56,13 @@ pub trait Rpc: prost::Message + Default + Send + 'static {
     fn audit_reply(_reply: &Self::Reply, _entry: &mut AuditEntry) {}
 }
 
-/// The rows: `Method(Request) -> Reply, routed | here, call` and, where a change records
-/// more than its call and the contacted node, `audit { items of Rpc }`. `routed` requests are
-/// served by the node their `node` field names; `here` requests by the contacted agent.
+/// The rows: `Method(Request) -> Reply, routed | here, call`, then, where a change records
+/// more than its call and the contacted node, `target` (what it acts on) and `audit { items
+/// of Rpc }`. `routed` requests are served by the node their `node` field names; `here`
+/// requests by the contacted agent. `call` and `target` are functions of the request.
 macro_rules! table {
     ($($method:ident($request:ty) -> $reply:ty, $scope:ident, $call:expr
-        $(, audit { $($audit:tt)* })?;)*) => {
+        $(, target $target:expr)? $(, audit { $($audit:tt)* })?;)*) => {
         $(impl Rpc for $request {
             type Reply = $reply;
             const METHOD: &'static str = stringify!($method);
@@ -74,6 +75,11 @@ macro_rules! table {
             fn node(&self) -> Option<&str> {
                 table!(@node $scope self)
             }
+
+            $(fn target(&self) -> Option<String> {
+                let target: fn(&Self) -> String = $target;
+                Some(target(self))
+            })?
 
             $($($audit)*)?
         })*
@@ -98,11 +104,7 @@ table! {
     ListServices(ListServicesRequest) -> ListServicesReply, routed, |_| Call::read("services");
     GetService(GetServiceRequest) -> ServiceStatus, routed, |_| Call::read("service");
     ApplySpec(ApplySpecRequest) -> ApplySpecReply, routed,
-        |_| Call::change("apply", Role::Admin), audit {
-        fn target(&self) -> Option<String> {
-            Some(format!("spec:{}", self.source))
-        }
-
+        |_| Call::change("apply", Role::Admin), target |r| format!("spec:{}", r.source), audit {
         fn audited(&self) -> bool {
             !self.dry_run
         }
@@ -120,19 +122,9 @@ table! {
         }
     };
     RemoveService(RemoveServiceRequest) -> RemoveServiceReply, routed,
-        |_| Call::change("remove", Role::Admin), audit {
-        fn target(&self) -> Option<String> {
-            Some(format!("service:{}", self.name))
-        }
-    };
-    ControlService(ControlServiceRequest) -> ControlServiceReply, routed, control_call, audit {
-        fn target(&self) -> Option<String> {
-            Some(match self.instance {
-                0 => format!("service:{}", self.service),
-                n => format!("service:{}/{n}", self.service),
-            })
-        }
-
+        |_| Call::change("remove", Role::Admin), target |r| format!("service:{}", r.name);
+    ControlService(ControlServiceRequest) -> ControlServiceReply, routed, control_call,
+        target control_target, audit {
         fn audit_args(&self) -> Vec<(String, String)> {
             match &self.action {
                 Some(Action::Scale(scale)) => vec![("count".into(), scale.count.to_string())],
@@ -151,16 +143,9 @@ table! {
     DrainNode(DrainNodeRequest) -> DrainNodeReply, routed,
         |r| Call::change(if r.drain { "drain" } else { "undrain" }, Role::Operate);
     ForceLeave(ForceLeaveRequest) -> ForceLeaveReply, here,
-        |_| Call::change("force-leave", Role::Admin), audit {
-        fn target(&self) -> Option<String> {
-            Some(format!("node:{}", self.member))
-        }
-    };
-    Keyring(KeyringRequest) -> KeyringReply, routed, keyring_call, audit {
-        fn target(&self) -> Option<String> {
-            Some("keyring".into())
-        }
-
+        |_| Call::change("force-leave", Role::Admin), target |r| format!("node:{}", r.member);
+    Keyring(KeyringRequest) -> KeyringReply, routed, keyring_call,
+        target |_| "keyring".into(), audit {
         fn audit_args(&self) -> Vec<(String, String)> {
             vec![("key_sha256".into(), fingerprint(&self.key))]
         }
@@ -176,6 +161,14 @@ table! {
 fn control_call(request: &ControlServiceRequest) -> Call {
     let verb = request.action.as_ref().map_or("control", Action::verb);
     Call::change(verb, Role::Operate)
+}
+
+/// A control request acts on its service, or on one instance of it.
+fn control_target(request: &ControlServiceRequest) -> String {
+    match request.instance {
+        0 => format!("service:{}", request.service),
+        n => format!("service:{}/{n}", request.service),
+    }
 }
 
 /// Listing the keyring is a read; changing it is for admins. A request without an operation

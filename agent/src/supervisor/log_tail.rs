@@ -8,11 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How often followed logs are polled for new lines.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Lines read ahead of a slow reader.
-const QUEUE: usize = 256;
-
 /// One line and the instance whose log holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceLine {
@@ -38,6 +33,11 @@ pub enum TailError {
     #[error("log read did not finish: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
 }
+
+/// How often followed logs are polled for new lines.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Lines read ahead of a slow reader.
+const QUEUE: usize = 256;
 
 /// The last `lines` lines passing `filter` over the logs in `dirs` (instance, log dir), oldest
 /// first, and with `follow` every new line after them, until the receiver is dropped. Nothing
