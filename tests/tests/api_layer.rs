@@ -2,15 +2,18 @@
 //! the service descriptor, so a new RPC cannot be left out: on an agent with a token, each
 //! one called without a credential is refused as Unauthenticated and the refusal is audited,
 //! and each one called with a read token is let in (a change is refused for its role, saying
-//! which role the token has).
+//! which role the token has). A stream holds one of the agent's stream places for its life.
 
 use prost::Message;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
+use strata_proto::v1::agent_client::AgentClient;
 use strata_proto::v1::agent_server::SERVICE_NAME;
+use strata_proto::v1::{Event, WatchEventsRequest};
 use strata_tests::{agent_token, start_test_agent, wait_until};
 use tonic::client::Grpc;
+use tonic::codec::Streaming;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -168,4 +171,85 @@ fn every_rpc_is_refused_without_a_credential_and_admitted_with_a_token() {
             refused.len() == methods.len()
         },
     );
+}
+
+/// Streams the agent allows open at once (its `MAX_OPEN_STREAMS`).
+const STREAM_LIMIT: usize = 256;
+/// Streams one test client opens: a stream costs 10 of a client's burst of 200.
+const STREAMS_PER_TOKEN: usize = 15;
+/// Streams one connection carries (the agent serves 64 at most per connection).
+const STREAMS_PER_CONNECTION: usize = 50;
+
+/// Opens an event watch with `token`.
+async fn watch(channel: &Channel, token: &str) -> Result<Streaming<Event>, Status> {
+    let mut request = Request::new(WatchEventsRequest::default());
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Status::internal("token header"))?;
+    request.metadata_mut().insert("authorization", bearer);
+    let mut client = AgentClient::new(channel.clone());
+    let stream = tokio::time::timeout(CALL_TIMEOUT, client.watch_events(request))
+        .await
+        .map_err(|_| Status::deadline_exceeded("the watch did not open"))??;
+    Ok(stream.into_inner())
+}
+
+#[test]
+fn a_stream_holds_its_place_until_it_ends() {
+    let (_dir, agent) = start_test_agent("api-stream-places");
+    let clients = STREAM_LIMIT / STREAMS_PER_TOKEN + 2;
+    let tokens: Vec<String> = (0..clients)
+        .map(|i| {
+            let name = format!("watcher{i}");
+            agent_token(&agent.data_dir, &["create", &name, "--role", "read"])
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut channels = Vec::new();
+        for _ in 0..STREAM_LIMIT.div_ceil(STREAMS_PER_CONNECTION) + 1 {
+            let endpoint =
+                Endpoint::from_shared(format!("http://{}", agent.grpc)).expect("endpoint");
+            channels.push(endpoint.connect().await.expect("connect to the agent"));
+        }
+        let mut open = Vec::new();
+        let refusal = loop {
+            let i = open.len();
+            assert!(i <= STREAM_LIMIT, "more than {STREAM_LIMIT} streams opened");
+            let channel = &channels[i / STREAMS_PER_CONNECTION];
+            match watch(channel, &tokens[i / STREAMS_PER_TOKEN]).await {
+                Ok(stream) => open.push(stream),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(open.len(), STREAM_LIMIT, "refused early: {refusal:?}");
+        assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal:?}");
+        assert!(
+            refusal
+                .message()
+                .contains(&format!("{STREAM_LIMIT} streams open")),
+            "{}",
+            refusal.message()
+        );
+
+        // Ending a stream gives its place back, once the agent sees the stream gone.
+        drop(open.pop());
+        let spare = tokens.last().expect("a spare token");
+        let channel = channels.last().expect("a spare connection");
+        let mut tries = 0;
+        let reopened = loop {
+            match watch(channel, spare).await {
+                Ok(stream) => break stream,
+                Err(status) if status.code() == Code::ResourceExhausted && tries < 15 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(status) => panic!("no place came free: {status:?}"),
+            }
+        };
+        drop(reopened);
+    });
 }
