@@ -115,11 +115,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     .await
     .with_context(|| format!("cannot start DNS on {}", config.dns_addr))?;
     let dns_addr = dns.local_addr();
-    let access_log_dir = data_dir.join("access");
     let balancer = Balancer::start(
         BalancerConfig {
             bind_ip: config.balancer_addr,
-            access_log: Some(AccessLogConfig::new(&access_log_dir)),
+            access_log: Some(AccessLogConfig::new(data_dir.join("access"))),
             ..BalancerConfig::default()
         },
         cluster.table(),
@@ -145,7 +144,6 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         cluster: cluster.clone(),
         data_dir: data_dir.clone(),
         balancer,
-        access_log_dir,
         dns,
         tls: tls.clone(),
     });

@@ -42,8 +42,6 @@ pub struct AgentState {
     /// The data dir, for state the API changes (the keyring).
     pub data_dir: std::path::PathBuf,
     pub balancer: strata_registry::balance::Balancer,
-    /// Where the balancer writes its access log.
-    pub access_log_dir: std::path::PathBuf,
     pub dns: strata_registry::dns::DnsServer,
     /// TLS of the gRPC API and of the channels to peer agents; `None` is plaintext.
     pub tls: Option<Arc<crate::tls::AgentTls>>,

@@ -2,9 +2,26 @@
 
 use strata_proto::v1::{
     AccessOutcome, AccessRecord, BalancerEndpoint, BalancerListener, BalancerReply,
-    BalancerService, ListenerState,
+    BalancerService, ListenerState, TailAccessLogRequest,
 };
-use strata_registry::balance::{self, BalancerStats, ListenerStatus};
+use strata_registry::balance::{self, Balancer, BalancerStats, ListenerStatus};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::Status;
+
+/// The access log (one service's records, or all): the last records, then new ones when
+/// following.
+pub async fn tail_access_log(
+    balancer: &Balancer,
+    req: TailAccessLogRequest,
+) -> Result<impl Stream<Item = Result<AccessRecord, Status>> + use<>, Status> {
+    let service = (!req.service.is_empty()).then_some(req.service);
+    let records = balancer
+        .tail_access(service, super::past_lines(req.lines), req.follow)
+        .await
+        .map_err(|e| Status::internal(format!("cannot read the access log: {e}")))?;
+    Ok(ReceiverStream::new(records).map(|record| Ok(access_record(&record))))
+}
 
 /// The balancer's statistics as the API returns them.
 pub fn balancer_reply(stats: &BalancerStats) -> BalancerReply {
@@ -65,7 +82,7 @@ pub fn balancer_reply(stats: &BalancerStats) -> BalancerReply {
 }
 
 /// One access log record as the API returns it.
-pub fn access_record(r: &balance::AccessRecord) -> AccessRecord {
+fn access_record(r: &balance::AccessRecord) -> AccessRecord {
     AccessRecord {
         time: r.time.clone(),
         service: r.service.clone(),

@@ -1,6 +1,7 @@
 //! The API's front door: every call is identified, checked against the role it needs and
 //! charged to its client's rate limit before a handler runs; refusals and changes are
-//! written to the journal as audit records.
+//! written to the journal as audit records. The API layer (`layer`) asks the gate about
+//! every call; handlers never do.
 
 use crate::auth::audit::{self, AuditEntry, DenialThrottle};
 use crate::auth::limits::{Cost, RateLimiter, RateLimits};
@@ -17,7 +18,7 @@ use tonic::{Request, Status};
 pub const MAX_OPEN_STREAMS: usize = 256;
 
 /// What the gate needs to know about a call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Call {
     /// The call as the CLI names it: "services", "restart", "keyring install".
     pub what: &'static str,
@@ -54,6 +55,12 @@ impl Call {
             cost: Cost::Expensive,
         }
     }
+
+    /// Whether it changes something, and so is audited when served: every call that needs
+    /// more than the read role does.
+    pub fn is_change(self) -> bool {
+        self.role > Role::Read
+    }
 }
 
 /// Identifies, authorizes, rate-limits and audits API calls.
@@ -85,8 +92,7 @@ impl Gate {
     }
 
     /// Who makes `request`, once it is allowed `call` and within its rate limit; a refusal
-    /// is audited against `target` (empty: this node), thinned out under a flood, and says
-    /// what would be needed.
+    /// is audited against `target`, thinned out under a flood, and says what would be needed.
     pub fn admit<R>(
         &self,
         request: &Request<R>,
@@ -138,11 +144,6 @@ impl Gate {
         let Some(suppressed) = self.denials.admit(&key, Instant::now()) else {
             return;
         };
-        let target = if target.is_empty() {
-            format!("node:{}", self.node)
-        } else {
-            target.to_string()
-        };
         let mut args = Vec::new();
         if suppressed > 0 {
             args.push(("suppressed_since_last".to_string(), suppressed.to_string()));
@@ -150,7 +151,7 @@ impl Gate {
         let entry = AuditEntry {
             who,
             what: call.what.to_string(),
-            target,
+            target: target.to_string(),
             args,
         };
         let draft = audit::draft(&entry, Err(status));
@@ -197,11 +198,14 @@ fn credential_hint<R>(request: &Request<R>) -> (&'static str, Via) {
     }
 }
 
+/// The replies of a streaming RPC, as tonic serves them.
+pub type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
 /// A stream that holds `permit` until it ends or is dropped.
 pub fn hold<T: Send + 'static>(
     stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
     permit: OwnedSemaphorePermit,
-) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>> {
+) -> ReplyStream<T> {
     Box::pin(stream.map(move |item| {
         let _held = &permit;
         item

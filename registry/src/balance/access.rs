@@ -1,6 +1,7 @@
 //! The per-connection access log: records go through a bounded channel to a writer thread
 //! (never blocking the proxy: a full channel counts a drop), into `access.log` rotated by size
-//! (`access.log.1` … `.keep`), and to live subscribers.
+//! (`access.log.1` … `.keep`), and to live subscribers. Reading it back (the last records,
+//! then new ones as they come) is here too, beside the files.
 
 use super::config::AccessLogConfig;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,8 @@ use tokio::sync::{broadcast, mpsc};
 const QUEUE: usize = 8192;
 /// Records a slow live subscriber may fall behind before it skips.
 const LIVE_QUEUE: usize = 1024;
+/// Records read ahead of a slow reader of [`AccessLog::tail`].
+const TAIL_QUEUE: usize = 256;
 const FILE_NAME: &str = "access.log";
 
 /// How a proxied connection ended.
@@ -76,6 +79,7 @@ pub struct AccessRecord {
 /// The hot-path side of the access log.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
+    dir: Option<PathBuf>,
     queue: Option<mpsc::Sender<AccessRecord>>,
     live: broadcast::Sender<AccessRecord>,
     dropped: Arc<AtomicU64>,
@@ -99,6 +103,7 @@ impl AccessLog {
             }
         };
         Ok(Self {
+            dir: config.map(|c| c.dir.clone()),
             queue,
             live,
             dropped,
@@ -125,6 +130,53 @@ impl AccessLog {
     /// Records dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The last `lines` records in the log (only `service`'s when given), oldest first, and
+    /// with `follow` every record after them as its connection ends, until the receiver is
+    /// dropped. A follower that falls behind skips records rather than hold the proxy up.
+    pub async fn tail(
+        &self,
+        service: Option<String>,
+        lines: usize,
+        follow: bool,
+    ) -> io::Result<mpsc::Receiver<AccessRecord>> {
+        let mut live = follow.then(|| self.subscribe());
+        let past = match self.dir.clone() {
+            Some(dir) => {
+                let service = service.clone();
+                tokio::task::spawn_blocking(move || {
+                    read_access_log(&dir, service.as_deref(), lines)
+                })
+                .await
+                .map_err(|e| io::Error::other(format!("the read did not finish: {e}")))??
+            }
+            None => Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel(TAIL_QUEUE);
+        tokio::spawn(async move {
+            for record in past {
+                if tx.send(record).await.is_err() {
+                    return;
+                }
+            }
+            let Some(live) = live.as_mut() else { return };
+            loop {
+                match live.recv().await {
+                    Ok(record) => {
+                        if service.as_ref().is_some_and(|s| *s != record.service) {
+                            continue;
+                        }
+                        if tx.send(record).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(rx)
     }
 }
 
@@ -202,7 +254,7 @@ impl Writer {
 /// The last `lines` records in the access log under `dir` (rotated files included), oldest
 /// first, only those of `service` when given. Lines that do not parse (a torn last write)
 /// are skipped.
-pub fn read_access_log(
+pub(crate) fn read_access_log(
     dir: &Path,
     service: Option<&str>,
     lines: usize,

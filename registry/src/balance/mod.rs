@@ -22,7 +22,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use access::{AccessRecord, Outcome, read_access_log};
+pub use access::{AccessRecord, Outcome};
 pub use config::{AccessLogConfig, BalancerConfig, CopyMode, OutlierConfig};
 pub use stats::{
     BalancerStats, EndpointStats, ListenerStats, ListenerStatus, ServiceStats, render_prometheus,
@@ -184,6 +184,17 @@ impl Balancer {
     /// Access records from now on, as connections end.
     pub fn subscribe_access(&self) -> broadcast::Receiver<AccessRecord> {
         self.shared.access.subscribe()
+    }
+
+    /// The last `lines` access records (only `service`'s when given), then with `follow`
+    /// each new one; see `access`.
+    pub async fn tail_access(
+        &self,
+        service: Option<String>,
+        lines: usize,
+        follow: bool,
+    ) -> std::io::Result<tokio::sync::mpsc::Receiver<AccessRecord>> {
+        self.shared.access.tail(service, lines, follow).await
     }
 
     /// A snapshot of every counter, for the agent's API and `/metrics`.

@@ -854,15 +854,49 @@ async fn access_log_records_each_outcome() {
     assert_eq!(outcomes["none"].outcome, Outcome::NoHealthyInstance);
     let mut history = Vec::new();
     eventually("the records on disk", || {
-        history = read_access_log(dir.path(), None, 10).unwrap();
+        history = access::read_access_log(dir.path(), None, 10).unwrap();
         history.len() == 3
     })
     .await;
     assert_eq!(
-        read_access_log(dir.path(), Some("dead"), 10).unwrap()[0].outcome,
+        access::read_access_log(dir.path(), Some("dead"), 10).unwrap()[0].outcome,
         Outcome::ConnectFailed
     );
     assert_eq!(h.service("none").unwrap().no_healthy_instance, 1);
+
+    // Read back through the balancer: the past records of one service, then (following)
+    // the new ones of that service only.
+    let mut past = h
+        .balancer
+        .tail_access(Some("dead".into()), 10, false)
+        .await
+        .unwrap();
+    let first = past.recv().await.unwrap();
+    assert_eq!(
+        (first.service.as_str(), first.outcome),
+        ("dead", Outcome::ConnectFailed)
+    );
+    assert!(past.recv().await.is_none(), "without follow the tail ends");
+    let mut follow = h
+        .balancer
+        .tail_access(Some("ok".into()), 1, true)
+        .await
+        .unwrap();
+    let last = tokio::time::timeout(GENEROUS, follow.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.service, "ok");
+    assert_eq!(identify(p_dead).await, "");
+    assert_eq!(identify(p_ok).await, "a");
+    let new = tokio::time::timeout(GENEROUS, follow.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        new.service, "ok",
+        "the dead service's new record is filtered out"
+    );
 }
 
 #[tokio::test]
