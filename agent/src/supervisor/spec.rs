@@ -886,6 +886,28 @@ keep = 5
     }
 
     #[test]
+    fn an_unknown_algorithm_or_signal_is_an_error_not_a_default() {
+        let with = |extra: &str| format!("{EXAMPLE}{extra}");
+        let e = err(&with("[balance]\nalgorithm = \"random\"\n"));
+        assert_eq!(e.field, "balance.algorithm");
+        assert!(
+            e.problem
+                .contains("\"random\" is not one of round_robin, least_conn, p2c_ewma"),
+            "{e}"
+        );
+        let e = err(&with("[balance]\nalgorithm = \"unspecified\"\n"));
+        assert_eq!(e.field, "balance.algorithm");
+        let spec = parse_spec(
+            "echo.toml",
+            &with("[balance]\nalgorithm = \"least_conn\"\n"),
+        );
+        assert_eq!(spec.unwrap().balance.algorithm, Algorithm::LeastConn);
+        let e = err(&EXAMPLE.replace("signal = \"SIGTERM\"", "signal = \"SIGWINCH\""));
+        assert_eq!(e.field, "stop.signal");
+        assert!(e.problem.contains("SIGHUP, SIGINT"), "{e}");
+    }
+
+    #[test]
     fn health_needs_exactly_one_check() {
         let e = err(&EXAMPLE.replace("http = \"/\"", "http = \"/\"\ntcp = true"));
         assert_eq!(e.field, "health");
