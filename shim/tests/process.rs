@@ -278,9 +278,10 @@ fn rotates_the_log_keeping_complete_lines() {
 fn new_log_settings_apply_on_sigusr1_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("more");
-    // 40-byte lines, once the test has seen the shim take the new settings.
+    // 40-byte lines, once the test has seen the shim take the new settings (waiting at most
+    // 10 s, so a failed test leaves nothing running).
     let script = format!(
-        "echo ready; while [ ! -e {flag} ]; do sleep 0.02; done; \
+        "echo ready; for _ in $(seq 1 500); do [ -e {flag} ] && break; sleep 0.02; done; \
          for i in $(seq 1 60); do echo line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxx; done",
         flag = flag.display()
     );
