@@ -28,6 +28,16 @@ fn pids(service: &Value) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// The element of the JSON array `list` whose `name` is `name` (null when none is).
+fn named(list: &Value, name: &str) -> Value {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The instances of `service` in the agent's own catalog record.
 fn catalog_instances(agent: &AgentProcess, service: &str) -> Vec<Value> {
     let catalog = agent.json(&["catalog", "-o", "json"]);
@@ -184,14 +194,7 @@ fn health_tags_balance_frontend_and_log_changes_apply_without_a_restart() {
         Duration::from_secs(20),
         || {
             let balancer = agent.json(&["balancer", "-o", "json"]);
-            let api = balancer["services"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["name"] == "api")
-                .cloned()
-                .unwrap_or_default();
-            api["algorithm"] == "round_robin"
+            named(&balancer["services"], "api")["algorithm"] == "round_robin"
                 && matches!(
                     strata_tests::http_get(SocketAddr::new(agent.balancer, second), "/"),
                     Ok((200, _))
@@ -199,13 +202,7 @@ fn health_tags_balance_frontend_and_log_changes_apply_without_a_restart() {
         },
     );
     let catalog = agent.json(&["catalog", "-o", "json"]);
-    let api = catalog["records"][0]["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == "api")
-        .cloned()
-        .unwrap_or_default();
+    let api = named(&catalog["records"][0]["services"], "api");
     assert_eq!(api["tags"], serde_json::json!(["b"]));
     assert_eq!(api["frontends"]["http"], second);
     assert_eq!(
