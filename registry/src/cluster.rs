@@ -3,6 +3,7 @@
 
 use crate::driver::{Command, Counters, Driver, LocalRecord, Shared, Snapshot, now_ms};
 use crate::events::ClusterEvent;
+use crate::inherit::SocketRole;
 use crate::membership::identity::NodeIdentity;
 use crate::node::{Node, NodeConfig, Timing};
 use crate::seal::{KeyError, Keyring, KeyringInfo};
@@ -97,8 +98,19 @@ pub struct Cluster {
 }
 
 /// Binds UDP and TCP on one port; with port 0, retries until a port is free for both.
+/// Sockets inherited from a predecessor agent come first (see [`crate::inherit`]).
 async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), ClusterError> {
     let err = |addr, source| ClusterError::Bind { addr, source };
+    if let Some(udp) = crate::inherit::take_udp(SocketRole::Gossip, addr) {
+        let udp = UdpSocket::from_std(udp).map_err(|e| err(addr, e))?;
+        let bound = udp.local_addr().map_err(|e| err(addr, e))?;
+        let tcp = match crate::inherit::take_tcp(SocketRole::Gossip, bound) {
+            Some(tcp) => TcpListener::from_std(tcp),
+            None => TcpListener::bind(bound).await,
+        }
+        .map_err(|e| err(bound, e))?;
+        return Ok((udp, tcp, bound));
+    }
     let mut attempt = 0;
     loop {
         let udp = UdpSocket::bind(addr).await.map_err(|e| err(addr, e))?;
@@ -329,6 +341,15 @@ impl Cluster {
             .filter(|m| m.status().is_live())
             .find(|m| m.id == node || m.name == node)
             .and_then(|m| Some((m.name, m.grpc_addr.parse().ok()?)))
+    }
+
+    /// Stops the driver task without leaving: peers keep this node as it is until its next
+    /// agent (which takes over the gossip socket) or their failure detector says otherwise.
+    pub async fn stop(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Stop(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
     }
 
     /// Leaves gracefully (peers see `left` at once) and stops the driver task.

@@ -94,6 +94,8 @@ pub(crate) struct LocalRecord {
 pub(crate) enum Command {
     ForceLeave(String),
     Leave(oneshot::Sender<()>),
+    /// Stop without leaving (the agent hands its socket to its successor).
+    Stop(oneshot::Sender<()>),
     StreamRequest(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
     StreamReply(Vec<u8>, oneshot::Sender<Option<Vec<u8>>>),
 }
@@ -177,6 +179,10 @@ impl Driver {
                     Some(Command::Leave(done)) => {
                         self.node.leave(now_ms());
                         self.dispatch().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(Command::Stop(done)) => {
                         let _ = done.send(());
                         return;
                     }
@@ -291,7 +297,7 @@ impl Driver {
                 }
                 let _ = push.send(answer.ok().flatten());
             }
-            Command::Leave(_) => {}
+            Command::Leave(_) | Command::Stop(_) => {}
         }
     }
 

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod dns;
 mod driver;
 pub mod events;
+pub mod inherit;
 pub mod membership;
 pub mod node;
 pub mod publish;

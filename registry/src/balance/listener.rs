@@ -167,13 +167,17 @@ fn reconcile(
 }
 
 fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {
+    let addr = SocketAddr::new(ip, port);
+    if let Some(inherited) = crate::inherit::take_tcp(crate::inherit::SocketRole::Frontend, addr) {
+        return TcpListener::from_std(inherited);
+    }
     let socket = if ip.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::new(ip, port))?;
+    socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
 

@@ -204,6 +204,15 @@ impl Balancer {
     }
 }
 
+impl Balancer {
+    /// Closes every frontend listener and follows the table no more; connections already
+    /// open finish on their own (see [`Balancer::stats`] for how many). For an agent that
+    /// handed its listening sockets to its successor and now drains.
+    pub fn close_listeners(&self) {
+        self.supervisor.abort();
+    }
+}
+
 impl Drop for Balancer {
     fn drop(&mut self) {
         self.supervisor.abort();

@@ -27,6 +27,7 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
+use crate::inherit::SocketRole;
 use crate::table::ServiceTable;
 use handler::{Counters, Handler};
 use resolve::Zone;
@@ -127,7 +128,23 @@ pub async fn start(
 
 /// Binds UDP first, then TCP on the port UDP got. With port 0 the TCP twin of a free UDP port
 /// may be taken, so that case retries with a fresh port.
+/// Sockets inherited from a predecessor agent come first (see [`crate::inherit`]).
 async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
+    if let Some(udp) = crate::inherit::take_udp(SocketRole::Dns, addr) {
+        let udp = UdpSocket::from_std(udp).map_err(|source| DnsError::BindUdp { addr, source })?;
+        let bound = udp
+            .local_addr()
+            .map_err(|source| DnsError::BindUdp { addr, source })?;
+        let tcp = match crate::inherit::take_tcp(SocketRole::Dns, bound) {
+            Some(tcp) => TcpListener::from_std(tcp),
+            None => TcpListener::bind(bound).await,
+        }
+        .map_err(|source| DnsError::BindTcp {
+            addr: bound,
+            source,
+        })?;
+        return Ok((udp, tcp, bound));
+    }
     let mut attempt = 1;
     loop {
         let udp = UdpSocket::bind(addr)
