@@ -173,6 +173,9 @@ pub struct FileConfig {
     pub stop_services_on_exit: Option<bool>,
     /// The `strata-shim` binary.
     pub shim_path: Option<PathBuf>,
+    /// What the agent logs, as a tracing filter ("info", "warn,strata_registry=debug");
+    /// `STRATA_LOG` wins over it. Reloaded on SIGHUP.
+    pub log_level: Option<String>,
     #[serde(default)]
     pub journal: JournalSection,
     #[serde(default)]
@@ -218,6 +221,8 @@ pub struct AgentConfig {
     /// The `strata-shim` binary as configured; `None`: `strata-shim` next to the agent's own
     /// binary (see [`crate::shim_binary`]).
     pub shim_path: Option<PathBuf>,
+    /// The tracing filter of the config file [default: info]; `STRATA_LOG` wins over it.
+    pub log_level: String,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -405,6 +410,15 @@ pub fn resolve(
                 .into(),
         });
     }
+    let log_level = file.log_level.clone().unwrap_or_else(|| "info".to_string());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        return Err(ConfigError::Invalid {
+            key: "log_level",
+            problem: format!(
+                "{log_level:?} is not a log filter such as \"info\" or \"warn,strata_registry=debug\": {e}"
+            ),
+        });
+    }
     let data_dir = args
         .data_dir
         .clone()
@@ -441,6 +455,7 @@ pub fn resolve(
         stop_services_on_exit: args.stop_services_on_exit
             || file.stop_services_on_exit.unwrap_or(false),
         shim_path,
+        log_level,
     })
 }
 
@@ -677,6 +692,20 @@ mod tests {
         a.stop_services_on_exit = true;
         let cfg = resolve(&a, FileConfig::default(), "h").unwrap();
         assert!(cfg.stop_services_on_exit);
+    }
+
+    #[test]
+    fn the_log_level_defaults_to_info_and_a_bad_filter_names_the_key() {
+        let cfg = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert_eq!(cfg.log_level, "info");
+        let file = parse_file("log_level = \"warn,strata_registry=debug\"\n").unwrap();
+        assert_eq!(
+            resolve(&args(), file, "h").unwrap().log_level,
+            "warn,strata_registry=debug"
+        );
+        let file = parse_file("log_level = \"loud=[\"\n").unwrap();
+        let err = resolve(&args(), file, "h").unwrap_err().to_string();
+        assert!(err.starts_with("log_level:"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use strata_agent::config::{self, FileConfig, RunArgs};
+use strata_agent::reload::{LogControl, Reloader};
 
 /// The Strata host agent: monitors this host, and serves the Strata API.
 #[derive(Debug, Parser)]
@@ -15,7 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent in the foreground until SIGTERM or SIGINT.
+    /// Run the agent in the foreground until SIGTERM or SIGINT; SIGHUP reloads, SIGUSR2
+    /// hands over to a new agent (see `upgrade`).
     #[command(
         after_help = "Examples:\n  strata-agent run --dev\n  strata-agent run --config /etc/strata/agent.toml\n  STRATA_NODE_NAME=n1 strata-agent run --data-dir /tmp/n1 --grpc-addr 127.0.0.1:7710"
     )]
@@ -26,6 +28,13 @@ enum Command {
         after_help = "Each instance gets its spec's stop signal and, past its stop timeout, SIGKILL, as the agent\nwould stop it; each process is checked by pid and start time. A shim the agent started but had\nnot recorded when it died (found by its shim.pid) is stopped too. The specs stay: the next agent\non the data dir starts the services again.\n\nExit codes: 0 nothing is left running, 1 a process outlived SIGKILL or the records cannot be\nread, 2 no such data dir, 3 an agent runs on the data dir.\n\nExamples:\n  strata-agent stop-services\n  strata-agent stop-services --data-dir /tmp/n1 --timeout 0s"
     )]
     StopServices(strata_agent::supervisor::stop_services::StopServicesArgs),
+    /// Hand the running agent over to a new process (a new binary, or the same one) without
+    /// closing any of its ports: the new agent inherits every listening socket and re-adopts
+    /// the services; the old one drains its open connections and exits.
+    #[command(
+        after_help = "The running agent (found by the pid in <data dir>/agent.lock) gets SIGUSR2, starts the new\nbinary with its sockets, and keeps serving until the new agent serves. If the new binary cannot\nstart (bad binary, bad config), the old agent keeps serving and this command fails with the\nnew agent's error. Under systemd the new agent becomes the unit's main process.\n\nExit codes: 0 the new agent serves, 1 it failed or did not answer in time, 2 wrong arguments,\n3 no agent runs on the data dir.\n\nExamples:\n  strata-agent upgrade --binary /usr/local/bin/strata-agent.new\n  strata-agent upgrade --data-dir /tmp/n1          # restart on the same binary"
+    )]
+    Upgrade(strata_agent::upgrade::UpgradeArgs),
     /// Print the agent's version.
     #[command(after_help = "Example:\n  strata-agent version")]
     Version,
@@ -91,6 +100,7 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run(*args),
         Command::StopServices(args) => strata_agent::supervisor::stop_services::run(&args),
+        Command::Upgrade(args) => strata_agent::upgrade::run(&args),
         Command::Tls(command) => strata_agent::tls::command::run(&command),
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),
@@ -125,25 +135,35 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    init_logging();
+    // SAFETY: no other thread runs yet, and descriptors named in the environment were
+    // handed to this process by its parent (a previous agent, or systemd).
+    let (predecessor, inherit_problems) = unsafe { strata_agent::handoff::receive_from_env() };
+    let log = LogControl::init();
+    for problem in inherit_problems {
+        tracing::warn!(%problem, "inherited descriptors");
+    }
+    let fail = |predecessor: Option<strata_agent::handoff::Predecessor>, message: String, code| {
+        eprintln!("strata-agent: {message}");
+        if let Some(predecessor) = predecessor {
+            predecessor.failed(&message);
+        }
+        ExitCode::from(code)
+    };
     let file = match &args.config {
         Some(path) => match config::load_file(path) {
             Ok(file) => file,
-            Err(e) => {
-                eprintln!("strata-agent: {e}");
-                return ExitCode::from(EXIT_USAGE);
-            }
+            Err(e) => return fail(predecessor, e.to_string(), EXIT_USAGE),
         },
         None => FileConfig::default(),
     };
     let hostname = strata_agent::facts::HostFacts::read().hostname;
     let config = match config::resolve(&args, file, &hostname) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("strata-agent: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(e) => return fail(predecessor, e.to_string(), EXIT_USAGE),
     };
+    if let Err(e) = log.apply(&config.log_level) {
+        return fail(predecessor, e, EXIT_USAGE);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -151,7 +171,12 @@ fn run(args: RunArgs) -> ExitCode {
         .enable_all()
         .build()
         .context("cannot start the async runtime");
-    let result = runtime.and_then(|rt| rt.block_on(strata_agent::run::run(config)));
+    let launch = strata_agent::run::Launch {
+        config,
+        reloader: Reloader::new(args, hostname, Some(log)),
+        predecessor,
+    };
+    let result = runtime.and_then(|rt| rt.block_on(strata_agent::run::run(launch)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,13 +184,4 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

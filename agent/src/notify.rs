@@ -11,11 +11,30 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 /// Tells the service manager the agent is ready, when one asked (`$NOTIFY_SOCKET` is set).
 /// A failure is logged and otherwise ignored: the agent serves either way.
 pub fn ready() {
+    notify("READY=1");
+}
+
+/// Tells the service manager that this process is now the service's main process, and
+/// ready: an agent that took over from its predecessor (`strata-agent upgrade`), which then
+/// exits. The unit needs `NotifyAccess=all`, since the message comes from a process that is
+/// not (yet) the main one.
+pub fn ready_as_main() {
+    notify(&main_pid_message(std::process::id()));
+}
+
+/// The notification that makes `pid` the main process and says it is ready.
+fn main_pid_message(pid: u32) -> String {
+    format!("MAINPID={pid}\nREADY=1")
+}
+
+fn notify(message: &str) {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET").filter(|s| !s.is_empty()) else {
         return;
     };
-    match send(&socket, "READY=1") {
-        Ok(()) => tracing::debug!(socket = %socket.to_string_lossy(), "sent READY=1"),
+    match send(&socket, message) {
+        Ok(()) => {
+            tracing::debug!(socket = %socket.to_string_lossy(), message, "notified the service manager")
+        }
         Err(e) => tracing::warn!(
             socket = %socket.to_string_lossy(),
             error = %e,
@@ -67,6 +86,11 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[test]
+    fn a_successor_names_itself_main_pid_before_ready() {
+        assert_eq!(main_pid_message(42), "MAINPID=42\nREADY=1");
     }
 
     #[test]

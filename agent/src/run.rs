@@ -1,5 +1,6 @@
 //! `strata-agent run`: opens the state, starts the sampler and the servers, and shuts
-//! everything down cleanly on SIGTERM or SIGINT.
+//! everything down cleanly on SIGTERM or SIGINT; reloads on SIGHUP ([`crate::reload`]) and
+//! hands over to a new agent on SIGUSR2 ([`crate::handoff`], `strata-agent upgrade`).
 
 use crate::api::gate::Gate;
 use crate::api::grpc::AgentService;
@@ -11,25 +12,31 @@ use crate::data_lock::DataDirLock;
 use crate::events::journal::{EventDraft, Journal, JournalLimits};
 use crate::events::kmsg;
 use crate::facts::HostFacts;
+use crate::handoff::{self, HandoffError, Predecessor, ServedAddrs, Successor};
 use crate::identity::load_or_create_node_id;
 use crate::metrics::history::History;
+use crate::reload::{self, Reloader};
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
 use crate::supervisor::detached;
 use crate::supervisor::manager::{Supervisor, SupervisorConfig};
 use crate::supervisor::store::Store;
 use crate::tls::AgentTls;
+use crate::upgrade::{self, UpgradeOutcome, UpgradeResult};
 use crate::{cluster_link, keyring_store, shim_binary};
 use anyhow::{Context, Result};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use strata_proto::v1::agent_server::AgentServer;
 use strata_proto::v1::{HostMetrics, Severity};
 use strata_registry::balance::{AccessLogConfig, Balancer, BalancerConfig};
 use strata_registry::cluster::{Cluster, ClusterConfig};
+use strata_registry::inherit::{self, SocketRole};
 use strata_registry::node::Timing;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -37,9 +44,63 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub const JOURNAL_FILE: &str = "events.redb";
 /// Device the kernel log is read from.
 const KMSG_PATH: &str = "/dev/kmsg";
+/// How long a new agent waits for its predecessor to let go of the data dir.
+const GO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a predecessor waits for the new agent's checks (config, TLS, shim).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a predecessor waits for the new agent to serve once it let go.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a new agent waits for its balancer to take over the inherited frontends (their
+/// services arrive with the catalog) before it says it is ready; the predecessor serves
+/// them meanwhile.
+const FRONTEND_TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// Inherited frontends still unclaimed this long after start belong to services that are
+/// gone: they are closed.
+const UNCLAIMED_FRONTEND_GRACE: Duration = Duration::from_secs(60);
 
-/// Runs the agent until a shutdown signal arrives.
-pub async fn run(config: AgentConfig) -> Result<()> {
+/// How the agent was launched: its configuration, what a SIGHUP re-reads, and the agent it
+/// takes over from when a `strata-agent upgrade` started it.
+pub struct Launch {
+    pub config: AgentConfig,
+    pub reloader: Reloader,
+    pub predecessor: Option<Predecessor>,
+}
+
+/// Runs the agent until a shutdown signal arrives, or until it handed over to a new agent.
+/// A failure while taking over from a predecessor is reported to it, so it keeps serving.
+pub async fn run(launch: Launch) -> Result<()> {
+    let Launch {
+        config,
+        reloader,
+        mut predecessor,
+    } = launch;
+    let result = serve(config, reloader, &mut predecessor).await;
+    if let (Err(e), Some(predecessor)) = (&result, predecessor) {
+        predecessor.failed(&format!("{e:#}"));
+    }
+    result
+}
+
+/// Why the agent's main loop ended.
+enum Exit {
+    /// A stop signal (its name).
+    Stop(&'static str),
+    /// A new agent checked its configuration and waits to take over.
+    HandOver {
+        successor: Successor,
+        request_id: Option<String>,
+        drain: Duration,
+    },
+}
+
+async fn serve(
+    config: AgentConfig,
+    reloader: Reloader,
+    predecessor: &mut Option<Predecessor>,
+) -> Result<()> {
+    // The binary this agent runs from, before an upgrade replaces the file: the default of
+    // `strata-agent upgrade`.
+    let own_binary = std::env::current_exe().context("cannot tell which binary runs")?;
     // First: without its shim the agent could run no service.
     let shim_exe = shim_binary::locate(config.shim_path.as_deref())?;
     let tls = match &config.tls {
@@ -47,9 +108,15 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         None => None,
     };
     let (data_dir, _dev_dir) = prepare_data_dir(config.data_dir.as_deref())?;
-    let _lock = DataDirLock::acquire(&data_dir)?;
+    if let Some(predecessor) = predecessor.as_mut() {
+        tracing::info!("taking over from the running agent: waiting for it to let go");
+        tokio::task::block_in_place(|| predecessor.prepared_then_wait_for_go(GO_TIMEOUT))
+            .context("the previous agent did not hand over")?;
+    }
+    let lock = DataDirLock::acquire(&data_dir)?;
     let node_id = load_or_create_node_id(&data_dir)?;
-    let tokens = TokenStore::open(data_dir.join(TOKENS_FILE))
+    let tokens_file = data_dir.join(TOKENS_FILE);
+    let tokens = TokenStore::open(tokens_file.clone())
         .context("cannot read the API tokens (fix or remove the file)")?;
     let journal = Journal::open(
         &data_dir.join(JOURNAL_FILE),
@@ -61,10 +128,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     )
     .with_context(|| format!("cannot open the event journal in {}", data_dir.display()))?;
 
-    let grpc_listener = TcpListener::bind(config.grpc_addr)
+    let grpc_listener = listen(SocketRole::Grpc, config.grpc_addr)
         .await
         .with_context(|| format!("cannot listen on the gRPC address {}", config.grpc_addr))?;
-    let http_listener = TcpListener::bind(config.http_addr)
+    let http_listener = listen(SocketRole::Http, config.http_addr)
         .await
         .with_context(|| format!("cannot listen on the HTTP address {}", config.http_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
@@ -175,55 +242,317 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         shutdown_rx,
     ));
 
-    // Watch the shutdown signals before saying ready: a SIGTERM right after the ready line
-    // must stop the agent cleanly, not kill it with the default action.
-    let shutdown_signal = shutdown_signals()?;
+    // Watch the signals before saying ready: a SIGTERM right after the ready line must stop
+    // the agent cleanly, and a SIGHUP must never kill it.
+    let mut signals = AgentSignals::install()?;
+    let took_over = predecessor.is_some();
+    if let Some(predecessor) = predecessor.take() {
+        take_over_frontends().await;
+        predecessor.ready();
+    }
     append_event(
         &journal,
         "agent.started",
         Severity::Info,
-        format!("agent {} started (id {node_id})", config.node_name),
+        if took_over {
+            format!(
+                "agent {} started (id {node_id}), taking over the sockets of the previous agent",
+                config.node_name
+            )
+        } else {
+            format!("agent {} started (id {node_id})", config.node_name)
+        },
     );
     tracing::info!(%grpc_addr, %http_addr, node = %config.node_name, data_dir = %data_dir.display(), "agent ready");
-    println!(
+    // Not println!: a closed stdout (the reader of a previous agent is gone) is no failure.
+    let _ = writeln!(
+        std::io::stdout(),
         "strata-agent ready node={} id={node_id} grpc={grpc_addr} http={http_addr} gossip={gossip_addr} dns={dns_addr} balancer={} tls={}",
         config.node_name,
         config.balancer_addr,
         if tls.is_some() { "on" } else { "off" }
     );
-    crate::notify::ready();
+    if took_over {
+        crate::notify::ready_as_main();
+    } else {
+        crate::notify::ready();
+    }
 
-    let signal = shutdown_signal.await;
-    tracing::info!(signal, "shutting down");
+    let mut current = config.clone();
+    let served = ServedAddrs {
+        grpc: Some(grpc_addr),
+        http: Some(http_addr),
+        gossip: vec![gossip_addr, config.gossip_addr],
+        dns: Some(dns_addr),
+    };
+    let exit = loop {
+        match signals.next().await {
+            AgentSignal::Stop(name) => break Exit::Stop(name),
+            AgentSignal::Reload => {
+                let targets = reload::Targets {
+                    supervisor: &supervisor,
+                    set_alert_rules: &|rules| sampler.set_alert_rules(rules),
+                    tokens_file: &tokens_file,
+                };
+                let report = reloader.reload(&mut current, targets).await;
+                record_reload(&journal, &report);
+            }
+            AgentSignal::Upgrade => {
+                let request = upgrade::take_request(&data_dir);
+                let request_id = request.as_ref().map(|r| r.id.clone());
+                let drain = request.as_ref().map_or(upgrade::DEFAULT_DRAIN, |r| {
+                    Duration::from_millis(r.drain_ms)
+                });
+                let binary = request
+                    .and_then(|r| r.binary)
+                    .unwrap_or_else(|| own_binary.clone());
+                match start_successor(&config, &binary, &served).await {
+                    Ok(successor) => {
+                        break Exit::HandOver {
+                            successor,
+                            request_id,
+                            drain,
+                        };
+                    }
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        tracing::error!(%error, "upgrade refused; this agent keeps serving");
+                        append_event(
+                            &journal,
+                            "agent.upgrade_failed",
+                            Severity::Warning,
+                            format!(
+                                "upgrade to {} failed, this agent keeps serving: {error}",
+                                binary.display()
+                            ),
+                        );
+                        upgrade::write_result(
+                            &data_dir,
+                            &UpgradeResult {
+                                id: request_id,
+                                outcome: UpgradeOutcome::Failed {
+                                    error,
+                                    old_stopped: false,
+                                },
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let reason = match &exit {
+        Exit::Stop(signal) => *signal,
+        Exit::HandOver { .. } => "upgrade",
+    };
+    tracing::info!(reason, "shutting down");
     let _ = shutdown_tx.send(true);
     sampler.stop();
     publisher.abort();
-    cluster.leave().await;
+    match exit {
+        Exit::Stop(_) => cluster.leave().await,
+        // The new agent takes over the gossip socket as the same node: no leaving.
+        Exit::HandOver { .. } => cluster.stop().await,
+    }
     recorder.abort();
     supervisor.detach_all().await;
-    if config.stop_services_on_exit {
+    if config.stop_services_on_exit && matches!(exit, Exit::Stop(_)) {
         stop_services(&data_dir, &journal).await;
     }
     balancer_events.abort();
     if let Some(watch) = kmsg_watch {
         watch.stop();
     }
-    for (name, task) in [("gRPC", grpc), ("HTTP", http_server)] {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(server = name, error = %format!("{e:#}"), "server ended with an error")
-            }
-            Err(e) => tracing::warn!(server = name, error = %e, "server task failed"),
+    let servers = [("gRPC", grpc), ("HTTP", http_server)];
+    let Exit::HandOver {
+        successor,
+        request_id,
+        drain,
+    } = exit
+    else {
+        for (name, task) in servers {
+            log_server_end(name, task.await);
         }
-    }
+        append_event(
+            &journal,
+            "agent.stopped",
+            Severity::Info,
+            format!("agent {} stopped on {reason}", config.node_name),
+        );
+        return Ok(());
+    };
     append_event(
         &journal,
-        "agent.stopped",
+        "agent.handed_over",
         Severity::Info,
-        format!("agent {} stopped on {signal}", config.node_name),
+        format!(
+            "agent {} hands over to a new agent (pid {}); services keep running",
+            config.node_name,
+            successor.pid()
+        ),
     );
+    journal.close();
+    drop(lock);
+    finish_handover(successor, &data_dir, request_id, &state.balancer, drain).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    for (name, task) in servers {
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(ended) => log_server_end(name, ended),
+            Err(_) => tracing::info!(server = name, "server still has open connections; exiting"),
+        }
+    }
     Ok(())
+}
+
+/// Binds a TCP listener on `addr`, or takes the inherited one for `role`.
+async fn listen(role: SocketRole, addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    match inherit::take_tcp(role, addr) {
+        Some(inherited) => TcpListener::from_std(inherited),
+        None => TcpListener::bind(addr).await,
+    }
+}
+
+/// In a new agent: closes the inherited sockets that did not fit its configuration, then
+/// waits (bounded) until its balancer has taken every inherited frontend, so the previous
+/// agent stops accepting on none before this one accepts on it. Frontends nobody takes
+/// are closed later.
+async fn take_over_frontends() {
+    let is_frontend =
+        |(role, _): &(SocketRole, std::net::SocketAddr)| *role == SocketRole::Frontend;
+    let unused: Vec<_> = inherit::remaining()
+        .into_iter()
+        .filter(|s| !is_frontend(s))
+        .collect();
+    if !unused.is_empty() {
+        tracing::warn!(
+            ?unused,
+            "inherited sockets that the configuration no longer uses"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + FRONTEND_TAKEOVER_WAIT;
+    while inherit::remaining().iter().any(is_frontend) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(UNCLAIMED_FRONTEND_GRACE).await;
+        let closed = inherit::close_remaining();
+        if !closed.is_empty() {
+            tracing::info!(?closed, "closed inherited sockets no service claimed");
+        }
+    });
+}
+
+/// Starts the new agent with this one's sockets and waits until it checked its
+/// configuration; a failure leaves this agent as it was.
+async fn start_successor(
+    config: &AgentConfig,
+    binary: &std::path::Path,
+    served: &ServedAddrs,
+) -> Result<Successor> {
+    if config.data_dir.is_none() {
+        anyhow::bail!(
+            "this agent runs on a temporary --dev data dir, which the new agent could not take over: start it with --data-dir"
+        );
+    }
+    let sockets = handoff::served_sockets(served).map_err(HandoffError::Sockets)?;
+    tracing::info!(binary = %binary.display(), sockets = sockets.len(), "starting the new agent");
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let mut successor = handoff::spawn(binary, &args, sockets)?;
+    if let Err(e) = successor.prepared(PREPARE_TIMEOUT).await {
+        successor.abandon();
+        return Err(e.into());
+    }
+    Ok(successor)
+}
+
+/// After letting go: waits for the new agent to serve, reports the outcome, then stops
+/// accepting on the frontends and drains their open connections within `drain`.
+async fn finish_handover(
+    mut successor: Successor,
+    data_dir: &std::path::Path,
+    request_id: Option<String>,
+    balancer: &Balancer,
+    drain: Duration,
+) -> Result<()> {
+    if let Err(e) = successor.go().await.and(Ok(())) {
+        tracing::warn!(error = %e, "cannot tell the new agent to go on");
+    }
+    let new_pid = match successor.ready(READY_TIMEOUT).await {
+        Ok(pid) => pid,
+        Err(e) => {
+            let error = e.to_string();
+            upgrade::write_result(
+                data_dir,
+                &UpgradeResult {
+                    id: request_id,
+                    outcome: UpgradeOutcome::Failed {
+                        error: error.clone(),
+                        old_stopped: true,
+                    },
+                },
+            );
+            successor.abandon();
+            anyhow::bail!("the new agent failed after this one had handed over: {error}");
+        }
+    };
+    tracing::info!(
+        new_pid,
+        "the new agent serves; closing the frontends and draining"
+    );
+    upgrade::write_result(
+        data_dir,
+        &UpgradeResult {
+            id: request_id,
+            outcome: UpgradeOutcome::Ready {
+                old_pid: std::process::id(),
+                new_pid,
+            },
+        },
+    );
+    balancer.close_listeners();
+    let deadline = tokio::time::Instant::now() + drain;
+    loop {
+        let open: u64 = balancer.stats().services.iter().map(|s| s.active).sum();
+        if open == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                open,
+                "drain deadline reached; closing the remaining connections"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn log_server_end(name: &str, ended: Result<Result<()>, tokio::task::JoinError>) {
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(server = name, error = %format!("{e:#}"), "server ended with an error")
+        }
+        Err(e) => tracing::warn!(server = name, error = %e, "server task failed"),
+    }
+}
+
+/// Logs a reload and records it as one journal event.
+fn record_reload(journal: &Journal, report: &reload::ReloadReport) {
+    let summary = report.summary();
+    let severity = if report.failed.is_empty() {
+        tracing::info!(%summary, "SIGHUP");
+        Severity::Info
+    } else {
+        tracing::error!(%summary, "SIGHUP");
+        Severity::Warning
+    };
+    let draft = EventDraft::new("agent.reloaded", severity, "agent", summary)
+        .field("failed", report.failed.len().to_string());
+    if let Err(e) = journal.append(draft) {
+        tracing::warn!(error = %e, "cannot record the reload");
+    }
 }
 
 /// `--stop-services-on-exit`: stops every instance the supervisor just detached from, as
@@ -346,16 +675,41 @@ async fn serve_http(
         .context("HTTP server failed")
 }
 
-/// Installs the SIGTERM and SIGINT handlers now and resolves with the name of the first
-/// signal that arrives.
-fn shutdown_signals() -> Result<impl std::future::Future<Output = &'static str>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(async move {
+/// A signal the agent acts on.
+enum AgentSignal {
+    /// SIGTERM or SIGINT (its name): stop.
+    Stop(&'static str),
+    /// SIGHUP: reload.
+    Reload,
+    /// SIGUSR2: hand over to a new agent (`strata-agent upgrade`).
+    Upgrade,
+}
+
+/// The handlers of every signal the agent acts on, installed at once.
+struct AgentSignals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl AgentSignals {
+    fn install() -> Result<AgentSignals> {
+        let watch = |kind, name| signal(kind).with_context(|| format!("cannot watch {name}"));
+        Ok(AgentSignals {
+            term: watch(SignalKind::terminate(), "SIGTERM")?,
+            int: watch(SignalKind::interrupt(), "SIGINT")?,
+            hup: watch(SignalKind::hangup(), "SIGHUP")?,
+            usr2: watch(SignalKind::user_defined2(), "SIGUSR2")?,
+        })
+    }
+
+    async fn next(&mut self) -> AgentSignal {
         tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+            _ = self.term.recv() => AgentSignal::Stop("SIGTERM"),
+            _ = self.int.recv() => AgentSignal::Stop("SIGINT"),
+            _ = self.hup.recv() => AgentSignal::Reload,
+            _ = self.usr2.recv() => AgentSignal::Upgrade,
         }
-    })
+    }
 }

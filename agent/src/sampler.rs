@@ -3,7 +3,7 @@
 //! to every watcher. It runs on its own thread, so a slow /proc read never stalls the API.
 
 use crate::config::AgentConfig;
-use crate::metrics::alerts::AlertEngine;
+use crate::metrics::alerts::{AlertEngine, Rule};
 use crate::metrics::collect::{Collector, CollectorOptions};
 use crate::state::{AgentState, unix_now_ms};
 use anyhow::{Context, Result};
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 /// A running sampling loop; `stop` ends it and waits for the thread.
 pub struct Sampler {
     stop: mpsc::Sender<()>,
+    rules: mpsc::Sender<Vec<Rule>>,
     thread: JoinHandle<()>,
 }
 
@@ -28,11 +29,23 @@ impl Sampler {
         let alerts = AlertEngine::new(config.alerts.clone());
         let interval = config.collect_interval;
         let (stop, stopped) = mpsc::channel();
+        let (rules, new_rules) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("strata-sampler".into())
-            .spawn(move || sample_loop(state, collector, alerts, interval, stopped))
+            .spawn(move || sample_loop(state, collector, alerts, new_rules, interval, stopped))
             .context("cannot start the sampler thread")?;
-        Ok(Sampler { stop, thread })
+        Ok(Sampler {
+            stop,
+            rules,
+            thread,
+        })
+    }
+
+    /// Evaluates `rules` from the next sample on (a reload).
+    pub fn set_alert_rules(&self, rules: Vec<Rule>) {
+        if self.rules.send(rules).is_err() {
+            tracing::warn!("the sampler thread has ended; alert rules not reloaded");
+        }
     }
 
     /// Stops the loop after the sample in progress.
@@ -48,11 +61,15 @@ fn sample_loop(
     state: Arc<AgentState>,
     mut collector: Collector,
     mut alerts: AlertEngine,
+    new_rules: mpsc::Receiver<Vec<Rule>>,
     interval: Duration,
     stopped: mpsc::Receiver<()>,
 ) {
     let mut next = Instant::now();
     loop {
+        if let Some(rules) = new_rules.try_iter().last() {
+            alerts.set_rules(rules);
+        }
         let began = Instant::now();
         let mut sample = collector.sample();
         sample.node_id = state.node_id.clone();

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -150,6 +151,9 @@ pub enum JournalError {
         /// The cause.
         source: redb::DatabaseError,
     },
+    /// The journal was closed for good: the agent handed the data dir to its successor.
+    #[error("the event journal is closed (this agent handed over to its successor)")]
+    Closed,
     /// A database operation failed.
     #[error("event journal: cannot {action}: {source}")]
     Database {
@@ -177,6 +181,8 @@ struct Inner {
     next_seq: Mutex<u64>,
     limits: JournalLimits,
     events: broadcast::Sender<Event>,
+    /// Set by [`Journal::close`]: the database is never opened again by this process.
+    closed: AtomicBool,
 }
 
 /// A handle on the event journal; clones share one database and one broadcast channel.
@@ -235,6 +241,7 @@ impl Journal {
                 next_seq: Mutex::new(next_seq),
                 limits,
                 events,
+                closed: AtomicBool::new(false),
             }),
         };
         journal.prune(now_unix_ms())?;
@@ -248,6 +255,9 @@ impl Journal {
         &self,
         f: impl Fn(&Database) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(JournalError::Closed);
+        }
         {
             let db = self.inner.db.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(db) = db.as_ref() {
@@ -267,6 +277,9 @@ impl Journal {
             .unwrap_or_else(PoisonError::into_inner);
         // redb refuses a second handle on one file: close the broken one first.
         *slot = None;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(JournalError::Closed);
+        }
         let db = Database::create(&self.inner.path).map_err(|source| JournalError::Open {
             path: self.inner.path.clone(),
             source,
@@ -275,6 +288,18 @@ impl Journal {
         let result = f(&db);
         *slot = Some(db);
         result
+    }
+
+    /// Closes the database file for good, so that another process (the agent this one hands
+    /// over to) can open it; every later append or query fails with [`JournalError::Closed`].
+    /// Waits for a transaction in progress to end.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        *self
+            .inner
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Changes the node name stamped on events appended from now on.
@@ -476,6 +501,20 @@ mod tests {
             .filter(|k| k != "big")
             .collect();
         assert_eq!(kinds, ["before", "after"]);
+    }
+
+    #[test]
+    fn a_closed_journal_lets_another_handle_open_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(&dir, JournalLimits::default());
+        append(&first, "a", Severity::Info, 1);
+        first.close();
+        assert!(matches!(
+            first.append(EventDraft::new("b", Severity::Info, "s", "m")),
+            Err(JournalError::Closed)
+        ));
+        let second = open(&dir, JournalLimits::default());
+        assert_eq!(append(&second, "c", Severity::Info, 2).seq, 2);
     }
 
     #[test]

@@ -401,6 +401,20 @@ impl AlertEngine {
         }
     }
 
+    /// Evaluates `rules` from now on (a reload): the pending and firing alerts of rules that
+    /// keep their name carry over, so a reload neither re-fires nor resolves them; those of
+    /// removed rules are forgotten.
+    pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        let old = std::mem::take(&mut self.states);
+        for ((index, subject), state) in old {
+            let name = &self.rules[index].name;
+            if let Some(new_index) = rules.iter().position(|r| &r.name == name) {
+                self.states.insert((new_index, subject), state);
+            }
+        }
+        self.rules = rules;
+    }
+
     /// The rules being evaluated.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
@@ -683,6 +697,30 @@ mod tests {
         ts.iter()
             .map(|t| (t.kind, t.alert.subject.clone()))
             .collect()
+    }
+
+    #[test]
+    fn new_rules_keep_the_alerts_of_rules_that_stay_and_forget_the_others() {
+        let mut e = engine(&[
+            ("memory_high", Condition::MemoryAvailablePercent),
+            ("filesystem_full", Condition::FilesystemUsedPercent),
+        ]);
+        let full = disks(vec![fs("/var", 95.0)]);
+        e.evaluate(&full, 0);
+        assert_eq!(e.evaluate(&full, 60 * S).len(), 1);
+        // The rule moves to another index: it keeps firing, with no new transition.
+        e.set_rules(vec![
+            Rule::with_defaults("filesystem_full", Condition::FilesystemUsedPercent),
+            Rule::with_defaults("load_high", Condition::LoadPerCore),
+        ]);
+        assert_eq!(e.firing().len(), 1);
+        assert!(e.evaluate(&full, 61 * S).is_empty());
+        e.set_rules(vec![Rule::with_defaults(
+            "load_high",
+            Condition::LoadPerCore,
+        )]);
+        assert!(e.states().is_empty());
+        assert_eq!(e.rules().len(), 1);
     }
 
     #[test]

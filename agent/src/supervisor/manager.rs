@@ -119,8 +119,10 @@ impl Supervisor {
             next_id: AtomicU64::new(1),
         });
         supervisor.load_stored();
-        if let Some(dir) = &config.services_dir {
-            supervisor.load_services_dir(dir).await;
+        if let Some(dir) = &config.services_dir
+            && let Err(e) = supervisor.load_services_dir(dir).await
+        {
+            tracing::info!(dir = %dir.display(), error = %e, "no services dir loaded");
         }
         Ok(supervisor)
     }
@@ -232,28 +234,29 @@ impl Supervisor {
         }
     }
 
-    async fn load_services_dir(&self, dir: &Path) {
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect(),
-            Err(e) => {
-                tracing::info!(dir = %dir.display(), error = %e, "no services dir loaded");
-                return;
-            }
-        };
+    /// Applies every `*.toml` spec in `dir`, in name order, as at start and on a reload
+    /// (SIGHUP); a spec that cannot be applied is recorded as `service.invalid` and changes
+    /// nothing. Returns each file's outcome, or why the dir cannot be read.
+    pub async fn load_services_dir(
+        &self,
+        dir: &Path,
+    ) -> std::io::Result<Vec<(String, Result<ApplyReport, SupervisorError>)>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
         files.sort();
+        let mut outcomes = Vec::with_capacity(files.len());
         for file in files {
             let source = file.display().to_string();
             let result = match std::fs::read_to_string(&file) {
-                Ok(text) => self.apply(&source, &text, false).await.map(|_| ()),
+                Ok(text) => self.apply(&source, &text, false).await,
                 Err(e) => Err(SupervisorError::Failed(format!(
                     "cannot read {source}: {e}"
                 ))),
             };
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 self.event(
                     "service.invalid",
                     Severity::Critical,
@@ -261,7 +264,9 @@ impl Supervisor {
                     format!("spec not applied: {e}"),
                 );
             }
+            outcomes.push((source, result));
         }
+        Ok(outcomes)
     }
 
     /// Validates `text` whole (a bad spec changes nothing), and unless `dry_run` stores it
