@@ -35,6 +35,7 @@ use strata_registry::balance::{AccessLogConfig, Balancer, BalancerConfig};
 use strata_registry::cluster::{Cluster, ClusterConfig};
 use strata_registry::inherit::{self, SocketRole};
 use strata_registry::node::Timing;
+use strata_registry::table::ServiceTable;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -50,10 +51,12 @@ const GO_TIMEOUT: Duration = Duration::from_secs(60);
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a predecessor waits for the new agent to serve once it let go.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a new agent waits for its balancer to take over the inherited frontends (their
-/// services arrive with the catalog) before it says it is ready; the predecessor serves
-/// them meanwhile.
-const FRONTEND_TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+/// How long a new agent holds its balancer back until every inherited frontend's service
+/// has a passing instance in its catalog (re-adopted instances pass their first check, remote
+/// ones arrive by gossip); the predecessor serves those frontends meanwhile.
+const FRONTEND_SERVABLE_WAIT: Duration = Duration::from_secs(30);
+/// How long a new agent then waits for its balancer to take the inherited frontends.
+const FRONTEND_TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// Inherited frontends still unclaimed this long after start belong to services that are
 /// gone: they are closed.
 const UNCLAIMED_FRONTEND_GRACE: Duration = Duration::from_secs(60);
@@ -182,13 +185,18 @@ async fn serve(
     .await
     .with_context(|| format!("cannot start DNS on {}", config.dns_addr))?;
     let dns_addr = dns.local_addr();
+    let balancer_table = if predecessor.is_some() {
+        hold_until_servable(cluster.table(), inherited_frontend_ports())
+    } else {
+        cluster.table()
+    };
     let balancer = Balancer::start(
         BalancerConfig {
             bind_ip: config.balancer_addr,
             access_log: Some(AccessLogConfig::new(data_dir.join("access"))),
             ..BalancerConfig::default()
         },
-        cluster.table(),
+        balancer_table,
     )
     .context("cannot start the balancer")?;
     let balancer_events = cluster_link::spawn_balancer_recorder(&balancer, journal.clone());
@@ -410,6 +418,59 @@ async fn listen(role: SocketRole, addr: std::net::SocketAddr) -> std::io::Result
         Some(inherited) => TcpListener::from_std(inherited),
         None => TcpListener::bind(addr).await,
     }
+}
+
+/// The ports of the inherited frontends not taken yet.
+fn inherited_frontend_ports() -> Vec<u16> {
+    inherit::remaining()
+        .into_iter()
+        .filter(|(role, _)| *role == SocketRole::Frontend)
+        .map(|(_, addr)| addr.port())
+        .collect()
+}
+
+/// Whether every one of `ports` is the frontend of a service with a passing instance: a
+/// balancer serving them now would not turn a connection away.
+fn frontends_servable(table: &ServiceTable, ports: &[u16]) -> bool {
+    ports.iter().all(|port| {
+        table
+            .services
+            .values()
+            .any(|s| s.frontends.values().any(|p| p == port) && !s.endpoints.is_empty())
+    })
+}
+
+/// In a new agent: the table its balancer follows, held empty (so it takes no inherited
+/// frontend yet, and the previous agent keeps serving them) until `ports` are servable or
+/// [`FRONTEND_SERVABLE_WAIT`] passed; from then on the catalog's table as it changes.
+fn hold_until_servable(
+    mut table: watch::Receiver<Arc<ServiceTable>>,
+    ports: Vec<u16>,
+) -> watch::Receiver<Arc<ServiceTable>> {
+    let (held, receiver) = watch::channel(Arc::new(ServiceTable::default()));
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + FRONTEND_SERVABLE_WAIT;
+        while !frontends_servable(&table.borrow_and_update(), &ports) {
+            match tokio::time::timeout_at(deadline, table.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        ?ports,
+                        "inherited frontends without a passing instance; serving them anyway"
+                    );
+                    break;
+                }
+            }
+        }
+        loop {
+            held.send_replace(Arc::clone(&table.borrow_and_update()));
+            if table.changed().await.is_err() || held.is_closed() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// In a new agent: closes the inherited sockets that did not fit its configuration, then
@@ -711,5 +772,41 @@ impl AgentSignals {
             _ = self.hup.recv() => AgentSignal::Reload,
             _ = self.usr2.recv() => AgentSignal::Upgrade,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_registry::table::{Endpoint, ServiceEntry};
+
+    fn service(frontend: u16, passing: bool) -> ServiceEntry {
+        let endpoint = Endpoint {
+            instance: "web/1".into(),
+            node: "n1".into(),
+            ip: [127, 0, 0, 1].into(),
+            ports: [("http".to_string(), 20000)].into(),
+            local: true,
+            version: String::new(),
+            tags: Vec::new(),
+        };
+        ServiceEntry {
+            name: "web".into(),
+            frontends: [("http".to_string(), frontend)].into(),
+            endpoints: if passing { vec![endpoint] } else { Vec::new() },
+            ..ServiceEntry::default()
+        }
+    }
+
+    #[test]
+    fn a_frontend_is_servable_once_its_service_has_a_passing_instance() {
+        let mut table = ServiceTable::default();
+        assert!(frontends_servable(&table, &[]));
+        assert!(!frontends_servable(&table, &[8080]));
+        table.services.insert("web".into(), service(8080, false));
+        assert!(!frontends_servable(&table, &[8080]));
+        table.services.insert("web".into(), service(8080, true));
+        assert!(frontends_servable(&table, &[8080]));
+        assert!(!frontends_servable(&table, &[8080, 9090]));
     }
 }
