@@ -944,6 +944,8 @@ mod tests {
             "Type=notify",
             "ExecStart=/usr/local/bin/strata-agent run --config /etc/strata/agent.toml",
             "Restart=on-failure",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+            "NotifyAccess=all",
             "KillMode=process",
             "Delegate=yes",
             "LimitNOFILE=1048576",
