@@ -7,7 +7,7 @@
 use crate::auth::tokens;
 use crate::config::{self, AgentConfig, FileConfig, RunArgs};
 use crate::metrics::alerts::Rule;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -251,7 +251,7 @@ impl Reloader {
 
 async fn services_dir(
     supervisor: &crate::supervisor::manager::Supervisor,
-    dir: &PathBuf,
+    dir: &Path,
     report: &mut ReloadReport,
 ) {
     use strata_proto::v1::ApplyAction;

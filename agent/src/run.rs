@@ -535,7 +535,7 @@ async fn finish_handover(
     balancer: &Balancer,
     drain: Duration,
 ) -> Result<()> {
-    if let Err(e) = successor.go().await.and(Ok(())) {
+    if let Err(e) = successor.go().await {
         tracing::warn!(error = %e, "cannot tell the new agent to go on");
     }
     let new_pid = match successor.ready(READY_TIMEOUT).await {
