@@ -30,13 +30,30 @@ fn services_dir(agent: &AgentProcess) -> std::path::PathBuf {
     dir
 }
 
-fn apply(agent: &AgentProcess, file: &Path) {
-    let out = agent.strata(&["apply", file.to_str().expect("path")]);
+fn wait_serving(front: SocketAddr) {
+    wait_until(
+        "web serves through the frontend",
+        Duration::from_secs(30),
+        || matches!(http_get(front, "/"), Ok((200, _))),
+    );
+}
+
+/// A test agent running `instances` of web behind a frontend that serves: (dir, agent,
+/// frontend address).
+fn agent_with_web(name: &str, instances: u32) -> (tempfile::TempDir, AgentProcess, SocketAddr) {
+    let (dir, agent) = start_test_agent(name);
+    let frontend = closed_port();
+    let spec = dir.path().join("web.toml");
+    std::fs::write(&spec, web_spec(frontend, instances)).expect("spec");
+    let out = agent.strata(&["apply", spec.to_str().expect("path")]);
     assert!(
         out.status.success(),
         "apply: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let front = SocketAddr::new(agent.balancer, frontend);
+    wait_serving(front);
+    (dir, agent, front)
 }
 
 /// `strata [--token TOKEN] ARGS` against `agent`.
@@ -139,17 +156,7 @@ fn client_loop(
 
 #[test]
 fn upgrade_hands_over_every_socket_with_no_failed_request() {
-    let (dir, agent) = start_test_agent("upgrade");
-    let frontend = closed_port();
-    let spec = dir.path().join("web.toml");
-    std::fs::write(&spec, web_spec(frontend, 2)).expect("spec");
-    apply(&agent, &spec);
-    let front = SocketAddr::new(agent.balancer, frontend);
-    wait_until(
-        "web serves through the frontend",
-        Duration::from_secs(30),
-        || matches!(http_get(front, "/"), Ok((200, _))),
-    );
+    let (_dir, agent, front) = agent_with_web("upgrade", 2);
     wait_until("both instances run", Duration::from_secs(30), || {
         instance_pids(&agent, None, "web")
             .iter()
@@ -199,17 +206,7 @@ fn upgrade_hands_over_every_socket_with_no_failed_request() {
 
 #[test]
 fn a_new_binary_that_cannot_start_leaves_the_old_agent_serving() {
-    let (dir, agent) = start_test_agent("upgrade-fails");
-    let frontend = closed_port();
-    let spec = dir.path().join("web.toml");
-    std::fs::write(&spec, web_spec(frontend, 1)).expect("spec");
-    apply(&agent, &spec);
-    let front = SocketAddr::new(agent.balancer, frontend);
-    wait_until(
-        "web serves through the frontend",
-        Duration::from_secs(30),
-        || matches!(http_get(front, "/"), Ok((200, _))),
-    );
+    let (_dir, agent, front) = agent_with_web("upgrade-fails", 1);
     let stop = Arc::new(AtomicBool::new(false));
     let client = client_loop(front, stop.clone(), 5_000, Duration::from_secs(30));
 
@@ -294,11 +291,7 @@ fn sighup_reloads_tokens_and_services_and_keeps_old_settings_on_a_broken_file() 
     assert!(cli(&agent, Some(&ci), &["services"]).status.success());
     assert!(!agent.strata(&["services"]).status.success());
     let front = SocketAddr::new(agent.balancer, frontend);
-    wait_until(
-        "web serves through the frontend",
-        Duration::from_secs(30),
-        || matches!(http_get(front, "/"), Ok((200, _))),
-    );
+    wait_serving(front);
 
     // A broken config file and a broken spec: both named, nothing else changes.
     let config = agent.data_dir.join("test-agent.toml");
