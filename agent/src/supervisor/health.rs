@@ -373,6 +373,7 @@ mod tests {
             rise,
             fall,
             grace,
+            address: None,
         }
     }
 
