@@ -78,6 +78,8 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             cgroup_root: config.cgroup_root.clone(),
             node_name: config.node_name.clone(),
             shim_exe,
+            // What the cluster publishes as this node's ip (`ClusterConfig` below, ip None).
+            service_ip: config.advertise_addr.unwrap_or(config.gossip_addr).ip(),
         },
         journal.clone(),
     )

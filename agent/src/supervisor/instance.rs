@@ -17,7 +17,7 @@ use crate::state::unix_now_ms;
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -52,6 +52,8 @@ pub struct InstanceContext {
     pub isolation: Isolation,
     pub ports: Mutex<PortAllocator>,
     pub node_name: String,
+    /// The address the catalog publishes for this node (`STRATA_IP`).
+    pub service_ip: IpAddr,
     /// The `strata-shim` binary, started as `<shim_exe> DIR`.
     pub shim_exe: PathBuf,
     /// Bumped on every change of any instance's status, for the catalog publisher.
@@ -628,31 +630,33 @@ impl InstanceTask {
         env.insert("STRATA_INSTANCE_INDEX".into(), self.index.to_string());
         env.insert("STRATA_NODE".into(), self.ctx.node_name.clone());
         env.insert("STRATA_VERSION".into(), self.spec.version.clone());
+        env.insert("STRATA_IP".into(), self.ctx.service_ip.to_string());
         if let Some(port) = self.ports.values().next() {
             env.insert("PORT".into(), port.to_string());
         }
         for (name, port) in &self.ports {
-            let key = format!(
-                "STRATA_PORT_{}",
-                name.to_ascii_uppercase().replace('-', "_")
-            );
-            env.insert(key, port.to_string());
+            let key = env_suffix(name);
+            env.insert(format!("STRATA_PORT_{key}"), port.to_string());
+            let addr = SocketAddr::new(self.ctx.service_ip, *port);
+            env.insert(format!("STRATA_ADDR_{key}"), addr.to_string());
         }
         env.into_iter().collect()
     }
 
-    /// The health check's target: the named port (or the first) on loopback.
+    /// The health check's target: the named port (or the first) on the check's address, by
+    /// default the one the catalog publishes (what balancers and DNS send traffic to).
     fn health_target(&self) -> SocketAddr {
-        let port = self
-            .spec
-            .health
-            .as_ref()
+        let health = self.spec.health.as_ref();
+        let port = health
             .and_then(|h| h.port.as_ref())
             .and_then(|name| self.ports.get(name))
             .or_else(|| self.ports.values().next())
             .copied()
             .unwrap_or(0);
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+        let ip = health
+            .and_then(|h| h.address)
+            .unwrap_or(self.ctx.service_ip);
+        SocketAddr::new(ip, port)
     }
 
     /// Watches a running instance until it exits or is told to stop.
@@ -1125,6 +1129,20 @@ impl InstanceTask {
     }
 }
 
+/// A port name as an environment variable suffix: upper case, anything but letters and
+/// digits as `_` (`admin-api` is `ADMIN_API`).
+fn env_suffix(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The timer of an instance's checks (a quiet one when it has none).
 fn check_interval(spec: Option<&HealthSpec>) -> tokio::time::Interval {
     let mut timer = tokio::time::interval(spec.map_or(Duration::from_secs(3600), |h| h.interval));
@@ -1272,6 +1290,12 @@ mod tests {
             describe_exit(&exit(None, Some(64)), false),
             "killed by signal 64"
         );
+    }
+
+    #[test]
+    fn port_names_become_variable_suffixes() {
+        assert_eq!(env_suffix("http"), "HTTP");
+        assert_eq!(env_suffix("admin-api2"), "ADMIN_API2");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! The rules, precisely:
 //! - An instance is *available* when it receives traffic (running and passing, or running
-//!   without a check) and has done so for `min_healthy_time`.
+//!   without a check); one the operation started, once it has done so for
+//!   `min_healthy_time`.
 //! - The *floor* is `count - max_unavailable`. While outdated instances are being replaced
 //!   and fewer than `count` new ones are available, the operation also keeps the *hold*:
 //!   the instances available when it began, less `max_unavailable`. So a version change
@@ -84,7 +85,8 @@ pub struct Member {
     /// The generation it was started for; older than the operation's means outdated.
     pub generation: u64,
     pub readiness: Readiness,
-    /// When an operation started (or restarted) it, until it has become available.
+    /// When an operation started (or restarted) it, until it has become available (the
+    /// caller clears it then).
     pub started: Option<Instant>,
 }
 
@@ -188,11 +190,13 @@ impl Budget {
     }
 }
 
-/// Whether `member` counts as available at `now`.
+/// Whether `member` counts as available at `now`: passing, and for one an operation
+/// started, passing for `min_healthy_time`.
 pub fn is_available(member: &Member, policy: &Policy, now: Instant) -> bool {
     match member.readiness {
         Readiness::Passing { since } => {
-            now.saturating_duration_since(since) >= policy.min_healthy_time
+            member.started.is_none()
+                || now.saturating_duration_since(since) >= policy.min_healthy_time
         }
         Readiness::Pending | Readiness::Down => false,
     }
@@ -703,6 +707,18 @@ mod tests {
         assert_eq!(w.run(&op, ALL), Step::Done);
         assert_eq!(w.min_available, 1);
         assert_eq!(w.generations(), [1, 1]);
+    }
+
+    #[test]
+    fn an_old_instance_that_just_began_passing_still_serves_and_stays() {
+        let mut w = World::new(2);
+        for i in &mut w.instances {
+            i.passing_from = Some(w.now);
+        }
+        let op = w.begin(2, 1, Policy::resolve(&update(None, None), 2, true));
+        assert_eq!(w.run(&op, 1), Step::Act(vec![Action::Start(1)]));
+        assert_eq!(w.run(&op, ALL), Step::Done);
+        assert_eq!(w.min_available, 2);
     }
 
     #[test]
