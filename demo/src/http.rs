@@ -46,7 +46,7 @@ pub fn serve(handler: impl Fn(&str) -> Response + Send + Sync + 'static) -> Resu
         Err(_) => std::net::IpAddr::from([127, 0, 0, 1]),
     };
     let addr = std::net::SocketAddr::new(ip, port);
-    let listener = TcpListener::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("serving http://{addr} as {}", crate::identity());
     let handler = Arc::new(handler);
     for stream in listener.incoming() {

@@ -157,10 +157,9 @@ impl Fixture {
     /// Waits until `web` runs exactly `count` instances, all of `version` and passing, and
     /// the frontend answers; returns their pids.
     fn converged(&self, count: usize, version: &str) -> Vec<i64> {
-        let mut last = Value::Null;
         let deadline = Instant::now() + CONVERGE;
         loop {
-            last = self.service();
+            let last = self.service();
             let instances = last["instances"].as_array().cloned().unwrap_or_default();
             if instances.len() == count
                 && instances
