@@ -350,6 +350,14 @@ impl Cluster {
             },
         );
         let spec = cluster.dir.path().join("web.toml");
+        // Checks dial the published address; with relayed gossip that is the host's relay,
+        // which exists only once the backends' ports are known, so they check the instance
+        // in its own namespace instead.
+        let check_address = if relayed {
+            "address = \"127.0.0.1\"\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &spec,
             format!(
@@ -366,7 +374,7 @@ timeout = "400ms"
 rise = 1
 fall = 2
 grace = "0s"
-"#,
+{check_address}"#,
                 binary("strata-test-server").display()
             ),
         )
