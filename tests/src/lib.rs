@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod impair;
+pub mod load;
 pub mod netns;
 pub mod prereq;
 
@@ -207,7 +208,15 @@ impl AgentProcess {
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub fn terminate(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        self.signal(rustix::process::Signal::TERM)?;
+        self.wait_for_signal(rustix::process::Signal::TERM, timeout)
+    }
+
+    fn wait_for_signal(
+        &mut self,
+        signal: rustix::process::Signal,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus> {
+        self.signal(signal)?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -216,10 +225,21 @@ impl AgentProcess {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!("agent did not exit within {timeout:?} of SIGTERM");
+                bail!("agent did not exit within {timeout:?} of {signal:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends SIGTERM, waits up to `timeout` for the agent to exit, and leaves its services
+    /// running for the next agent on the same data dir (as an agent restart does).
+    pub fn stop_keeping_services(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.keep_services = true;
+        let status = self.wait_for_signal(rustix::process::Signal::TERM, timeout);
+        if status.is_err() {
+            self.keep_services = false;
+        }
+        status
     }
 
     /// Runs the `strata` CLI against this agent.
