@@ -268,6 +268,26 @@ fn a_restarted_node_replaces_its_old_self() {
 }
 
 #[test]
+fn a_restart_next_to_running_services_never_withdraws_them() {
+    let mut sim = cluster(5, 10);
+    assert!(sim.run_until_converged(secs(30)).is_some());
+    sim.kill(4);
+    sim.run_for(secs(8));
+    assert_eq!(sim.node(0).status_of("node-4"), Some(Status::Down));
+    let bump = sim.now;
+    sim.boot_with(4, "node-4", "n4", bump, vec![service("web", 4, 1)]);
+    for _ in 0..300 {
+        sim.run_for(Duration::from_millis(10));
+        for i in 0..4 {
+            let endpoints = sim.node(i).table().services["web"].endpoints.len();
+            assert_eq!(endpoints, 5, "node {i} at {} ms", sim.now - bump);
+        }
+    }
+    assert!(sim.run_until_converged(secs(30)).is_some());
+    assert!(sim.node(0).table().nodes["n4"].alive);
+}
+
+#[test]
 fn two_nodes_with_one_name_are_reported_as_a_conflict() {
     let mut sim = cluster(4, 7);
     let dup = sim.spawn("n1", None);
