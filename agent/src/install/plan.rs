@@ -1245,7 +1245,11 @@ mod tests {
             })
         );
         let removed = after(&plan, installed);
-        assert!(plan_uninstall(&removed, &host(true), false).actions.is_empty());
+        assert!(
+            plan_uninstall(&removed, &host(true), false)
+                .actions
+                .is_empty()
+        );
     }
 
     #[test]
