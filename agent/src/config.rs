@@ -578,6 +578,20 @@ fn leave_drain(value: Option<Duration>) -> Result<Duration, ConfigError> {
     Ok(drain)
 }
 
+/// The data dir a host-side command (`stop-services`, `leave`) works on: the one given, else
+/// the default; an error naming it when it does not exist.
+pub fn existing_data_dir(given: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = given.map_or_else(default_data_dir, Path::to_path_buf);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no data dir at {} (give the agent's --data-dir)",
+            dir.display()
+        ))
+    }
+}
+
 /// The data dir when none is configured: the system path as root, the XDG path otherwise.
 pub fn default_data_dir() -> PathBuf {
     if rustix::process::geteuid().is_root() {

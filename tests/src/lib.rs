@@ -401,6 +401,22 @@ pub fn start_test_agent(name: &str) -> (tempfile::TempDir, AgentProcess) {
     (dir, agent)
 }
 
+/// Starts an agent named `name` with its data in `dir/name`, joining `join` when given.
+pub fn start_named_agent(dir: &Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
+    let extra_args = join
+        .map(|s| vec!["--join".to_string(), s.gossip.to_string()])
+        .unwrap_or_default();
+    AgentProcess::start(
+        &dir.join(name),
+        &AgentOptions {
+            node_name: Some(name.to_string()),
+            extra_args,
+            ..Default::default()
+        },
+    )
+    .expect("agent starts")
+}
+
 /// The pids of every process on this host, from `/proc`.
 pub fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")

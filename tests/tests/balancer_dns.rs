@@ -6,26 +6,12 @@ use hickory_proto::op::ResponseCode;
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, http_get, wait_until};
+use strata_tests::start_named_agent as agent;
+use strata_tests::{binary, closed_port, http_get, wait_until};
 
 /// A records for `name` from the DNS server at `server`: (response code, addresses).
 fn dns_a(server: SocketAddr, name: &str) -> (ResponseCode, Vec<IpAddr>) {
     strata_tests::dns_a(server, name).expect("dns answer")
-}
-
-fn agent(dir: &std::path::Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
-    let extra_args = join
-        .map(|s| vec!["--join".to_string(), s.gossip.to_string()])
-        .unwrap_or_default();
-    AgentProcess::start(
-        &dir.join(name),
-        &AgentOptions {
-            node_name: Some(name.to_string()),
-            extra_args,
-            ..Default::default()
-        },
-    )
-    .expect("agent starts")
 }
 
 #[test]

@@ -276,6 +276,15 @@ fn balancer_endpoints(agent: &AgentProcess) -> Option<BTreeSet<(String, String)>
     )
 }
 
+/// How many of `web`'s instances on `node` `agent`'s balancer lists.
+fn listed_on(agent: &AgentProcess, node: &str) -> usize {
+    balancer_endpoints(agent)
+        .unwrap_or_default()
+        .iter()
+        .filter(|(n, _)| n == node)
+        .count()
+}
+
 /// (instance id, pid) of `web` on `agent` itself.
 fn local_pids(agent: &AgentProcess) -> Vec<(String, i64)> {
     let out = agent.strata(&["service", "web", "-o", "json"]);
@@ -688,13 +697,9 @@ fn agent_kill_9(cluster: &mut Cluster, client: &Client) {
         "took {detect:?} to see it down"
     );
     for a in cluster.live() {
-        let kept = balancer_endpoints(a)
-            .unwrap_or_default()
-            .iter()
-            .filter(|(node, _)| *node == name)
-            .count();
         assert_eq!(
-            kept, INSTANCES_PER_NODE,
+            listed_on(a, &name),
+            INSTANCES_PER_NODE,
             "{}: a down agent's instances stay in the balancer",
             a.grpc
         );
@@ -741,13 +746,9 @@ fn partition_and_heal(cluster: &Cluster, client: &Client) {
     });
     let detect = t0.elapsed();
     for a in &others {
-        let kept = balancer_endpoints(a)
-            .unwrap_or_default()
-            .iter()
-            .filter(|(node, _)| *node == name)
-            .count();
         assert_eq!(
-            kept, INSTANCES_PER_NODE,
+            listed_on(a, &name),
+            INSTANCES_PER_NODE,
             "{}: a down node's instances stay in the table",
             a.grpc
         );

@@ -8,27 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_tests::{
-    AgentOptions, AgentProcess, agent_leave, binary, closed_port, dns_a, http_get,
+    AgentProcess, agent_leave, binary, closed_port, dns_a, http_get, start_named_agent,
     stop_services_of, wait_until,
 };
 
 /// How long the test watches a stopped or paused agent's node after others see it down.
 const WATCH_DOWN: Duration = Duration::from_secs(3);
-
-fn agent(dir: &Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
-    let extra_args = join
-        .map(|s| vec!["--join".to_string(), s.gossip.to_string()])
-        .unwrap_or_default();
-    AgentProcess::start(
-        &dir.join(name),
-        &AgentOptions {
-            node_name: Some(name.to_string()),
-            extra_args,
-            ..Default::default()
-        },
-    )
-    .expect("agent starts")
-}
 
 /// Stops the services an agent of `data_dir` left running, once the test is done with them
 /// (or failed): services outlive their agent, so the agent's own stop leaves them.
@@ -148,11 +133,11 @@ grace = "0s"
 #[test]
 fn stop_pause_and_restart_keep_instances_routable_and_leave_withdraws_them() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let observer = agent(dir.path(), "s1", None);
+    let observer = start_named_agent(dir.path(), "s1", None);
     // Declared before the agent: dropped after it, once no agent holds the data dir.
     let owner_dir = dir.path().join("s2");
     let _services = ServicesOf(owner_dir.clone());
-    let owner = agent(dir.path(), "s2", Some(&observer));
+    let owner = start_named_agent(dir.path(), "s2", Some(&observer));
     let frontend = closed_port();
     let spec = write_spec(dir.path(), frontend);
     let applied = owner.strata(&["apply", spec.to_str().expect("path")]);
@@ -193,15 +178,7 @@ fn stop_pause_and_restart_keep_instances_routable_and_leave_withdraws_them() {
     println!("stopped agent seen down after {detect:?}; its instance stayed routed throughout");
 
     // Restarted on its data dir, it re-adopts the instance; then `strata-agent leave`.
-    let owner = AgentProcess::start(
-        &owner_dir,
-        &AgentOptions {
-            node_name: Some("s2".to_string()),
-            extra_args: vec!["--join".to_string(), observer.gossip.to_string()],
-            ..Default::default()
-        },
-    )
-    .expect("agent restarts");
+    let owner = start_named_agent(dir.path(), "s2", Some(&observer));
     wait_until("s2 rejoined and serving", Duration::from_secs(30), || {
         status_of(&observer, "s2") == "alive" && offer(&observer, "s2", frontend) == serving()
     });
@@ -237,9 +214,9 @@ fn stop_pause_and_restart_keep_instances_routable_and_leave_withdraws_them() {
 #[test]
 fn strata_leave_withdraws_a_node_through_the_api() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let observer = agent(dir.path(), "l1", None);
+    let observer = start_named_agent(dir.path(), "l1", None);
     let _services = ServicesOf(dir.path().join("l2"));
-    let leaver = agent(dir.path(), "l2", Some(&observer));
+    let leaver = start_named_agent(dir.path(), "l2", Some(&observer));
     let frontend = closed_port();
     let spec = write_spec(dir.path(), frontend);
     let applied = leaver.strata(&["apply", spec.to_str().expect("path")]);

@@ -120,17 +120,13 @@ pub fn leave_running_agent(data_dir: &Path, timeout: Duration) -> Result<Outcome
 /// Runs `strata-agent leave`: exit 0 when the agent left and stopped, 1 when it could not be
 /// asked or did not stop in time, 2 when there is no such data dir, 3 when no agent runs on it.
 pub fn run(args: &LeaveArgs) -> ExitCode {
-    let dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(crate::config::default_data_dir);
-    if !dir.is_dir() {
-        eprintln!(
-            "strata-agent: no data dir at {} (give the agent's --data-dir)",
-            dir.display()
-        );
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let dir = match crate::config::existing_data_dir(args.data_dir.as_deref()) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("strata-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match leave_running_agent(&dir, args.timeout) {
         Ok(Outcome::Left { pid }) => {
             println!(
