@@ -15,7 +15,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent in the foreground until SIGTERM or SIGINT.
+    /// Run the agent in the foreground until SIGTERM or SIGINT (or `strata-agent leave`).
     #[command(
         after_help = "Examples:\n  strata-agent run --dev\n  strata-agent run --config /etc/strata/agent.toml\n  STRATA_NODE_NAME=n1 strata-agent run --data-dir /tmp/n1 --grpc-addr 127.0.0.1:7710"
     )]
@@ -26,6 +26,13 @@ enum Command {
         after_help = "Each instance gets its spec's stop signal and, past its stop timeout, SIGKILL, as the agent\nwould stop it; each process is checked by pid and start time. A shim the agent started but had\nnot recorded when it died (found by its shim.pid) is stopped too. The specs stay: the next agent\non the data dir starts the services again.\n\nExit codes: 0 nothing is left running, 1 a process outlived SIGKILL or the records cannot be\nread, 2 no such data dir, 3 an agent runs on the data dir.\n\nExamples:\n  strata-agent stop-services\n  strata-agent stop-services --data-dir /tmp/n1 --timeout 0s"
     )]
     StopServices(strata_agent::supervisor::stop_services::StopServicesArgs),
+    /// Withdraw this node from the cluster: the agent running on the data dir drains its
+    /// instances from every balancer, leaves gossip and stops; its services keep running.
+    /// A plain stop (SIGTERM, systemctl stop/restart) leaves nothing: the instances stay routable.
+    #[command(
+        after_help = "The agent is found by the lock it holds on its data dir and asked with SIGUSR1, so whoever may\nsignal it (root, or its user) may withdraw the node; `strata leave NODE` does the same through\nthe API (admin role). Other nodes remove its instances from their balancers and DNS at once.\nUnder systemd the unit stays stopped until it is started again, which rejoins the node.\n\nExit codes: 0 the agent left and stopped, 1 it could not be asked or did not stop in time,\n2 no such data dir, 3 no agent runs on the data dir.\n\nExamples:\n  strata-agent leave\n  strata-agent leave --data-dir /tmp/n1 --timeout 2m"
+    )]
+    Leave(strata_agent::leave::command::LeaveArgs),
     /// Print the agent's version.
     #[command(after_help = "Example:\n  strata-agent version")]
     Version,
@@ -91,6 +98,7 @@ fn main() -> ExitCode {
         },
         Command::Run(args) => run(*args),
         Command::StopServices(args) => strata_agent::supervisor::stop_services::run(&args),
+        Command::Leave(args) => strata_agent::leave::command::run(&args),
         Command::Tls(command) => strata_agent::tls::command::run(&command),
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),

@@ -1,5 +1,6 @@
 //! `strata-agent run`: opens the state, starts the sampler and the servers, and shuts
-//! everything down cleanly on SIGTERM or SIGINT.
+//! everything down cleanly on SIGTERM or SIGINT (staying in the cluster: its services keep
+//! running and stay routable), or leaves the cluster first when asked to ([`crate::leave`]).
 
 use crate::api::gate::Gate;
 use crate::api::grpc::AgentService;
@@ -12,6 +13,7 @@ use crate::events::journal::{EventDraft, Journal, JournalLimits};
 use crate::events::kmsg;
 use crate::facts::HostFacts;
 use crate::identity::load_or_create_node_id;
+use crate::leave::{self, LeaveSwitch};
 use crate::metrics::history::History;
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
@@ -95,6 +97,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         join: config.join.clone(),
         keyring,
         tags: config.labels.clone(),
+        services: supervisor.catalog_services(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         ip: None,
         timing: Timing {
@@ -148,6 +151,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         balancer,
         dns,
         tls: tls.clone(),
+        leave: LeaveSwitch::new(config.leave_drain),
     });
     let publisher =
         cluster_link::spawn_publisher(cluster.clone(), supervisor.clone(), state.clone());
@@ -180,6 +184,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     // Watch the shutdown signals before saying ready: a SIGTERM right after the ready line
     // must stop the agent cleanly, not kill it with the default action.
     let shutdown_signal = shutdown_signals()?;
+    state
+        .leave
+        .watch_signal()
+        .context("cannot watch the leave signal (SIGUSR1)")?;
     append_event(
         &journal,
         "agent.started",
@@ -195,12 +203,27 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     );
     crate::notify::ready();
 
-    let signal = shutdown_signal.await;
-    tracing::info!(signal, "shutting down");
+    let (why, leaving) = tokio::select! {
+        signal = shutdown_signal => (signal.to_string(), config.leave_on_stop),
+        by = state.leave.requested() => (format!("leave asked by {by}"), true),
+    };
+    tracing::info!(why, leaving, "shutting down");
+    if leaving {
+        leave::withdraw(&cluster, config.leave_drain).await;
+        append_event(
+            &journal,
+            "node.left",
+            Severity::Info,
+            format!("node {} left the cluster ({why})", config.node_name),
+        );
+    } else {
+        tracing::info!(
+            "stopping without leaving the cluster: this node's instances stay routable              (strata-agent leave withdraws them)"
+        );
+    }
     let _ = shutdown_tx.send(true);
     sampler.stop();
     publisher.abort();
-    cluster.leave().await;
     recorder.abort();
     supervisor.detach_all().await;
     if config.stop_services_on_exit {
@@ -223,7 +246,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         &journal,
         "agent.stopped",
         Severity::Info,
-        format!("agent {} stopped on {signal}", config.node_name),
+        format!("agent {} stopped ({why})", config.node_name),
     );
     Ok(())
 }
