@@ -8,79 +8,37 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use strata_tests::load::Load;
 use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, start_test_agent, wait_until};
 
-/// The most requests one client loop sends, and for how long at most.
-const LOOP_REQUESTS: u64 = 50_000;
+/// How long one client loop runs at most.
 const LOOP_TIME: Duration = Duration::from_secs(180);
 /// How long an operation may take to converge.
 const CONVERGE: Duration = Duration::from_secs(90);
 
-/// A client sending one request per connection through a frontend until stopped.
-struct ClientLoop {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Tally>,
+/// A client loop through `frontend`: one thread, one request per connection every 5 ms.
+fn traffic(frontend: SocketAddr) -> Load {
+    Load::start(frontend, 1, Duration::from_millis(5), LOOP_TIME)
 }
 
-/// What a client loop saw.
-#[derive(Debug, Default)]
-struct Tally {
-    ok: u64,
-    failed: u64,
-    /// The first few failures, for the assertion message.
-    errors: Vec<String>,
-}
-
-impl ClientLoop {
-    fn start(frontend: SocketAddr) -> ClientLoop {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut tally = Tally::default();
-            let begun = Instant::now();
-            while !flag.load(Ordering::Relaxed)
-                && tally.ok + tally.failed < LOOP_REQUESTS
-                && begun.elapsed() < LOOP_TIME
-            {
-                match request(frontend) {
-                    Ok(()) => tally.ok += 1,
-                    Err(e) => {
-                        tally.failed += 1;
-                        if tally.errors.len() < 5 {
-                            tally.errors.push(format!("{:?}: {e}", begun.elapsed()));
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            tally
-        });
-        ClientLoop { stop, thread }
-    }
-
-    /// Stops the loop and asserts that every request succeeded (and that there were some).
-    fn assert_no_failures(self, during: &str) {
-        self.stop.store(true, Ordering::Relaxed);
-        let tally = self.thread.join().expect("client loop");
-        eprintln!("{during}: {} ok, {} failed", tally.ok, tally.failed);
-        assert_eq!(
-            tally.failed,
-            0,
-            "{during}: {} of {} requests failed: {:?}",
-            tally.failed,
-            tally.ok + tally.failed,
-            tally.errors
-        );
-        assert!(
-            tally.ok >= 50,
-            "{during}: only {} requests were sent",
-            tally.ok
-        );
-    }
+/// Ends a client loop and asserts that every request succeeded (and that there were some).
+fn assert_no_failures(load: Load, during: &str) {
+    let report = load.stop();
+    eprintln!("{during}: {} ok, {} failed", report.ok, report.failed);
+    assert_eq!(
+        report.failed,
+        0,
+        "{during}: {} of {} requests failed: {:?}",
+        report.failed,
+        report.ok + report.failed,
+        report.first_failures
+    );
+    assert!(
+        report.ok >= 50,
+        "{during}: only {} requests were sent",
+        report.ok
+    );
 }
 
 /// One GET through the frontend on its own connection; Ok on a 200.
@@ -203,17 +161,17 @@ fn restart_versions_and_scaling_of_two_instances_drop_no_request() {
     f.apply(&f.spec("1", 2, None));
     let first = f.converged(2, "1");
 
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     let reply = f.strata_ok(&["restart", "web"]);
     assert!(reply.contains("web restarted"), "{reply}");
     let restarted = f.converged(2, "1");
-    client.assert_no_failures("strata restart of 2 instances");
+    assert_no_failures(load, "strata restart of 2 instances");
     assert!(
         restarted.iter().all(|p| !first.contains(p)),
         "every instance was replaced: {first:?} -> {restarted:?}"
     );
 
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     let reply = f.apply(&f.spec("2", 2, None));
     assert!(
         reply["changes"]
@@ -224,21 +182,21 @@ fn restart_versions_and_scaling_of_two_instances_drop_no_request() {
         "{reply}"
     );
     f.converged(2, "2");
-    client.assert_no_failures("a new version of 2 instances");
+    assert_no_failures(load, "a new version of 2 instances");
 
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     f.apply(&f.spec("3", 1, None));
     f.converged(1, "3");
-    client.assert_no_failures("a new version that scales 2 -> 1");
+    assert_no_failures(load, "a new version that scales 2 -> 1");
 
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     f.strata_ok(&["scale", "web", "2"]);
     f.converged(2, "3");
     f.strata_ok(&["scale", "web", "6"]);
     f.converged(6, "3");
     f.strata_ok(&["scale", "web", "2"]);
     f.converged(2, "3");
-    client.assert_no_failures("scale 2 -> 6 -> 2");
+    assert_no_failures(load, "scale 2 -> 6 -> 2");
     assert!(f.agent.strata(&["remove", "web"]).status.success());
 }
 
@@ -248,18 +206,18 @@ fn a_single_instance_restarts_and_upgrades_without_a_failed_request() {
     f.apply(&f.spec("1", 1, None));
     let first = f.converged(1, "1");
 
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     f.strata_ok(&["restart", "web"]);
     let restarted = f.converged(1, "1");
-    client.assert_no_failures("restart of a single instance");
+    assert_no_failures(load, "restart of a single instance");
     assert_ne!(first, restarted, "a new process serves");
     let index = f.service()["instances"][0]["index"].as_u64();
     assert_eq!(index, Some(2), "the surge instance took a new index");
 
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     f.apply(&f.spec("2", 1, None));
     f.converged(1, "2");
-    client.assert_no_failures("a new version of a single instance");
+    assert_no_failures(load, "a new version of a single instance");
     assert!(f.agent.strata(&["remove", "web"]).status.success());
 }
 
@@ -271,7 +229,7 @@ fn a_version_that_never_passes_stops_with_the_old_instances_serving() {
     let broken = f.dir.path().join("broken-health");
     std::fs::write(&broken, "503").expect("write health file");
 
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     f.apply(&f.spec("2", 2, Some(&broken)));
     wait_until("the update to be given up", Duration::from_secs(60), || {
         !f.events("service.update_failed").is_empty()
@@ -286,7 +244,7 @@ fn a_version_that_never_passes_stops_with_the_old_instances_serving() {
     // The failed instance is drained and stopped; the old ones never were.
     let still = f.converged(2, "1");
     assert_eq!(still, old, "the old instances kept running");
-    client.assert_no_failures("a version that never passes");
+    assert_no_failures(load, "a version that never passes");
 
     // A restart now replaces the old instances with the stored (broken) spec: it fails
     // the same way, and says so in its reply.
@@ -297,10 +255,10 @@ fn a_version_that_never_passes_stops_with_the_old_instances_serving() {
     assert_eq!(f.converged(2, "1"), old);
 
     // Fixed: the next apply goes through.
-    let client = ClientLoop::start(f.frontend());
+    let load = traffic(f.frontend());
     f.apply(&f.spec("3", 2, None));
     f.converged(2, "3");
-    client.assert_no_failures("the fixed version");
+    assert_no_failures(load, "the fixed version");
     assert!(f.agent.strata(&["remove", "web"]).status.success());
 }
 
