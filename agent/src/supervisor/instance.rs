@@ -160,6 +160,15 @@ impl ShimProcess {
     }
 }
 
+/// Whether a running instance was just started or re-attached after an agent restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adopted {
+    /// Started by this agent: unknown until its checks pass.
+    No,
+    /// Started by an earlier agent and serving all along: passing until its checks fail.
+    Yes,
+}
+
 /// Starts the task of instance `index` of `spec`. With `adopt`, it first tries to re-attach
 /// to the instance a previous agent left running; `run` says whether it should be running.
 pub fn spawn(
@@ -309,13 +318,15 @@ impl InstanceTask {
             let started = Instant::now()
                 .checked_sub(started_ago)
                 .unwrap_or_else(Instant::now);
+            // The instance stayed routable while no agent watched it; it keeps serving
+            // until its own checks say otherwise, so an agent restart never withdraws it.
             self.health = self
                 .spec
                 .health
                 .as_ref()
-                .map(|h| HealthTracker::new(h, started));
+                .map(|h| HealthTracker::new(h, started).assume_passing());
             self.tracker.set_restarts(record.restarts);
-            self.publish_running(&record);
+            self.publish_running(&record, Adopted::Yes);
             self.event(
                 "service.adopted",
                 Severity::Info,
@@ -381,7 +392,7 @@ impl InstanceTask {
         self.set_state(InstanceState::Starting, Some(String::new()));
         match self.launch().await {
             Ok(running) => {
-                self.publish_running(&running.record);
+                self.publish_running(&running.record, Adopted::No);
                 if self.tracker.restarts() > 0 {
                     self.event(
                         "service.restarted",
@@ -414,11 +425,11 @@ impl InstanceTask {
         }
     }
 
-    fn publish_running(&mut self, record: &InstanceRecord) {
-        let state = if self.spec.health.is_some() {
-            InstanceState::Starting
-        } else {
-            InstanceState::Running
+    fn publish_running(&mut self, record: &InstanceRecord, adopted: Adopted) {
+        let (state, health) = match (adopted, self.spec.health.is_some()) {
+            (Adopted::No, true) => (InstanceState::Starting, Health::Unknown),
+            (Adopted::Yes, true) => (InstanceState::Running, Health::Passing),
+            (_, false) => (InstanceState::Running, Health::Unknown),
         };
         self.last_cpu = None;
         self.update(|s| {
@@ -433,7 +444,7 @@ impl InstanceTask {
             s.started_unix_ms = record.started_unix_ms;
             s.restarts = record.restarts;
             s.version = record.version.clone();
-            s.set_health(Health::Unknown);
+            s.set_health(health);
             s.health_output = String::new();
             s.reason = String::new();
         });
