@@ -219,7 +219,7 @@ fn routine_operations_drop_no_request() {
         "SIGTERM and restart of the agent running the instances",
         cluster.under_load(|c| {
             let t2 = c.t2.take().expect("t2");
-            t2.stop_keeping_services(Duration::from_secs(30))
+            t2.terminate_keeping_services(Duration::from_secs(30))
                 .expect("t2 stops on SIGTERM");
             std::thread::sleep(Duration::from_secs(2));
             c.restart_t2();
