@@ -106,6 +106,10 @@ pub struct RunArgs {
     /// would) instead of leaving them running for the next agent to re-adopt.
     #[arg(long, env = "STRATA_STOP_SERVICES_ON_EXIT")]
     pub stop_services_on_exit: bool,
+    /// On SIGTERM or SIGINT, leave the cluster (drain, then gossip leave) before stopping, for
+    /// hosts that do not come back. Without it a stopped agent's instances stay routable.
+    #[arg(long, env = "STRATA_LEAVE_ON_STOP")]
+    pub leave_on_stop: bool,
     /// The `strata-shim` binary every service instance runs under
     /// [default: strata-shim in the directory of the strata-agent binary].
     #[arg(long, env = "STRATA_SHIM_PATH", value_name = "FILE")]
@@ -171,6 +175,11 @@ pub struct FileConfig {
     pub insecure: Option<bool>,
     /// Stop the services on SIGTERM or SIGINT instead of leaving them running.
     pub stop_services_on_exit: Option<bool>,
+    /// Leave the cluster on SIGTERM or SIGINT, not only when asked to leave.
+    pub leave_on_stop: Option<bool>,
+    /// How long a leaving node drains before it leaves gossip.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub leave_drain: Option<Duration>,
     /// The `strata-shim` binary.
     pub shim_path: Option<PathBuf>,
     /// What the agent logs, as a tracing filter ("info", "warn,strata_registry=debug");
@@ -218,6 +227,10 @@ pub struct AgentConfig {
     pub api_limits: RateLimits,
     /// Stop every service instance when the agent exits, instead of leaving them running.
     pub stop_services_on_exit: bool,
+    /// Leave the cluster whenever the agent stops, not only on `strata-agent leave`.
+    pub leave_on_stop: bool,
+    /// How long a leaving node's instances drain from every balancer before it leaves gossip.
+    pub leave_drain: Duration,
     /// The `strata-shim` binary as configured; `None`: `strata-shim` next to the agent's own
     /// binary (see [`crate::shim_binary`]).
     pub shim_path: Option<PathBuf>,
@@ -454,6 +467,8 @@ pub fn resolve(
         api_limits: resolve_api_limits(&file.api)?,
         stop_services_on_exit: args.stop_services_on_exit
             || file.stop_services_on_exit.unwrap_or(false),
+        leave_on_stop: args.leave_on_stop || file.leave_on_stop.unwrap_or(false),
+        leave_drain: leave_drain(file.leave_drain)?,
         shim_path,
         log_level,
     })
@@ -529,9 +544,15 @@ fn resolve_tls(
 /// reading plus hundreds of billions of years overflows.
 pub const MAX_REAP_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The file's `reap_after`, defaulted (1h) and bounded by [`MAX_REAP_AFTER`].
+/// Default `reap_after`: a down node's instances stay routable this long (services outlive
+/// their agent), so an agent that cannot restart over a weekend costs no traffic. Consul's
+/// `reconnect_timeout` is the same 72 h.
+pub const DEFAULT_REAP_AFTER: Duration = Duration::from_secs(72 * 3600);
+
+/// The file's `reap_after`, defaulted ([`DEFAULT_REAP_AFTER`]) and bounded by
+/// [`MAX_REAP_AFTER`].
 fn reap_after(value: Option<Duration>) -> Result<Duration, ConfigError> {
-    let reap_after = value.unwrap_or(Duration::from_secs(3600));
+    let reap_after = value.unwrap_or(DEFAULT_REAP_AFTER);
     if reap_after > MAX_REAP_AFTER {
         return Err(ConfigError::Invalid {
             key: "reap_after",
@@ -547,6 +568,43 @@ fn reap_after(value: Option<Duration>) -> Result<Duration, ConfigError> {
 fn default_addr(text: &str) -> SocketAddr {
     text.parse()
         .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Default `leave_drain`: a few gossip rounds, so every node has the drained record before
+/// the departure.
+pub const DEFAULT_LEAVE_DRAIN: Duration = Duration::from_secs(2);
+/// Longest `leave_drain`: `strata-agent leave` waits a minute by default for the whole leave.
+pub const MAX_LEAVE_DRAIN: Duration = Duration::from_secs(30);
+
+/// The file's `leave_drain`, defaulted ([`DEFAULT_LEAVE_DRAIN`]) and at most
+/// [`MAX_LEAVE_DRAIN`].
+fn leave_drain(value: Option<Duration>) -> Result<Duration, ConfigError> {
+    let drain = value.unwrap_or(DEFAULT_LEAVE_DRAIN);
+    if drain > MAX_LEAVE_DRAIN {
+        return Err(ConfigError::Invalid {
+            key: "leave_drain",
+            problem: format!(
+                "{} is longer than {}",
+                humantime::format_duration(drain),
+                humantime::format_duration(MAX_LEAVE_DRAIN)
+            ),
+        });
+    }
+    Ok(drain)
+}
+
+/// The data dir a host-side command (`stop-services`, `leave`) works on: the one given, else
+/// the default; an error naming it when it does not exist.
+pub fn existing_data_dir(given: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = given.map_or_else(default_data_dir, Path::to_path_buf);
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "no data dir at {} (give the agent's --data-dir)",
+            dir.display()
+        ))
+    }
 }
 
 /// The data dir when none is configured: the system path as root, the XDG path otherwise.
@@ -706,6 +764,31 @@ mod tests {
         let file = parse_file("log_level = \"loud=[\"\n").unwrap();
         let err = resolve(&args(), file, "h").unwrap_err().to_string();
         assert!(err.starts_with("log_level:"), "{err}");
+    }
+
+    #[test]
+    fn a_stop_leaves_the_cluster_only_when_the_flag_or_the_file_says_so() {
+        let stay = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert!(!stay.leave_on_stop);
+        assert_eq!(stay.leave_drain, DEFAULT_LEAVE_DRAIN);
+        assert_eq!(stay.reap_after, DEFAULT_REAP_AFTER);
+        let file = parse_file("leave_on_stop = true\nleave_drain = \"5s\"\n").unwrap();
+        let cfg = resolve(&args(), file, "h").unwrap();
+        assert!(cfg.leave_on_stop);
+        assert_eq!(cfg.leave_drain, Duration::from_secs(5));
+        let mut a = args();
+        a.leave_on_stop = true;
+        assert!(
+            resolve(&a, FileConfig::default(), "h")
+                .unwrap()
+                .leave_on_stop
+        );
+        let file = parse_file("leave_drain = \"10m\"\n").unwrap();
+        let err = resolve(&args(), file, "h").unwrap_err().to_string();
+        assert!(
+            err.starts_with("leave_drain: 10m is longer than 30s"),
+            "{err}"
+        );
     }
 
     #[test]

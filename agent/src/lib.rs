@@ -14,6 +14,7 @@ pub use strata_shim::fsutil;
 pub mod identity;
 pub mod install;
 pub mod keyring_store;
+pub mod leave;
 pub mod metrics;
 pub mod notify;
 pub mod reload;

@@ -16,8 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent in the foreground until SIGTERM or SIGINT; SIGHUP reloads, SIGUSR2
-    /// hands over to a new agent (see `upgrade`).
+    /// Run the agent in the foreground until SIGTERM or SIGINT (or `strata-agent leave`);
+    /// SIGHUP reloads, SIGUSR2 hands over to a new agent (see `upgrade`).
     #[command(
         after_help = "Examples:\n  strata-agent run --dev\n  strata-agent run --config /etc/strata/agent.toml\n  STRATA_NODE_NAME=n1 strata-agent run --data-dir /tmp/n1 --grpc-addr 127.0.0.1:7710"
     )]
@@ -35,6 +35,13 @@ enum Command {
         after_help = "The running agent (found by the pid in <data dir>/agent.lock) gets SIGUSR2, starts the new\nbinary with its sockets, and keeps serving until the new agent serves. If the new binary cannot\nstart (bad binary, bad config), the old agent keeps serving and this command fails with the\nnew agent's error. Under systemd the new agent becomes the unit's main process.\n\nExit codes: 0 the new agent serves, 1 it failed or did not answer in time, 2 wrong arguments,\n3 no agent runs on the data dir.\n\nExamples:\n  strata-agent upgrade --binary /usr/local/bin/strata-agent.new\n  strata-agent upgrade --data-dir /tmp/n1          # restart on the same binary"
     )]
     Upgrade(strata_agent::upgrade::UpgradeArgs),
+    /// Withdraw this node from the cluster: the agent running on the data dir drains its
+    /// instances from every balancer, leaves gossip and stops; its services keep running.
+    /// A plain stop (SIGTERM, systemctl stop/restart) leaves nothing: the instances stay routable.
+    #[command(
+        after_help = "The agent is found by the lock it holds on its data dir and asked with SIGUSR1, so whoever may\nsignal it (root, or its user) may withdraw the node; `strata leave NODE` does the same through\nthe API (admin role). Other nodes remove its instances from their balancers and DNS at once.\nUnder systemd the unit stays stopped until it is started again, which rejoins the node.\n\nExit codes: 0 the agent left and stopped, 1 it could not be asked or did not stop in time,\n2 no such data dir, 3 no agent runs on the data dir.\n\nExamples:\n  strata-agent leave\n  strata-agent leave --data-dir /tmp/n1 --timeout 2m"
+    )]
+    Leave(strata_agent::leave::command::LeaveArgs),
     /// Print the agent's version.
     #[command(after_help = "Example:\n  strata-agent version")]
     Version,
@@ -101,6 +108,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(*args),
         Command::StopServices(args) => strata_agent::supervisor::stop_services::run(&args),
         Command::Upgrade(args) => strata_agent::upgrade::run(&args),
+        Command::Leave(args) => strata_agent::leave::command::run(&args),
         Command::Tls(command) => strata_agent::tls::command::run(&command),
         Command::Install(args) => strata_agent::install::install(&args),
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),

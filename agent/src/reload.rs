@@ -124,6 +124,8 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         tls,
         api_limits,
         stop_services_on_exit,
+        leave_on_stop,
+        leave_drain,
         shim_path,
     } = new;
     let mut changed = Vec::new();
@@ -164,6 +166,8 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         "stop_services_on_exit",
         *stop_services_on_exit != old.stop_services_on_exit,
     );
+    check("leave_on_stop", *leave_on_stop != old.leave_on_stop);
+    check("leave_drain", *leave_drain != old.leave_drain);
     check("shim_path", *shim_path != old.shim_path);
     changed
 }

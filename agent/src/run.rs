@@ -1,6 +1,8 @@
 //! `strata-agent run`: opens the state, starts the sampler and the servers, and shuts
-//! everything down cleanly on SIGTERM or SIGINT; reloads on SIGHUP ([`crate::reload`]) and
-//! hands over to a new agent on SIGUSR2 ([`crate::handoff`], `strata-agent upgrade`).
+//! everything down cleanly on SIGTERM or SIGINT (staying in the cluster: its services keep
+//! running and stay routable), or leaves the cluster first when asked to ([`crate::leave`]);
+//! reloads on SIGHUP ([`crate::reload`]) and hands over to a new agent on SIGUSR2
+//! ([`crate::handoff`], `strata-agent upgrade`).
 
 use crate::api::gate::Gate;
 use crate::api::grpc::AgentService;
@@ -14,6 +16,7 @@ use crate::events::kmsg;
 use crate::facts::HostFacts;
 use crate::handoff::{self, HandoffError, Predecessor, ServedAddrs, Successor};
 use crate::identity::load_or_create_node_id;
+use crate::leave::{self, LeaveSwitch};
 use crate::metrics::history::History;
 use crate::reload::{self, Reloader};
 use crate::sampler::Sampler;
@@ -86,8 +89,8 @@ pub async fn run(launch: Launch) -> Result<()> {
 
 /// Why the agent's main loop ended.
 enum Exit {
-    /// A stop signal (its name).
-    Stop(&'static str),
+    /// A stop: why, and whether the node leaves the cluster first.
+    Stop { why: String, leaving: bool },
     /// A new agent checked its configuration and waits to take over.
     HandOver {
         successor: Successor,
@@ -148,6 +151,8 @@ async fn serve(
             cgroup_root: config.cgroup_root.clone(),
             node_name: config.node_name.clone(),
             shim_exe,
+            // What the cluster publishes as this node's ip (`ClusterConfig` below, ip None).
+            service_ip: config.advertise_addr.unwrap_or(config.gossip_addr).ip(),
         },
         journal.clone(),
     )
@@ -163,6 +168,7 @@ async fn serve(
         join: config.join.clone(),
         keyring,
         tags: config.labels.clone(),
+        services: supervisor.catalog_services(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         ip: None,
         timing: Timing {
@@ -221,6 +227,7 @@ async fn serve(
         balancer,
         dns,
         tls: tls.clone(),
+        leave: LeaveSwitch::new(config.leave_drain),
     });
     let publisher =
         cluster_link::spawn_publisher(cluster.clone(), supervisor.clone(), state.clone());
@@ -253,6 +260,10 @@ async fn serve(
     // Watch the signals before saying ready: a SIGTERM right after the ready line must stop
     // the agent cleanly, and a SIGHUP must never kill it.
     let mut signals = AgentSignals::install()?;
+    state
+        .leave
+        .watch_signal()
+        .context("cannot watch the leave signal (SIGUSR1)")?;
     let took_over = predecessor.is_some();
     if let Some(predecessor) = predecessor.take() {
         take_over_frontends().await;
@@ -294,8 +305,20 @@ async fn serve(
         dns: Some(dns_addr),
     };
     let exit = loop {
-        match signals.next().await {
-            AgentSignal::Stop(name) => break Exit::Stop(name),
+        let signal = tokio::select! {
+            signal = signals.next() => signal,
+            by = state.leave.requested() => break Exit::Stop {
+                why: format!("leave asked by {by}"),
+                leaving: true,
+            },
+        };
+        match signal {
+            AgentSignal::Stop(name) => {
+                break Exit::Stop {
+                    why: name.to_string(),
+                    leaving: config.leave_on_stop,
+                };
+            }
             AgentSignal::Reload => {
                 let targets = reload::Targets {
                     supervisor: &supervisor,
@@ -349,22 +372,40 @@ async fn serve(
             }
         }
     };
-    let reason = match &exit {
-        Exit::Stop(signal) => *signal,
-        Exit::HandOver { .. } => "upgrade",
+    let why = match &exit {
+        Exit::Stop { why, leaving } => {
+            tracing::info!(why, leaving, "shutting down");
+            why.clone()
+        }
+        Exit::HandOver { .. } => {
+            tracing::info!("handing over to the new agent");
+            "upgrade".to_string()
+        }
     };
-    tracing::info!(reason, "shutting down");
+    match &exit {
+        Exit::Stop { leaving: true, .. } => {
+            leave::withdraw(&cluster, config.leave_drain).await;
+            append_event(
+                &journal,
+                "node.left",
+                Severity::Info,
+                format!("node {} left the cluster ({why})", config.node_name),
+            );
+        }
+        Exit::Stop { leaving: false, .. } => tracing::info!(
+            "stopping without leaving the cluster: this node's instances stay routable \
+             (strata-agent leave withdraws them)"
+        ),
+        // The new agent takes over the gossip socket as the same node: gossip stops here
+        // without leaving, before the new agent reads the socket.
+        Exit::HandOver { .. } => cluster.stop().await,
+    }
     let _ = shutdown_tx.send(true);
     sampler.stop();
     publisher.abort();
-    match exit {
-        Exit::Stop(_) => cluster.leave().await,
-        // The new agent takes over the gossip socket as the same node: no leaving.
-        Exit::HandOver { .. } => cluster.stop().await,
-    }
     recorder.abort();
     supervisor.detach_all().await;
-    if config.stop_services_on_exit && matches!(exit, Exit::Stop(_)) {
+    if config.stop_services_on_exit && matches!(exit, Exit::Stop { .. }) {
         stop_services(&data_dir, &journal).await;
     }
     balancer_events.abort();
@@ -385,7 +426,7 @@ async fn serve(
             &journal,
             "agent.stopped",
             Severity::Info,
-            format!("agent {} stopped on {reason}", config.node_name),
+            format!("agent {} stopped ({why})", config.node_name),
         );
         return Ok(());
     };

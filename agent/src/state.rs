@@ -45,6 +45,8 @@ pub struct AgentState {
     pub dns: strata_registry::dns::DnsServer,
     /// TLS of the gRPC API and of the channels to peer agents; `None` is plaintext.
     pub tls: Option<Arc<crate::tls::AgentTls>>,
+    /// Pulled to withdraw this node from the cluster and stop the agent.
+    pub leave: crate::leave::LeaveSwitch,
 }
 
 impl AgentState {

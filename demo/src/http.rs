@@ -1,4 +1,4 @@
-//! Just enough HTTP/1.1 by hand: a thread-per-connection server on 127.0.0.1:$PORT and a
+//! Just enough HTTP/1.1 by hand: a thread-per-connection server on $STRATA_IP:$PORT and a
 //! one-shot GET client; every response closes its connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -31,11 +31,22 @@ impl Response {
     }
 }
 
-/// Serves `handler(path)` on 127.0.0.1:$PORT until the process ends.
+/// Serves `handler(path)` on $STRATA_IP:$PORT (the address the catalog publishes for this
+/// node, where checks and balancers dial; 127.0.0.1 when run outside Strata) until the
+/// process ends.
 pub fn serve(handler: impl Fn(&str) -> Response + Send + Sync + 'static) -> Result<(), String> {
     let port = std::env::var("PORT").map_err(|_| "$PORT is not set".to_string())?;
-    let addr = format!("127.0.0.1:{port}");
-    let listener = TcpListener::bind(&addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("$PORT is not a port number: {port:?}"))?;
+    let ip = match std::env::var("STRATA_IP") {
+        Ok(text) => text
+            .parse()
+            .map_err(|_| format!("$STRATA_IP is not an IP address: {text:?}"))?,
+        Err(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+    };
+    let addr = std::net::SocketAddr::new(ip, port);
+    let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     println!("serving http://{addr} as {}", crate::identity());
     let handler = Arc::new(handler);
     for stream in listener.incoming() {

@@ -1,8 +1,8 @@
 //! `strata-demo`: the microservices of `strata demo`, one small program per subcommand.
 //!
-//! - `web`    HTTP on 127.0.0.1:$PORT; each request calls `api` at $API_ADDR (the local
+//! - `web`    HTTP on $STRATA_IP:$PORT; each request calls `api` at $API_ADDR (the local
 //!   balancer's frontend) and reports failures: a log line each, a count at `/stats`.
-//! - `api`    HTTP on 127.0.0.1:$PORT; answers who it is.
+//! - `api`    HTTP on $STRATA_IP:$PORT; answers who it is.
 //! - `worker` a steady stream of log lines with some CPU work per job; with $WEB_ADDR it also
 //!   sends one request a second to `web`, so the whole chain carries traffic.
 //! - `flaky`  crashes (exit status 1) every $FLAKY_EVERY_MS milliseconds (default a minute).

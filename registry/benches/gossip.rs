@@ -24,6 +24,7 @@ fn config(i: usize, key: &str, join: Option<SocketAddr>) -> ClusterConfig {
         join: join.map(|a| a.to_string()).into_iter().collect(),
         keyring: Some(Keyring::new(key).expect("key")),
         tags: Default::default(),
+        services: Vec::new(),
         agent_version: "bench".into(),
         timing: Timing::default(),
         tls: None,

@@ -37,6 +37,10 @@ pub struct ClusterConfig {
     /// `None` runs insecure (dev only): packets unsealed.
     pub keyring: Option<Keyring>,
     pub tags: BTreeMap<String, String>,
+    /// The services the first record carries: an agent restarting next to running services
+    /// publishes them from its first packet on, never a record without them that would
+    /// withdraw them for a moment.
+    pub services: Vec<CatalogService>,
     pub agent_version: String,
     /// Protocol timings, including reap-after and anti-entropy interval.
     pub timing: Timing,
@@ -149,6 +153,7 @@ impl Cluster {
             grpc_addr: config.grpc_addr.to_string(),
             ip: config.ip.unwrap_or(advertise.ip()).to_string(),
             tags: config.tags.clone().into_iter().collect(),
+            services: config.services.clone(),
             agent_version: config.agent_version.clone(),
             ..Default::default()
         };

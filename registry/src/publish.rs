@@ -1,13 +1,30 @@
 //! Turns the catalog and the member table into the [`ServiceTable`] the balancer and DNS
-//! read: only instances that are passing, not draining, on live non-draining nodes get
-//! traffic; records of down or left members are left out.
+//! read.
+//!
+//! The rule (docs/ARCHITECTURE.md, "Stop, crash and leave"): gossip tells whether a node's
+//! *agent* answers, not whether its services do, and services outlive their agent. So a
+//! node's last published instances stay in the table while its agent is suspect or down (or
+//! known only from the catalog), until the node leaves, is force-left or is reaped; the
+//! balancer's passive health ejects the instances whose connections fail. Within a kept
+//! record, only instances that are passing and not draining, on a node not draining, get new
+//! connections.
 
 use crate::membership::identity::NodeIdentity;
-use crate::membership::members::Members;
+use crate::membership::members::{Members, Status};
 use crate::table::{Algorithm, BalanceConfig, Endpoint, NodeEntry, ServiceEntry, ServiceTable};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use strata_proto::v1::NodeRecord;
+
+/// Whether a remote node's record is published, from its member status (`None`: its record
+/// arrived but membership has not heard of it yet, or no longer does). Only a graceful
+/// departure withdraws it; failure detection never does.
+pub fn publishes(status: Option<Status>) -> bool {
+    match status {
+        Some(Status::Alive | Status::Suspect | Status::Down) | None => true,
+        Some(Status::Left) => false,
+    }
+}
 
 /// The service address of a record: its `ip`, else its gossip address's ip.
 fn record_ip(record: &NodeRecord, fallback: IpAddr) -> IpAddr {
@@ -64,11 +81,23 @@ pub fn build(
     }
     for (id, record) in records {
         let is_local = *id == local.id;
-        let live = is_local || members.get(id).is_some_and(|m| m.status.is_live());
-        if !live {
+        let status = members.get(id).map(|m| m.status);
+        if !is_local && !publishes(status) {
             continue;
         }
         let ip = record_ip(record, local.addr.ip());
+        if !is_local && status.is_none() {
+            // Known only from the catalog: listed, as not alive, unless a member has the name.
+            table
+                .nodes
+                .entry(record.name.clone())
+                .or_insert_with(|| NodeEntry {
+                    name: record.name.clone(),
+                    id: id.clone(),
+                    ip,
+                    alive: false,
+                });
+        }
         for service in &record.services {
             let entry = table
                 .services
@@ -118,4 +147,156 @@ pub fn build(
         entry.unavailable.sort_by_key(key);
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::v1::{CatalogInstance, CatalogService, Health};
+
+    fn identity(i: u8) -> NodeIdentity {
+        NodeIdentity {
+            id: format!("id-{i}"),
+            name: format!("n{i}"),
+            addr: std::net::SocketAddr::from(([10, 0, 0, i], 7701)),
+            bump: 1,
+        }
+    }
+
+    fn record(i: u8, draining: bool) -> NodeRecord {
+        let who = identity(i);
+        NodeRecord {
+            id: who.id,
+            name: who.name,
+            ip: format!("10.0.0.{i}"),
+            draining,
+            services: vec![CatalogService {
+                name: "web".into(),
+                frontends: [("http".to_string(), 9000)].into(),
+                instances: vec![CatalogInstance {
+                    id: format!("web/{i}"),
+                    ports: [("http".to_string(), 20_000)].into(),
+                    health: Health::Passing as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// n0 is local; n1 alive, n2 suspect, n3 down, n4 left, n5 known only from the catalog.
+    fn cluster() -> (NodeIdentity, BTreeMap<String, NodeRecord>, Members) {
+        let mut members = Members::new(identity(0));
+        let mut events = Vec::new();
+        for (i, state) in [
+            (1, foca::State::Alive),
+            (2, foca::State::Suspect),
+            (3, foca::State::Down),
+            (4, foca::State::Alive),
+        ] {
+            members.observe(&identity(i), state, 1_000, &mut events);
+        }
+        assert!(members.depart("id-4", 1, 2_000, &mut events));
+        let records = (0..=5)
+            .map(|i| (format!("id-{i}"), record(i, false)))
+            .collect();
+        (identity(0), records, members)
+    }
+
+    fn serving(table: &ServiceTable) -> Vec<&str> {
+        table.services["web"]
+            .endpoints
+            .iter()
+            .map(|e| e.node.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn suspect_down_and_unknown_agents_keep_their_instances_routable() {
+        let (local, records, members) = cluster();
+        let table = build(&local, &records, &members);
+        assert_eq!(serving(&table), ["n0", "n1", "n2", "n3", "n5"]);
+        assert!(table.services["web"].unavailable.is_empty());
+        let down = &table.services["web"].endpoints[3];
+        assert_eq!((down.ip, down.local), ("10.0.0.3".parse().unwrap(), false));
+    }
+
+    #[test]
+    fn the_node_list_still_says_which_agents_are_not_alive() {
+        let (local, records, members) = cluster();
+        let table = build(&local, &records, &members);
+        let alive: Vec<(&str, bool)> = table
+            .nodes
+            .values()
+            .map(|n| (n.name.as_str(), n.alive))
+            .collect();
+        assert_eq!(
+            alive,
+            [
+                ("n0", true),
+                ("n1", true),
+                ("n2", true),
+                ("n3", false),
+                ("n4", false),
+                ("n5", false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_left_node_is_withdrawn() {
+        let (local, mut records, members) = cluster();
+        // Even if its record is still held (a departure that raced an anti-entropy push).
+        records.insert("id-4".into(), record(4, false));
+        let table = build(&local, &records, &members);
+        assert!(!serving(&table).contains(&"n4"));
+        assert!(
+            !table.services["web"]
+                .unavailable
+                .iter()
+                .any(|e| e.node == "n4")
+        );
+        assert!(!publishes(Some(Status::Left)));
+    }
+
+    #[test]
+    fn a_reaped_node_is_gone_with_its_record() {
+        let (local, mut records, mut members) = cluster();
+        let mut events = Vec::new();
+        let reaped = members.reap(2_000 + 3_600_000, 3_600_000, &mut events);
+        assert_eq!(reaped, ["id-3", "id-4"]);
+        // The node drops a reaped member's record with it (node.rs housekeeping).
+        for id in &reaped {
+            records.remove(id);
+        }
+        let table = build(&local, &records, &members);
+        assert_eq!(serving(&table), ["n0", "n1", "n2", "n5"]);
+        assert!(!table.nodes.contains_key("n3"));
+    }
+
+    #[test]
+    fn a_down_node_that_was_draining_stays_unavailable() {
+        let (local, mut records, members) = cluster();
+        records.insert("id-3".into(), record(3, true));
+        let table = build(&local, &records, &members);
+        assert!(!serving(&table).contains(&"n3"));
+        let unavailable: Vec<&str> = table.services["web"]
+            .unavailable
+            .iter()
+            .map(|e| e.node.as_str())
+            .collect();
+        assert_eq!(unavailable, ["n3"]);
+    }
+
+    #[test]
+    fn a_catalog_only_record_never_hides_a_member_of_the_same_name() {
+        let (local, mut records, members) = cluster();
+        let mut stray = record(1, false);
+        stray.id = "id-old".into();
+        records.insert("id-old".into(), stray);
+        let table = build(&local, &records, &members);
+        assert_eq!(table.nodes["n1"].id, "id-1");
+        assert!(table.nodes["n1"].alive);
+    }
 }

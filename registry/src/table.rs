@@ -43,7 +43,8 @@ pub struct ServiceEntry {
     /// Port name to the static frontend port the balancer serves on every node.
     pub frontends: BTreeMap<String, u16>,
     pub balance: BalanceConfig,
-    /// Passing, not draining, on live nodes: these get new connections.
+    /// Passing, not draining, on nodes that have not left (their agent may be suspect or
+    /// down: see [`NodeEntry::alive`]): these get new connections.
     pub endpoints: Vec<Endpoint>,
     /// Known but not to get new connections (draining, on a drained node, or not passing);
     /// open connections to them may finish.
@@ -56,7 +57,10 @@ pub struct NodeEntry {
     pub name: String,
     pub id: String,
     pub ip: IpAddr,
-    /// Alive or suspect (still routable); false when down or left.
+    /// The node's agent is alive or suspect; false when it is down, has left, or is known
+    /// only from the catalog. Its instances stay in the table until it leaves or is reaped
+    /// (services outlive their agent), so readers that care whether an endpoint's agent
+    /// answers look its node up here.
     pub alive: bool,
 }
 

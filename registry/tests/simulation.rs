@@ -49,8 +49,16 @@ fn fifty_nodes_converge_to_one_membership_and_equal_catalogs() {
 }
 
 #[test]
-fn a_killed_node_is_seen_down_by_all_and_leaves_the_table() {
-    let mut sim = cluster(10, 2);
+fn a_killed_node_is_seen_down_by_all_and_keeps_its_instances_until_reaped() {
+    let mut sim = Sim::new(2);
+    sim.timing.reap_after = secs(60);
+    for i in 0..10 {
+        sim.spawn(&format!("n{i}"), None);
+        sim.with(i, |node, now| {
+            node.set_services(vec![service("web", i, 1)], now)
+        });
+        sim.run_for(Duration::from_millis(50));
+    }
     assert!(sim.run_until_converged(secs(30)).is_some());
     sim.kill(3);
     sim.run_for(secs(15));
@@ -58,12 +66,27 @@ fn a_killed_node_is_seen_down_by_all_and_leaves_the_table() {
         let status = sim.node(i).status_of("node-3");
         assert_eq!(status, Some(Status::Down), "node {i}");
         let table = sim.node(i).table();
-        assert_eq!(table.services["web"].endpoints.len(), 9);
+        assert_eq!(
+            table.services["web"].endpoints.len(),
+            10,
+            "a down agent's instances stay routable on node {i}"
+        );
         assert!(!table.nodes["n3"].alive);
         assert!(
             sim.records(i).iter().any(|r| r.id == "node-3"),
             "down record kept until reaped"
         );
+    }
+    sim.run_for(secs(60));
+    for i in sim.running() {
+        let table = sim.node(i).table();
+        assert_eq!(
+            table.services["web"].endpoints.len(),
+            9,
+            "reaped on node {i}"
+        );
+        assert!(!table.nodes.contains_key("n3"));
+        assert!(!sim.records(i).iter().any(|r| r.id == "node-3"));
     }
 }
 
@@ -245,6 +268,26 @@ fn a_restarted_node_replaces_its_old_self() {
 }
 
 #[test]
+fn a_restart_next_to_running_services_never_withdraws_them() {
+    let mut sim = cluster(5, 10);
+    assert!(sim.run_until_converged(secs(30)).is_some());
+    sim.kill(4);
+    sim.run_for(secs(8));
+    assert_eq!(sim.node(0).status_of("node-4"), Some(Status::Down));
+    let bump = sim.now;
+    sim.boot_with(4, "node-4", "n4", bump, vec![service("web", 4, 1)]);
+    for _ in 0..300 {
+        sim.run_for(Duration::from_millis(10));
+        for i in 0..4 {
+            let endpoints = sim.node(i).table().services["web"].endpoints.len();
+            assert_eq!(endpoints, 5, "node {i} at {} ms", sim.now - bump);
+        }
+    }
+    assert!(sim.run_until_converged(secs(30)).is_some());
+    assert!(sim.node(0).table().nodes["n4"].alive);
+}
+
+#[test]
 fn two_nodes_with_one_name_are_reported_as_a_conflict() {
     let mut sim = cluster(4, 7);
     let dup = sim.spawn("n1", None);
@@ -270,6 +313,18 @@ fn a_graceful_leave_is_seen_at_once_and_its_record_goes() {
     for i in [0, 1, 3, 4, 5] {
         assert_eq!(sim.node(i).status_of("node-2"), Some(Status::Left));
         assert!(!sim.records(i).iter().any(|r| r.id == "node-2"));
+        let table = sim.node(i).table();
+        assert_eq!(
+            table.services["web"].endpoints.len(),
+            5,
+            "withdrawn on node {i}"
+        );
+        assert!(
+            !table.services["web"]
+                .unavailable
+                .iter()
+                .any(|e| e.node == "n2")
+        );
     }
     sim.kill(2);
     sim.run_for(secs(20));

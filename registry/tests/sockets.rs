@@ -23,6 +23,7 @@ fn config(i: usize, key: &str, join: Option<SocketAddr>) -> ClusterConfig {
         join: join.map(|a| a.to_string()).into_iter().collect(),
         keyring: Some(Keyring::new(key).unwrap()),
         tags: Default::default(),
+        services: Vec::new(),
         agent_version: "test".into(),
         timing: Timing {
             anti_entropy_interval: Duration::from_secs(1),

@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod impair;
+pub mod load;
 pub mod netns;
 pub mod prereq;
 
@@ -222,6 +223,30 @@ impl AgentProcess {
         }
     }
 
+    /// Waits up to `timeout` for the agent to exit by itself (after `strata-agent leave`, or a
+    /// signal the test sent), leaving its services running: the test stops them
+    /// ([`stop_services_of`]) when it is done with them.
+    pub fn wait_keeping_services(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.keep_services = true;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("agent did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status, leaving the services
+    /// running as an operator's `systemctl stop` does.
+    pub fn terminate_keeping_services(self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.signal(rustix::process::Signal::TERM)?;
+        self.wait_keeping_services(timeout)
+    }
+
     /// Runs the `strata` CLI against this agent.
     pub fn strata(&self, args: &[&str]) -> Output {
         strata(&self.grpc.to_string(), args)
@@ -377,6 +402,22 @@ pub fn start_test_agent(name: &str) -> (tempfile::TempDir, AgentProcess) {
     (dir, agent)
 }
 
+/// Starts an agent named `name` with its data in `dir/name`, joining `join` when given.
+pub fn start_named_agent(dir: &Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
+    let extra_args = join
+        .map(|s| vec!["--join".to_string(), s.gossip.to_string()])
+        .unwrap_or_default();
+    AgentProcess::start(
+        &dir.join(name),
+        &AgentOptions {
+            node_name: Some(name.to_string()),
+            extra_args,
+            ..Default::default()
+        },
+    )
+    .expect("agent starts")
+}
+
 /// The pids of every process on this host, from `/proc`.
 pub fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
@@ -428,6 +469,23 @@ pub fn agent_token(data_dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs `strata-agent leave --data-dir DATA_DIR ARGS`: the agent running there leaves the
+/// cluster and stops.
+pub fn agent_leave(data_dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(binary("strata-agent"))
+        .arg("leave")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("STRATA_DATA_DIR")
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) => out,
+        Err(e) => panic!("cannot run strata-agent leave: {e}"),
+    }
+}
+
 /// Runs the `strata` CLI with `--agent agent` and `args`.
 pub fn strata(agent: &str, args: &[&str]) -> Output {
     let out = Command::new(binary("strata"))
@@ -445,6 +503,32 @@ pub fn strata(agent: &str, args: &[&str]) -> Output {
         Ok(out) => out,
         Err(e) => panic!("cannot run strata: {e}"),
     }
+}
+
+/// A records for `name` from the DNS server at `server`: (response code, addresses).
+pub fn dns_a(
+    server: SocketAddr,
+    name: &str,
+) -> Result<(hickory_proto::op::ResponseCode, Vec<std::net::IpAddr>)> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+    socket.send_to(&query.to_vec()?, server)?;
+    let mut buf = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buf)?;
+    let reply = Message::from_vec(&buf[..n])?;
+    let ips = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    Ok((reply.metadata.response_code, ips))
 }
 
 /// A minimal HTTP/1.0 GET, enough for /metrics and /health: (status code, body).

@@ -2,54 +2,16 @@
 //! through the local balancer, DNS on either agent answers from the replicated catalog, and
 //! both drop an instance that turns critical.
 
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, http_get, wait_until};
-
-fn agent(dir: &std::path::Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
-    let extra_args = join
-        .map(|s| vec!["--join".to_string(), s.gossip.to_string()])
-        .unwrap_or_default();
-    AgentProcess::start(
-        &dir.join(name),
-        &AgentOptions {
-            node_name: Some(name.to_string()),
-            extra_args,
-            ..Default::default()
-        },
-    )
-    .expect("agent starts")
-}
+use strata_tests::start_named_agent as agent;
+use strata_tests::{binary, closed_port, http_get, wait_until};
 
 /// A records for `name` from the DNS server at `server`: (response code, addresses).
 fn dns_a(server: SocketAddr, name: &str) -> (ResponseCode, Vec<IpAddr>) {
-    let mut query = Message::query();
-    query.add_query(Query::query(
-        Name::from_ascii(name).expect("name"),
-        RecordType::A,
-    ));
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    socket
-        .send_to(&query.to_vec().expect("encode"), server)
-        .expect("send");
-    let mut buf = [0u8; 4096];
-    let (n, _) = socket.recv_from(&mut buf).expect("dns answer");
-    let reply = Message::from_vec(&buf[..n]).expect("decode");
-    let ips = reply
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    (reply.metadata.response_code, ips)
+    strata_tests::dns_a(server, name).expect("dns answer")
 }
 
 #[test]

@@ -195,7 +195,10 @@ fn an_agent_with_the_wrong_key_is_not_admitted_and_leave_is_seen_at_once() {
         "{gossip:#?}"
     );
 
-    let status = b.terminate(Duration::from_secs(15)).expect("stops");
+    // A plain stop would keep k2 a member (down): leaving is explicit.
+    let left = strata_tests::agent_leave(&b.data_dir, &[]);
+    assert!(left.status.success(), "{left:?}");
+    let status = b.terminate(Duration::from_secs(15)).expect("stopped");
     assert!(status.success());
     wait_until("k2 left", Duration::from_secs(10), || {
         statuses(&a).contains(&("k2".to_string(), "left".to_string())) || statuses(&a).len() == 1

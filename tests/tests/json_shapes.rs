@@ -158,7 +158,8 @@ fn every_subcommands_json_keeps_its_field_names() {
         &spec,
         format!(
             "name = \"web\"\nversion = \"1\"\ncommand = [\"{}\"]\ninstances = 2\n[ports.http]\nfrontend = {frontend}\n\
-             [health]\nhttp = \"/\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\ngrace = \"0s\"\n[stop]\ndrain = \"0s\"\n",
+             [health]\nhttp = \"/\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\ngrace = \"0s\"\n[stop]\ndrain = \"0s\"\n\
+             [update]\nsurge = false\n",
             binary("strata-test-server").display()
         ),
     )

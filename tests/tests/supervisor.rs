@@ -637,26 +637,35 @@ grace = "0s"
     assert_eq!(f.service("api")["version"], "1", "dry run changes nothing");
 
     f.apply("api2.toml", &spec("2"));
-    let mut max_down = 0;
+    let mut min_passing = usize::MAX;
+    let mut max_running = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = f.service("api");
         let instances = s["instances"].as_array().cloned().unwrap_or_default();
-        let down = instances
+        let serving = instances
             .iter()
-            .filter(|i| i["health"] != "passing")
-            .count();
-        max_down = max_down.max(down);
-        if instances
-            .iter()
-            .all(|i| i["version"] == "2" && i["health"] == "passing")
+            .filter(|i| i["health"] == "passing" && i["state"] == "running");
+        min_passing = min_passing.min(serving.count());
+        max_running = max_running.max(
+            instances
+                .iter()
+                .filter(|i| i["state"] != "stopping")
+                .count(),
+        );
+        if instances.len() == 3
+            && instances
+                .iter()
+                .all(|i| i["version"] == "2" && i["health"] == "passing")
         {
             break;
         }
         assert!(Instant::now() < deadline, "rollout did not finish: {s:#}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(max_down, 1, "one instance at a time");
+    // Three instances: a new one starts (surge 1), passes, then an old one goes.
+    assert_eq!(min_passing, 3, "never fewer passing than before");
+    assert_eq!(max_running, 4, "one extra instance at a time");
 
     let out = f.agent.strata(&["scale", "api", "1"]);
     assert!(out.status.success());

@@ -8,9 +8,8 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use strata_tests::load::Load;
 use strata_tests::{
     AgentProcess, agent_token, alive, binary, closed_port, http_get, start_test_agent, wait_until,
 };
@@ -127,33 +126,6 @@ impl Drop for Adopted {
     }
 }
 
-/// A client loop through `front`: one request after another until `stop` is set, at most
-/// `max` requests or `limit` of time. Returns (requests, failures, first failures).
-fn client_loop(
-    front: SocketAddr,
-    stop: Arc<AtomicBool>,
-    max: usize,
-    limit: Duration,
-) -> std::thread::JoinHandle<(usize, usize, Vec<String>)> {
-    std::thread::spawn(move || {
-        let deadline = Instant::now() + limit;
-        let (mut total, mut failed, mut errors) = (0, 0, Vec::new());
-        while !stop.load(Ordering::Relaxed) && total < max && Instant::now() < deadline {
-            total += 1;
-            match http_get(front, "/loop") {
-                Ok((200, _)) => {}
-                other => {
-                    failed += 1;
-                    if errors.len() < 5 {
-                        errors.push(format!("{other:?}"));
-                    }
-                }
-            }
-        }
-        (total, failed, errors)
-    })
-}
-
 #[test]
 fn upgrade_hands_over_every_socket_with_no_failed_request() {
     let (_dir, agent, front) = agent_with_web("upgrade", 2);
@@ -167,8 +139,7 @@ fn upgrade_hands_over_every_socket_with_no_failed_request() {
     let pids_before = instance_pids(&agent, None, "web");
     let old_pid = agent.pid() as i32;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = client_loop(front, stop.clone(), 20_000, Duration::from_secs(60));
+    let load = Load::start(front, 2, Duration::ZERO, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
     let out = upgrade(&agent.data_dir, &[]);
     let new_pid = lock_pid(&agent.data_dir);
@@ -184,13 +155,16 @@ fn upgrade_hands_over_every_socket_with_no_failed_request() {
         !alive(old_pid)
     });
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let (total, failed, errors) = client.join().expect("client loop");
+    let report = load.stop();
     println!(
-        "upgrade under a client loop: {total} requests, {failed} failed; agent {old_pid} -> {new_pid}"
+        "upgrade under a client loop: {} ok, {} failed; agent {old_pid} -> {new_pid}",
+        report.ok, report.failed
     );
-    assert!(total > 50, "the client loop ran ({total} requests)");
-    assert_eq!(failed, 0, "failed requests during the upgrade: {errors:?}");
+    assert!(report.ok > 50, "the client loop ran: {report:?}");
+    assert_eq!(
+        report.failed, 0,
+        "failed requests during the upgrade: {report:?}"
+    );
 
     // The new agent answers on the same API address, with the same instances and pids.
     assert!(alive(new_pid));
@@ -207,8 +181,7 @@ fn upgrade_hands_over_every_socket_with_no_failed_request() {
 #[test]
 fn a_new_binary_that_cannot_start_leaves_the_old_agent_serving() {
     let (_dir, agent, front) = agent_with_web("upgrade-fails", 1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = client_loop(front, stop.clone(), 5_000, Duration::from_secs(30));
+    let load = Load::start(front, 1, Duration::ZERO, Duration::from_secs(30));
 
     let out = upgrade(&agent.data_dir, &["--binary", "/bin/false"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -233,9 +206,8 @@ fn a_new_binary_that_cannot_start_leaves_the_old_agent_serving() {
     let out = upgrade(&agent.data_dir, &["--binary", "/nonexistent/strata-agent"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
-    stop.store(true, Ordering::Relaxed);
-    let (total, failed, errors) = client.join().expect("client loop");
-    assert_eq!(failed, 0, "{failed} of {total} failed: {errors:?}");
+    let report = load.stop();
+    assert_eq!(report.failed, 0, "{report:?}");
     assert_eq!(lock_pid(&agent.data_dir), agent.pid() as i32);
     assert!(matches!(http_get(front, "/"), Ok((200, _))));
     let events = agent.strata(&["events", "--kind", "agent.upgrade_failed", "-o", "json"]);

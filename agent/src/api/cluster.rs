@@ -1,13 +1,13 @@
 //! The cluster in the API's terms: members, the catalog and a watch on both, draining this
-//! node, force-leave, and the gossip keyring.
+//! node, leaving, force-leave, and the gossip keyring.
 
 use crate::auth::Identity;
 use crate::events::journal::EventDraft;
 use crate::state::{AgentState, unix_now_ms};
 use strata_proto::v1::{
     ClusterUpdate, ClusterUpdateKind, DrainNodeReply, DrainNodeRequest, ForceLeaveReply,
-    ForceLeaveRequest, GetCatalogReply, KeyringOp, KeyringReply, KeyringRequest, ListMembersReply,
-    Severity,
+    ForceLeaveRequest, GetCatalogReply, KeyringOp, KeyringReply, KeyringRequest, LeaveReply,
+    ListMembersReply, Severity,
 };
 use strata_registry::cluster::Cluster;
 use strata_registry::events::ClusterEvent;
@@ -134,6 +134,17 @@ pub fn drain(state: &AgentState, who: &Identity, req: DrainNodeRequest) -> Drain
     DrainNodeReply {
         node: node.clone(),
         draining: req.drain,
+    }
+}
+
+/// Withdraws this node: the agent drains, leaves gossip and stops once this reply is sent
+/// (see [`crate::leave`]).
+pub fn leave(state: &AgentState, who: &Identity) -> LeaveReply {
+    let first = state.leave.request(&who.describe());
+    LeaveReply {
+        node: state.node_name.clone(),
+        drain_ms: u64::try_from(state.leave.drain().as_millis()).unwrap_or(u64::MAX),
+        already_leaving: !first,
     }
 }
 

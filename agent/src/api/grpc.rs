@@ -14,11 +14,12 @@ use strata_proto::v1::{
     ControlServiceReply, ControlServiceRequest, DrainNodeReply, DrainNodeRequest, Event,
     ForceLeaveReply, ForceLeaveRequest, GetBalancerRequest, GetCatalogReply, GetCatalogRequest,
     GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics, KeyringReply,
-    KeyringRequest, ListMembersReply, ListMembersRequest, ListServicesReply, ListServicesRequest,
-    LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply, QueryEventsRequest,
-    RemoveServiceReply, RemoveServiceRequest, Role as WireRole, ServiceStatus,
-    TailAccessLogRequest, TailLogsRequest, TopProcessesReply, TopProcessesRequest, Via as WireVia,
-    WatchClusterRequest, WatchEventsRequest, WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
+    KeyringRequest, LeaveReply, LeaveRequest, ListMembersReply, ListMembersRequest,
+    ListServicesReply, ListServicesRequest, LogLine, MetricHistory, MetricHistoryRequest, NodeInfo,
+    QueryEventsReply, QueryEventsRequest, RemoveServiceReply, RemoveServiceRequest,
+    Role as WireRole, ServiceStatus, TailAccessLogRequest, TailLogsRequest, TopProcessesReply,
+    TopProcessesRequest, Via as WireVia, WatchClusterRequest, WatchEventsRequest,
+    WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -215,6 +216,13 @@ impl Agent for AgentService {
             .unary(request, |who, req| {
                 ready(Ok(cluster::drain(state, &who, req)))
             })
+            .await
+    }
+
+    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
+        let state = &self.state;
+        self.layer
+            .unary(request, |who, _| ready(Ok(cluster::leave(state, &who))))
             .await
     }
 

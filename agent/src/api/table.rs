@@ -15,11 +15,11 @@ use strata_proto::v1::{
     ControlServiceReply, ControlServiceRequest, DrainNodeReply, DrainNodeRequest, Event,
     ForceLeaveReply, ForceLeaveRequest, GetBalancerRequest, GetCatalogReply, GetCatalogRequest,
     GetMetricsRequest, GetNodeRequest, GetServiceRequest, HostMetrics, KeyringOp, KeyringReply,
-    KeyringRequest, ListMembersReply, ListMembersRequest, ListServicesReply, ListServicesRequest,
-    LogLine, MetricHistory, MetricHistoryRequest, NodeInfo, QueryEventsReply, QueryEventsRequest,
-    RemoveServiceReply, RemoveServiceRequest, ServiceStatus, Signal, TailAccessLogRequest,
-    TailLogsRequest, TopProcessesReply, TopProcessesRequest, WatchClusterRequest,
-    WatchEventsRequest, WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
+    KeyringRequest, LeaveReply, LeaveRequest, ListMembersReply, ListMembersRequest,
+    ListServicesReply, ListServicesRequest, LogLine, MetricHistory, MetricHistoryRequest, NodeInfo,
+    QueryEventsReply, QueryEventsRequest, RemoveServiceReply, RemoveServiceRequest, ServiceStatus,
+    Signal, TailAccessLogRequest, TailLogsRequest, TopProcessesReply, TopProcessesRequest,
+    WatchClusterRequest, WatchEventsRequest, WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
 };
 
 /// One RPC of `strata.v1.Agent`, implemented on its request message by a row of the table.
@@ -142,6 +142,7 @@ table! {
         |_| Call::read_heavy("watch cluster");
     DrainNode(DrainNodeRequest) -> DrainNodeReply, routed,
         |r| Call::change(if r.drain { "drain" } else { "undrain" }, Role::Operate);
+    Leave(LeaveRequest) -> LeaveReply, routed, |_| Call::change("leave", Role::Admin);
     ForceLeave(ForceLeaveRequest) -> ForceLeaveReply, here,
         |_| Call::change("force-leave", Role::Admin), target |r| format!("node:{}", r.member);
     Keyring(KeyringRequest) -> KeyringReply, routed, keyring_call,

@@ -9,6 +9,10 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::time::Duration;
+
+/// How long uninstall waits for a running agent to leave the cluster and stop.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Looks at the root and the machine: what is installed now, and the facts the plan needs.
 pub fn prepare(root: &Path) -> Result<(Current, Host)> {
@@ -38,6 +42,7 @@ pub fn prepare(root: &Path) -> Result<(Current, Host)> {
         etc_dir: probe(&under(root, ETC_DIR), false)?,
         services_dir: probe(&under(root, SERVICES_DIR), false)?,
         data_dir: probe(&under(root, DATA_DIR), false)?,
+        agent_running: agent_running(&under(root, DATA_DIR)),
     };
     let systemd = canonical_root == Path::new("/")
         && fs::read_to_string("/proc/1/comm").is_ok_and(|comm| comm.trim() == "systemd");
@@ -52,6 +57,18 @@ pub fn prepare(root: &Path) -> Result<(Current, Host)> {
             .map_err(|e| anyhow::anyhow!("cannot generate a cluster key: {e}"))?,
     };
     Ok((current, host))
+}
+
+/// Whether an agent holds the lock of `data_dir`, found without creating or changing
+/// anything there (a dry run changes nothing).
+fn agent_running(data_dir: &Path) -> bool {
+    let Ok(file) = fs::File::open(data_dir.join(crate::data_lock::LOCK_FILE)) else {
+        return false;
+    };
+    matches!(
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared),
+        Err(rustix::io::Errno::WOULDBLOCK)
+    )
 }
 
 /// Checks that what install copies is there: the running binary's `strata-shim` beside it.
@@ -219,6 +236,10 @@ fn apply(action: &Action, as_root: bool) -> Result<()> {
             }
             other => ignore_missing(other),
         },
+        Action::LeaveCluster { data_dir } => {
+            crate::leave::command::leave_running_agent(data_dir, LEAVE_TIMEOUT)?;
+            Ok(())
+        }
     }
 }
 

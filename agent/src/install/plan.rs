@@ -80,6 +80,8 @@ pub struct Current {
     pub etc_dir: Found,
     pub services_dir: Found,
     pub data_dir: Found,
+    /// An agent holds the data dir's lock: it runs, and uninstall asks it to leave first.
+    pub agent_running: bool,
 }
 
 /// Facts about the machine the installer runs on, gathered by the caller.
@@ -152,6 +154,9 @@ pub enum Action {
     RemoveTree { path: PathBuf },
     /// Removes a directory when it is empty, and keeps it otherwise.
     RemoveDirIfEmpty { path: PathBuf },
+    /// Asks the agent running on this data dir to leave the cluster (drain, leave gossip,
+    /// stop) and waits until it has stopped: `strata-agent leave`.
+    LeaveCluster { data_dir: PathBuf },
 }
 
 impl fmt::Display for Action {
@@ -181,6 +186,12 @@ impl fmt::Display for Action {
             Action::RemoveDirIfEmpty { path } => {
                 write!(f, "remove {} if empty", path.display())
             }
+            Action::LeaveCluster { data_dir } => write!(
+                f,
+                "ask the agent running on {} to leave the cluster (its instances drain from \
+                 every balancer) and stop",
+                data_dir.display()
+            ),
         }
     }
 }
@@ -376,11 +387,17 @@ pub fn plan_install(request: &Request, current: &Current, host: &Host) -> Result
     Ok(plan)
 }
 
-/// Plans `strata-agent uninstall`: stop and remove the unit, the binary and the config; the
-/// service specs and the state dir only with `purge`.
+/// Plans `strata-agent uninstall`: a running agent leaves the cluster first (a stop alone
+/// would keep its instances routable), then stop and remove the unit, the binary and the
+/// config; the service specs and the state dir only with `purge`.
 pub fn plan_uninstall(current: &Current, host: &Host, purge: bool) -> Plan {
     let root = &host.root;
     let mut plan = Plan::default();
+    if current.agent_running {
+        plan.actions.push(Action::LeaveCluster {
+            data_dir: under(root, DATA_DIR),
+        });
+    }
     let stop = current
         .unit
         .exists()
@@ -742,6 +759,7 @@ mod tests {
             etc_dir: Found::Missing,
             services_dir: Found::Missing,
             data_dir: Found::Missing,
+            agent_running: false,
         }
     }
 
@@ -793,6 +811,7 @@ mod tests {
                 | Action::RemoveTree { path }
                 | Action::RemoveDirIfEmpty { path } => *slot(&mut current, path) = Found::Missing,
                 Action::RunCommand { .. } => {}
+                Action::LeaveCluster { .. } => current.agent_running = false,
             }
         }
         current
@@ -1205,6 +1224,34 @@ mod tests {
                 "the agent accepts it: {resolved:?}\n{config}"
             );
         }
+    }
+
+    #[test]
+    fn uninstall_asks_a_running_agent_to_leave_before_anything_else() {
+        let mut installed = after(
+            &plan_install(&Request::default(), &empty(), &host(true)).unwrap(),
+            empty(),
+        );
+        installed.agent_running = true;
+        let plan = plan_uninstall(&installed, &host(true), false);
+        assert_eq!(
+            plan.actions.first(),
+            Some(&Action::LeaveCluster {
+                data_dir: under(Path::new("/r"), DATA_DIR)
+            })
+        );
+        assert_eq!(
+            plan.actions.get(1),
+            Some(&Action::RunCommand {
+                argv: systemctl(&["disable", "--now", UNIT_NAME])
+            })
+        );
+        let removed = after(&plan, installed);
+        assert!(
+            plan_uninstall(&removed, &host(true), false)
+                .actions
+                .is_empty()
+        );
     }
 
     #[test]

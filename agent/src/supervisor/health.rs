@@ -88,8 +88,9 @@ impl HealthTracker {
         self.fall = spec.fall.max(1);
     }
 
-    /// The tracker of an instance that was already serving when its check was added: it
-    /// starts passing, and `fall` failures make it critical as usual.
+    /// The tracker of an instance that was already serving when its check was added, or
+    /// that an agent re-attached after a restart: it starts passing, and `fall` failures
+    /// make it critical as usual.
     pub fn assume_passing(mut self) -> HealthTracker {
         self.status = Health::Passing;
         self
@@ -373,6 +374,7 @@ mod tests {
             rise,
             fall,
             grace,
+            address: None,
         }
     }
 

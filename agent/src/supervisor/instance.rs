@@ -17,7 +17,7 @@ use crate::state::unix_now_ms;
 use rustix::process::{Pid, Signal};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -52,6 +52,8 @@ pub struct InstanceContext {
     pub isolation: Isolation,
     pub ports: Mutex<PortAllocator>,
     pub node_name: String,
+    /// The address the catalog publishes for this node (`STRATA_IP`).
+    pub service_ip: IpAddr,
     /// The `strata-shim` binary, started as `<shim_exe> DIR`.
     pub shim_exe: PathBuf,
     /// Bumped on every change of any instance's status, for the catalog publisher.
@@ -156,6 +158,15 @@ impl ShimProcess {
             ShimProcess::Gone => {}
         }
     }
+}
+
+/// Whether a running instance was just started or re-attached after an agent restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Adopted {
+    /// Started by this agent: unknown until its checks pass.
+    No,
+    /// Started by an earlier agent and serving all along: passing until its checks fail.
+    Yes,
 }
 
 /// Starts the task of instance `index` of `spec`. With `adopt`, it first tries to re-attach
@@ -307,13 +318,15 @@ impl InstanceTask {
             let started = Instant::now()
                 .checked_sub(started_ago)
                 .unwrap_or_else(Instant::now);
+            // The instance stayed routable while no agent watched it; it keeps serving
+            // until its own checks say otherwise, so an agent restart never withdraws it.
             self.health = self
                 .spec
                 .health
                 .as_ref()
-                .map(|h| HealthTracker::new(h, started));
+                .map(|h| HealthTracker::new(h, started).assume_passing());
             self.tracker.set_restarts(record.restarts);
-            self.publish_running(&record);
+            self.publish_running(&record, Adopted::Yes);
             self.event(
                 "service.adopted",
                 Severity::Info,
@@ -379,7 +392,7 @@ impl InstanceTask {
         self.set_state(InstanceState::Starting, Some(String::new()));
         match self.launch().await {
             Ok(running) => {
-                self.publish_running(&running.record);
+                self.publish_running(&running.record, Adopted::No);
                 if self.tracker.restarts() > 0 {
                     self.event(
                         "service.restarted",
@@ -412,11 +425,11 @@ impl InstanceTask {
         }
     }
 
-    fn publish_running(&mut self, record: &InstanceRecord) {
-        let state = if self.spec.health.is_some() {
-            InstanceState::Starting
-        } else {
-            InstanceState::Running
+    fn publish_running(&mut self, record: &InstanceRecord, adopted: Adopted) {
+        let (state, health) = match (adopted, self.spec.health.is_some()) {
+            (Adopted::No, true) => (InstanceState::Starting, Health::Unknown),
+            (Adopted::Yes, true) => (InstanceState::Running, Health::Passing),
+            (_, false) => (InstanceState::Running, Health::Unknown),
         };
         self.last_cpu = None;
         self.update(|s| {
@@ -431,7 +444,7 @@ impl InstanceTask {
             s.started_unix_ms = record.started_unix_ms;
             s.restarts = record.restarts;
             s.version = record.version.clone();
-            s.set_health(Health::Unknown);
+            s.set_health(health);
             s.health_output = String::new();
             s.reason = String::new();
         });
@@ -628,31 +641,33 @@ impl InstanceTask {
         env.insert("STRATA_INSTANCE_INDEX".into(), self.index.to_string());
         env.insert("STRATA_NODE".into(), self.ctx.node_name.clone());
         env.insert("STRATA_VERSION".into(), self.spec.version.clone());
+        env.insert("STRATA_IP".into(), self.ctx.service_ip.to_string());
         if let Some(port) = self.ports.values().next() {
             env.insert("PORT".into(), port.to_string());
         }
         for (name, port) in &self.ports {
-            let key = format!(
-                "STRATA_PORT_{}",
-                name.to_ascii_uppercase().replace('-', "_")
-            );
-            env.insert(key, port.to_string());
+            let key = env_suffix(name);
+            env.insert(format!("STRATA_PORT_{key}"), port.to_string());
+            let addr = SocketAddr::new(self.ctx.service_ip, *port);
+            env.insert(format!("STRATA_ADDR_{key}"), addr.to_string());
         }
         env.into_iter().collect()
     }
 
-    /// The health check's target: the named port (or the first) on loopback.
+    /// The health check's target: the named port (or the first) on the check's address, by
+    /// default the one the catalog publishes (what balancers and DNS send traffic to).
     fn health_target(&self) -> SocketAddr {
-        let port = self
-            .spec
-            .health
-            .as_ref()
+        let health = self.spec.health.as_ref();
+        let port = health
             .and_then(|h| h.port.as_ref())
             .and_then(|name| self.ports.get(name))
             .or_else(|| self.ports.values().next())
             .copied()
             .unwrap_or(0);
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+        let ip = health
+            .and_then(|h| h.address)
+            .unwrap_or(self.ctx.service_ip);
+        SocketAddr::new(ip, port)
     }
 
     /// Watches a running instance until it exits or is told to stop.
@@ -1125,6 +1140,20 @@ impl InstanceTask {
     }
 }
 
+/// A port name as an environment variable suffix: upper case, anything but letters and
+/// digits as `_` (`admin-api` is `ADMIN_API`).
+fn env_suffix(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The timer of an instance's checks (a quiet one when it has none).
 fn check_interval(spec: Option<&HealthSpec>) -> tokio::time::Interval {
     let mut timer = tokio::time::interval(spec.map_or(Duration::from_secs(3600), |h| h.interval));
@@ -1272,6 +1301,12 @@ mod tests {
             describe_exit(&exit(None, Some(64)), false),
             "killed by signal 64"
         );
+    }
+
+    #[test]
+    fn port_names_become_variable_suffixes() {
+        assert_eq!(env_suffix("http"), "HTTP");
+        assert_eq!(env_suffix("admin-api2"), "ADMIN_API2");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::spec::{HealthCheck, ServiceSpec, SpecError, check_conflicts, parse_sp
 use super::store::{Desired, Store};
 use crate::events::journal::{EventDraft, Journal};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,9 @@ pub struct SupervisorConfig {
     pub node_name: String,
     /// The `strata-shim` binary, run as `<shim_exe> DIR` for each instance.
     pub shim_exe: PathBuf,
+    /// The address the catalog publishes for this node: every instance is told it
+    /// (`STRATA_IP`) and HTTP and TCP checks dial it, so what is checked is what gets traffic.
+    pub service_ip: IpAddr,
 }
 
 /// Why a supervisor request failed; each maps to one gRPC status.
@@ -107,6 +111,7 @@ impl Supervisor {
             isolation,
             ports: Mutex::new(PortAllocator::new(config.port_range.clone())),
             node_name: config.node_name.clone(),
+            service_ip: config.service_ip,
             shim_exe: config.shim_exe.clone(),
             changes: watch::channel(0).0,
             published: watch::channel(0).0,
@@ -178,12 +183,12 @@ impl Supervisor {
     }
 
     /// Starts the task of a stored service and lists it.
-    fn adopt(&self, spec: Arc<ServiceSpec>, desired: Desired, strays: Vec<u32>) {
+    fn adopt(&self, spec: Arc<ServiceSpec>, desired: Desired, existing: Vec<u32>) {
         let new = NewService {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             spec,
             desired,
-            strays,
+            existing,
         };
         let name = new.spec.name.clone();
         let handle = service::spawn(self.ctx.clone(), self.services.clone(), new);
@@ -222,15 +227,8 @@ impl Supervisor {
                     continue;
                 }
             };
-            let count = stored.desired.scaled_to.unwrap_or(spec.instances);
-            let strays = self
-                .ctx
-                .store
-                .instance_indexes(&spec.name)
-                .into_iter()
-                .filter(|index| *index > count)
-                .collect();
-            self.adopt(spec, stored.desired, strays);
+            let existing = self.ctx.store.instance_indexes(&spec.name);
+            self.adopt(spec, stored.desired, existing);
         }
     }
 
@@ -271,8 +269,9 @@ impl Supervisor {
 
     /// Validates `text` whole (a bad spec changes nothing), and unless `dry_run` stores it
     /// durably and converges: new services start; a changed one takes live changes at
-    /// once and restarts one instance at a time (each waiting for passing) when its
-    /// processes must change; a changed count scales in the background.
+    /// once and has its instances replaced, health-gated (`rollout`), when its processes
+    /// must change; a changed count scales in the background. A spec whose update failed
+    /// is tried again when applied again.
     pub async fn apply(
         &self,
         source: &str,
@@ -326,9 +325,11 @@ impl Supervisor {
         }
         let plan = plan_apply(&view.spec, &spec);
         let scaled = view.desired.scaled_to.is_some_and(|n| n != spec.instances);
+        // The same spec again after its update failed: another try.
+        let retry = view.update_failed.is_some();
         let mut report = ApplyReport {
             service: name.clone(),
-            action: if plan.is_empty() && !scaled {
+            action: if plan.is_empty() && !scaled && !retry {
                 ApplyAction::Unchanged
             } else {
                 ApplyAction::Updated
@@ -560,9 +561,10 @@ fn describe_health(spec: &ServiceSpec) -> String {
         .or_else(|| spec.ports.keys().next().cloned())
         .map(|p| format!(" on port {p}"))
         .unwrap_or_default();
+    let at = h.address.map(|a| format!(" at {a}")).unwrap_or_default();
     let check = match &h.check {
-        HealthCheck::Http { path } => format!("http {path}{port}"),
-        HealthCheck::Tcp => format!("tcp{port}"),
+        HealthCheck::Http { path } => format!("http {path}{port}{at}"),
+        HealthCheck::Tcp => format!("tcp{port}{at}"),
         HealthCheck::Exec { command } => format!("exec {}", command.join(" ")),
     };
     format!("{check} every {}", humantime::format_duration(h.interval))

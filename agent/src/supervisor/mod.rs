@@ -12,6 +12,7 @@ pub mod manager;
 pub mod plan;
 pub mod policy;
 pub mod ports;
+pub mod rollout;
 pub mod service;
 pub mod spec;
 pub mod stop_services;

@@ -5,7 +5,7 @@
 //! - [`Effect::Restart`]: the running processes must be replaced (a rolling restart):
 //!   what they were started with (command, environment, ports they bind, limits, version);
 //! - [`Effect::Live`]: the instance tasks take it at once, without a restart (health
-//!   checks, restart policy, stop settings, log rotation);
+//!   checks, restart policy, stop settings, update policy, log rotation);
 //! - [`Effect::Catalog`]: only what the catalog publishes changes (tags, frontends,
 //!   balancing), which every balancer and DNS server picks up from gossip;
 //! - [`Effect::Scale`]: the number of instances.
@@ -102,6 +102,7 @@ pub fn plan_apply(old: &ServiceSpec, new: &ServiceSpec) -> Plan {
         health,
         restart,
         stop,
+        update,
         resources,
         logs,
         balance,
@@ -152,6 +153,12 @@ pub fn plan_apply(old: &ServiceSpec, new: &ServiceSpec) -> Plan {
         "changed".into(),
     );
     plan.add("stop", *stop != old.stop, Effect::Live, "changed".into());
+    plan.add(
+        "update",
+        *update != old.update,
+        Effect::Live,
+        "changed".into(),
+    );
     plan.add(
         "resources",
         *resources != old.resources,
@@ -356,6 +363,17 @@ algorithm = "p2c_ewma"
             &change("timeout = \"10s\"", "timeout = \"20s\""),
             "stop",
             Effect::Live,
+        );
+    }
+
+    #[test]
+    fn the_update_policy_is_live() {
+        let plan = change("[resources]", "[update]\nsurge = 2\n[resources]");
+        only(&plan, "update", Effect::Live);
+        assert!(!plan.needs_restart());
+        assert_eq!(
+            plan.lines(),
+            ["update: changed", "no restart: update take effect live"]
         );
     }
 

@@ -3,23 +3,29 @@
 //! state goes out on a watch, so readers never wait for anything: a stop, a drain or a
 //! rolling restart runs in the background of this task, never under a lock.
 //!
-//! Instances that leave (scale-down, removal) stay visible, as `stopping`, until their
-//! task has stopped them, so the catalog tells every balancer they are draining before
-//! they are signalled; they stop in parallel. An index whose old instance is still leaving
-//! is started again only once it is gone (they share a directory).
+//! Every change to the set of instances (a restart, a new version, a scale, or a mix) is one
+//! health-gated operation: [`super::rollout`] decides each step from the instances' health,
+//! this task carries it out and asks again whenever an instance changes. A newer command
+//! supersedes the operation under way; the newest converges from wherever it stands.
+//!
+//! Instances that leave (scale-down, replaced, removal) stay visible, as `stopping`, until
+//! their task has stopped them, so the catalog tells every balancer they are draining before
+//! they are signalled; they stop in parallel. A new instance takes the lowest index that is
+//! neither running nor leaving (they share a directory).
 
 use super::instance::{self, Command, InstanceContext, InstanceHandle};
 use super::manager::SupervisorError;
 use super::plan::Plan;
+use super::rollout::{self, Action, Failure, Operation, Policy, Readiness, Step};
 use super::spec::{ServiceSpec, Signal};
 use super::store::Desired;
-use crate::events::journal::{EventDraft, Journal};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::events::journal::EventDraft;
+use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
-use strata_proto::v1::{InstanceStatus, Severity};
+use std::time::Instant;
+use strata_proto::v1::{InstanceState, InstanceStatus, Severity};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 
 /// The services of one agent, by name: what the supervisor routes commands through.
 pub type Registry = Arc<RwLock<BTreeMap<String, ServiceHandle>>>;
@@ -36,6 +42,9 @@ pub struct ServiceView {
     pub instances: BTreeMap<u32, watch::Receiver<InstanceStatus>>,
     /// Being removed: it accepts no new spec.
     pub removing: bool,
+    /// Why the last update or restart stopped before replacing every instance; cleared by
+    /// the next one.
+    pub update_failed: Option<String>,
 }
 
 impl ServiceView {
@@ -96,8 +105,9 @@ pub struct NewService {
     pub id: u64,
     pub spec: Arc<ServiceSpec>,
     pub desired: Desired,
-    /// Instance indexes the store holds beyond the count, to stop and forget.
-    pub strays: Vec<u32>,
+    /// Instance indexes the store holds: re-adopted, and those beyond the count removed
+    /// as the floor allows.
+    pub existing: Vec<u32>,
 }
 
 /// Starts the task of a service whose spec is already stored.
@@ -106,7 +116,7 @@ pub fn spawn(ctx: Arc<InstanceContext>, registry: Registry, new: NewService) -> 
         id,
         spec,
         desired,
-        strays,
+        existing,
     } = new;
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let view = Arc::new(ServiceView {
@@ -114,38 +124,69 @@ pub fn spawn(ctx: Arc<InstanceContext>, registry: Registry, new: NewService) -> 
         desired: desired.clone(),
         instances: BTreeMap::new(),
         removing: false,
+        update_failed: None,
     });
     let (view_tx, view) = watch::channel(view);
+    let changes = ctx.changes.subscribe();
     let mut runner = Runner {
         ctx,
         registry,
         id,
         spec,
         desired,
+        generation: 0,
         members: BTreeMap::new(),
         leaving: BTreeMap::new(),
-        waiters: Vec::new(),
         ops: JoinSet::new(),
-        rollout: None,
+        operation: None,
+        wake: None,
+        update_failed: None,
+        changes,
         removal: None,
         view: view_tx,
         rx,
     };
-    for index in strays {
-        let handle = instance::spawn(runner.ctx.clone(), runner.spec.clone(), index, false);
-        runner.leave(index, handle);
+    let run = !runner.desired.stopped;
+    for index in existing {
+        let handle = instance::spawn(runner.ctx.clone(), runner.spec.clone(), index, run);
+        runner.members.insert(index, Slot::new(handle, 0));
     }
-    runner.reconcile();
+    runner.begin(false, None);
     runner.publish();
     tokio::spawn(runner.run());
     ServiceHandle { id, commands, view }
 }
 
-/// An operator waiting for some leaving instances to be gone.
-struct Waiter {
-    indexes: BTreeSet<u32>,
-    message: String,
-    reply: Reply,
+/// An instance that counts toward the service, with what the operations know of it.
+struct Slot {
+    handle: InstanceHandle,
+    /// The generation of the spec it was last started for.
+    generation: u64,
+    /// When an operation started or restarted it, until it has become available.
+    started: Option<Instant>,
+    /// Since when it has been passing, as this task saw it.
+    passing_since: Option<Instant>,
+    /// Restarted in place and not yet seen anew: its (pid, start, state change) times then.
+    restarting_from: Option<(i32, i64, i64)>,
+}
+
+impl Slot {
+    fn new(handle: InstanceHandle, generation: u64) -> Slot {
+        Slot {
+            handle,
+            generation,
+            started: None,
+            passing_since: None,
+            restarting_from: None,
+        }
+    }
+}
+
+/// The operation under way and who waits for its end.
+struct Active {
+    operation: Operation,
+    /// Replies owed when it ends, each with its message for success.
+    replies: Vec<(Reply, String)>,
 }
 
 /// The reply to a removal: how many instances it stopped.
@@ -171,13 +212,20 @@ struct Runner {
     id: u64,
     spec: Arc<ServiceSpec>,
     desired: Desired,
+    /// Bumped by every change that needs new processes; older instances are replaced.
+    generation: u64,
     /// Instances that count toward the desired number.
-    members: BTreeMap<u32, InstanceHandle>,
+    members: BTreeMap<u32, Slot>,
     /// Instances being stopped for good.
     leaving: BTreeMap<u32, InstanceHandle>,
-    waiters: Vec<Waiter>,
     ops: JoinSet<Done>,
-    rollout: Option<AbortHandle>,
+    /// The health-gated operation under way.
+    operation: Option<Active>,
+    /// When the operation must be looked at again even if no instance changes.
+    wake: Option<Instant>,
+    update_failed: Option<String>,
+    /// Ticks on every change of any instance: what moves an operation on.
+    changes: watch::Receiver<u64>,
     /// Set once a removal began.
     removal: Option<Removal>,
     view: watch::Sender<Arc<ServiceView>>,
@@ -213,6 +261,11 @@ impl Runner {
                     if let Ok(Done::Left(index)) = done {
                         self.on_left(index);
                     }
+                }
+                _ = self.changes.changed(), if self.operation.is_some() => self.advance(),
+                _ = sleep_until(self.wake), if self.operation.is_some() && self.wake.is_some() => {
+                    self.wake = None;
+                    self.advance();
                 }
             }
             if self.removal.is_some() && self.members.is_empty() && self.leaving.is_empty() {
@@ -284,6 +337,7 @@ impl Runner {
         let instances = self
             .members
             .iter()
+            .map(|(index, slot)| (index, &slot.handle))
             .chain(&self.leaving)
             .map(|(index, handle)| (*index, handle.status.clone()))
             .collect();
@@ -292,25 +346,215 @@ impl Runner {
             desired: self.desired.clone(),
             instances,
             removing: self.removal.is_some(),
+            update_failed: self.update_failed.clone(),
         }));
         self.ctx.bump();
     }
 
-    /// Starts the instances the count asks for and sends away those beyond it.
-    fn reconcile(&mut self) {
+    /// Begins an operation towards the current count, superseding the one under way (whose
+    /// replies are then owed by this one). `replace` says whether outdated instances are
+    /// replaced; `reply` is answered when it ends.
+    fn begin(&mut self, replace: bool, reply: Option<(Reply, String)>) {
+        let now = Instant::now();
         let count = self.count();
-        let run = !self.desired.stopped;
-        for index in 1..=count {
-            if !self.members.contains_key(&index) && !self.leaving.contains_key(&index) {
-                let handle = instance::spawn(self.ctx.clone(), self.spec.clone(), index, run);
-                self.members.insert(index, handle);
+        let has_frontend = self.spec.ports.values().any(|p| p.frontend.is_some());
+        let mut policy = Policy::resolve(&self.spec.update, count, has_frontend);
+        if self.desired.stopped {
+            // Nothing serves: nothing to keep.
+            policy.max_unavailable = count;
+        }
+        // Nothing outdated now, nothing outdated during it: a plain scale, whose new
+        // instances are additions, not replacements.
+        let replace = replace && !self.desired.stopped && self.outdated() > 0;
+        let members = self.observe(now);
+        let operation = Operation::begin(count, self.generation, replace, policy, &members, now);
+        let mut replies = self
+            .operation
+            .take()
+            .map(|active| active.replies)
+            .unwrap_or_default();
+        replies.extend(reply);
+        self.operation = Some(Active { operation, replies });
+        self.advance();
+    }
+
+    /// The instances as the operation sees them, noting who passes since when.
+    fn observe(&mut self, now: Instant) -> Vec<rollout::Member> {
+        let policy = self.operation.as_ref().map(|a| a.operation.policy);
+        self.members
+            .iter_mut()
+            .map(|(index, slot)| {
+                let status = slot.handle.status.borrow();
+                if slot.restarting_from.is_some_and(|(pid, started, since)| {
+                    let running_anew =
+                        status.pid != 0 && (status.pid, status.started_unix_ms) != (pid, started);
+                    let broken_anew =
+                        status.state().is_broken() && status.state_since_unix_ms != since;
+                    running_anew || broken_anew
+                }) {
+                    slot.restarting_from = None;
+                }
+                let passing = slot.restarting_from.is_none() && passes(&self.spec, &status);
+                if !passing {
+                    slot.passing_since = None;
+                } else if slot.passing_since.is_none() {
+                    slot.passing_since = Some(now);
+                }
+                let readiness = match slot.passing_since {
+                    Some(since) => Readiness::Passing { since },
+                    None if slot.restarting_from.is_none() && status.state().is_broken() => {
+                        Readiness::Down
+                    }
+                    None => Readiness::Pending,
+                };
+                drop(status);
+                let mut member = rollout::Member {
+                    index: *index,
+                    generation: slot.generation,
+                    readiness,
+                    started: slot.started,
+                };
+                if policy.is_some_and(|p| rollout::is_available(&member, &p, now)) {
+                    slot.started = None;
+                    member.started = None;
+                }
+                member
+            })
+            .collect()
+    }
+
+    /// Moves the operation on as far as it can go now.
+    fn advance(&mut self) {
+        loop {
+            let Some(active) = &self.operation else {
+                return;
+            };
+            let operation = active.operation;
+            let now = Instant::now();
+            let members = self.observe(now);
+            match rollout::next_step(&operation, &members, now) {
+                Step::Act(actions) => {
+                    for action in actions {
+                        self.act(&operation, action, now);
+                    }
+                    self.publish();
+                }
+                Step::Wait { until } => {
+                    self.wake = until;
+                    return;
+                }
+                // Its replies wait for the instances it took down to be gone.
+                Step::Done if !self.leaving.is_empty() => {
+                    self.wake = None;
+                    return;
+                }
+                Step::Done => {
+                    self.end_operation(None);
+                    return;
+                }
+                Step::Failed { index, failure } => {
+                    self.fail(&operation, index, failure);
+                    return;
+                }
             }
         }
-        let extra: Vec<u32> = self.members.range(count + 1..).map(|(i, _)| *i).collect();
-        for index in extra {
-            if let Some(handle) = self.members.remove(&index) {
-                self.leave(index, handle);
+    }
+
+    fn act(&mut self, operation: &Operation, action: Action, now: Instant) {
+        let started = operation.replace.then_some(now);
+        match action {
+            Action::Start(n) => {
+                let run = !self.desired.stopped;
+                for _ in 0..n {
+                    let index = (1..)
+                        .find(|i| !self.members.contains_key(i) && !self.leaving.contains_key(i))
+                        .unwrap_or(u32::MAX);
+                    let handle = instance::spawn(self.ctx.clone(), self.spec.clone(), index, run);
+                    let mut slot = Slot::new(handle, operation.generation);
+                    slot.started = started;
+                    self.members.insert(index, slot);
+                }
             }
+            Action::Restart(index) => {
+                if let Some(slot) = self.members.get_mut(&index) {
+                    let (tx, _) = oneshot::channel();
+                    let status = slot.handle.status.borrow().clone();
+                    slot.restarting_from = Some((
+                        status.pid,
+                        status.started_unix_ms,
+                        status.state_since_unix_ms,
+                    ));
+                    slot.passing_since = None;
+                    slot.generation = operation.generation;
+                    slot.started = started;
+                    let _ = slot.handle.commands.send(Command::Restart(tx));
+                }
+            }
+            Action::Remove(index) => {
+                if let Some(slot) = self.members.remove(&index) {
+                    self.leave(index, slot.handle);
+                }
+            }
+        }
+    }
+
+    /// A new instance did not become available: it is stopped, the operation ends, the
+    /// instances still serving stay.
+    fn fail(&mut self, operation: &Operation, index: u32, failure: Failure) {
+        let name = self.name().to_string();
+        let why = match failure {
+            Failure::Down => {
+                let reason = self
+                    .members
+                    .get(&index)
+                    .map(|slot| slot.handle.status.borrow().reason.clone())
+                    .unwrap_or_default();
+                format!("{name}/{index} could not run: {reason}")
+            }
+            Failure::Deadline => format!(
+                "{name}/{index} did not pass for {} within the healthy deadline of {}",
+                humantime::format_duration(operation.policy.min_healthy_time),
+                humantime::format_duration(operation.policy.healthy_deadline)
+            ),
+        };
+        if let Some(slot) = self.members.remove(&index) {
+            self.leave(index, slot.handle);
+        }
+        let serving = self.members.len();
+        let message =
+            format!("update of {name} stopped: {why}; {serving} instance(s) left as they were");
+        let draft = EventDraft::new(
+            "service.update_failed",
+            Severity::Critical,
+            format!("service:{name}"),
+            message.clone(),
+        )
+        .field("service", name.clone())
+        .field("instance", index.to_string());
+        if let Err(e) = self.ctx.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record a service event");
+        }
+        self.update_failed = Some(message.clone());
+        self.end_operation(Some(message));
+        self.publish();
+    }
+
+    /// Ends the operation: its replies get `failure`, or each its own message.
+    fn end_operation(&mut self, failure: Option<String>) {
+        self.wake = None;
+        let Some(active) = self.operation.take() else {
+            return;
+        };
+        for slot in self.members.values_mut() {
+            slot.passing_since = None;
+            slot.started = None;
+        }
+        for (reply, message) in active.replies {
+            let result = match &failure {
+                Some(why) => Err(SupervisorError::Failed(why.clone())),
+                None => Ok(message),
+            };
+            let _ = reply.send(result);
         }
     }
 
@@ -329,18 +573,8 @@ impl Runner {
 
     fn on_left(&mut self, index: u32) {
         self.leaving.remove(&index);
-        let mut i = 0;
-        while i < self.waiters.len() {
-            self.waiters[i].indexes.remove(&index);
-            if self.waiters[i].indexes.is_empty() {
-                let waiter = self.waiters.swap_remove(i);
-                let _ = waiter.reply.send(Ok(waiter.message));
-            } else {
-                i += 1;
-            }
-        }
         if self.removal.is_none() {
-            self.reconcile();
+            self.advance();
         }
         self.publish();
     }
@@ -363,34 +597,28 @@ impl Runner {
             .map_err(|e| {
                 SupervisorError::Failed(format!("cannot store the spec of {}: {e}", spec.name))
             })?;
-        let previous: Vec<u32> = self.members.keys().copied().collect();
         self.spec = spec.clone();
         self.desired = desired;
-        for handle in self.members.values().chain(self.leaving.values()) {
+        for handle in self
+            .members
+            .values()
+            .map(|slot| &slot.handle)
+            .chain(self.leaving.values())
+        {
             let _ = handle.commands.send(Command::UpdateSpec(spec.clone()));
         }
-        self.reconcile();
         let mut notes = Vec::new();
-        if plan.needs_restart() && !self.desired.stopped {
-            let targets: Vec<_> = previous
-                .into_iter()
-                .filter_map(|index| {
-                    let handle = self.members.get(&index)?;
-                    Some((index, handle.commands.clone(), handle.status.clone()))
-                })
-                .collect();
-            if let Some(previous) = self.rollout.take() {
-                previous.abort();
-            }
-            notes.push(format!(
-                "rolling restart of {} instance(s), one at a time",
-                targets.len()
-            ));
-            let rollout = rolling_restart(self.ctx.journal.clone(), spec.clone(), targets);
-            self.rollout = Some(self.ops.spawn(async move {
-                rollout.await;
-                Done::Nothing
-            }));
+        if let Some(why) = self.update_failed.take() {
+            notes.push(format!("retrying after: {why}"));
+        }
+        let restart = plan.needs_restart() && !self.desired.stopped;
+        if restart {
+            self.generation += 1;
+        }
+        self.begin(true, None);
+        if self.operation.is_some() && (restart || self.outdated() > 0) {
+            let policy = self.operation.as_ref().map(|a| a.operation.policy);
+            notes.push(describe_replacement(self.outdated(), policy));
         }
         self.event(
             "service.applied",
@@ -405,6 +633,14 @@ impl Runner {
         Ok(notes)
     }
 
+    /// Instances still to be replaced.
+    fn outdated(&self) -> usize {
+        self.members
+            .values()
+            .filter(|slot| slot.generation < self.generation)
+            .count()
+    }
+
     fn scale(&mut self, count: u32, reply: Reply) {
         let before = self.count();
         let mut desired = self.desired.clone();
@@ -417,26 +653,13 @@ impl Runner {
             return;
         }
         self.desired = desired;
-        self.reconcile();
         let name = self.name().to_string();
         let message = format!("{name} scaled from {before} to {count} instance(s)");
         self.event("service.scaled", Severity::Info, message.clone());
+        // A scale carries on a replacement under way, not one that failed.
+        let replace = self.update_failed.is_none();
+        self.begin(replace, Some((reply, message)));
         self.publish();
-        self.reply_when_left(message, reply);
-    }
-
-    /// Replies once every instance leaving now is gone.
-    fn reply_when_left(&mut self, message: String, reply: Reply) {
-        let indexes: BTreeSet<u32> = self.leaving.keys().copied().collect();
-        if indexes.is_empty() {
-            let _ = reply.send(Ok(message));
-        } else {
-            self.waiters.push(Waiter {
-                indexes,
-                message,
-                reply,
-            });
-        }
     }
 
     fn control(&mut self, instance: u32, action: InstanceAction, reply: Reply) {
@@ -458,13 +681,20 @@ impl Runner {
                 return;
             }
             self.desired = desired;
+            if action == InstanceAction::Stop {
+                self.end_operation(Some(format!("{name} was stopped first")));
+            }
             self.publish();
+        }
+        if instance == 0 && action == InstanceAction::Restart && !self.desired.stopped {
+            self.restart_all(reply);
+            return;
         }
         let targets: Vec<mpsc::UnboundedSender<Command>> = self
             .members
             .iter()
             .filter(|(index, _)| instance == 0 || **index == instance)
-            .map(|(_, handle)| handle.commands.clone())
+            .map(|(_, slot)| slot.handle.commands.clone())
             .collect();
         let what = if instance == 0 {
             name
@@ -541,18 +771,38 @@ impl Runner {
         }
     }
 
-    fn remove(&mut self, reply: RemoveReply) {
-        if let Some(rollout) = self.rollout.take() {
-            rollout.abort();
+    /// Replaces every instance, health-gated; the reply comes once the last is replaced.
+    fn restart_all(&mut self, reply: Reply) {
+        let name = self.name().to_string();
+        self.generation += 1;
+        self.update_failed = None;
+        let count = self.outdated();
+        self.begin(true, None);
+        let policy = self.operation.as_ref().map(|a| a.operation.policy);
+        let message = format!("{name} restarted: {}", describe_replacement(count, policy));
+        match self.operation.as_mut() {
+            Some(active) => active.replies.push((reply, message)),
+            None => {
+                let _ = reply.send(
+                    self.update_failed
+                        .clone()
+                        .map_or(Ok(message), |why| Err(SupervisorError::Failed(why))),
+                );
+            }
         }
+    }
+
+    fn remove(&mut self, reply: RemoveReply) {
+        let name = self.name().to_string();
+        self.end_operation(Some(format!("{name} was removed first")));
         let count = (self.members.len() + self.leaving.len()) as u32;
         self.removal = Some(Removal {
             replies: vec![reply],
             count,
         });
         let members = std::mem::take(&mut self.members);
-        for (index, handle) in members {
-            self.leave(index, handle);
+        for (index, slot) in members {
+            self.leave(index, slot.handle);
         }
         self.publish();
     }
@@ -588,65 +838,49 @@ impl Runner {
     }
 
     fn detach(&mut self) {
-        if let Some(rollout) = self.rollout.take() {
-            rollout.abort();
-        }
-        for handle in self.members.values().chain(self.leaving.values()) {
+        let name = self.name().to_string();
+        self.end_operation(Some(format!(
+            "the agent stopped before {name} was done; the next agent carries on from its instances"
+        )));
+        for handle in self
+            .members
+            .values()
+            .map(|slot| &slot.handle)
+            .chain(self.leaving.values())
+        {
             let _ = handle.commands.send(Command::Detach);
         }
     }
 }
 
-/// Restarts instances one at a time, each waiting until it runs and passes its health
-/// check before the next; stops (with an event) when one does not come back.
-async fn rolling_restart(
-    journal: Journal,
-    spec: Arc<ServiceSpec>,
-    targets: Vec<(
-        u32,
-        mpsc::UnboundedSender<Command>,
-        watch::Receiver<InstanceStatus>,
-    )>,
-) {
-    let budget = spec
-        .health
-        .as_ref()
-        .map(|h| h.grace + h.interval * (h.rise + h.fall + 2))
-        .unwrap_or(Duration::from_secs(5))
-        + Duration::from_secs(30);
-    for (index, commands, mut status) in targets {
-        let (tx, rx) = oneshot::channel();
-        if commands.send(Command::Restart(tx)).is_err() || rx.await.is_err() {
-            continue;
-        }
-        let ready = tokio::time::timeout(budget, async {
-            loop {
-                {
-                    let s = status.borrow_and_update();
-                    let healthy = spec.health.is_none() || s.health().is_passing();
-                    if s.state() == strata_proto::v1::InstanceState::Running && healthy {
-                        return true;
-                    }
-                }
-                if status.changed().await.is_err() {
-                    return false;
-                }
-            }
-        })
-        .await;
-        if !matches!(ready, Ok(true)) {
-            let draft = EventDraft::new(
-                "service.rollout_stalled",
-                Severity::Critical,
-                format!("service:{}/{index}", spec.name),
-                format!(
-                    "rolling restart of {} stopped: instance {index} did not become passing within {}",
-                    spec.name,
-                    humantime::format_duration(budget)
-                ),
-            );
-            let _ = journal.append(draft);
-            return;
-        }
+/// Whether an instance gets traffic now, by the rule the catalog publishes: running and
+/// passing, or running when the service has no check.
+fn passes(spec: &ServiceSpec, status: &InstanceStatus) -> bool {
+    status.state() == InstanceState::Running
+        && (spec.health.is_none() || status.health().is_passing())
+}
+
+/// "2 instance(s) replaced, surge 1, never fewer than 2 passing".
+fn describe_replacement(count: usize, policy: Option<Policy>) -> String {
+    match policy {
+        Some(p) if p.surge > 0 => format!(
+            "replacing {count} instance(s): a new one starts and passes for {} before an old one stops (surge {}, at most {} unavailable)",
+            humantime::format_duration(p.min_healthy_time),
+            p.surge,
+            p.max_unavailable
+        ),
+        Some(p) => format!(
+            "replacing {count} instance(s) in place, at most {} unavailable at once",
+            p.max_unavailable
+        ),
+        None => format!("{count} instance(s) replaced"),
+    }
+}
+
+/// Resolves at `wake`, or never.
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

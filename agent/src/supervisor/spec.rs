@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use strata_proto::v1::Algorithm;
@@ -32,6 +33,7 @@ pub struct ServiceSpec {
     pub health: Option<HealthSpec>,
     pub restart: RestartSpec,
     pub stop: StopSpec,
+    pub update: UpdateSpec,
     pub resources: ResourceSpec,
     pub logs: LogSpec,
     pub balance: BalanceSpec,
@@ -75,6 +77,9 @@ pub struct HealthSpec {
     pub rise: u32,
     pub fall: u32,
     pub grace: Duration,
+    /// The address HTTP and TCP checks dial; the node's published address when not given,
+    /// so what is checked is what receives traffic.
+    pub address: Option<IpAddr>,
 }
 
 /// When an exited instance is started again.
@@ -108,6 +113,26 @@ pub struct StopSpec {
     /// How long an instance is marked draining (no new connections from any balancer) before
     /// it is signalled: 2s for services with a frontend port, else 0.
     pub drain: Duration,
+}
+
+/// How long a new instance must pass before it counts, when `[update]` does not say.
+pub const DEFAULT_MIN_HEALTHY_TIME: Duration = Duration::from_secs(3);
+/// How long a new instance may take to count, when `[update]` does not say.
+pub const DEFAULT_HEALTHY_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The `[update]` table: how instances are replaced (restart, new version) and removed
+/// (scale-down) under traffic. The counts left unset are decided per operation from the
+/// service's ports and instance count (`rollout::Policy::resolve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateSpec {
+    /// Instances started beyond the count before old ones stop (`true` is 1, `false` 0).
+    pub surge: Option<u32>,
+    /// How many fewer passing instances than the count an operation may leave.
+    pub max_unavailable: Option<u32>,
+    /// How long a new instance must pass before it counts as available.
+    pub min_healthy_time: Duration,
+    /// How long a new instance may take to become available before the operation stops.
+    pub healthy_deadline: Duration,
 }
 
 /// Signals a spec may name for stopping (and an operator may send): the contract's enum,
@@ -176,6 +201,8 @@ struct RawSpec {
     #[serde(default)]
     stop: RawStop,
     #[serde(default)]
+    update: RawUpdate,
+    #[serde(default)]
     resources: RawResources,
     #[serde(default)]
     logs: RawLogs,
@@ -208,6 +235,7 @@ struct RawHealth {
     rise: Option<i64>,
     fall: Option<i64>,
     grace: Option<String>,
+    address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +255,16 @@ struct RawStop {
     signal: Option<String>,
     timeout: Option<String>,
     drain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    /// A bool or a count, checked by hand so the error says which.
+    surge: Option<toml::Value>,
+    max_unavailable: Option<i64>,
+    min_healthy_time: Option<String>,
+    healthy_deadline: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,6 +473,8 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         drain: at.duration("stop.drain", raw.stop.drain.as_deref(), default_drain)?,
     };
 
+    let update = parse_update(&at, &raw.update)?;
+
     let res = &raw.resources;
     let resources = ResourceSpec {
         memory_max: match &res.memory_max {
@@ -501,9 +541,63 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         health,
         restart,
         stop,
+        update,
         resources,
         logs,
         balance,
+    })
+}
+
+fn parse_update(at: &Locator<'_>, u: &RawUpdate) -> Result<UpdateSpec, SpecError> {
+    let surge = match &u.surge {
+        None => None,
+        Some(toml::Value::Boolean(on)) => Some(u32::from(*on)),
+        Some(toml::Value::Integer(n)) => {
+            Some(at.count("update.surge", Some(*n), 0, 0, MAX_INSTANCES)?)
+        }
+        Some(other) => {
+            return Err(at.error(
+                "update.surge",
+                format!(
+                    "{other} is not true, false or a number of instances (0..={MAX_INSTANCES})"
+                ),
+            ));
+        }
+    };
+    let max_unavailable = match u.max_unavailable {
+        None => None,
+        n => Some(at.count("update.max_unavailable", n, 0, 0, MAX_INSTANCES)?),
+    };
+    if surge == Some(0) && max_unavailable == Some(0) {
+        return Err(at.error(
+            "update.max_unavailable",
+            "0 with surge off lets no instance be replaced: allow 1, or turn surge on",
+        ));
+    }
+    let min_healthy_time = at.duration(
+        "update.min_healthy_time",
+        u.min_healthy_time.as_deref(),
+        DEFAULT_MIN_HEALTHY_TIME,
+    )?;
+    let healthy_deadline = at.duration(
+        "update.healthy_deadline",
+        u.healthy_deadline.as_deref(),
+        DEFAULT_HEALTHY_DEADLINE,
+    )?;
+    if healthy_deadline <= min_healthy_time {
+        return Err(at.error(
+            "update.healthy_deadline",
+            format!(
+                "must be longer than min_healthy_time ({})",
+                humantime::format_duration(min_healthy_time)
+            ),
+        ));
+    }
+    Ok(UpdateSpec {
+        surge,
+        max_unavailable,
+        min_healthy_time,
+        healthy_deadline,
     })
 }
 
@@ -580,9 +674,25 @@ fn parse_health(
             "must be more than 0 and not longer than the interval",
         ));
     }
+    let address = match &h.address {
+        None => None,
+        Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
+            at.error(
+                "health.address",
+                format!("{text:?} is not an IP address (examples: 127.0.0.1, ::1)"),
+            )
+        })?),
+    };
+    if address.is_some() && !needs_port {
+        return Err(at.error(
+            "health.address",
+            "only http and tcp checks dial an address; an exec check runs a command",
+        ));
+    }
     Ok(HealthSpec {
         check,
         port: h.port.clone(),
+        address,
         interval,
         timeout,
         rise: at.count("health.rise", h.rise, 2, 1, 100)?,
@@ -905,6 +1015,71 @@ keep = 5
         let e = err(&EXAMPLE.replace("signal = \"SIGTERM\"", "signal = \"SIGWINCH\""));
         assert_eq!(e.field, "stop.signal");
         assert!(e.problem.contains("SIGHUP, SIGINT"), "{e}");
+    }
+
+    #[test]
+    fn update_takes_a_flag_or_a_count_and_names_the_field_it_refuses() {
+        let with = |extra: &str| format!("{EXAMPLE}[update]\n{extra}");
+        let spec = parse_spec("echo.toml", EXAMPLE).unwrap();
+        assert_eq!(
+            spec.update,
+            UpdateSpec {
+                surge: None,
+                max_unavailable: None,
+                min_healthy_time: DEFAULT_MIN_HEALTHY_TIME,
+                healthy_deadline: DEFAULT_HEALTHY_DEADLINE,
+            }
+        );
+        let update = |extra: &str| parse_spec("echo.toml", &with(extra)).unwrap().update;
+        assert_eq!(update("surge = true\n").surge, Some(1));
+        assert_eq!(update("surge = false\n").surge, Some(0));
+        assert_eq!(update("surge = 3\n").surge, Some(3));
+        let u =
+            update("max_unavailable = 1\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"30s\"\n");
+        assert_eq!(u.max_unavailable, Some(1));
+        assert_eq!(u.min_healthy_time, Duration::from_secs(1));
+        assert_eq!(u.healthy_deadline, Duration::from_secs(30));
+
+        let e = err(&with("surge = \"lots\"\n"));
+        assert_eq!((e.field.as_str(), e.line), ("update.surge", Some(40)));
+        assert!(e.problem.contains("not true, false or a number"), "{e}");
+        let e = err(&with("surge = -1\n"));
+        assert_eq!(e.field, "update.surge");
+        let e = err(&with("max_unavailable = 1000\n"));
+        assert_eq!(e.field, "update.max_unavailable");
+        let e = err(&with("surge = false\nmax_unavailable = 0\n"));
+        assert_eq!(e.field, "update.max_unavailable");
+        assert!(e.problem.contains("no instance be replaced"), "{e}");
+        let e = err(&with(
+            "min_healthy_time = \"10s\"\nhealthy_deadline = \"5s\"\n",
+        ));
+        assert_eq!(e.field, "update.healthy_deadline");
+        assert!(
+            e.problem.contains("longer than min_healthy_time (10s)"),
+            "{e}"
+        );
+        let e = err(&with("min_healthy_time = \"soon\"\n"));
+        assert_eq!(e.field, "update.min_healthy_time");
+        let e = err(&with("canary = 1\n"));
+        assert_eq!(e.field, "update.canary");
+    }
+
+    #[test]
+    fn a_check_address_is_an_ip_for_http_and_tcp_checks_only() {
+        let spec = parse_spec(
+            "echo.toml",
+            &EXAMPLE.replace("http = \"/\"", "http = \"/\"\naddress = \"127.0.0.1\""),
+        )
+        .unwrap();
+        assert_eq!(
+            spec.health.unwrap().address,
+            Some(std::net::IpAddr::from([127, 0, 0, 1]))
+        );
+        let e = err(&EXAMPLE.replace("http = \"/\"", "http = \"/\"\naddress = \"localhost\""));
+        assert_eq!((e.field.as_str(), e.line), ("health.address", Some(13)));
+        assert!(e.problem.contains("not an IP address"), "{e}");
+        let e = err(&EXAMPLE.replace("http = \"/\"", "exec = [\"/bin/true\"]\naddress = \"::1\""));
+        assert_eq!(e.field, "health.address");
     }
 
     #[test]

@@ -33,17 +33,13 @@ pub struct StopServicesArgs {
 /// running, 1 when one outlived SIGKILL or the records cannot be read, 2 when the data dir
 /// does not exist, 3 when an agent runs on it.
 pub fn run(args: &StopServicesArgs) -> ExitCode {
-    let dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(crate::config::default_data_dir);
-    if !dir.is_dir() {
-        eprintln!(
-            "strata-agent: no data dir at {} (give the agent's --data-dir)",
-            dir.display()
-        );
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let dir = match crate::config::existing_data_dir(args.data_dir.as_deref()) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("strata-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let nothing_ran = || {
         eprintln!(
             "no service instance recorded in {} was running",

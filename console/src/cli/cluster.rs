@@ -5,8 +5,10 @@ use super::{OutputFormat, print_as};
 use crate::client::connect::call;
 use crate::client::{Client, Failure};
 use crate::format::{now_ms, table, uptime};
+use std::collections::BTreeMap;
 use strata_proto::v1::{
-    GetCatalogReply, GetCatalogRequest, ListMembersReply, ListMembersRequest, WhoAmIRequest,
+    GetCatalogReply, GetCatalogRequest, ListMembersReply, ListMembersRequest, Member, MemberStatus,
+    WhoAmIRequest,
 };
 
 /// `strata members`.
@@ -100,11 +102,30 @@ pub async fn catalog(
     output: OutputFormat,
 ) -> Result<(), Failure> {
     let reply = call(client.get_catalog(GetCatalogRequest::default()), agent).await?;
-    print_as(output, &reply, render_catalog)
+    let members = call(client.list_members(ListMembersRequest::default()), agent).await?;
+    print_as(output, &reply, |reply| {
+        render_catalog(reply, &members.members)
+    })
 }
 
-/// The catalog as one row per instance.
-pub fn render_catalog(reply: &GetCatalogReply) -> String {
+/// What a row says about the node's agent when it does not answer: its instances are the
+/// ones it last published, still routed (services outlive their agent) until it leaves or
+/// is reaped, so they are not shown as plainly healthy.
+fn agent_note(status: Option<MemberStatus>) -> Option<&'static str> {
+    match status {
+        Some(MemberStatus::Down) => Some("node down: last published, still routed"),
+        Some(MemberStatus::Suspect) => Some("node suspect"),
+        None | Some(MemberStatus::Unknown) => Some("node not a member yet"),
+        Some(MemberStatus::Alive | MemberStatus::Left) => None,
+    }
+}
+
+/// The catalog as one row per instance; `members` tells which nodes' agents do not answer.
+pub fn render_catalog(reply: &GetCatalogReply, members: &[Member]) -> String {
+    let status: BTreeMap<&str, MemberStatus> = members
+        .iter()
+        .map(|m| (m.id.as_str(), m.status()))
+        .collect();
     let mut t = table(&[
         "service", "instance", "node", "address", "health", "version", "frontend", "notes",
     ]);
@@ -120,6 +141,7 @@ pub fn render_catalog(reply: &GetCatalogReply) -> String {
                 let frontends: Vec<String> =
                     service.frontends.values().map(u32::to_string).collect();
                 let mut notes = Vec::new();
+                notes.extend(agent_note(status.get(record.id.as_str()).copied()));
                 if i.draining {
                     notes.push("draining");
                 }
@@ -147,4 +169,61 @@ pub fn render_catalog(reply: &GetCatalogReply) -> String {
         );
     }
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::v1::{CatalogInstance, CatalogService, Health, NodeRecord};
+
+    fn record(id: &str, name: &str) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            name: name.into(),
+            ip: "10.0.0.1".into(),
+            services: vec![CatalogService {
+                name: "web".into(),
+                instances: vec![CatalogInstance {
+                    id: format!("web/{name}"),
+                    health: Health::Passing as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn member(id: &str, status: MemberStatus) -> Member {
+        Member {
+            id: id.into(),
+            status: status as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn instances_of_an_agent_that_does_not_answer_say_so() {
+        let reply = GetCatalogReply {
+            records: vec![record("a", "n1"), record("b", "n2"), record("c", "n3")],
+        };
+        let members = [
+            member("a", MemberStatus::Alive),
+            member("b", MemberStatus::Down),
+            member("c", MemberStatus::Suspect),
+        ];
+        let text = render_catalog(&reply, &members);
+        let line = |name: &str| {
+            text.lines()
+                .find(|l| l.contains(&format!("web/{name}")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(!line("n1").contains("node"), "{text}");
+        assert!(
+            line("n2").contains("node down: last published, still routed"),
+            "{text}"
+        );
+        assert!(line("n3").contains("node suspect"), "{text}");
+    }
 }

@@ -203,6 +203,15 @@ pub enum Command {
         /// The node to undrain.
         target: String,
     },
+    /// Withdraw a node from the cluster: it drains, leaves gossip and its agent stops (its
+    /// services keep running). Stopping or restarting an agent never withdraws its node.
+    #[command(
+        after_help = "Other nodes remove the node's instances from their balancers and DNS once it has left; starting\nits agent again rejoins it. On the host itself, `strata-agent leave` does the same.\n\nExample:\n  strata leave n2"
+    )]
+    Leave {
+        /// The node to withdraw.
+        target: String,
+    },
     /// Remove a down member from the cluster now.
     #[command(name = "force-leave", after_help = "Example:\n  strata force-leave n3")]
     ForceLeave {
@@ -341,6 +350,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Undrain { target } => {
             let op = Op::drain(&target, false);
+            change(c, agent, out, op).await.map(drop)
+        }
+        Command::Leave { target } => {
+            let op = Op::leave(&target);
             change(c, agent, out, op).await.map(drop)
         }
         Command::ForceLeave { member } => {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use strata_proto::v1::control_service_request::Action as ControlAction;
 use strata_proto::v1::{
     ApplySpecRequest, ControlServiceRequest, DrainNodeRequest, ForceLeaveRequest, KeyringOp,
-    KeyringRequest, ListMembersRequest, RemoveServiceRequest,
+    KeyringRequest, LeaveRequest, ListMembersRequest, RemoveServiceRequest,
 };
 
 /// A service, or one of its instances: `web` or `web/2`.
@@ -116,6 +116,8 @@ pub enum Op {
     },
     /// Stop every instance of a service on a node and forget its spec.
     Remove(RemoveServiceRequest),
+    /// Withdraw a node from the cluster (it drains, leaves gossip and its agent stops).
+    Leave(LeaveRequest),
     /// Remove a down member from the cluster now.
     ForceLeave(ForceLeaveRequest),
     /// List, install, use or remove a gossip key on one node, or on every live member.
@@ -162,6 +164,13 @@ impl Op {
         Op::Remove(RemoveServiceRequest {
             node: node.to_string(),
             name: service.to_string(),
+        })
+    }
+
+    /// Withdraw `node` from the cluster.
+    pub fn leave(node: &str) -> Op {
+        Op::Leave(LeaveRequest {
+            node: node.to_string(),
         })
     }
 
@@ -215,6 +224,7 @@ impl Op {
             Op::Remove(request) => {
                 Outcome::Remove(call(client.remove_service(request), agent).await?)
             }
+            Op::Leave(request) => Outcome::Leave(call(client.leave(request), agent).await?),
             Op::ForceLeave(request) => {
                 Outcome::ForceLeave(call(client.force_leave(request), agent).await?)
             }
@@ -376,6 +386,10 @@ mod tests {
                     node: "n1".into(),
                     name: "web".into(),
                 }),
+            ),
+            (
+                Op::leave("n2"),
+                Op::Leave(LeaveRequest { node: "n2".into() }),
             ),
             (
                 Op::force_leave("n4"),

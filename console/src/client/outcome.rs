@@ -7,7 +7,7 @@ use crate::format::table;
 use serde::{Serialize, Serializer};
 use strata_proto::v1::{
     ApplySpecReply, ControlServiceReply, DrainNodeReply, ForceLeaveReply, KeyringOp, KeyringReply,
-    RemoveServiceReply,
+    LeaveReply, RemoveServiceReply,
 };
 
 /// The agent's answer to one op.
@@ -22,6 +22,8 @@ pub enum Outcome {
     Apply(ApplySpecReply),
     /// A remove.
     Remove(RemoveServiceReply),
+    /// A leave.
+    Leave(LeaveReply),
     /// A force-leave.
     ForceLeave(ForceLeaveReply),
     /// A keyring op, per node.
@@ -55,6 +57,15 @@ impl Outcome {
             Outcome::Remove(reply) => format!(
                 "service {} removed ({} instance(s) stopped)",
                 reply.service, reply.stopped_instances
+            ),
+            Outcome::Leave(reply) if reply.already_leaving => {
+                format!("node {} is already leaving the cluster", reply.node)
+            }
+            Outcome::Leave(reply) => format!(
+                "node {} is leaving the cluster: its instances drain from every balancer for {:.1}s, \
+                 then it leaves gossip and its agent stops (its services keep running)",
+                reply.node,
+                reply.drain_ms as f64 / 1000.0
             ),
             Outcome::ForceLeave(reply) => format!("{} removed from the cluster", reply.member),
             Outcome::Keyring(results) => results.table(),
@@ -246,6 +257,24 @@ mod tests {
                 }),
                 "n4 removed from the cluster",
                 "n4 removed from the cluster",
+            ),
+            (
+                Outcome::Leave(LeaveReply {
+                    node: "n2".into(),
+                    drain_ms: 2000,
+                    already_leaving: false,
+                }),
+                "node n2 is leaving the cluster: its instances drain from every balancer for 2.0s, then it leaves gossip and its agent stops (its services keep running)",
+                "node n2 is leaving the cluster: its instances drain from every balancer for 2.0s, then it leaves gossip and its agent stops (its services keep running)",
+            ),
+            (
+                Outcome::Leave(LeaveReply {
+                    node: "n2".into(),
+                    drain_ms: 2000,
+                    already_leaving: true,
+                }),
+                "node n2 is already leaving the cluster",
+                "node n2 is already leaving the cluster",
             ),
         ];
         for (outcome, message, line) in cases {

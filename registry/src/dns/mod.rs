@@ -10,6 +10,9 @@
 //! - only passing instances (`ServiceEntry::endpoints`) are served; a known service with no
 //!   passing instance is NXDOMAIN, like an unknown name, with the zone's SOA in the authority
 //!   section and a short negative TTL;
+//! - a node whose agent is suspect or down keeps its instances in the table, so in the
+//!   answers, until it leaves or is reaped (services outlive their agent: see
+//!   `crate::publish`); `<node>.node.<domain>` answers only for an alive or suspect agent;
 //! - an existing name asked for another record type is NOERROR with no answers (and the SOA);
 //! - names outside the domain are REFUSED (no recursion), and only class IN is served;
 //! - answers are shuffled per query so plain A clients spread over instances;

@@ -119,6 +119,19 @@ impl Sim {
 
     /// (Re)starts node `i` with this identity and start time.
     pub fn boot(&mut self, i: usize, id: &str, name: &str, bump: u64) {
+        self.boot_with(i, id, name, bump, Vec::new());
+    }
+
+    /// (Re)starts node `i` whose first record already carries `services`, as an agent
+    /// restarting next to running services does.
+    pub fn boot_with(
+        &mut self,
+        i: usize,
+        id: &str,
+        name: &str,
+        bump: u64,
+        services: Vec<CatalogService>,
+    ) {
         let identity = NodeIdentity {
             id: id.into(),
             name: name.into(),
@@ -131,6 +144,7 @@ impl Sim {
                 grpc_addr: format!("127.0.0.1:{}", 30_000 + i),
                 ip: "127.0.0.1".into(),
                 agent_version: "test".into(),
+                services,
                 ..Default::default()
             },
             timing: self.timing.clone(),
