@@ -8,6 +8,7 @@ pub mod config;
 pub mod data_lock;
 pub mod events;
 pub mod facts;
+pub mod fd_store;
 pub mod handoff;
 /// Durable file writes; the shim's own helpers, shared so they are written once.
 pub use strata_shim::fsutil;

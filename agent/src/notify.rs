@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -51,6 +52,42 @@ pub fn send(socket: &OsStr, message: &str) -> io::Result<()> {
         None => SocketAddr::from_pathname(socket)?,
     };
     let sent = UnixDatagram::unbound()?.send_to_addr(message.as_bytes(), &addr)?;
+    whole(sent, message)
+}
+
+/// Sends `message` with a copy of `fd` attached (`SCM_RIGHTS`), as `FDSTORE=1` needs.
+pub fn send_with_fd(socket: &OsStr, message: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::net::{
+        AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+        SocketFlags, SocketType,
+    };
+    let addr = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddrUnix::new_abstract_name(name)?,
+        None => SocketAddrUnix::new(socket)?,
+    };
+    let sender = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let fds = [fd];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room for the descriptor"));
+    }
+    let sent = rustix::net::sendmsg_addr(
+        &sender,
+        &addr,
+        &[io::IoSlice::new(message.as_bytes())],
+        &mut control,
+        SendFlags::empty(),
+    )?;
+    whole(sent, message)
+}
+
+fn whole(sent: usize, message: &str) -> io::Result<()> {
     if sent == message.len() {
         Ok(())
     } else {

@@ -304,6 +304,7 @@ async fn serve(
         gossip: vec![gossip_addr, config.gossip_addr],
         dns: Some(dns_addr),
     };
+    let fd_store = crate::fd_store::spawn(served.clone());
     let exit = loop {
         let signal = tokio::select! {
             signal = signals.next() => signal,
@@ -372,6 +373,10 @@ async fn serve(
             }
         }
     };
+    // From here on sockets close; the store keeps its copies for the next agent.
+    if let Some(task) = fd_store {
+        task.abort();
+    }
     let why = match &exit {
         Exit::Stop { why, leaving } => {
             tracing::info!(why, leaving, "shutting down");

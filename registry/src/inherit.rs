@@ -53,9 +53,18 @@ impl SocketRole {
         }
     }
 
-    /// The role named `name`, if it is one.
+    /// The role named `name`, if it is one. A frontend may also be named by its port
+    /// (`frontend-8080`), as the agent names it in systemd's fd store, where a name is how
+    /// one stored socket is removed again.
     pub fn parse(name: &str) -> Option<SocketRole> {
-        SocketRole::ALL.into_iter().find(|r| r.as_str() == name)
+        SocketRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == name)
+            .or_else(|| {
+                name.strip_prefix("frontend-")
+                    .filter(|port| port.parse::<u16>().is_ok())
+                    .map(|_| SocketRole::Frontend)
+            })
     }
 }
 
@@ -343,6 +352,12 @@ mod tests {
             assert_eq!(SocketRole::parse(role.as_str()), Some(role));
         }
         assert_eq!(SocketRole::parse("unknown"), None);
+        assert_eq!(
+            SocketRole::parse("frontend-8080"),
+            Some(SocketRole::Frontend)
+        );
+        assert_eq!(SocketRole::parse("frontend-http"), None);
+        assert_eq!(SocketRole::parse("grpc-1"), None);
     }
 
     #[test]
