@@ -9,7 +9,7 @@ use crate::format::{bytes, table, time_ms, uptime};
 use clap::Args;
 use std::time::Duration;
 use strata_proto::v1::{
-    GetServiceRequest, InstanceStatus, ListServicesReply, ListServicesRequest, LogGap, LogLine,
+    GetServiceRequest, InstanceStatus, ListServicesReply, ListServicesRequest, LogLine,
     ServiceStatus, TailLogsRequest,
 };
 
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(log_text(&line, true), "[web/1] 2026-11-18T11:06:40Z hello");
         let gap = LogLine {
             text: "whatever the agent says".into(),
-            gap: Some(LogGap {
+            gap: Some(strata_proto::v1::LogGap {
                 lines: 10_482_113,
                 uncounted: false,
             }),
