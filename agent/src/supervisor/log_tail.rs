@@ -4,10 +4,12 @@
 //!
 //! Memory stays bounded whatever the log's rate: the files are read one chunk at a time on a
 //! thread of the stream's own (never on the async runtime), into a bounded channel. When the
-//! reader (the client, through gRPC flow control) falls behind and the channel stays full,
-//! the follower stops handing out lines and only counts them until the reader has caught up
-//! to half the channel, then sends one gap (how many lines were passed over) and goes on with
-//! the newest lines, as `tail -f` over a pipe never could.
+//! reader (the client, through gRPC flow control) falls behind and the channel stays full
+//! ([`GRACE`], or only [`LAGGING_GRACE`] when the follower is already a rotation behind the
+//! writer), the follower stops handing out lines and only counts them, which is fast, until
+//! it has reached the file being written and the reader has emptied half the channel; then
+//! it sends one gap (how many lines were passed over) and goes on with the newest lines.
+//! Counting instead of waiting keeps the follower ahead of rotation, so the counts are exact.
 
 use super::logs::{self, Followed, Follower, Gap, LineFilter, Mode};
 use std::io;
@@ -51,6 +53,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const QUEUE: usize = 1024;
 /// How long a full channel may stay full before the follower skips instead of waiting.
 const GRACE: Duration = Duration::from_millis(250);
+/// [`GRACE`] for a follower a rotation or more behind the writer: waiting longer would risk
+/// the rotated files it has yet to read being deleted unread.
+const LAGGING_GRACE: Duration = Duration::from_millis(20);
 /// How often a waiting sender looks whether the channel has room again.
 const RETRY: Duration = Duration::from_millis(2);
 
@@ -136,9 +141,10 @@ impl Sender {
         Self { tx, behind: false }
     }
 
-    /// Skip while behind; deliver again once the receiver has emptied half the channel.
-    fn mode(&mut self) -> Mode {
-        if self.behind && self.tx.capacity() >= self.tx.max_capacity() / 2 {
+    /// Skip while behind; deliver again once the follower reads the file being written
+    /// (not `lagging`) and the receiver has emptied half the channel.
+    fn mode(&mut self, lagging: bool) -> Mode {
+        if self.behind && !lagging && self.tx.capacity() >= self.tx.max_capacity() / 2 {
             self.behind = false;
         }
         if self.behind {
@@ -182,7 +188,8 @@ fn pump(mut sender: Sender, past: Vec<InstanceLine>, mut followers: Vec<(String,
         }
         let mut progressed = false;
         for ((instance, follower), failing) in followers.iter_mut().zip(failing.iter_mut()) {
-            match follower.read_chunk(sender.mode(), &mut out) {
+            let lagging = follower.lagging();
+            match follower.read_chunk(sender.mode(lagging), &mut out) {
                 Ok(read) => {
                     progressed |= read;
                     *failing = false;
@@ -200,7 +207,8 @@ fn pump(mut sender: Sender, past: Vec<InstanceLine>, mut followers: Vec<(String,
                     instance: instance.clone(),
                     entry,
                 };
-                match sender.send(entry, Some(GRACE)) {
+                let patience = if lagging { LAGGING_GRACE } else { GRACE };
+                match sender.send(entry, Some(patience)) {
                     Sent::Yes => {}
                     Sent::Closed => return,
                     Sent::Behind(first) => {

@@ -275,6 +275,8 @@ struct Reading {
     /// The inode of the file the writer moved on to after this one, once seen: if this file
     /// is deleted before it is finished, reading goes on there without a loss.
     next: Option<u64>,
+    /// Whether the writer has moved on from this file (seen rotated).
+    rotated: bool,
 }
 
 impl Reading {
@@ -285,6 +287,7 @@ impl Reading {
             offset,
             partial: Vec::new(),
             next: None,
+            rotated: false,
         })
     }
 }
@@ -339,6 +342,13 @@ impl Follower {
         Ok((tail, follower))
     }
 
+    /// Whether the follower is at least one rotation behind the writer: the file it reads is
+    /// no longer the one written to. Such a follower risks losing files to rotation, so its
+    /// caller skips sooner.
+    pub fn lagging(&self) -> bool {
+        self.reading.as_ref().is_some_and(|r| r.rotated)
+    }
+
     /// Counts lines the caller could not deliver (it took them from `out` but its reader was
     /// full) into the gap reported before the next delivered line.
     pub fn passed_over(&mut self, gap: Gap) {
@@ -377,6 +387,7 @@ impl Follower {
     ) -> io::Result<bool> {
         if self.read_more(reading, mode, out)? {
             if reading.next.is_none() && !self.is_current(reading.ino)? {
+                reading.rotated = true;
                 reading.next = self.locate(reading.ino)?.1;
             }
             return Ok(true);
@@ -393,6 +404,7 @@ impl Follower {
         }
         // Rotated: the writer has moved on, so what our file holds now is all there is; it
         // may have been appended to between the read above and the rotation.
+        reading.rotated = true;
         if self.read_more(reading, mode, out)? {
             return Ok(true);
         }
