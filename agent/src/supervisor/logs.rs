@@ -432,9 +432,15 @@ impl Follower {
         }
     }
 
+    /// Hands out the pending gap, as part of a gap just handed out if there is one.
     fn flush_gap(&mut self, out: &mut Vec<Followed>) {
-        if !self.pending.is_empty() {
-            out.push(Followed::Gap(std::mem::take(&mut self.pending)));
+        if self.pending.is_empty() {
+            return;
+        }
+        let gap = std::mem::take(&mut self.pending);
+        match out.last_mut() {
+            Some(Followed::Gap(last)) => last.merge(gap),
+            _ => out.push(Followed::Gap(gap)),
         }
     }
 
