@@ -43,11 +43,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
         .message_attribute(".strata.v1", "#[serde(default)]")
-        // A line's JSON has no `gap` key; a gap's has `"gap": {"lines": N, ...}`.
-        .field_attribute(
-            ".strata.v1.LogLine.gap",
-            "#[serde(skip_serializing_if = \"Option::is_none\")]",
-        )
         .compile_with_config(prost_config, &protos, &["proto"])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
