@@ -6,6 +6,7 @@
 
 use crate::auth::limits::RateLimits;
 use crate::metrics::alerts::{AlertsConfig, Rule};
+use crate::supervisor::log_retention::RetentionPolicy;
 use crate::tls::TlsFiles;
 use clap::Args;
 use serde::{Deserialize, Deserializer};
@@ -125,6 +126,27 @@ pub struct JournalSection {
     pub max_age: Option<Duration>,
 }
 
+/// The `[logs]` table: how long the logs of removed services are kept, how much all instance
+/// logs may take together, and how often that is enforced.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsSection {
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub retention: Option<Duration>,
+    /// A size such as "1GiB", or a number of bytes.
+    pub max_total_bytes: Option<SizeValue>,
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub sweep_interval: Option<Duration>,
+}
+
+/// A size in a config file: words ("1GiB", "500MB") or a plain number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
 /// The `[api]` table: per-client rate limits on the gRPC API.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +212,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub api: ApiSection,
     #[serde(default)]
+    pub logs: LogsSection,
+    #[serde(default)]
     pub alerts: AlertsConfig,
 }
 
@@ -236,6 +260,8 @@ pub struct AgentConfig {
     pub shim_path: Option<PathBuf>,
     /// The tracing filter of the config file [default: info]; `STRATA_LOG` wins over it.
     pub log_level: String,
+    /// How long the logs of removed services are kept, and the cap on all instance logs.
+    pub log_retention: RetentionPolicy,
 }
 
 /// A configuration that cannot be used, with the file, line and key where it applies.
@@ -465,6 +491,7 @@ pub fn resolve(
         dns_domain,
         tls,
         api_limits: resolve_api_limits(&file.api)?,
+        log_retention: resolve_log_retention(&file.logs)?,
         stop_services_on_exit: args.stop_services_on_exit
             || file.stop_services_on_exit.unwrap_or(false),
         leave_on_stop: args.leave_on_stop || file.leave_on_stop.unwrap_or(false),
@@ -503,6 +530,52 @@ fn resolve_api_limits(api: &ApiSection) -> Result<RateLimits, ConfigError> {
         });
     }
     Ok(limits)
+}
+
+/// The `[logs]` table over the defaults (7 days, 1 GiB, a sweep a minute), each checked.
+fn resolve_log_retention(logs: &LogsSection) -> Result<RetentionPolicy, ConfigError> {
+    let defaults = RetentionPolicy::default();
+    let retention = logs.retention.unwrap_or(defaults.retention);
+    if retention < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid {
+            key: "logs.retention",
+            problem: format!(
+                "{} is shorter than 1s (examples: 7d, 36h)",
+                humantime::format_duration(retention)
+            ),
+        });
+    }
+    let max_total_bytes = match &logs.max_total_bytes {
+        None => defaults.max_total_bytes,
+        Some(SizeValue::Bytes(n)) => *n,
+        Some(SizeValue::Text(text)) => {
+            crate::supervisor::spec::parse_size(text).ok_or_else(|| ConfigError::Invalid {
+                key: "logs.max_total_bytes",
+                problem: format!("{text:?} is not a size (examples: 1GiB, 500MB, 1073741824)"),
+            })?
+        }
+    };
+    if max_total_bytes < 1 << 20 {
+        return Err(ConfigError::Invalid {
+            key: "logs.max_total_bytes",
+            problem: format!("{max_total_bytes} bytes is less than the minimum of 1MiB"),
+        });
+    }
+    let sweep_interval = logs.sweep_interval.unwrap_or(defaults.sweep_interval);
+    if sweep_interval < Duration::from_millis(100) || sweep_interval > Duration::from_secs(3600) {
+        return Err(ConfigError::Invalid {
+            key: "logs.sweep_interval",
+            problem: format!(
+                "{} is outside the allowed range 100ms..=1h",
+                humantime::format_duration(sweep_interval)
+            ),
+        });
+    }
+    Ok(RetentionPolicy {
+        retention,
+        max_total_bytes,
+        sweep_interval,
+    })
 }
 
 /// TLS is configured by all three files or none; one or two of them is a mistake.
@@ -939,5 +1012,57 @@ mod tests {
         let cfg = resolve(&a, file, "h").unwrap();
         assert_eq!(cfg.labels.get("rack").map(String::as_str), Some("r1"));
         assert_eq!(cfg.labels.get("zone").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn log_retention_and_cap_come_from_the_logs_table_and_are_checked() {
+        let cfg = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert_eq!(cfg.log_retention, RetentionPolicy::default());
+        assert_eq!(
+            cfg.log_retention.retention,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(cfg.log_retention.max_total_bytes, 1 << 30);
+        let file = parse_file(
+            "[logs]\nretention = \"36h\"\nmax_total_bytes = \"500MiB\"\nsweep_interval = \"10s\"\n",
+        )
+        .unwrap();
+        let cfg = resolve(&args(), file, "h").unwrap();
+        assert_eq!(
+            cfg.log_retention,
+            RetentionPolicy {
+                retention: Duration::from_secs(36 * 3600),
+                max_total_bytes: 500 << 20,
+                sweep_interval: Duration::from_secs(10),
+            }
+        );
+        let file = parse_file("[logs]\nmax_total_bytes = 2147483648\n").unwrap();
+        let cfg = resolve(&args(), file, "h").unwrap();
+        assert_eq!(cfg.log_retention.max_total_bytes, 2 << 30);
+        for (text, start) in [
+            (
+                "[logs]\nretention = \"0s\"\n",
+                "logs.retention: 0s is shorter",
+            ),
+            (
+                "[logs]\nmax_total_bytes = \"lots\"\n",
+                "logs.max_total_bytes: \"lots\" is not a size",
+            ),
+            (
+                "[logs]\nmax_total_bytes = 1000\n",
+                "logs.max_total_bytes: 1000 bytes is less",
+            ),
+            (
+                "[logs]\nsweep_interval = \"2h\"\n",
+                "logs.sweep_interval: 2h is outside",
+            ),
+        ] {
+            let err = resolve(&args(), parse_file(text).unwrap(), "h").unwrap_err();
+            assert!(err.to_string().starts_with(start), "{err}");
+        }
+        let err = parse_file("[logs]\nretention = \"soon\"\n").unwrap_err();
+        assert!(err.contains("soon") && err.contains("line 2"), "{err}");
+        let err = parse_file("[logs]\nkeep = 3\n").unwrap_err();
+        assert!(err.contains("unknown field `keep`"), "{err}");
     }
 }

@@ -127,6 +127,7 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         leave_on_stop,
         leave_drain,
         shim_path,
+        log_retention,
     } = new;
     let mut changed = Vec::new();
     let mut check = |name, differs: bool| {
@@ -169,6 +170,7 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
     check("leave_on_stop", *leave_on_stop != old.leave_on_stop);
     check("leave_drain", *leave_drain != old.leave_drain);
     check("shim_path", *shim_path != old.shim_path);
+    check("logs", *log_retention != old.log_retention);
     changed
 }
 

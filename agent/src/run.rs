@@ -22,6 +22,7 @@ use crate::reload::{self, Reloader};
 use crate::sampler::Sampler;
 use crate::state::{AgentState, CollectStats, unix_now_ms};
 use crate::supervisor::detached;
+use crate::supervisor::log_retention;
 use crate::supervisor::manager::{Supervisor, SupervisorConfig};
 use crate::supervisor::store::Store;
 use crate::tls::AgentTls;
@@ -157,6 +158,7 @@ async fn serve(
         journal.clone(),
     )
     .await?;
+    let log_sweep = log_retention::spawn(&supervisor, &journal, &data_dir, config.log_retention)?;
 
     let keyring = keyring_store::load(&data_dir, config.gossip_key.as_deref())?;
     let cluster = Cluster::start(ClusterConfig {
@@ -414,6 +416,7 @@ async fn serve(
         stop_services(&data_dir, &journal).await;
     }
     balancer_events.abort();
+    log_sweep.abort();
     if let Some(watch) = kmsg_watch {
         watch.stop();
     }

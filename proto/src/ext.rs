@@ -8,7 +8,7 @@
 use crate::v1::control_service_request::{self as control, Action as ControlAction};
 use crate::v1::{
     AccessOutcome, Algorithm, ApplyAction, ClusterUpdateKind, Health, InstanceState, KeyringOp,
-    ListenerState, LogStream, MemberStatus, Role, ServiceStatus, Severity, Signal, Via,
+    ListenerState, LogGap, LogStream, MemberStatus, Role, ServiceStatus, Severity, Signal, Via,
 };
 use std::fmt;
 
@@ -334,6 +334,36 @@ fn choices<T: Copy + PartialEq>(all: &[T], unspecified: T, label: fn(T) -> &'sta
         .join(", ")
 }
 
+impl LogGap {
+    /// The gap as one line for people, the same in the agent's `text`, the CLI and the
+    /// console: `… 10,482,113 lines skipped …`.
+    pub fn describe(&self) -> String {
+        let lines = thousands(self.lines);
+        let unit = if self.lines == 1 { "line" } else { "lines" };
+        match (self.uncounted, self.lines) {
+            (false, _) => format!("… {lines} {unit} skipped …"),
+            (true, 0) => "… lines skipped: rotated log files were deleted before they were read …"
+                .to_string(),
+            (true, _) => format!(
+                "… more than {lines} lines skipped: rotated log files were deleted before they were read …"
+            ),
+        }
+    }
+}
+
+/// `n` with a comma between groups of three digits: 10,482,113.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 impl ServiceStatus {
     /// One state for the whole service: stopped when an operator stopped it, else the
     /// worst state among its instances.
@@ -422,5 +452,28 @@ mod tests {
                 .contains("unknown InstanceState \"sleeping\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_gap_is_described_with_its_count_and_only_a_gap_has_a_gap_in_json() {
+        let gap = |lines, uncounted| LogGap { lines, uncounted }.describe();
+        assert_eq!(gap(10_482_113, false), "… 10,482,113 lines skipped …");
+        assert_eq!(gap(1, false), "… 1 line skipped …");
+        assert_eq!(gap(999, false), "… 999 lines skipped …");
+        assert!(gap(1000, true).starts_with("… more than 1,000 lines skipped: rotated"));
+        assert!(gap(0, true).starts_with("… lines skipped: rotated log files"));
+        let line = serde_json::to_value(crate::v1::LogLine::default()).unwrap();
+        assert!(line["gap"].is_null(), "{line}");
+        let marker = crate::v1::LogLine {
+            gap: Some(LogGap {
+                lines: 7,
+                uncounted: false,
+            }),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&marker).unwrap();
+        assert_eq!(json["gap"]["lines"], 7);
+        let back: crate::v1::LogLine = serde_json::from_value(json).unwrap();
+        assert_eq!(back, marker);
     }
 }

@@ -3,14 +3,14 @@
 
 use crate::state::AgentState;
 use crate::supervisor::log_tail::{self, InstanceLine};
-use crate::supervisor::logs::{LineFilter, LogStream};
+use crate::supervisor::logs::{Followed, Gap, LineFilter, LogStream};
 use crate::supervisor::manager::{Action, ApplyReport, InstanceAction, SupervisorError};
 use crate::supervisor::spec::Signal;
 use strata_proto::v1::control_service_request as control;
 use strata_proto::v1::{
     ApplySpecReply, ApplySpecRequest, ControlServiceReply, ControlServiceRequest,
-    GetServiceRequest, ListServicesReply, LogLine, LogStream as WireLogStream, RemoveServiceReply,
-    RemoveServiceRequest, ServiceStatus, TailLogsRequest,
+    GetServiceRequest, ListServicesReply, LogGap, LogLine, LogStream as WireLogStream,
+    RemoveServiceReply, RemoveServiceRequest, ServiceStatus, TailLogsRequest,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -134,16 +134,30 @@ fn apply_reply(report: ApplyReport) -> ApplySpecReply {
     }
 }
 
-/// A log line as the API sends it.
+/// A log line (or gap) as the API sends it. A gap is stamped with the time it was sent and
+/// carries its description as text for clients that do not know `gap`.
 fn log_line(tailed: InstanceLine) -> LogLine {
-    let InstanceLine { instance, line } = tailed;
-    LogLine {
-        time_unix_ms: line.time_unix_ms,
-        instance,
-        stream: match line.stream {
-            LogStream::Out => WireLogStream::Out,
-            LogStream::Err => WireLogStream::Err,
-        } as i32,
-        text: line.text,
+    let InstanceLine { instance, entry } = tailed;
+    match entry {
+        Followed::Line(line) => LogLine {
+            time_unix_ms: line.time_unix_ms,
+            instance,
+            stream: match line.stream {
+                LogStream::Out => WireLogStream::Out,
+                LogStream::Err => WireLogStream::Err,
+            } as i32,
+            text: line.text,
+            gap: None,
+        },
+        Followed::Gap(Gap { lines, uncounted }) => {
+            let gap = LogGap { lines, uncounted };
+            LogLine {
+                time_unix_ms: crate::state::unix_now_ms(),
+                instance,
+                stream: WireLogStream::Unspecified as i32,
+                text: gap.describe(),
+                gap: Some(gap),
+            }
+        }
     }
 }

@@ -205,19 +205,102 @@ fn scan_backwards(
     Ok(())
 }
 
-/// Follows an instance's log: each [`Follower::poll_new`] returns the lines appended since the
-/// last call, continuing across rotations (the rest of the rotated file is read before the
-/// next one) without losing or repeating lines. Meant to be polled every 100-200 ms, e.g.
-/// from `spawn_blocking` or a timer.
+/// Lines a follower passed over instead of delivering: it fell behind its reader (the lines
+/// were read and counted, but the reader could not take them in time), or the files holding
+/// them were rotated away and deleted before it could read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gap {
+    /// Lines passed over that were counted (only those passing the follower's filter).
+    pub lines: u64,
+    /// Whether more were lost uncounted: rotated files deleted before they could be read.
+    pub uncounted: bool,
+}
+
+impl Gap {
+    /// Whether anything was passed over.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0 && !self.uncounted
+    }
+
+    /// Adds `other` to this gap.
+    pub fn merge(&mut self, other: Gap) {
+        self.lines += other.lines;
+        self.uncounted |= other.uncounted;
+    }
+}
+
+/// What a follower delivers, in log order: lines, and gaps where lines were passed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// A line of the log.
+    Line(LogLine),
+    /// Lines passed over at this point of the log.
+    Gap(Gap),
+}
+
+/// How a follower treats the next chunk: hand its lines out, or only count them because
+/// the reader is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Lines are handed out (after any gap still pending).
+    Deliver,
+    /// Lines are counted into the pending gap: the reader cannot take them.
+    Skip,
+}
+
+/// Follows an instance's log in bounded memory: each [`Follower::read_chunk`] reads at most
+/// one chunk ([`CHUNK`] bytes) of what was appended, continuing across rotations (a file
+/// renamed away is read to its end through the open descriptor, even once deleted, before
+/// the next one) without losing or repeating lines. Lines it passes over, because its reader
+/// is behind or because rotated files were deleted before it got to them, come out as one
+/// [`Followed::Gap`] where they were.
 #[derive(Debug)]
 pub struct Follower {
     path: PathBuf,
     dir: PathBuf,
-    file: Option<File>,
+    reading: Option<Reading>,
+    filter: Option<LineFilter>,
+    pending: Gap,
+    buf: Vec<u8>,
+}
+
+/// The file a follower reads and where it is in it.
+#[derive(Debug)]
+struct Reading {
+    file: File,
     ino: u64,
     offset: u64,
+    /// The start of a line whose end has not been read yet (capped at [`MAX_LINE`]).
     partial: Vec<u8>,
-    filter: Option<LineFilter>,
+    /// The inode of the file the writer moved on to after this one, once seen: if this file
+    /// is deleted before it is finished, reading goes on there without a loss.
+    next: Option<u64>,
+    /// Whether the writer has moved on from this file (seen rotated).
+    rotated: bool,
+}
+
+impl Reading {
+    fn new(file: File, offset: u64) -> io::Result<Self> {
+        Ok(Self {
+            ino: file.metadata()?.ino(),
+            file,
+            offset,
+            partial: Vec::new(),
+            next: None,
+            rotated: false,
+        })
+    }
+}
+
+/// The files of a log, oldest first, each with its inode when it exists.
+type Chain = Vec<(PathBuf, Option<u64>)>;
+
+/// What a look at the log directory found for the file being read.
+enum Successor {
+    /// The file written after ours, opened.
+    Next(File),
+    /// The writer has not moved on yet, or a rotation is half done: look again later.
+    NotYet,
 }
 
 impl Follower {
@@ -225,26 +308,22 @@ impl Follower {
     /// of the log once it appears).
     pub fn new(log_dir: &Path, filter: Option<LineFilter>) -> io::Result<Self> {
         let path = log_dir.join(LOG_FILE);
-        let mut follower = Self {
+        let reading = match File::open(&path) {
+            Ok(file) => {
+                let end = end_of_last_line(&file, file.metadata()?.len())?;
+                Some(Reading::new(file, end)?)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
             dir: log_dir.to_path_buf(),
             path,
-            file: None,
-            ino: 0,
-            offset: 0,
-            partial: Vec::new(),
+            reading,
             filter,
-        };
-        match File::open(&follower.path) {
-            Ok(file) => {
-                let meta = file.metadata()?;
-                follower.offset = end_of_last_line(&file, meta.len())?;
-                follower.ino = meta.ino();
-                follower.file = Some(file);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        Ok(follower)
+            pending: Gap::default(),
+            buf: Vec::new(),
+        })
     }
 
     /// The last `lines` lines passing `filter` (like [`tail`]) and a follower that continues
@@ -255,149 +334,251 @@ impl Follower {
         filter: Option<LineFilter>,
     ) -> io::Result<(Vec<LogLine>, Self)> {
         let follower = Self::new(log_dir, filter)?;
-        let current = match &follower.file {
-            Some(file) => Some((file.try_clone()?, follower.offset)),
+        let current = match &follower.reading {
+            Some(r) => Some((r.file.try_clone()?, r.offset)),
             None => None,
         };
         let tail = tail_upto(log_dir, current.as_ref(), lines, follower.filter.as_ref())?;
         Ok((tail, follower))
     }
 
-    /// The complete lines appended since the last call, oldest first.
-    pub fn poll_new(&mut self) -> io::Result<Vec<LogLine>> {
-        let mut out = Vec::new();
-        // Each pass moves to a newer file, so this ends; the bound guards against a writer
-        // that rotates faster than we can read.
-        for _ in 0..64 {
-            if self.file.is_none() {
-                match File::open(&self.path) {
-                    Ok(file) => self.switch_to(file)?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-                    Err(e) => return Err(e),
-                }
-            }
-            self.read_available(&mut out)?;
-            match fs::metadata(&self.path) {
-                Ok(meta) if meta.ino() == self.ino => {
-                    if meta.len() < self.offset {
-                        // Truncated in place: start over at its beginning.
-                        self.offset = 0;
-                        self.partial.clear();
-                        continue;
-                    }
-                    return Ok(out);
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-            // Rotated: the writer has moved on, so what is in our file now is all there is.
-            self.read_available(&mut out)?;
-            match self.successor()? {
-                Some(file) => {
-                    if !self.partial.is_empty() {
-                        let line = parse_bytes(&std::mem::take(&mut self.partial));
-                        self.keep(line, &mut out);
-                    }
-                    self.switch_to(file)?;
-                }
-                None => return Ok(out),
-            }
+    /// Whether the follower is at least one rotation behind the writer: the file it reads is
+    /// no longer the one written to. Such a follower risks losing files to rotation, so its
+    /// caller skips sooner.
+    pub fn lagging(&self) -> bool {
+        self.reading.as_ref().is_some_and(|r| r.rotated)
+    }
+
+    /// Counts lines the caller could not deliver (it took them from `out` but its reader was
+    /// full) into the gap reported before the next delivered line.
+    pub fn passed_over(&mut self, gap: Gap) {
+        self.pending.merge(gap);
+    }
+
+    /// Reads at most one chunk, or moves on to the next file after a rotation, pushing onto
+    /// `out` what the chunk holds: in [`Mode::Deliver`] the pending gap (if any) and the
+    /// complete lines passing the filter, in [`Mode::Skip`] nothing (the lines are counted).
+    /// False when there was nothing new to read.
+    pub fn read_chunk(&mut self, mode: Mode, out: &mut Vec<Followed>) -> io::Result<bool> {
+        if mode == Mode::Deliver {
+            self.flush_gap(out);
         }
-        Ok(out)
-    }
-
-    fn switch_to(&mut self, file: File) -> io::Result<()> {
-        self.ino = file.metadata()?.ino();
-        self.file = Some(file);
-        self.offset = 0;
-        Ok(())
-    }
-
-    fn keep(&self, line: LogLine, out: &mut Vec<LogLine>) {
-        if passes(self.filter.as_ref(), &line) {
-            out.push(line);
-        }
-    }
-
-    /// Reads our file from the offset to its end, emitting complete lines.
-    fn read_available(&mut self, out: &mut Vec<LogLine>) -> io::Result<()> {
-        let Some(file) = self.file.take() else {
-            return Ok(());
+        let Some(mut reading) = self.reading.take() else {
+            // The log appeared since the follower started: all of it is new, from the
+            // oldest file on.
+            let Some(file) = self.first_file()? else {
+                return Ok(false);
+            };
+            self.reading = Some(Reading::new(file, 0)?);
+            return Ok(true);
         };
-        let result = self.read_from(&file, out);
-        self.file = Some(file);
+        let result = self.step(&mut reading, mode, out);
+        if self.reading.is_none() {
+            self.reading = Some(reading);
+        }
         result
     }
 
-    fn read_from(&mut self, file: &File, out: &mut Vec<LogLine>) -> io::Result<()> {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = match file.read_at(&mut buf, self.offset) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                return Ok(());
+    fn step(
+        &mut self,
+        reading: &mut Reading,
+        mode: Mode,
+        out: &mut Vec<Followed>,
+    ) -> io::Result<bool> {
+        if self.read_more(reading, mode, out)? {
+            if reading.next.is_none() && !self.is_current(reading.ino)? {
+                reading.rotated = true;
+                reading.next = self.locate(reading.ino)?.1;
             }
-            self.offset += n as u64;
-            let mut data = &buf[..n];
-            while let Some(i) = data.iter().position(|&b| b == b'\n') {
-                let line = if self.partial.is_empty() {
-                    parse_bytes(&data[..i])
-                } else {
-                    self.partial.extend_from_slice(&data[..i]);
-                    parse_bytes(&std::mem::take(&mut self.partial))
-                };
-                self.keep(line, out);
-                data = &data[i + 1..];
+            return Ok(true);
+        }
+        if self.is_current(reading.ino)? {
+            let len = reading.file.metadata()?.len();
+            if len < reading.offset {
+                // Truncated in place (copytruncate): start over at its beginning.
+                reading.offset = 0;
+                reading.partial.clear();
+                return Ok(true);
             }
-            self.partial.extend_from_slice(data);
-            if self.partial.len() > MAX_LINE {
-                let line = parse_bytes(&std::mem::take(&mut self.partial));
-                self.keep(line, out);
+            return Ok(false);
+        }
+        // Rotated: the writer has moved on, so what our file holds now is all there is; it
+        // may have been appended to between the read above and the rotation.
+        reading.rotated = true;
+        if self.read_more(reading, mode, out)? {
+            return Ok(true);
+        }
+        let file = match self.successor(reading)? {
+            Successor::Next(file) => file,
+            Successor::NotYet => return Ok(false),
+        };
+        if !reading.partial.is_empty() {
+            let line = std::mem::take(&mut reading.partial);
+            self.emit(&line, mode, out);
+        }
+        if mode == Mode::Deliver {
+            self.flush_gap(out);
+        }
+        self.reading = Some(Reading::new(file, 0)?);
+        Ok(true)
+    }
+
+    /// Whether `ino` is still the file the writer appends to.
+    fn is_current(&self, ino: u64) -> io::Result<bool> {
+        match fs::metadata(&self.path) {
+            Ok(meta) => Ok(meta.ino() == ino),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Hands out the pending gap, as part of a gap just handed out if there is one.
+    fn flush_gap(&mut self, out: &mut Vec<Followed>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let gap = std::mem::take(&mut self.pending);
+        match out.last_mut() {
+            Some(Followed::Gap(last)) => last.merge(gap),
+            _ => out.push(Followed::Gap(gap)),
+        }
+    }
+
+    /// Hands out (or counts) one complete line.
+    fn emit(&mut self, bytes: &[u8], mode: Mode, out: &mut Vec<Followed>) {
+        match (mode, &self.filter) {
+            // Counting needs no parsing when every line counts.
+            (Mode::Skip, None) => self.pending.lines += 1,
+            (Mode::Skip, Some(filter)) => {
+                if filter.matches(&parse_bytes(bytes)) {
+                    self.pending.lines += 1;
+                }
+            }
+            (Mode::Deliver, filter) => {
+                let line = parse_bytes(bytes);
+                if filter.as_ref().is_none_or(|f| f.matches(&line)) {
+                    out.push(Followed::Line(line));
+                }
             }
         }
     }
 
+    /// Reads one chunk of our file from the offset, emitting its complete lines; false at
+    /// its end.
+    fn read_more(
+        &mut self,
+        reading: &mut Reading,
+        mode: Mode,
+        out: &mut Vec<Followed>,
+    ) -> io::Result<bool> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(CHUNK, 0);
+        let n = loop {
+            match reading.file.read_at(&mut buf, reading.offset) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(e);
+                }
+            }
+        };
+        reading.offset += n as u64;
+        let mut data = &buf[..n];
+        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+            if reading.partial.is_empty() {
+                self.emit(&data[..i], mode, out);
+            } else {
+                reading.partial.extend_from_slice(&data[..i]);
+                let line = std::mem::take(&mut reading.partial);
+                self.emit(&line, mode, out);
+            }
+            data = &data[i + 1..];
+        }
+        reading.partial.extend_from_slice(data);
+        if reading.partial.len() > MAX_LINE {
+            let line = std::mem::take(&mut reading.partial);
+            self.emit(&line, mode, out);
+        }
+        self.buf = buf;
+        Ok(n > 0)
+    }
+
+    /// The oldest file of the log, opened; None while there is none.
+    fn first_file(&self) -> io::Result<Option<File>> {
+        let (chain, _) = self.locate(0)?;
+        for (path, ino) in chain {
+            if ino.is_none() {
+                continue;
+            }
+            match File::open(&path) {
+                Ok(file) => return Ok(Some(file)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The files of the log, oldest first (`output.log.K` ... `output.log.1`, `output.log`),
+    /// each with its inode when it exists; and the inode of the file after `ino` among them.
+    fn locate(&self, ino: u64) -> io::Result<(Chain, Option<u64>)> {
+        let mut chain: Chain = Vec::new();
+        for (_, path) in rotated_files(&self.dir)?.into_iter().rev() {
+            let ino = fs::metadata(&path).ok().map(|m| m.ino());
+            chain.push((path, ino));
+        }
+        chain.push((
+            self.path.clone(),
+            fs::metadata(&self.path).ok().map(|m| m.ino()),
+        ));
+        let next = chain
+            .iter()
+            .position(|(_, i)| *i == Some(ino))
+            .and_then(|ours| chain.get(ours + 1))
+            .and_then(|(_, i)| *i);
+        Ok((chain, next))
+    }
+
     /// The file written after ours: the next newer of `output.log.K` ... `output.log.1`,
-    /// `output.log`; the oldest one when ours is gone (rotated off the end). None while the
-    /// writer has not created it yet.
-    fn successor(&self) -> io::Result<Option<File>> {
+    /// `output.log`. When ours is gone (rotated off the end), the one remembered as its
+    /// successor if still there, else the oldest one left, with the files in between counted
+    /// as lost.
+    fn successor(&mut self, reading: &Reading) -> io::Result<Successor> {
         for attempt in 0..8 {
-            let mut chain: Vec<PathBuf> = rotated_files(&self.dir)?
-                .into_iter()
-                .rev()
-                .map(|(_, p)| p)
-                .collect();
-            chain.push(self.path.clone());
-            let mut inodes = Vec::with_capacity(chain.len());
-            for path in &chain {
-                inodes.push(fs::metadata(path).ok().map(|m| m.ino()));
-            }
-            let start = match inodes.iter().position(|i| *i == Some(self.ino)) {
-                Some(ours) => ours + 1,
+            let (chain, _) = self.locate(reading.ino)?;
+            let ours = chain.iter().position(|(_, i)| *i == Some(reading.ino));
+            let remembered = reading
+                .next
+                .and_then(|next| chain.iter().position(|(_, i)| *i == Some(next)));
+            let (start, lost) = match (ours, remembered) {
+                (Some(ours), _) => (ours + 1, false),
                 // Perhaps renamed while we looked: look again before assuming it is gone.
-                None if attempt < 2 => continue,
-                None => 0,
+                (None, _) if attempt < 2 => continue,
+                (None, Some(next)) => (next, false),
+                (None, None) => (0, true),
             };
-            let Some(next) = (start..chain.len()).find(|&i| inodes[i].is_some()) else {
-                return Ok(None);
+            let Some(next) = (start..chain.len()).find(|&i| chain[i].1.is_some()) else {
+                return Ok(Successor::NotYet);
             };
-            if start > 0 && next != start {
+            if ours.is_some() && next != start {
                 // The next file is missing: a rotation is half done; look again later.
-                return Ok(None);
+                return Ok(Successor::NotYet);
             }
-            match File::open(&chain[next]) {
-                Ok(file) if Some(file.metadata()?.ino()) == inodes[next] => return Ok(Some(file)),
+            match File::open(&chain[next].0) {
+                Ok(file) if Some(file.metadata()?.ino()) == chain[next].1 => {
+                    if lost {
+                        self.pending.uncounted = true;
+                    }
+                    return Ok(Successor::Next(file));
+                }
                 // Renamed between the look and the open: look again.
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        Ok(Successor::NotYet)
     }
 }
 
@@ -499,6 +680,24 @@ mod tests {
         );
     }
 
+    /// Everything the follower has now, in [`Mode::Deliver`].
+    fn drain(follower: &mut Follower) -> Vec<Followed> {
+        let mut out = Vec::new();
+        while follower.read_chunk(Mode::Deliver, &mut out).unwrap() {}
+        out
+    }
+
+    /// [`drain`], which must hold lines only.
+    fn poll(follower: &mut Follower) -> Vec<LogLine> {
+        drain(follower)
+            .into_iter()
+            .map(|f| match f {
+                Followed::Line(line) => line,
+                Followed::Gap(gap) => panic!("unexpected {gap:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn follower_sees_every_line_once_across_rotations() {
         let dir = tempfile::tempdir().unwrap();
@@ -514,16 +713,126 @@ mod tests {
         });
         let mut seen = Vec::new();
         while seen.len() < total {
-            seen.extend(numbers(&follower.poll_new().unwrap()));
+            seen.extend(numbers(&poll(&mut follower)));
             if writing.is_finished() && seen.len() < total {
-                seen.extend(numbers(&follower.poll_new().unwrap()));
+                seen.extend(numbers(&poll(&mut follower)));
                 break;
             }
             std::thread::sleep(Duration::from_millis(3));
         }
         writing.join().unwrap();
         assert_eq!(seen, (50..50 + total).collect::<Vec<_>>());
-        assert!(follower.poll_new().unwrap().is_empty());
+        assert!(poll(&mut follower).is_empty());
+    }
+
+    #[test]
+    fn follower_reads_one_chunk_at_a_time_and_finishes_a_file_renamed_away_mid_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = Follower::new(dir.path(), None).unwrap();
+        // Files of ~4 chunks; the follower reads the first chunk of the first one only.
+        let mut writer = LogWriter::new(dir.path(), 4 * CHUNK as u64, 2);
+        let per_file = 4 * CHUNK / 40;
+        write_numbered(&mut writer, 0..per_file / 2);
+        let mut out = Vec::new();
+        assert!(follower.read_chunk(Mode::Deliver, &mut out).unwrap()); // opens the file
+        assert!(out.is_empty());
+        assert!(follower.read_chunk(Mode::Deliver, &mut out).unwrap());
+        let first = out.len();
+        assert!(
+            first > 0 && first < per_file / 2,
+            "one chunk holds {first} lines"
+        );
+        // The file it reads is rotated to .1, then .2, while it is in the middle of it.
+        write_numbered(&mut writer, per_file / 2..3 * per_file);
+        assert!(dir.path().join("output.log.2").exists());
+        let mut seen = numbers(&poll_lines(out));
+        seen.extend(numbers(&poll(&mut follower)));
+        assert_eq!(seen, (0..3 * per_file).collect::<Vec<_>>());
+    }
+
+    fn poll_lines(out: Vec<Followed>) -> Vec<LogLine> {
+        out.into_iter()
+            .filter_map(|f| match f {
+                Followed::Line(line) => Some(line),
+                Followed::Gap(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn skipped_lines_come_out_as_one_exact_gap_before_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = Follower::new(dir.path(), None).unwrap();
+        let mut writer = LogWriter::new(dir.path(), 16384, 3);
+        write_numbered(&mut writer, 0..1000);
+        let mut out = Vec::new();
+        // The reader is behind: the follower counts instead of handing out, across rotations.
+        while follower.read_chunk(Mode::Skip, &mut out).unwrap() {}
+        assert!(out.is_empty());
+        assert!(dir.path().join("output.log.2").exists());
+        // Two lines it handed out that its caller could not deliver count too.
+        follower.passed_over(Gap {
+            lines: 2,
+            uncounted: false,
+        });
+        write_numbered(&mut writer, 1000..1003);
+        let got = drain(&mut follower);
+        assert_eq!(
+            got[0],
+            Followed::Gap(Gap {
+                lines: 1002,
+                uncounted: false
+            })
+        );
+        assert_eq!(numbers(&poll_lines(got)), vec![1000, 1001, 1002]);
+        assert!(drain(&mut follower).is_empty());
+
+        // With a filter, only the lines the reader would have seen count.
+        let filter = LineFilter::new("0$").unwrap();
+        let mut follower = Follower::new(dir.path(), Some(filter)).unwrap();
+        write_numbered(&mut writer, 1003..1100);
+        while follower.read_chunk(Mode::Skip, &mut out).unwrap() {}
+        write_numbered(&mut writer, 1100..1101);
+        let got = drain(&mut follower);
+        assert_eq!(
+            got[0],
+            Followed::Gap(Gap {
+                lines: 9,
+                uncounted: false
+            })
+        );
+        assert_eq!(numbers(&poll_lines(got)), vec![1100]);
+    }
+
+    #[test]
+    fn files_deleted_before_they_were_read_make_an_uncounted_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::new(dir.path(), 4096, 1);
+        write_numbered(&mut writer, 0..10);
+        let mut follower = Follower::new(dir.path(), None).unwrap();
+        write_numbered(&mut writer, 10..20);
+        assert_eq!(numbers(&poll(&mut follower)), (10..20).collect::<Vec<_>>());
+        // Many rotations while it does not look: whole files come and go unread.
+        write_numbered(&mut writer, 20..2000);
+        let got = drain(&mut follower);
+        let at = got
+            .iter()
+            .position(|f| matches!(f, Followed::Gap(_)))
+            .expect("a gap");
+        assert_eq!(
+            got[at],
+            Followed::Gap(Gap {
+                lines: 0,
+                uncounted: true
+            })
+        );
+        // It finishes the file it had open, deleted meanwhile, then goes on with the oldest
+        // file left, in order, up to the newest line.
+        let before = numbers(&poll_lines(got[..at].to_vec()));
+        assert_eq!(before, (20..20 + before.len()).collect::<Vec<_>>());
+        let after = numbers(&poll_lines(got[at..].to_vec()));
+        assert!(after[0] > 20 + before.len(), "{after:?}");
+        assert_eq!(after, (after[0]..2000).collect::<Vec<_>>());
     }
 
     #[test]
@@ -538,10 +847,10 @@ mod tests {
         write!(file, "{T} out line 1").unwrap();
         let (tail, mut follower) = Follower::tail_and_follow(dir.path(), 3, None).unwrap();
         assert_eq!(numbers(&tail), vec![7, 8, 9]);
-        assert!(follower.poll_new().unwrap().is_empty());
+        assert!(poll(&mut follower).is_empty());
         writeln!(file, "0").unwrap();
         writeln!(file, "{T} out line 11").unwrap();
-        assert_eq!(numbers(&follower.poll_new().unwrap()), vec![10, 11]);
+        assert_eq!(numbers(&poll(&mut follower)), vec![10, 11]);
 
         // Truncated in place (copytruncate): start again at the beginning.
         file.set_len(0).unwrap();
@@ -550,7 +859,7 @@ mod tests {
             .open(&path)
             .unwrap();
         writeln!(file, "{T} out line 12").unwrap();
-        assert_eq!(numbers(&follower.poll_new().unwrap()), vec![12]);
+        assert_eq!(numbers(&poll(&mut follower)), vec![12]);
     }
 
     #[test]
@@ -558,9 +867,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let filter = LineFilter::new("^line [0-9]*5$").unwrap();
         let mut follower = Follower::new(dir.path(), Some(filter)).unwrap();
-        assert!(follower.poll_new().unwrap().is_empty());
+        assert!(poll(&mut follower).is_empty());
         let mut writer = LogWriter::new(dir.path(), 1 << 20, 1);
         write_numbered(&mut writer, 0..30);
-        assert_eq!(numbers(&follower.poll_new().unwrap()), vec![5, 15, 25]);
+        assert_eq!(numbers(&poll(&mut follower)), vec![5, 15, 25]);
     }
 }

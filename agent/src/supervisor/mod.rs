@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod detached;
 pub mod health;
 pub mod instance;
+pub mod log_retention;
 pub mod log_tail;
 pub mod logs;
 pub mod manager;

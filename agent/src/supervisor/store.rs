@@ -102,6 +102,11 @@ impl Store {
             .join(index.to_string())
     }
 
+    /// The directory every instance's logs live under, for the log retention sweep.
+    pub fn logs_root(&self) -> &Path {
+        &self.logs
+    }
+
     /// The directory of one instance's log files.
     pub fn log_dir(&self, name: &str, index: u32) -> PathBuf {
         self.logs.join(name).join(index.to_string())

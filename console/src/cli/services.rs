@@ -9,8 +9,8 @@ use crate::format::{bytes, table, time_ms, uptime};
 use clap::Args;
 use std::time::Duration;
 use strata_proto::v1::{
-    GetServiceRequest, InstanceStatus, ListServicesReply, ListServicesRequest, ServiceStatus,
-    TailLogsRequest,
+    GetServiceRequest, InstanceStatus, ListServicesReply, ListServicesRequest, LogLine,
+    ServiceStatus, TailLogsRequest,
 };
 
 /// Flags of `strata logs`.
@@ -23,7 +23,7 @@ pub struct LogsArgs {
     #[arg(short = 'f', long)]
     follow: bool,
     /// How many past lines.
-    #[arg(long, short = 'n', default_value_t = 100)]
+    #[arg(long, short = 'n', visible_alias = "tail", default_value_t = 100)]
     lines: u32,
     /// Only lines matching this regular expression.
     #[arg(long)]
@@ -247,17 +247,25 @@ pub async fn logs(
                     })?;
                     println!("{text}");
                 }
-                OutputFormat::Table if prefix => println!(
-                    "[{}] {} {}",
-                    line.instance,
-                    time_ms(line.time_unix_ms),
-                    line.text
-                ),
-                OutputFormat::Table => println!("{} {}", time_ms(line.time_unix_ms), line.text),
+                OutputFormat::Table => println!("{}", log_text(&line, prefix)),
             },
             Ok(None) => return Ok(()),
             Err(status) => return Err(Failure::from_status(&status, agent)),
         }
+    }
+}
+
+/// One line of `strata logs` as text: `[instance] time text` (the instance only when several
+/// are merged); a gap, where the agent passed lines over, as `[instance] … N lines skipped …`.
+fn log_text(line: &LogLine, prefix: bool) -> String {
+    let instance = if prefix {
+        format!("[{}] ", line.instance)
+    } else {
+        String::new()
+    };
+    match &line.gap {
+        Some(gap) => format!("{instance}{}", gap.describe()),
+        None => format!("{instance}{} {}", time_ms(line.time_unix_ms), line.text),
     }
 }
 
@@ -279,5 +287,27 @@ mod tests {
         assert_eq!(s.summary_state(), InstanceState::Crashloop);
         let s = ServiceStatus { stopped: true, ..s };
         assert_eq!(s.summary_state(), InstanceState::Stopped);
+    }
+
+    #[test]
+    fn a_gap_prints_its_count_where_a_line_prints_its_time_and_text() {
+        let line = LogLine {
+            time_unix_ms: 1_795_000_000_000,
+            instance: "web/1".into(),
+            text: "hello".into(),
+            ..Default::default()
+        };
+        assert_eq!(log_text(&line, false), "2026-11-18T11:06:40Z hello");
+        assert_eq!(log_text(&line, true), "[web/1] 2026-11-18T11:06:40Z hello");
+        let gap = LogLine {
+            text: "whatever the agent says".into(),
+            gap: Some(strata_proto::v1::LogGap {
+                lines: 10_482_113,
+                uncounted: false,
+            }),
+            ..line
+        };
+        assert_eq!(log_text(&gap, true), "[web/1] … 10,482,113 lines skipped …");
+        assert_eq!(log_text(&gap, false), "… 10,482,113 lines skipped …");
     }
 }

@@ -449,6 +449,7 @@ pub fn model() -> Model {
                 } else {
                     format!("GET /api/items/{i} 200 {}ms", i % 13)
                 },
+                gap: None,
             })
             .collect(),
         dropped: 12,
