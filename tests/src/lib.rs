@@ -93,6 +93,9 @@ pub struct AgentOptions {
     /// [`netns::TestNet::exec_prefix`]. It must exec the agent in its own process (as
     /// `nsenter` and `ip netns exec` do), so that the pid the test holds is the agent's.
     pub prefix: Vec<String>,
+    /// Descriptors the agent inherits as 3, 4, ... with their names, described the way
+    /// systemd passes its fd store (`LISTEN_FDS`, `LISTEN_FDNAMES`).
+    pub inherited_fds: Vec<(String, std::sync::Arc<std::os::fd::OwnedFd>)>,
 }
 
 impl AgentProcess {
@@ -135,6 +138,9 @@ impl AgentProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
+        if !options.inherited_fds.is_empty() {
+            pass_descriptors(&mut cmd, &options.inherited_fds);
+        }
         let mut child = cmd.spawn().context("cannot start strata-agent")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let (tx, rx) = mpsc::channel();
@@ -282,6 +288,39 @@ impl Drop for AgentProcess {
         if !self.keep_services {
             stop_services_of(&self.data_dir);
         }
+    }
+}
+
+/// Makes `cmd` start with `fds` as descriptors 3, 4, ... and `LISTEN_FDS`/`LISTEN_FDNAMES`
+/// naming them, as systemd starts a unit with a file-descriptor store.
+fn pass_descriptors(cmd: &mut Command, fds: &[(String, std::sync::Arc<std::os::fd::OwnedFd>)]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let names: Vec<&str> = fds.iter().map(|(name, _)| name.as_str()).collect();
+    cmd.env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"));
+    let sources: Vec<i32> = fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    // SAFETY: between fork and exec only async-signal-safe calls (fcntl, dup2) run, on
+    // descriptors the test holds open for as long as the command exists.
+    unsafe {
+        cmd.pre_exec(move || {
+            use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+            // First out of the way of 3.. (above every target), then into place; dup2
+            // leaves the copies without close-on-exec, so the agent inherits them.
+            let above = 3 + sources.len() as i32;
+            let mut moved = Vec::with_capacity(sources.len());
+            for fd in &sources {
+                let copy = rustix::io::fcntl_dupfd_cloexec(BorrowedFd::borrow_raw(*fd), above)?;
+                moved.push(copy);
+            }
+            for (i, copy) in moved.iter().enumerate() {
+                let mut target = OwnedFd::from_raw_fd(3 + i as i32);
+                let placed = rustix::io::dup2(copy, &mut target);
+                let _ = target.into_raw_fd();
+                placed?;
+            }
+            Ok(())
+        });
     }
 }
 
