@@ -91,7 +91,8 @@ fn service(
         frontends: BTreeMap::from([("tcp".to_string(), frontend)]),
         balance: BalanceConfig {
             algorithm,
-            prefer_local: false,
+            slow_start: Duration::ZERO,
+            ..BalanceConfig::default()
         },
         endpoints,
         unavailable: vec![],
@@ -347,15 +348,13 @@ async fn never_more_than_the_max_share_ejected() {
     let mut cfg = config();
     cfg.outlier.consecutive_failures = 1;
     cfg.outlier.base_ejection = Duration::from_secs(60);
-    cfg.retries = 3;
     let mut endpoints = vec![live.endpoint(false)];
     for n in 0..3 {
         endpoints.push(endpoint(&format!("dead{n}"), free_port(), false));
     }
-    let h = Harness::start(
-        cfg,
-        vec![service("web", front, Algorithm::RoundRobin, endpoints)],
-    );
+    let mut web = service("web", front, Algorithm::RoundRobin, endpoints);
+    web.balance.retries = 3;
+    let h = Harness::start(cfg, vec![web]);
     h.listening("web").await;
     for _ in 0..20 {
         assert_eq!(identify(front).await, "live");
@@ -817,12 +816,18 @@ async fn access_log_records_each_outcome() {
         cfg,
         vec![
             service("ok", p_ok, Algorithm::RoundRobin, vec![a.endpoint(false)]),
-            service(
-                "dead",
-                p_dead,
-                Algorithm::RoundRobin,
-                vec![endpoint("gone", free_port(), false)],
-            ),
+            ServiceEntry {
+                balance: BalanceConfig {
+                    max_queue: 0,
+                    ..BalanceConfig::default()
+                },
+                ..service(
+                    "dead",
+                    p_dead,
+                    Algorithm::RoundRobin,
+                    vec![endpoint("gone", free_port(), false)],
+                )
+            },
             service("none", p_none, Algorithm::RoundRobin, vec![]),
         ],
     );
