@@ -447,7 +447,7 @@ impl ServiceState {
             (true, _) => Failure::SilentTimeout,
         };
         if failure.counts() {
-            health.latency.observe(penalty.as_secs_f64() * 1e3, now);
+            health.latency.penalize(penalty.as_secs_f64() * 1e3, now);
         }
         let until = health.outlier.on_failure(now, failure, config, spare)?;
         health.warm_up(until, now);
