@@ -53,7 +53,9 @@ fn algorithm(args: &[String]) -> Result<Algorithm> {
         None => Ok(Algorithm::RoundRobin),
         Some(word) => Algorithm::from_label(&word)
             .filter(|a| *a != Algorithm::Unspecified)
-            .ok_or_else(|| format!("--algorithm is one of {}, not {word}", Algorithm::choices()).into()),
+            .ok_or_else(|| {
+                format!("--algorithm is one of {}, not {word}", Algorithm::choices()).into()
+            }),
     }
 }
 

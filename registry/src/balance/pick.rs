@@ -18,11 +18,13 @@ pub(crate) struct Candidate {
     pub weight: f64,
 }
 
-/// Connect latencies below about a millisecond are noise on a LAN (loopback connects take
-/// 20–100 µs and vary by 2× from one to the next); adding this keeps p2c_ewma from reading
-/// that noise as a 2:1 difference between equal instances, while a backend that is really
-/// slower (milliseconds more) still loses.
-const LATENCY_FLOOR_MS: f64 = 1.0;
+/// Connect latencies within a few milliseconds of each other are noise on a LAN: a loopback
+/// connect takes 20–100 µs, and on a busy host the balancer's own scheduling adds milliseconds
+/// to some samples. Adding this keeps p2c_ewma from reading that noise as a 2:1 difference
+/// between equal instances (with 1 ms it still split 62/38 under load): between instances
+/// that are equally fast to connect it decides by load, and latency decides when one is
+/// milliseconds slower (another site, a saturated host, or penalised by failed connects).
+const LATENCY_FLOOR_MS: f64 = 5.0;
 
 impl Candidate {
     /// Linkerd's load estimate: latency penalised by the connections it already carries,

@@ -160,17 +160,18 @@ async fn connect(
     let deadline = accepted + balance.queue_timeout;
     let mut place = None;
     let mut backoff = FIRST_BACKOFF;
-    let mut behind_others = service.waiting() > 0 && balance.max_queue > 0;
+    // Behind waiting clients, unless the queue is full (then this one may as well look).
+    let mut behind_others = (1..balance.max_queue as usize).contains(&service.waiting());
     loop {
         // Registered before looking, so that a slot freed meanwhile is not missed.
         let freed = service.freed();
         tokio::pin!(freed);
         freed.as_mut().enable();
         let before = attempts.count;
-        if !behind_others {
-            if let Some(connected) = round(shared, service, port_name, balance, attempts).await {
-                return Ok(connected);
-            }
+        if !behind_others
+            && let Some(connected) = round(shared, service, port_name, balance, attempts).await
+        {
+            return Ok(connected);
         }
         behind_others = false;
         let failed_connects = attempts.count > before;

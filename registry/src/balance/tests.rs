@@ -995,7 +995,7 @@ async fn a_full_backlog_costs_clients_nothing_while_another_backend_has_room() {
     }
     assert_eq!(seen.get(""), None, "client errors: {seen:?}");
     assert_eq!(seen.values().sum::<i32>(), 80);
-    assert!(seen.get("roomy").is_some(), "{seen:?}");
+    assert!(seen.contains_key("roomy"), "{seen:?}");
     let t = h.endpoint("web", "tiny");
     assert_eq!(
         (t.ejections, t.ejected_until.as_deref()),
