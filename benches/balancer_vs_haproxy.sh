@@ -62,6 +62,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open"; exit 1; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
+# HAProxy's global and defaults sections, shared by every configuration here.
+haproxy_head() {
+    cat <<CONF
+global
+    maxconn $(( ($(ulimit -n) - 200) / 2 ))
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+CONF
+}
+
 # The kernel's count of connections dropped because an accept queue was full (host-wide).
 listen_overflows() {
     awk '/^TcpExt:/ { if (!seen) { split($0, names); seen = 1 } else { split($0, values); for (i in names) if (names[i] == "ListenOverflows") print values[i] } }' /proc/net/netstat
@@ -96,18 +109,8 @@ CONF
     local algorithms=(round_robin least_conn p2c_ewma)
     local haproxy_balance=(roundrobin leastconn "random(2)")
     {
-        cat <<CONF
-global
-    maxconn $(( ($(ulimit -n) - 200) / 2 ))
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    timeout queue 10s
-    retries 3
-    option redispatch 1
-CONF
+        haproxy_head
+        printf '    timeout queue 10s\n    retries 3\n    option redispatch 1\n'
         for i in 0 1 2; do
             hp[$i]=$(free_port)
             printf 'listen over%s\n    bind 127.0.0.1:%s\n    balance %s\n    server b1 127.0.0.1:%s\n    server b2 127.0.0.1:%s\n' \
@@ -187,14 +190,7 @@ http {
 CONF
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
-cat > "$work/haproxy.cfg" <<CONF
-global
-    maxconn $(( ($(ulimit -n) - 200) / 2 ))
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
+{ haproxy_head; cat <<CONF
 frontend bench
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend nginx
@@ -202,6 +198,7 @@ backend nginx
     balance roundrobin
     server s1 127.0.0.1:$NGINX_PORT
 CONF
+} > "$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg" -db &
 pids+=($!); haproxy_pid=$!
 "$bench" serve --frontend "$STRATA_PORT" --backend "127.0.0.1:$NGINX_PORT" --mode copy --log-dir "$work/logs" >"$work/strata.out" &
