@@ -6,11 +6,26 @@
 # Then the RSS of the balancer (and of HAProxy) with IDLE idle connections open (default 10000),
 # and bulk throughput of the copy and splice paths.
 # Goal: Strata requests/s >= HAProxy's and Strata p99 <= HAProxy's.
+#
+# Then overload, for each algorithm (Strata round_robin, least_conn, p2c_ewma against HAProxy
+# roundrobin, leastconn, random(2)): two nginx backends with a listen backlog of BACKLOG
+# (default 8), and OVER_CONNS wrk connections (default "20 256": the issue's wrk -c20, and far
+# more than the backends accept) that each make one request per TCP connection
+# (Connection: close), so every request is a new backend connect and the backends' accept
+# queues overflow. HAProxy runs with retries 3, option redispatch, timeout connect 1s,
+# timeout queue 10s; Strata with its default [balance] settings. Printed: client errors (wrk's
+# socket errors and non-2xx; wrk counts a request unanswered after 2 s as a "timeout" error),
+# p99 latency, requests per backend (from the backends' own access logs) and the
+# kernel's listen-queue overflows during the run. Goal: 0 errors where HAProxy has 0, and each
+# backend within 10% of an even share. OVERLOAD_ONLY=1 runs only this part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 IDLE=${IDLE:-10000}
+BACKLOG=${BACKLOG:-8}
+OVER_CONNS=${OVER_CONNS:-20 256}
+OVERLOAD_ONLY=${OVERLOAD_ONLY:-0}
 
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
@@ -47,6 +62,111 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open"; exit 1; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
+# HAProxy's global and defaults sections, shared by every configuration here.
+haproxy_head() {
+    cat <<CONF
+global
+    maxconn $(( ($(ulimit -n) - 200) / 2 ))
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+CONF
+}
+
+# The kernel's count of connections dropped because an accept queue was full (host-wide).
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!seen) { split($0, names); seen = 1 } else { split($0, values); for (i in names) if (names[i] == "ListenOverflows") print values[i] } }' /proc/net/netstat
+}
+
+overload() {
+    local b1 b2 hp=() sp=()
+    b1=$(free_port); b2=$(free_port)
+    mkdir -p "$work/over"
+    for b in "$b1" "$b2"; do
+        mkdir -p "$work/over/$b"
+        cat > "$work/over/$b/nginx.conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile $(ulimit -n);
+pid $work/over/$b/nginx.pid;
+error_log $work/over/$b/error.log;
+events { worker_connections 8192; }
+http {
+    log_format one '\$status';
+    access_log $work/over/$b/access.log one buffer=64k flush=1s;
+    client_body_temp_path $work/over/$b/body;
+    proxy_temp_path $work/over/$b/proxy;
+    fastcgi_temp_path $work/over/$b/fastcgi;
+    uwsgi_temp_path $work/over/$b/uwsgi;
+    scgi_temp_path $work/over/$b/scgi;
+    server { listen 127.0.0.1:$b backlog=$BACKLOG; root $work/www; }
+}
+CONF
+        nginx -c "$work/over/$b/nginx.conf" -g 'daemon off;' &
+        pids+=($!)
+    done
+    local algorithms=(round_robin least_conn p2c_ewma)
+    local haproxy_balance=(roundrobin leastconn "random(2)")
+    {
+        haproxy_head
+        printf '    timeout queue 10s\n    retries 3\n    option redispatch 1\n'
+        for i in 0 1 2; do
+            hp[$i]=$(free_port)
+            printf 'listen over%s\n    bind 127.0.0.1:%s\n    balance %s\n    server b1 127.0.0.1:%s\n    server b2 127.0.0.1:%s\n' \
+                "$i" "${hp[$i]}" "${haproxy_balance[$i]}" "$b1" "$b2"
+        done
+    } > "$work/over/haproxy.cfg"
+    haproxy -f "$work/over/haproxy.cfg" -db &
+    pids+=($!)
+    for i in 0 1 2; do
+        sp[$i]=$(free_port)
+        "$bench" serve --frontend "${sp[$i]}" --backend "127.0.0.1:$b1" --backend "127.0.0.1:$b2" \
+            --algorithm "${algorithms[$i]}" > "$work/over/strata-$i.out" &
+        pids+=($!)
+    done
+    for p in "$b1" "$b2" "${hp[@]}" "${sp[@]}"; do wait_port "$p"; done
+    lines() { wc -l < "$work/over/$1/access.log" 2>/dev/null || echo 0; }
+    for conns in $OVER_CONNS; do
+    echo "== overload: 2 nginx backends with listen backlog $BACKLOG, wrk -t1 -c$conns -d${DURATION}s, one request per connection"
+    : > "$work/over/results.txt"
+    for i in 0 1 2; do
+        for who in haproxy strata; do
+            local port=${hp[$i]} label="haproxy ${haproxy_balance[$i]}"
+            if [ "$who" = strata ]; then port=${sp[$i]}; label="strata ${algorithms[$i]}"; fi
+            sleep 2   # nginx flushes its access log every second
+            local n1 n2 o
+            n1=$(lines "$b1"); n2=$(lines "$b2"); o=$(listen_overflows)
+            wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H 'Connection: close' "http://127.0.0.1:$port/index.html" > "$work/over/wrk.txt" || true
+            sleep 2
+            printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$(( $(lines "$b1") - n1 ))" "$(( $(lines "$b2") - n2 ))" \
+                "$(( $(listen_overflows) - o ))" "$(tr '\n' ' ' < "$work/over/wrk.txt")" >> "$work/over/results.txt"
+        done
+    done
+    python3 - "$work/over/results.txt" <<'PY'
+import re, sys
+def secs(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
+print(f"{'':24}{'requests':>10}{'errors':>8}{'p99 ms':>9}{'backend 1':>11}{'backend 2':>11}{'off even':>10}{'overflows':>11}")
+for line in open(sys.argv[1]):
+    label, n1, n2, overflows, wrk = line.rstrip("\n").split("\t")
+    n1, n2 = int(n1), int(n2)
+    requests = int(re.search(r"(\d+) requests in", wrk).group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", wrk)
+    errors = sum(map(int, sock.groups())) if sock else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk)
+    errors += int(non2xx.group(1)) if non2xx else 0
+    total = max(n1 + n2, 1)
+    off = abs(n1 - n2) / total
+    p99 = secs(re.search(r"\s99%\s+(\S+)", wrk).group(1))
+    detail = f"  ({sock.group(0)})" if sock else ""
+    print(f"{label:24}{requests:>10}{errors:>8}{p99*1e3:>9.1f}{n1/total:>10.1%}{n2/total:>11.1%}{off:>10.1%}{int(overflows):>11}{detail}")
+print("off even: |backend 1 - backend 2| / both (goal <= 10%); overflows: SYNs the kernel dropped at full accept queues (host-wide)")
+PY
+    done
+}
+
 NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port); STRATA_PORT=$(free_port); SPLICE_PORT=$(free_port)
 mkdir -p "$work/www" "$work/logs"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$work/www/index.html"
@@ -70,14 +190,7 @@ http {
 CONF
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
-cat > "$work/haproxy.cfg" <<CONF
-global
-    maxconn $(( ($(ulimit -n) - 200) / 2 ))
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
+{ haproxy_head; cat <<CONF
 frontend bench
     bind 127.0.0.1:$HAPROXY_PORT
     default_backend nginx
@@ -85,6 +198,7 @@ backend nginx
     balance roundrobin
     server s1 127.0.0.1:$NGINX_PORT
 CONF
+} > "$work/haproxy.cfg"
 haproxy -f "$work/haproxy.cfg" -db &
 pids+=($!); haproxy_pid=$!
 "$bench" serve --frontend "$STRATA_PORT" --backend "127.0.0.1:$NGINX_PORT" --mode copy --log-dir "$work/logs" >"$work/strata.out" &
@@ -92,6 +206,7 @@ pids+=($!); strata_pid=$!
 "$bench" serve --frontend "$SPLICE_PORT" --backend "127.0.0.1:$NGINX_PORT" --mode splice --log-dir "$work/logs-splice" >"$work/splice.out" &
 pids+=($!)
 for p in "$NGINX_PORT" "$HAPROXY_PORT" "$STRATA_PORT" "$SPLICE_PORT"; do wait_port "$p"; done
+if [ "$OVERLOAD_ONLY" = 1 ]; then overload; exit 0; fi
 
 run_wrk() {
     wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/index.html" > "$work/wrk-$1.txt"
@@ -145,3 +260,4 @@ for name, base in [("strata", s0), ("haproxy", h0)]:
     rss, *rest = open(f"{work}/rss-{name}.txt").read().split()
     print(f"RSS {name:8} before {base/1024:7.1f} MiB, with idle connections ({' '.join(rest)}) {int(rss)/1024:7.1f} MiB")
 PY
+overload

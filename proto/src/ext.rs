@@ -169,6 +169,10 @@ words!(AccessOutcome, access_outcome, {
     Timeout => "timeout",
     NoHealthyInstance => "no_healthy_instance",
     Drained => "drained",
+    QueueTimeout => "queue_timeout",
+    QueueFull => "queue_full",
+    IdleTimeout => "idle_timeout",
+    ResponseTimeout => "response_timeout",
 });
 
 words!(Role, role, {

@@ -1,10 +1,12 @@
 //! Drives the balancer for `benches/balancer_vs_haproxy.sh`: `serve` runs a [`Balancer`] with a
-//! static one-service table (the agent integration comes later), `idle` opens a bounded number
-//! of idle connections and holds them for a bounded time, and `stream` measures bulk
-//! throughput of the copy and splice paths in one process.
+//! static one-service table (one or more backends, the service's default `[balance]` settings
+//! but for the algorithm), `idle` opens a bounded number of idle connections and holds them for
+//! a bounded time, and `stream` measures bulk throughput of the copy and splice paths in one
+//! process.
 //!
 //! ```text
-//! balancer_bench serve --frontend 18080 --backend 127.0.0.1:8080 [--mode copy|splice] [--log-dir DIR]
+//! balancer_bench serve --frontend 18080 --backend 127.0.0.1:8080 [--backend 127.0.0.1:8081 …]
+//!                      [--algorithm round_robin|least_conn|p2c_ewma] [--mode copy|splice] [--log-dir DIR]
 //! balancer_bench idle --addr 127.0.0.1:18080 --count 10000 --hold 20
 //! balancer_bench stream --mb 2000
 //! ```
@@ -38,6 +40,25 @@ fn required(args: &[String], name: &str) -> Result<String> {
     flag(args, name).ok_or_else(|| format!("missing {name}").into())
 }
 
+/// Every value of a repeated flag.
+fn all(args: &[String], name: &str) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w[0] == name)
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+fn algorithm(args: &[String]) -> Result<Algorithm> {
+    match flag(args, "--algorithm") {
+        None => Ok(Algorithm::RoundRobin),
+        Some(word) => Algorithm::from_label(&word)
+            .filter(|a| *a != Algorithm::Unspecified)
+            .ok_or_else(|| {
+                format!("--algorithm is one of {}, not {word}", Algorithm::choices()).into()
+            }),
+    }
+}
+
 fn mode(args: &[String]) -> Result<CopyMode> {
     match flag(args, "--mode").as_deref() {
         None | Some("copy") => Ok(CopyMode::Copy),
@@ -46,25 +67,29 @@ fn mode(args: &[String]) -> Result<CopyMode> {
     }
 }
 
-/// A table with one service "bench" on `frontend`, forwarding to `backend`.
-fn table(frontend: u16, backend: SocketAddr) -> ServiceTable {
-    let endpoint = Endpoint {
-        instance: "bench/1".into(),
-        node: "local".into(),
-        ip: backend.ip(),
-        ports: BTreeMap::from([("http".to_string(), backend.port())]),
-        local: true,
-        version: "1".into(),
-        tags: vec![],
-    };
+/// A table with one service "bench" on `frontend`, forwarding to `backends`.
+fn table(frontend: u16, backends: &[SocketAddr], algorithm: Algorithm) -> ServiceTable {
+    let endpoints = backends
+        .iter()
+        .enumerate()
+        .map(|(i, backend)| Endpoint {
+            instance: format!("bench/{}", i + 1),
+            node: "local".into(),
+            ip: backend.ip(),
+            ports: BTreeMap::from([("http".to_string(), backend.port())]),
+            local: true,
+            version: "1".into(),
+            tags: vec![],
+        })
+        .collect();
     let service = ServiceEntry {
         name: "bench".into(),
         frontends: BTreeMap::from([("http".to_string(), frontend)]),
         balance: BalanceConfig {
-            algorithm: Algorithm::RoundRobin,
-            prefer_local: false,
+            algorithm,
+            ..BalanceConfig::default()
         },
-        endpoints: vec![endpoint],
+        endpoints,
         unavailable: vec![],
     };
     ServiceTable {
@@ -77,9 +102,10 @@ fn table(frontend: u16, backend: SocketAddr) -> ServiceTable {
 async fn start(
     config: BalancerConfig,
     frontend: u16,
-    backend: SocketAddr,
+    backends: &[SocketAddr],
+    algorithm: Algorithm,
 ) -> Result<(Balancer, watch::Sender<Arc<ServiceTable>>)> {
-    let (tx, rx) = watch::channel(Arc::new(table(frontend, backend)));
+    let (tx, rx) = watch::channel(Arc::new(table(frontend, backends, algorithm)));
     let balancer = Balancer::start(config, rx)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -100,13 +126,19 @@ async fn start(
 
 async fn serve(args: &[String]) -> Result<()> {
     let frontend: u16 = required(args, "--frontend")?.parse()?;
-    let backend: SocketAddr = required(args, "--backend")?.parse()?;
+    let backends = all(args, "--backend")
+        .iter()
+        .map(|b| b.parse())
+        .collect::<std::result::Result<Vec<SocketAddr>, _>>()?;
+    if backends.is_empty() {
+        return Err("missing --backend".into());
+    }
     let config = BalancerConfig {
         copy_mode: mode(args)?,
         access_log: flag(args, "--log-dir").map(AccessLogConfig::new),
         ..BalancerConfig::default()
     };
-    let (_balancer, _table) = start(config, frontend, backend).await?;
+    let (_balancer, _table) = start(config, frontend, &backends, algorithm(args)?).await?;
     println!(
         "ready frontend=127.0.0.1:{frontend} pid={}",
         std::process::id()
@@ -158,7 +190,8 @@ async fn stream_once(mode: CopyMode, mb: usize) -> Result<f64> {
             ..BalancerConfig::default()
         },
         frontend,
-        backend,
+        &[backend],
+        Algorithm::RoundRobin,
     )
     .await?;
     let mut client = TcpStream::connect(("127.0.0.1", frontend)).await?;

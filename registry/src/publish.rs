@@ -11,7 +11,7 @@
 
 use crate::membership::identity::NodeIdentity;
 use crate::membership::members::{Members, Status};
-use crate::table::{Algorithm, BalanceConfig, Endpoint, NodeEntry, ServiceEntry, ServiceTable};
+use crate::table::{BalanceConfig, Endpoint, NodeEntry, ServiceEntry, ServiceTable};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use strata_proto::v1::NodeRecord;
@@ -112,10 +112,11 @@ pub fn build(
                     .iter()
                     .filter_map(|(k, v)| u16::try_from(*v).ok().map(|p| (k.clone(), p)))
                     .collect();
-                entry.balance = BalanceConfig {
-                    algorithm: Algorithm::from_wire(service.algorithm).effective(),
-                    prefer_local: service.prefer_local,
-                };
+                entry.balance = BalanceConfig::from_catalog(
+                    service.algorithm,
+                    service.prefer_local,
+                    service.balance.as_ref(),
+                );
             }
             for instance in &service.instances {
                 let endpoint = Endpoint {

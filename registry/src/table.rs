@@ -5,18 +5,39 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// How a service's connections are spread over its instances (`[balance]` in the spec): the
 /// contract's enum, whose `Unspecified` runs as p2c_ewma (power of two choices over a
 /// peak-EWMA of connect latency, Linkerd's default).
 pub use strata_proto::v1::Algorithm;
 
-/// Per-service balancing settings, carried in the catalog with the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Per-service balancing settings (the spec's `[balance]` table), carried in the catalog with
+/// the service so that every node's balancer applies the same ones. The defaults and the
+/// reasons for them are in `balance/config.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceConfig {
     pub algorithm: Algorithm,
     /// Use instances on the same node first while any of them is passing.
     pub prefer_local: bool,
+    /// One connect attempt gives up after this long; another instance is tried.
+    pub connect_timeout: Duration,
+    /// Other instances tried after a failed connect, before the client waits in the queue.
+    pub retries: u32,
+    /// Instances that join or come back ramp from 10% to their full weight over this window
+    /// (zero: at once).
+    pub slow_start: Duration,
+    /// Connections one balancer keeps open or opening to one instance (0: no limit).
+    pub max_conns: u32,
+    /// Clients one balancer holds waiting for an instance (0: they fail at once).
+    pub max_queue: u32,
+    /// How long a client may wait for an instance, counted from its accept.
+    pub queue_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed (zero: never).
+    pub idle_timeout: Duration,
+    /// The backend's first byte must come within this long of the client's first byte
+    /// (zero: no limit).
+    pub response_timeout: Duration,
 }
 
 /// One instance of a service as discovery sees it.

@@ -106,8 +106,7 @@ fn a_restart_with_the_fd_store_refuses_no_connection_and_a_closed_frontend_is_re
         .set_read_timeout(Some(Duration::from_millis(100)))
         .expect("timeout");
     let data = dir.path().join("agent");
-    let agent =
-        AgentProcess::start(&data, &options(&notify, manager.descriptors())).expect("agent starts");
+    let agent = AgentProcess::start(&data, &options(&notify, Vec::new())).expect("agent starts");
 
     let frontend = closed_port();
     let spec = dir.path().join("web.toml");

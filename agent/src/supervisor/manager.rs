@@ -537,6 +537,7 @@ fn catalog_service(view: &ServiceView) -> CatalogService {
         frontends: frontends(spec),
         algorithm: spec.balance.algorithm as i32,
         prefer_local: spec.balance.prefer_local,
+        balance: Some(spec.balance.to_catalog()),
         tags: spec.tags.clone(),
         instances,
     }

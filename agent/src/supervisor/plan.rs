@@ -10,8 +10,9 @@
 //!   balancing), which every balancer and DNS server picks up from gossip;
 //! - [`Effect::Scale`]: the number of instances.
 
-use super::spec::{PortSpec, ServiceSpec};
+use super::spec::{BalanceSpec, PortSpec, ServiceSpec};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// What a change of one field takes to come into effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,23 +171,72 @@ pub fn plan_apply(old: &ServiceSpec, new: &ServiceSpec) -> Plan {
         "balance",
         *balance != old.balance,
         Effect::Catalog,
-        format!(
-            "{}{} -> {}{}",
-            old.balance.algorithm,
-            if old.balance.prefer_local {
-                ", prefer_local"
-            } else {
-                ""
-            },
-            balance.algorithm,
-            if balance.prefer_local {
-                ", prefer_local"
-            } else {
-                ""
-            },
-        ),
+        balance_changes(&old.balance, balance),
     );
     plan
+}
+
+/// The `[balance]` fields that differ, as "algorithm p2c_ewma -> round_robin, idle_timeout
+/// 1h -> 5m". Destructured so that a new field does not compile until it is listed.
+fn balance_changes(old: &BalanceSpec, new: &BalanceSpec) -> String {
+    let BalanceSpec {
+        algorithm,
+        prefer_local,
+        connect_timeout,
+        retries,
+        slow_start,
+        max_conns,
+        max_queue,
+        queue_timeout,
+        idle_timeout,
+        response_timeout,
+    } = new;
+    let mut changes = Vec::new();
+    let mut field = |name: &str, was: String, now: String| {
+        if was != now {
+            changes.push(format!("{name} {was} -> {now}"));
+        }
+    };
+    let time = |d: &Duration| humantime::format_duration(*d).to_string();
+    field(
+        "algorithm",
+        old.algorithm.to_string(),
+        algorithm.to_string(),
+    );
+    field(
+        "prefer_local",
+        old.prefer_local.to_string(),
+        prefer_local.to_string(),
+    );
+    field(
+        "connect_timeout",
+        time(&old.connect_timeout),
+        time(connect_timeout),
+    );
+    field("retries", old.retries.to_string(), retries.to_string());
+    field("slow_start", time(&old.slow_start), time(slow_start));
+    field(
+        "max_conns",
+        old.max_conns.to_string(),
+        max_conns.to_string(),
+    );
+    field(
+        "max_queue",
+        old.max_queue.to_string(),
+        max_queue.to_string(),
+    );
+    field(
+        "queue_timeout",
+        time(&old.queue_timeout),
+        time(queue_timeout),
+    );
+    field("idle_timeout", time(&old.idle_timeout), time(idle_timeout));
+    field(
+        "response_timeout",
+        time(&old.response_timeout),
+        time(response_timeout),
+    );
+    changes.join(", ")
 }
 
 /// Named ports: a port added or removed changes what every instance binds (a restart); a
@@ -398,9 +448,18 @@ algorithm = "p2c_ewma"
         assert_eq!(
             plan.lines(),
             [
-                "balance: p2c_ewma -> round_robin",
+                "balance: algorithm p2c_ewma -> round_robin",
                 "no restart: balance take effect live"
             ]
+        );
+        let plan = change(
+            "algorithm = \"p2c_ewma\"",
+            "algorithm = \"p2c_ewma\"\nidle_timeout = \"5m\"\nmax_conns = 8",
+        );
+        only(&plan, "balance", Effect::Catalog);
+        assert_eq!(
+            plan.lines()[0],
+            "balance: max_conns 0 -> 8, idle_timeout 1h -> 5m"
         );
     }
 

@@ -39,14 +39,11 @@ pub struct ServiceSpec {
     pub balance: BalanceSpec,
 }
 
-/// The `[balance]` table: how the balancer on every node spreads this service's connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BalanceSpec {
-    /// round_robin, least_conn or p2c_ewma (never unspecified: the parser fills the default).
-    pub algorithm: Algorithm,
-    /// Use instances on the same node first while any is passing.
-    pub prefer_local: bool,
-}
+/// The `[balance]` table: how the balancer on every node spreads this service's connections
+/// and shields clients from busy, cold or silent instances. It is the balancer's own settings
+/// type, so what the spec says is what the catalog carries and every node applies; the
+/// algorithm is never unspecified (the parser fills the default).
+pub use strata_registry::table::BalanceConfig as BalanceSpec;
 
 /// One named port of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +212,14 @@ struct RawSpec {
 struct RawBalance {
     algorithm: Option<String>,
     prefer_local: Option<bool>,
+    connect_timeout: Option<String>,
+    retries: Option<i64>,
+    slow_start: Option<String>,
+    max_conns: Option<i64>,
+    max_queue: Option<i64>,
+    queue_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    response_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -513,21 +518,7 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
         keep: at.count("logs.keep", raw.logs.keep, 5, 1, 100)?,
     };
 
-    let algorithm = match raw.balance.algorithm.as_deref() {
-        None => Algorithm::P2cEwma,
-        Some(text) => Algorithm::from_label(text)
-            .filter(|a| *a != Algorithm::Unspecified)
-            .ok_or_else(|| {
-                at.error(
-                    "balance.algorithm",
-                    format!("{text:?} is not one of {}", Algorithm::choices()),
-                )
-            })?,
-    };
-    let balance = BalanceSpec {
-        algorithm,
-        prefer_local: raw.balance.prefer_local.unwrap_or(false),
-    };
+    let balance = parse_balance(&at, &raw.balance)?;
 
     Ok(ServiceSpec {
         name: raw.name,
@@ -598,6 +589,91 @@ fn parse_update(at: &Locator<'_>, u: &RawUpdate) -> Result<UpdateSpec, SpecError
         max_unavailable,
         min_healthy_time,
         healthy_deadline,
+    })
+}
+
+/// The `[balance]` table; defaults are the balancer's (`BalanceSpec::default()`).
+fn parse_balance(at: &Locator<'_>, raw: &RawBalance) -> Result<BalanceSpec, SpecError> {
+    let d = BalanceSpec::default();
+    let algorithm = match raw.algorithm.as_deref() {
+        None => d.algorithm,
+        Some(text) => Algorithm::from_label(text)
+            .filter(|a| *a != Algorithm::Unspecified)
+            .ok_or_else(|| {
+                at.error(
+                    "balance.algorithm",
+                    format!("{text:?} is not one of {}", Algorithm::choices()),
+                )
+            })?,
+    };
+    let connect_timeout = at.duration(
+        "balance.connect_timeout",
+        raw.connect_timeout.as_deref(),
+        d.connect_timeout,
+    )?;
+    if connect_timeout.is_zero() || connect_timeout > BalanceSpec::MAX_CONNECT_TIMEOUT {
+        return Err(at.error(
+            "balance.connect_timeout",
+            format!(
+                "{} is out of range (0s, {}]",
+                humantime::format_duration(connect_timeout),
+                humantime::format_duration(BalanceSpec::MAX_CONNECT_TIMEOUT)
+            ),
+        ));
+    }
+    let max_queue = at.count(
+        "balance.max_queue",
+        raw.max_queue,
+        d.max_queue,
+        0,
+        BalanceSpec::MAX_QUEUE,
+    )?;
+    let queue_timeout = at.duration(
+        "balance.queue_timeout",
+        raw.queue_timeout.as_deref(),
+        d.queue_timeout,
+    )?;
+    if max_queue > 0 && queue_timeout.is_zero() {
+        return Err(at.error(
+            "balance.queue_timeout",
+            "must be longer than 0s while max_queue is not 0 (max_queue = 0 turns the queue off)",
+        ));
+    }
+    Ok(BalanceSpec {
+        algorithm,
+        prefer_local: raw.prefer_local.unwrap_or(d.prefer_local),
+        connect_timeout,
+        retries: at.count(
+            "balance.retries",
+            raw.retries,
+            d.retries,
+            0,
+            BalanceSpec::MAX_RETRIES,
+        )?,
+        slow_start: at.duration(
+            "balance.slow_start",
+            raw.slow_start.as_deref(),
+            d.slow_start,
+        )?,
+        max_conns: at.count(
+            "balance.max_conns",
+            raw.max_conns,
+            d.max_conns,
+            0,
+            BalanceSpec::MAX_CONNS,
+        )?,
+        max_queue,
+        queue_timeout,
+        idle_timeout: at.duration(
+            "balance.idle_timeout",
+            raw.idle_timeout.as_deref(),
+            d.idle_timeout,
+        )?,
+        response_timeout: at.duration(
+            "balance.response_timeout",
+            raw.response_timeout.as_deref(),
+            d.response_timeout,
+        )?,
     })
 }
 
@@ -1080,6 +1156,73 @@ keep = 5
         assert!(e.problem.contains("not an IP address"), "{e}");
         let e = err(&EXAMPLE.replace("http = \"/\"", "exec = [\"/bin/true\"]\naddress = \"::1\""));
         assert_eq!(e.field, "health.address");
+    }
+
+    #[test]
+    fn balance_settings_parse_with_defaults_and_name_the_field_in_errors() {
+        let with = |extra: &str| format!("{EXAMPLE}[balance]\n{extra}");
+        let spec = parse_spec("echo.toml", EXAMPLE).unwrap();
+        assert_eq!(spec.balance, BalanceSpec::default());
+        let spec = parse_spec(
+            "echo.toml",
+            &with(
+                "connect_timeout = \"250ms\"\nretries = 0\nslow_start = \"0s\"\nmax_conns = 50\n\
+                 max_queue = 0\nqueue_timeout = \"0s\"\nidle_timeout = \"5m\"\nresponse_timeout = \"0s\"\n",
+            ),
+        )
+        .unwrap()
+        .balance;
+        assert_eq!(
+            spec,
+            BalanceSpec {
+                connect_timeout: Duration::from_millis(250),
+                retries: 0,
+                slow_start: Duration::ZERO,
+                max_conns: 50,
+                max_queue: 0,
+                queue_timeout: Duration::ZERO,
+                idle_timeout: Duration::from_secs(300),
+                response_timeout: Duration::ZERO,
+                ..BalanceSpec::default()
+            }
+        );
+        for (line, field, problem) in [
+            (
+                "connect_timeout = \"0s\"",
+                "balance.connect_timeout",
+                "out of range",
+            ),
+            (
+                "connect_timeout = \"1h\"",
+                "balance.connect_timeout",
+                "out of range",
+            ),
+            ("retries = 11", "balance.retries", "out of range 0..=10"),
+            ("retries = -1", "balance.retries", "out of range"),
+            ("max_conns = -5", "balance.max_conns", "out of range"),
+            ("max_queue = 100001", "balance.max_queue", "out of range"),
+            (
+                "queue_timeout = \"0s\"",
+                "balance.queue_timeout",
+                "max_queue",
+            ),
+            (
+                "idle_timeout = \"soon\"",
+                "balance.idle_timeout",
+                "invalid duration",
+            ),
+            (
+                "slow_start = \"2y\"",
+                "balance.slow_start",
+                "longer than the maximum",
+            ),
+            ("response_timeout = 5", "balance.response_timeout", ""),
+            ("max_conn = 5", "balance", "unknown field"),
+        ] {
+            let e = err(&with(line));
+            assert!(e.field.starts_with(field), "{line}: {e}");
+            assert!(e.problem.contains(problem), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn services(name: &str, frontend: u32, n: usize) -> Vec<CatalogService> {
             .collect(),
         algorithm: Algorithm::RoundRobin as i32,
         prefer_local: true,
+        balance: None,
         tags: vec!["blue".into()],
         instances: (0..n)
             .map(|i| CatalogInstance {

@@ -38,6 +38,14 @@ pub enum Outcome {
     NoHealthyInstance,
     /// Closed at the drain deadline of its endpoint.
     Drained,
+    /// Waited in the service's queue until the queue timeout without getting an instance.
+    QueueTimeout,
+    /// No instance was free and the service's queue was full.
+    QueueFull,
+    /// Nothing moved either way for the service's idle timeout.
+    IdleTimeout,
+    /// The backend sent no first byte within the response timeout of the client's first byte.
+    ResponseTimeout,
 }
 
 impl From<Outcome> for AccessOutcome {
@@ -49,6 +57,10 @@ impl From<Outcome> for AccessOutcome {
             Outcome::Timeout => AccessOutcome::Timeout,
             Outcome::NoHealthyInstance => AccessOutcome::NoHealthyInstance,
             Outcome::Drained => AccessOutcome::Drained,
+            Outcome::QueueTimeout => AccessOutcome::QueueTimeout,
+            Outcome::QueueFull => AccessOutcome::QueueFull,
+            Outcome::IdleTimeout => AccessOutcome::IdleTimeout,
+            Outcome::ResponseTimeout => AccessOutcome::ResponseTimeout,
         }
     }
 }
@@ -300,6 +312,10 @@ mod tests {
             Timeout,
             NoHealthyInstance,
             Drained,
+            QueueTimeout,
+            QueueFull,
+            IdleTimeout,
+            ResponseTimeout,
         ] {
             let word = serde_json::to_value(outcome).unwrap();
             assert_eq!(word, AccessOutcome::from(outcome).label(), "{outcome:?}");

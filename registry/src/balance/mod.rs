@@ -4,9 +4,10 @@
 //!
 //! Layers, each testable alone (after linkerd2-proxy): the [`ServiceTable`] from discovery →
 //! listener supervision (`listener`) → per-service state and eligibility (`state`) → pickers
-//! (`pick`, over peak-EWMA latency from `ewma`) → outlier ejection (`outlier`) → connect with
-//! retries (`proxy`) → byte copy or splice(2) (`copy`, `splice`) → access log (`access`) and
-//! counters (`stats`).
+//! (`pick`, over peak-EWMA latency from `ewma` and slow-start weights from `slow_start`) →
+//! outlier ejection (`outlier`) → connect with retries and the queue (`proxy`) → byte copy or
+//! splice(2) (`copy`, `splice`) under idle and response timeouts (`silence`) → access log
+//! (`access`) and counters (`stats`).
 
 mod access;
 mod config;
@@ -16,6 +17,8 @@ mod listener;
 mod outlier;
 mod pick;
 mod proxy;
+mod silence;
+mod slow_start;
 mod splice;
 mod state;
 mod stats;
@@ -109,7 +112,7 @@ impl Shared {
     /// Reports an ejection and schedules the endpoint's return.
     fn ejected(
         &self,
-        service: &ServiceState,
+        service: &Arc<ServiceState>,
         endpoint: &Arc<EndpointState>,
         until: Instant,
         now: Instant,
@@ -124,14 +127,15 @@ impl Shared {
             ejections: endpoint.ejections(),
         });
         let events = self.events.clone();
-        let service = service.name.clone();
+        let service = Arc::clone(service);
         let endpoint = Arc::clone(endpoint);
         tokio::spawn(async move {
             tokio::time::sleep_until(until.into()).await;
             if endpoint.restore_if_due(Instant::now()) {
-                tracing::info!(%service, instance = %endpoint.instance, "endpoint restored");
+                tracing::info!(service = %service.name, instance = %endpoint.instance, "endpoint restored");
+                service.wake_all();
                 let _ = events.send(BalancerEvent::Restored {
-                    service,
+                    service: service.name.clone(),
                     instance: endpoint.instance.clone(),
                     node: endpoint.node.clone(),
                 });

@@ -1,9 +1,51 @@
-//! Passive outlier detection for one endpoint: consecutive connect failures eject it for a
-//! time that grows with repeated ejections (base × n, capped). A pure state machine fed with
-//! outcomes and instants; the share limit is decided by the caller, who sees all endpoints.
+//! Passive outlier detection for one endpoint: consecutive failed connects eject it for a
+//! time that grows with each ejection in a row and is capped. A sans-I/O state machine fed with
+//! outcomes and instants; whether the service can spare it is decided by [`may_eject`], whose
+//! caller sees all endpoints.
+//!
+//! Not every failed connect is evidence. A refusal, a reset or an unreachable host is: the
+//! instance or its host said no. A connect timeout is ambiguous: a dead or cut-off host never
+//! answers, but neither does a healthy instance whose accept queue is momentarily full (Linux
+//! drops the SYN and the client would retransmit it after 1 s). The difference shows in the
+//! other connects to the same instance: a busy one completes some while ours waits, a dead one
+//! completes none. So a timeout during which another connect to the instance succeeded is
+//! [`Failure::BusyTimeout`]: the client goes to another instance, but the instance is neither
+//! counted against nor penalised (its load already counts in every picker). Only a
+//! [`Failure::SilentTimeout`] counts like a refusal. And an instance is never ejected unless
+//! another one is carrying load successfully (see [`may_eject`]).
 
 use super::config::OutlierConfig;
 use std::time::{Duration, Instant};
+
+/// What one failed connect says about the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Refused, reset or unreachable.
+    Refused,
+    /// Timed out while another connect to it succeeded: busy, not gone.
+    BusyTimeout,
+    /// Timed out, and no connect to it succeeded meanwhile.
+    SilentTimeout,
+}
+
+impl Failure {
+    /// Whether it counts toward ejection (and the latency penalty).
+    pub fn counts(self) -> bool {
+        !matches!(self, Failure::BusyTimeout)
+    }
+}
+
+/// Whether the service can spare one more ejected endpoint: some other endpoint is carrying
+/// load successfully (its last connect did not fail), so the ejected one's share has somewhere
+/// to go, and the share ejected stays within `max_percent` of the `available` endpoints.
+pub(crate) fn may_eject(
+    available: usize,
+    ejected_others: usize,
+    healthy_others: usize,
+    max_percent: u8,
+) -> bool {
+    healthy_others > 0 && (ejected_others + 1) * 100 <= available * usize::from(max_percent)
+}
 
 /// Ejection state of one endpoint.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +75,11 @@ impl Outlier {
         self.ejections
     }
 
+    /// Failures since the last successful connect (0: its last connect worked).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
     /// A connect succeeded. A healthy period as long as the last ejection forgives the past.
     pub fn on_success(&mut self, now: Instant) {
         self.consecutive_failures = 0;
@@ -45,13 +92,17 @@ impl Outlier {
     }
 
     /// A connect failed. Returns the end of a new ejection when this failure ejects it;
-    /// `may_eject` is false when the service already has its maximum share ejected.
+    /// `may_eject` is false when the service cannot spare it ([`may_eject`]).
     pub fn on_failure(
         &mut self,
         now: Instant,
+        failure: Failure,
         config: &OutlierConfig,
         may_eject: bool,
     ) -> Option<Instant> {
+        if !failure.counts() {
+            return None;
+        }
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         if self.is_ejected(now)
             || !may_eject
@@ -101,14 +152,45 @@ mod tests {
         let c = config();
         let t = Instant::now();
         let mut o = Outlier::default();
-        assert_eq!(o.on_failure(t, &c, true), None);
-        assert_eq!(o.on_failure(t, &c, true), None);
+        assert_eq!(o.on_failure(t, Failure::Refused, &c, true), None);
+        assert_eq!(o.on_failure(t, Failure::Refused, &c, true), None);
         o.on_success(t);
-        assert_eq!(o.on_failure(t, &c, true), None);
-        assert_eq!(o.on_failure(t, &c, true), None);
-        assert_eq!(o.on_failure(t, &c, true), Some(t + Duration::from_secs(10)));
+        assert_eq!(o.on_failure(t, Failure::Refused, &c, true), None);
+        assert_eq!(o.on_failure(t, Failure::Refused, &c, true), None);
+        assert_eq!(
+            o.on_failure(t, Failure::Refused, &c, true),
+            Some(t + Duration::from_secs(10))
+        );
         assert!(o.is_ejected(t));
         assert!(!o.is_ejected(t + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn busy_timeouts_never_count_silent_ones_do() {
+        let c = config();
+        let t = Instant::now();
+        let mut o = Outlier::default();
+        for _ in 0..100 {
+            assert_eq!(o.on_failure(t, Failure::BusyTimeout, &c, true), None);
+        }
+        assert_eq!(o.consecutive_failures(), 0);
+        assert_eq!(o.on_failure(t, Failure::SilentTimeout, &c, true), None);
+        assert_eq!(o.on_failure(t, Failure::BusyTimeout, &c, true), None);
+        assert_eq!(o.on_failure(t, Failure::Refused, &c, true), None);
+        assert!(o.on_failure(t, Failure::SilentTimeout, &c, true).is_some());
+    }
+
+    #[test]
+    fn the_last_instances_carrying_load_are_never_ejected() {
+        // Alone, or with every other one failing too: nowhere for its share to go.
+        assert!(!may_eject(1, 0, 0, 100));
+        assert!(!may_eject(3, 0, 0, 100));
+        // Two instances, the other one fine: one of two is 50%.
+        assert!(may_eject(2, 0, 1, 50));
+        // The share limit: with one of four out, a second is 50%, a third is not.
+        assert!(may_eject(4, 1, 2, 50));
+        assert!(!may_eject(4, 2, 1, 50));
+        assert!(!may_eject(10, 0, 9, 0));
     }
 
     #[test]
@@ -117,11 +199,11 @@ mod tests {
         let t = Instant::now();
         let mut o = Outlier::default();
         for _ in 0..10 {
-            assert_eq!(o.on_failure(t, &c, false), None);
+            assert_eq!(o.on_failure(t, Failure::Refused, &c, false), None);
         }
         assert!(!o.is_ejected(t));
         // Once allowed, the accumulated failures eject at once.
-        assert!(o.on_failure(t, &c, true).is_some());
+        assert!(o.on_failure(t, Failure::Refused, &c, true).is_some());
     }
 
     #[test]
@@ -131,7 +213,9 @@ mod tests {
         let mut o = Outlier::default();
         let mut lengths = Vec::new();
         for _ in 0..3 {
-            let until = (0..3).find_map(|_| o.on_failure(t, &c, true)).unwrap();
+            let until = (0..3)
+                .find_map(|_| o.on_failure(t, Failure::Refused, &c, true))
+                .unwrap();
             lengths.push(until - t);
             t = until;
             assert!(o.restore_if_due(t));
@@ -152,7 +236,9 @@ mod tests {
         let c = config();
         let t = Instant::now();
         let mut o = Outlier::default();
-        let until = (0..3).find_map(|_| o.on_failure(t, &c, true)).unwrap();
+        let until = (0..3)
+            .find_map(|_| o.on_failure(t, Failure::Refused, &c, true))
+            .unwrap();
         assert!(!o.restore_if_due(t));
         assert!(o.restore_if_due(until));
         o.on_success(until + Duration::from_secs(60));

@@ -47,8 +47,10 @@ pub struct EndpointStats {
     pub bytes_in: u64,
     /// Bytes from this endpoint to clients.
     pub bytes_out: u64,
-    /// Peak-EWMA of connect latency.
+    /// Peak-EWMA of connect latency (0 while unmeasured).
     pub connect_latency_ewma_ms: f64,
+    /// Share of a full instance's connections it gets now: below 1 during its slow start.
+    pub weight: f64,
     /// RFC 3339 end of the current ejection, if ejected.
     pub ejected_until: Option<String>,
     /// Ejections in a row so far.
@@ -68,6 +70,12 @@ pub struct ServiceStats {
     pub total: u64,
     /// Client connections refused because no instance was eligible.
     pub no_healthy_instance: u64,
+    /// Clients waiting in the queue for an instance now.
+    pub queued: u64,
+    /// Clients that waited in the queue.
+    pub queued_total: u64,
+    /// Clients that gave up in the queue (queue timeout) or found it full.
+    pub queue_failures: u64,
     pub endpoints: Vec<EndpointStats>,
 }
 
@@ -113,7 +121,8 @@ pub(crate) fn collect(services: &[Arc<ServiceState>], access_log_dropped: u64) -
                     failures: e.failures.load(Ordering::Relaxed),
                     bytes_in: e.bytes_in.load(Ordering::Relaxed),
                     bytes_out: e.bytes_out.load(Ordering::Relaxed),
-                    connect_latency_ewma_ms: e.latency_ms(now),
+                    connect_latency_ewma_ms: e.latency_ms(now).unwrap_or(0.0),
+                    weight: e.weight(now, balance.slow_start),
                     ejected_until: e.ejected_until(now).map(|at| wall_time(at, now)),
                     ejections: e.ejections(),
                 })
@@ -126,6 +135,9 @@ pub(crate) fn collect(services: &[Arc<ServiceState>], access_log_dropped: u64) -
                 active: s.active.load(Ordering::Relaxed),
                 total: s.total.load(Ordering::Relaxed),
                 no_healthy_instance: s.no_healthy.load(Ordering::Relaxed),
+                queued: s.waiting() as u64,
+                queued_total: s.queued_total.load(Ordering::Relaxed),
+                queue_failures: s.queue_failures.load(Ordering::Relaxed),
                 endpoints,
             }
         })
@@ -224,6 +236,27 @@ pub fn render_prometheus(stats: &BalancerStats) -> String {
     );
     family(
         &mut out,
+        "strata_balancer_queued_connections",
+        "gauge",
+        "Client connections waiting in the service's queue for an instance.",
+        &per_service(&|s| s.queued as f64),
+    );
+    family(
+        &mut out,
+        "strata_balancer_queued_connections_total",
+        "counter",
+        "Client connections that waited in the service's queue.",
+        &per_service(&|s| s.queued_total as f64),
+    );
+    family(
+        &mut out,
+        "strata_balancer_queue_failures_total",
+        "counter",
+        "Client connections closed by the queue timeout or a full queue.",
+        &per_service(&|s| s.queue_failures as f64),
+    );
+    family(
+        &mut out,
         "strata_balancer_endpoint_connections_active",
         "gauge",
         "Connections open or being opened to the endpoint.",
@@ -263,6 +296,13 @@ pub fn render_prometheus(stats: &BalancerStats) -> String {
         "gauge",
         "Peak-EWMA of the endpoint's connect latency.",
         &per_endpoint(&|e| e.connect_latency_ewma_ms / 1e3),
+    );
+    family(
+        &mut out,
+        "strata_balancer_endpoint_weight",
+        "gauge",
+        "The endpoint's slow-start weight (1: full share of new connections).",
+        &per_endpoint(&|e| e.weight),
     );
     family(
         &mut out,

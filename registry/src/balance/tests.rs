@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -91,7 +92,8 @@ fn service(
         frontends: BTreeMap::from([("tcp".to_string(), frontend)]),
         balance: BalanceConfig {
             algorithm,
-            prefer_local: false,
+            slow_start: Duration::ZERO,
+            ..BalanceConfig::default()
         },
         endpoints,
         unavailable: vec![],
@@ -347,15 +349,13 @@ async fn never_more_than_the_max_share_ejected() {
     let mut cfg = config();
     cfg.outlier.consecutive_failures = 1;
     cfg.outlier.base_ejection = Duration::from_secs(60);
-    cfg.retries = 3;
     let mut endpoints = vec![live.endpoint(false)];
     for n in 0..3 {
         endpoints.push(endpoint(&format!("dead{n}"), free_port(), false));
     }
-    let h = Harness::start(
-        cfg,
-        vec![service("web", front, Algorithm::RoundRobin, endpoints)],
-    );
+    let mut web = service("web", front, Algorithm::RoundRobin, endpoints);
+    web.balance.retries = 3;
+    let h = Harness::start(cfg, vec![web]);
     h.listening("web").await;
     for _ in 0..20 {
         assert_eq!(identify(front).await, "live");
@@ -817,12 +817,18 @@ async fn access_log_records_each_outcome() {
         cfg,
         vec![
             service("ok", p_ok, Algorithm::RoundRobin, vec![a.endpoint(false)]),
-            service(
-                "dead",
-                p_dead,
-                Algorithm::RoundRobin,
-                vec![endpoint("gone", free_port(), false)],
-            ),
+            ServiceEntry {
+                balance: BalanceConfig {
+                    max_queue: 0,
+                    ..BalanceConfig::default()
+                },
+                ..service(
+                    "dead",
+                    p_dead,
+                    Algorithm::RoundRobin,
+                    vec![endpoint("gone", free_port(), false)],
+                )
+            },
             service("none", p_none, Algorithm::RoundRobin, vec![]),
         ],
     );
@@ -942,4 +948,273 @@ async fn prometheus_text_passes_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A backend whose listen backlog holds one pending connection and that accepts one
+/// connection every `every`: under concurrent load most of its SYNs are dropped.
+fn tiny_backlog_backend(name: &str, every: Duration) -> (u16, tokio::task::JoinHandle<()>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let listener = socket.listen(1).unwrap();
+    let greeting = format!("{name}\n");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let greeting = greeting.clone();
+            tokio::spawn(async move {
+                let _ = stream.write_all(greeting.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+            tokio::time::sleep(every).await;
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test]
+async fn a_full_backlog_costs_clients_nothing_while_another_backend_has_room() {
+    let (tiny_port, tiny) = tiny_backlog_backend("tiny", Duration::from_millis(20));
+    let roomy = Backend::start("roomy").await;
+    let front = free_port();
+    let mut web = service(
+        "web",
+        front,
+        Algorithm::RoundRobin,
+        vec![endpoint("tiny", tiny_port, false), roomy.endpoint(false)],
+    );
+    web.balance.connect_timeout = Duration::from_millis(200);
+    let h = Harness::start(config(), vec![web]);
+    h.listening("web").await;
+    let mut clients = JoinSet::new();
+    for _ in 0..80 {
+        clients.spawn(identify(front));
+    }
+    let mut seen = BTreeMap::new();
+    while let Some(name) = clients.join_next().await {
+        *seen.entry(name.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get(""), None, "client errors: {seen:?}");
+    assert_eq!(seen.values().sum::<i32>(), 80);
+    assert!(seen.contains_key("roomy"), "{seen:?}");
+    let t = h.endpoint("web", "tiny");
+    assert_eq!(
+        (t.ejections, t.ejected_until.as_deref()),
+        (0, None),
+        "busy is not dead: {t:?}"
+    );
+    tiny.abort();
+}
+
+/// A backend that accepts, reads whatever comes and never writes.
+async fn silent_backend() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = JoinSet::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            held.spawn(async move {
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink).await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    (port, task)
+}
+
+/// The next access record of `service`.
+async fn next_record(
+    access: &mut broadcast::Receiver<AccessRecord>,
+    service: &str,
+) -> AccessRecord {
+    tokio::time::timeout(GENEROUS, async {
+        loop {
+            let r = access.recv().await.unwrap();
+            if r.service == service {
+                return r;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_backend_that_never_answers_and_an_idle_connection_are_timed_out() {
+    let (silent_port, silent) = silent_backend().await;
+    let echo = Backend::start("echo").await;
+    let (p_silent, p_idle) = (free_port(), free_port());
+    let mut mute = service(
+        "mute",
+        p_silent,
+        Algorithm::RoundRobin,
+        vec![endpoint("mute", silent_port, false)],
+    );
+    mute.balance.response_timeout = Duration::from_millis(300);
+    let mut idle = service(
+        "idle",
+        p_idle,
+        Algorithm::RoundRobin,
+        vec![echo.endpoint(false)],
+    );
+    idle.balance.idle_timeout = Duration::from_millis(300);
+    let h = Harness::start(config(), vec![mute, idle]);
+    let mut access = h.balancer.subscribe_access();
+    h.listening("mute").await;
+    h.listening("idle").await;
+
+    let mut client = TcpStream::connect(("127.0.0.1", p_silent)).await.unwrap();
+    client.write_all(b"anyone there?").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(GENEROUS, client.read_to_end(&mut answer))
+        .await
+        .expect("the balancer closes a connection the backend never answers")
+        .unwrap();
+    assert!(answer.is_empty());
+    let record = next_record(&mut access, "mute").await;
+    assert_eq!(record.outcome, Outcome::ResponseTimeout);
+    assert_eq!(record.bytes_in, 13);
+
+    // Answered once, then nothing either way: the idle timeout closes it.
+    let (greeting, mut conn) = open(p_idle).await;
+    assert_eq!(greeting, "echo");
+    let mut rest = Vec::new();
+    tokio::time::timeout(GENEROUS, conn.read_to_end(&mut rest))
+        .await
+        .expect("the balancer closes an idle connection")
+        .unwrap();
+    assert_eq!(
+        next_record(&mut access, "idle").await.outcome,
+        Outcome::IdleTimeout
+    );
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_joining_or_returning_instance_ramps_up_instead_of_taking_every_connection() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    for algorithm in [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::P2cEwma,
+    ] {
+        let front = free_port();
+        let mut web = service("web", front, algorithm, vec![a.endpoint(false)]);
+        web.balance.slow_start = Duration::from_secs(600);
+        let h = Harness::start(config(), vec![web.clone()]);
+        h.listening("web").await;
+        for _ in 0..5 {
+            assert_eq!(identify(front).await, "a");
+        }
+        let both = ServiceEntry {
+            endpoints: vec![a.endpoint(false), b.endpoint(false)],
+            ..web.clone()
+        };
+        // b joins, then leaves (draining) and returns: each time it starts cold.
+        for step in ["joins", "returns"] {
+            h.set(vec![both.clone()]);
+            eventually("b to be listed", || {
+                h.service("web")
+                    .is_some_and(|s| s.endpoints.iter().any(|e| e.instance == "b" && !e.draining))
+            })
+            .await;
+            let weight = h.endpoint("web", "b").weight;
+            assert!(weight < 0.5, "{algorithm} {step}: weight {weight}");
+            let mut to_b = 0;
+            for _ in 0..40 {
+                to_b += i32::from(identify(front).await == "b");
+            }
+            assert!(to_b <= 8, "{algorithm}: b {step} and took {to_b} of 40");
+            let mut away = both.clone();
+            away.endpoints = vec![a.endpoint(false)];
+            away.unavailable = vec![b.endpoint(false)];
+            h.set(vec![away]);
+            eventually("b to drain", || h.endpoint("web", "b").draining).await;
+        }
+        // Without slow start the same return takes its full share at once.
+        let mut warm = both.clone();
+        warm.balance.slow_start = Duration::ZERO;
+        h.set(vec![warm]);
+        eventually("b to return", || !h.endpoint("web", "b").draining).await;
+        assert_eq!(h.endpoint("web", "b").weight, 1.0);
+    }
+}
+
+#[tokio::test]
+async fn the_queue_holds_clients_while_every_instance_is_busy_and_times_them_out() {
+    let a = Backend::start("a").await;
+    let front = free_port();
+    let mut web = service("web", front, Algorithm::RoundRobin, vec![a.endpoint(false)]);
+    web.balance.max_conns = 1;
+    web.balance.max_queue = 2;
+    web.balance.queue_timeout = GENEROUS;
+    let h = Harness::start(config(), vec![web.clone()]);
+    let mut access = h.balancer.subscribe_access();
+    h.listening("web").await;
+    let queued = || h.service("web").map_or(0, |s| s.queued);
+
+    let (first, holder) = open(front).await;
+    assert_eq!(first, "a");
+    // Two clients wait, in order; a third finds the queue full.
+    let second = tokio::spawn(open(front));
+    eventually("the second client to queue", || queued() == 1).await;
+    let third = tokio::spawn(open(front));
+    eventually("the third client to queue", || queued() == 2).await;
+    let (fourth, _) = open(front).await;
+    assert_eq!(fourth, "", "a full queue fails the client at once");
+    assert_eq!(
+        next_record(&mut access, "web").await.outcome,
+        Outcome::QueueFull
+    );
+
+    // Each freed slot serves the longest-waiting client.
+    drop(holder);
+    let (greeting, second_conn) = second.await.unwrap();
+    assert_eq!(greeting, "a");
+    assert_eq!(queued(), 1);
+    assert!(!third.is_finished(), "the third client waits its turn");
+    drop(second_conn);
+    let (greeting, third_conn) = third.await.unwrap();
+    assert_eq!(greeting, "a");
+
+    // With the slot held past the queue timeout the waiting client is closed.
+    let mut impatient = web.clone();
+    impatient.balance.queue_timeout = Duration::from_millis(300);
+    h.set(vec![impatient]);
+    let (late, _) = open(front).await;
+    assert_eq!(late, "");
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 3 {
+        outcomes.push(next_record(&mut access, "web").await.outcome);
+    }
+    assert!(outcomes.contains(&Outcome::QueueTimeout), "{outcomes:?}");
+    let stats = h.service("web").unwrap();
+    assert_eq!((stats.queued, stats.queue_failures), (0, 2));
+    drop(third_conn);
+}
+
+#[tokio::test]
+async fn a_restarting_instance_is_waited_for_instead_of_failing_clients() {
+    let port = free_port();
+    let front = free_port();
+    let h = Harness::start(
+        config(),
+        vec![service(
+            "web",
+            front,
+            Algorithm::RoundRobin,
+            vec![endpoint("a", port, false)],
+        )],
+    );
+    h.listening("web").await;
+    // Nothing listens yet: connects are refused, the client waits in the queue.
+    let client = tokio::spawn(identify(front));
+    eventually("the client to queue", || {
+        h.service("web").is_some_and(|s| s.queued == 1)
+    })
+    .await;
+    let _a = Backend::on_port("a", port).await;
+    assert_eq!(client.await.unwrap(), "a");
+    assert_eq!(h.endpoint("web", "a").ejections, 0, "never the last one");
 }
