@@ -965,6 +965,7 @@ mod tests {
             "Restart=on-failure",
             "ExecReload=/bin/kill -HUP $MAINPID",
             "NotifyAccess=all",
+            "FileDescriptorStoreMax=4096",
             "KillMode=process",
             "Delegate=yes",
             "LimitNOFILE=1048576",
