@@ -147,8 +147,9 @@ struct Attempts {
 ///   keep failing;
 /// - it gives up `queue_timeout` after its accept. A new client queues behind waiting ones.
 ///
-/// A service with no endpoints at all (none available, none draining) fails at once, as does
-/// every failure when `max_queue` is 0.
+/// A service with no endpoint that may take new connections (none, or only draining ones:
+/// stopping, critical, on a drained node) fails at once, as does every failure when
+/// `max_queue` is 0.
 async fn connect(
     shared: &Shared,
     service: &Arc<ServiceState>,
@@ -178,7 +179,7 @@ async fn connect(
         let give_up = attempts.failure.unwrap_or(Outcome::NoHealthyInstance);
         let now = Instant::now();
         if balance.max_queue == 0
-            || !service.has_endpoints()
+            || !service.has_available_endpoints()
             || (now >= deadline && place.is_none())
         {
             return Err(give_up);
