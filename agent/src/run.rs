@@ -55,6 +55,9 @@ const GO_TIMEOUT: Duration = Duration::from_secs(60);
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a predecessor waits for the new agent to serve once it let go.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping agent lets the connections it proxies finish (a stop must not cut a
+/// request in flight; the unit's TimeoutStopSec is 30 s).
+const STOP_DRAIN: Duration = Duration::from_secs(10);
 /// How long a new agent holds its balancer back until every inherited frontend's service
 /// has a passing instance in its catalog (re-adopted instances pass their first check, remote
 /// ones arrive by gossip); the predecessor serves those frontends meanwhile.
@@ -193,7 +196,9 @@ async fn serve(
     .await
     .with_context(|| format!("cannot start DNS on {}", config.dns_addr))?;
     let dns_addr = dns.local_addr();
-    let balancer_table = if predecessor.is_some() {
+    // Inherited frontends (from a predecessor, or systemd's fd store) are taken only once
+    // their services can serve: until then their connections wait in the backlog.
+    let balancer_table = if predecessor.is_some() || !inherited_frontend_ports().is_empty() {
         hold_until_servable(cluster.table(), inherited_frontend_ports())
     } else {
         cluster.table()
@@ -399,10 +404,15 @@ async fn serve(
                 format!("node {} left the cluster ({why})", config.node_name),
             );
         }
-        Exit::Stop { leaving: false, .. } => tracing::info!(
-            "stopping without leaving the cluster: this node's instances stay routable \
-             (strata-agent leave withdraws them)"
-        ),
+        Exit::Stop { leaving: false, .. } => {
+            tracing::info!(
+                "stopping without leaving the cluster: this node's instances stay routable \
+                 (strata-agent leave withdraws them)"
+            );
+            // Gossip ends now, not when the process does: nothing this agent does while it
+            // shuts down (detaching, draining) reaches the catalog.
+            cluster.stop().await;
+        }
         // The new agent takes over the gossip socket as the same node: gossip stops here
         // without leaving, before the new agent reads the socket.
         Exit::HandOver { .. } => cluster.stop().await,
@@ -427,6 +437,7 @@ async fn serve(
         drain,
     } = exit
     else {
+        drain_frontends(&state.balancer, STOP_DRAIN).await;
         for (name, task) in servers {
             log_server_end(name, task.await);
         }
@@ -490,7 +501,8 @@ fn frontends_servable(table: &ServiceTable, ports: &[u16]) -> bool {
 }
 
 /// In a new agent: the table its balancer follows, held empty (so it takes no inherited
-/// frontend yet, and the previous agent keeps serving them) until `ports` are servable or
+/// frontend yet: the previous agent keeps serving them, or, from systemd's fd store, their
+/// connections wait in the backlog) until `ports` are servable or
 /// [`FRONTEND_SERVABLE_WAIT`] passed; from then on the catalog's table as it changes.
 fn hold_until_servable(
     mut table: watch::Receiver<Arc<ServiceTable>>,
@@ -619,6 +631,14 @@ async fn finish_handover(
             },
         },
     );
+    drain_frontends(balancer, drain).await;
+    Ok(())
+}
+
+/// Closes the balancer's frontends (new connections wait in the backlog of a socket another
+/// agent or the service manager still holds, or are refused) and lets the open proxied
+/// connections finish, for at most `drain`.
+async fn drain_frontends(balancer: &Balancer, drain: Duration) {
     balancer.close_listeners();
     let deadline = tokio::time::Instant::now() + drain;
     loop {
@@ -635,7 +655,6 @@ async fn finish_handover(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
 }
 
 fn log_server_end(name: &str, ended: Result<Result<()>, tokio::task::JoinError>) {

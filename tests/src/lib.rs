@@ -588,6 +588,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((code, body.to_string()))
 }
 
+/// The spec of a test web service named `name`: `strata-test-server` behind `frontend`, with
+/// a fast HTTP check (a failure shows within half a second). `extra` holds more top-level
+/// lines (`version = "2"`, `instances = 2`, `env = {...}`), each ending in a newline.
+pub fn web_spec(name: &str, frontend: u16, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\ncommand = [\"{}\"]\n{extra}[ports.http]\nfrontend = {frontend}\n\
+         [health]\nhttp = \"/\"\ninterval = \"250ms\"\ntimeout = \"250ms\"\nrise = 1\nfall = 2\n\
+         grace = \"0s\"\n",
+        binary("strata-test-server").display()
+    )
+}
+
 /// A port on 127.0.0.1 that nothing listens on right now (bound, then released).
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use strata_tests::start_named_agent as agent;
-use strata_tests::{binary, closed_port, http_get, wait_until};
+use strata_tests::{binary, closed_port, http_get, wait_until, web_spec};
 
 /// A records for `name` from the DNS server at `server`: (response code, addresses).
 fn dns_a(server: SocketAddr, name: &str) -> (ResponseCode, Vec<IpAddr>) {
@@ -25,22 +25,10 @@ fn a_frontend_reaches_another_agents_instance_and_dns_follows_health() {
     let spec = dir.path().join("web.toml");
     std::fs::write(
         &spec,
-        format!(
-            r#"name = "web"
-command = ["{}"]
-env = {{ HEALTH_FILE = "{}" }}
-[ports.http]
-frontend = {frontend}
-[health]
-http = "/"
-interval = "200ms"
-timeout = "150ms"
-rise = 1
-fall = 1
-grace = "0s"
-"#,
-            binary("strata-test-server").display(),
-            health.display()
+        web_spec(
+            "web",
+            frontend,
+            &format!("env = {{ HEALTH_FILE = \"{}\" }}\n", health.display()),
         ),
     )
     .expect("spec");

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_tests::load::Load;
-use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, http_get, wait_until};
+use strata_tests::{AgentOptions, AgentProcess, closed_port, http_get, wait_until, web_spec};
 
 /// What the stand-in service manager holds: stored descriptors by name, and the messages
 /// it got.
@@ -110,25 +110,7 @@ fn a_restart_with_the_fd_store_refuses_no_connection_and_a_closed_frontend_is_re
 
     let frontend = closed_port();
     let spec = dir.path().join("web.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            r#"name = "web"
-command = ["{}"]
-[ports.http]
-frontend = {frontend}
-[health]
-http = "/"
-interval = "250ms"
-timeout = "250ms"
-rise = 1
-fall = 2
-grace = "0s"
-"#,
-            binary("strata-test-server").display()
-        ),
-    )
-    .expect("spec");
+    std::fs::write(&spec, web_spec("web", frontend, "")).expect("spec");
     let out = agent.strata(&["apply", spec.to_str().expect("path"), "--wait"]);
     assert!(
         out.status.success(),

@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_tests::{
-    AgentProcess, agent_leave, binary, closed_port, dns_a, http_get, start_named_agent,
-    stop_services_of, wait_until,
+    AgentProcess, agent_leave, closed_port, dns_a, http_get, start_named_agent, stop_services_of,
+    wait_until, web_spec,
 };
 
 /// How long the test watches a stopped or paused agent's node after others see it down.
@@ -108,25 +108,7 @@ fn stays_served_until_down_and_after(
 
 fn write_spec(dir: &Path, frontend: u16) -> PathBuf {
     let spec = dir.join("web.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            r#"name = "web"
-command = ["{}"]
-[ports.http]
-frontend = {frontend}
-[health]
-http = "/"
-interval = "200ms"
-timeout = "150ms"
-rise = 1
-fall = 1
-grace = "0s"
-"#,
-            binary("strata-test-server").display(),
-        ),
-    )
-    .expect("spec");
+    std::fs::write(&spec, web_spec("web", frontend, "")).expect("spec");
     spec
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_tests::load::{Load, LoadReport};
-use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, wait_until};
+use strata_tests::{AgentProcess, closed_port, start_named_agent, wait_until, web_spec};
 
 /// How long one phase's client loop may run at most.
 const PHASE_LIMIT: Duration = Duration::from_secs(180);
@@ -22,39 +22,12 @@ const PAUSE: Duration = Duration::from_secs(30);
 /// How long an operation may take to settle.
 const SETTLE: Duration = Duration::from_secs(120);
 
-fn start_agent(dir: &Path, name: &str, join: Option<SocketAddr>) -> AgentProcess {
-    let extra_args = join
-        .map(|addr| vec!["--join".to_string(), addr.to_string()])
-        .unwrap_or_default();
-    AgentProcess::start(
-        &dir.join(name),
-        &AgentOptions {
-            node_name: Some(name.to_string()),
-            extra_args,
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("agent {name} starts: {e:#}"))
-}
-
-/// The spec of a test service: the test server behind `frontend`, with a fast HTTP check.
+/// The spec of `name` at `version` with `instances` instances behind `frontend`.
 fn spec(name: &str, version: &str, instances: u32, frontend: u16) -> String {
-    format!(
-        r#"name = "{name}"
-version = "{version}"
-command = ["{}"]
-instances = {instances}
-[ports.http]
-frontend = {frontend}
-[health]
-http = "/"
-interval = "250ms"
-timeout = "250ms"
-rise = 1
-fall = 2
-grace = "0s"
-"#,
-        binary("strata-test-server").display()
+    web_spec(
+        name,
+        frontend,
+        &format!("version = \"{version}\"\ninstances = {instances}\n"),
     )
 }
 
@@ -138,9 +111,9 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let t1 = start_agent(dir.path(), "t1", None);
-        let t2 = start_agent(dir.path(), "t2", Some(t1.gossip));
-        let t3 = start_agent(dir.path(), "t3", Some(t1.gossip));
+        let t1 = start_named_agent(dir.path(), "t1", None);
+        let t2 = start_named_agent(dir.path(), "t2", Some(&t1));
+        let t3 = start_named_agent(dir.path(), "t3", Some(&t1));
         let frontend = closed_port();
         let web_spec = dir.path().join("web.toml");
         apply(&t2, &web_spec, &spec("web", "1", 2, frontend));
@@ -164,7 +137,7 @@ impl Cluster {
 
     /// Starts `t2` again on its data dir; it re-adopts its instances.
     fn restart_t2(&mut self) {
-        let agent = start_agent(self.dir.path(), "t2", Some(self.t1.gossip));
+        let agent = start_named_agent(self.dir.path(), "t2", Some(&self.t1));
         self.t2 = Some(agent);
         self.wait_web(2);
     }

@@ -12,16 +12,8 @@ use std::time::{Duration, Instant};
 use strata_tests::load::Load;
 use strata_tests::{
     AgentProcess, agent_token, alive, binary, closed_port, http_get, start_test_agent, wait_until,
+    web_spec,
 };
-
-/// A web service with a frontend port, written into the agent's services dir.
-fn web_spec(frontend: u16, instances: u32) -> String {
-    format!(
-        "name = \"web\"\ncommand = [\"{}\"]\ninstances = {instances}\n[ports.http]\nfrontend = {frontend}\n\
-         [health]\nhttp = \"/\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1\ngrace = \"0s\"\n",
-        binary("strata-test-server").display()
-    )
-}
 
 fn services_dir(agent: &AgentProcess) -> std::path::PathBuf {
     let dir = agent.data_dir.join("services.d");
@@ -43,7 +35,11 @@ fn agent_with_web(name: &str, instances: u32) -> (tempfile::TempDir, AgentProces
     let (dir, agent) = start_test_agent(name);
     let frontend = closed_port();
     let spec = dir.path().join("web.toml");
-    std::fs::write(&spec, web_spec(frontend, instances)).expect("spec");
+    std::fs::write(
+        &spec,
+        web_spec("web", frontend, &format!("instances = {instances}\n")),
+    )
+    .expect("spec");
     let out = agent.strata(&["apply", spec.to_str().expect("path")]);
     assert!(
         out.status.success(),
@@ -251,7 +247,11 @@ fn sighup_reloads_tokens_and_services_and_keeps_old_settings_on_a_broken_file() 
     let ops = Some(ops.as_str());
     let services = services_dir(&agent);
     let frontend = closed_port();
-    std::fs::write(services.join("web.toml"), web_spec(frontend, 1)).expect("spec");
+    std::fs::write(
+        services.join("web.toml"),
+        web_spec("web", frontend, "instances = 1\n"),
+    )
+    .expect("spec");
     let ci = agent_token(&agent.data_dir, &["create", "ci", "--role", "read"]);
 
     agent.signal(rustix::process::Signal::HUP).expect("SIGHUP");

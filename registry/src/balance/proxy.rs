@@ -17,6 +17,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout};
 
+/// How long a client waits for an available instance while a service has only draining
+/// ones, before it fails as `no_healthy_instance`.
+const DRAINING_ONLY_WAIT: Duration = Duration::from_secs(2);
 /// First pause of a queued client whose connects all failed; it doubles up to
 /// [`MAX_BACKOFF`], so a briefly failing service is retried soon and a failing one gently.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -147,9 +150,10 @@ struct Attempts {
 ///   keep failing;
 /// - it gives up `queue_timeout` after its accept. A new client queues behind waiting ones.
 ///
-/// A service with no endpoint that may take new connections (none, or only draining ones:
-/// stopping, critical, on a drained node) fails at once, as does every failure when
-/// `max_queue` is 0.
+/// A service with no endpoint at all fails at once, as does every failure when `max_queue`
+/// is 0. One with only draining endpoints (stopping, critical, on a drained node) waits at
+/// most [`DRAINING_ONLY_WAIT`]: long enough for a replacement published a moment later (a
+/// catalog update in flight), short enough that a service that is really down fails fast.
 async fn connect(
     shared: &Shared,
     service: &Arc<ServiceState>,
@@ -178,10 +182,9 @@ async fn connect(
         let failed_connects = attempts.count > before;
         let give_up = attempts.failure.unwrap_or(Outcome::NoHealthyInstance);
         let now = Instant::now();
-        if balance.max_queue == 0
-            || !service.has_available_endpoints()
-            || (now >= deadline && place.is_none())
-        {
+        let nothing_to_wait_for = !service.has_endpoints()
+            || (!service.has_available_endpoints() && now >= accepted + DRAINING_ONLY_WAIT);
+        if balance.max_queue == 0 || nothing_to_wait_for || (now >= deadline && place.is_none()) {
             return Err(give_up);
         }
         if now >= deadline {

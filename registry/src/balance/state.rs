@@ -318,10 +318,13 @@ impl ServiceState {
         self.freed.notify_waiters();
     }
 
+    /// Whether the service has any endpoint at all, available or draining.
+    pub fn has_endpoints(&self) -> bool {
+        !lock(&self.endpoints).is_empty()
+    }
+
     /// Whether the service has an endpoint that may take new connections (not draining,
-    /// though perhaps at its limit, ejected or refusing for a moment). Without one a client
-    /// fails at once: draining instances (stopping, critical, on a drained node) never take
-    /// a new connection, so there is nothing to wait for.
+    /// though perhaps at its limit, ejected or refusing for a moment).
     pub fn has_available_endpoints(&self) -> bool {
         lock(&self.endpoints).iter().any(|e| !e.is_draining())
     }

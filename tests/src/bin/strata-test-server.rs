@@ -59,7 +59,14 @@ fn answer(mut stream: TcpStream, status: &str) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut request = String::new();
-    let _ = BufReader::new(&stream).read_line(&mut request);
+    let mut reader = BufReader::new(&stream);
+    let _ = reader.read_line(&mut request);
+    // The whole request head is read before answering: closing a socket with unread data
+    // sends a reset, which may destroy the response before the client (or a proxy) reads it.
+    let mut header = String::new();
+    while matches!(reader.read_line(&mut header), Ok(n) if n > 0) && header.trim() != "" {
+        header.clear();
+    }
     let code: u16 = status.parse().unwrap_or(200);
     let body = format!("status {code}\n");
     let _ = write!(
