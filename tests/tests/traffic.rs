@@ -99,13 +99,15 @@ fn routed(agent: &AgentProcess, service: &str) -> Vec<(String, String)> {
 
 /// The three agents and what the phases change.
 struct Cluster {
-    dir: tempfile::TempDir,
     t1: AgentProcess,
     t2: Option<AgentProcess>,
     t3: AgentProcess,
     /// The spec file of `web` on `t2`.
     web_spec: PathBuf,
     frontend: u16,
+    /// Last, so it is removed after the agents have stopped their services (fields drop in
+    /// order, and an agent finds its services through the records in its data dir).
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -118,12 +120,12 @@ impl Cluster {
         let web_spec = dir.path().join("web.toml");
         apply(&t2, &web_spec, &spec("web", "1", 2, frontend));
         let cluster = Cluster {
-            dir,
             t1,
             t2: Some(t2),
             t3,
             web_spec,
             frontend,
+            dir,
         };
         wait_until("t1 routes web to both instances on t2", SETTLE, || {
             routed(&cluster.t1, "web").len() == 2
