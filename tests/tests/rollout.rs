@@ -80,7 +80,9 @@ impl Fixture {
     }
 
     /// `web` at `version` with `instances`, an HTTP check, and a short update policy;
-    /// `health_file` (when given) holds the status code its instances answer with.
+    /// `health_file` (when given) holds the status code its instances answer with. The drain
+    /// is the default 2 s: the test server dies on SIGTERM with whatever waits in its accept
+    /// backlog, and on a loaded machine 1 s did not always see that backlog served.
     fn spec(&self, version: &str, instances: u32, health_file: Option<&Path>) -> String {
         let server = binary("strata-test-server").display().to_string();
         let env = health_file
@@ -91,7 +93,7 @@ impl Fixture {
              command = [\"/bin/sh\", \"-c\", \"BIND_ADDR=$STRATA_IP exec {server}\"]\n{env}\
              [ports.http]\nfrontend = {}\n\
              [health]\nhttp = \"/\"\ninterval = \"100ms\"\ntimeout = \"90ms\"\nrise = 2\nfall = 2\ngrace = \"0s\"\n\
-             [stop]\ndrain = \"1s\"\n\
+             [stop]\ndrain = \"2s\"\n\
              [update]\nmin_healthy_time = \"1s\"\nhealthy_deadline = \"8s\"\n",
             self.frontend
         )
