@@ -13,6 +13,7 @@ use crate::config::AgentConfig;
 use crate::data_lock::DataDirLock;
 use crate::events::journal::{EventDraft, Journal, JournalLimits};
 use crate::events::kmsg;
+use crate::events::recover;
 use crate::facts::HostFacts;
 use crate::handoff::{self, HandoffError, Predecessor, ServedAddrs, Successor};
 use crate::identity::load_or_create_node_id;
@@ -128,15 +129,25 @@ async fn serve(
     let tokens_file = data_dir.join(TOKENS_FILE);
     let tokens = TokenStore::open(tokens_file.clone())
         .context("cannot read the API tokens (fix or remove the file)")?;
-    let journal = Journal::open(
-        &data_dir.join(JOURNAL_FILE),
-        config.node_name.clone(),
+    let journal_path = data_dir.join(JOURNAL_FILE);
+    let (journal, finding) = recover::open_journal(
+        &journal_path,
+        &config.node_name,
         JournalLimits {
             max_events: config.journal_max_events,
             max_age: config.journal_max_age,
         },
     )
     .with_context(|| format!("cannot open the event journal in {}", data_dir.display()))?;
+    if let Some(finding) = finding {
+        // The new journal's first event says what happened to the history.
+        append_event(
+            &journal,
+            "journal.recovered",
+            Severity::Warning,
+            finding.describe(&journal_path),
+        );
+    }
 
     let grpc_listener = listen(SocketRole::Grpc, config.grpc_addr)
         .await

@@ -142,14 +142,28 @@ pub enum JournalError {
         source: std::io::Error,
     },
     /// The database file could not be opened or created.
-    #[error(
-        "cannot open the event journal {path}: {source} (is another agent using the same data directory?)"
-    )]
+    #[error("cannot open the event journal {path}: {source}")]
     Open {
         /// The database file.
         path: PathBuf,
         /// The cause.
         source: redb::DatabaseError,
+    },
+    /// A journal that could not be opened could not be moved aside either.
+    #[error("the event journal {path} is damaged ({reason}) and cannot be moved aside: {source}")]
+    MoveAside {
+        /// The database file.
+        path: PathBuf,
+        /// Why it could not be opened.
+        reason: String,
+        /// Why it could not be moved.
+        source: std::io::Error,
+    },
+    /// Even a fresh journal could not be opened.
+    #[error("a new event journal cannot be opened: {reason}")]
+    Unusable {
+        /// What went wrong.
+        reason: String,
     },
     /// The journal was closed for good: the agent handed the data dir to its successor.
     #[error("the event journal is closed (this agent handed over to its successor)")]
