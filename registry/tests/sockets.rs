@@ -83,6 +83,11 @@ async fn clusters_join_discover_leave_and_keep_out_wrong_keys() {
             == 4
     })
     .await;
+    // A member is seen alive before its record has arrived: wait for the record too.
+    until("n2's record on n0", || {
+        nodes[0].grpc_addr_of("n2").is_some()
+    })
+    .await;
     assert_eq!(
         nodes[0].grpc_addr_of("n2"),
         Some("127.0.0.1:7702".parse().unwrap())
