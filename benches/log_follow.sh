@@ -26,29 +26,12 @@ agent_pid=""
 followers=""
 shims=""
 
-children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+# shellcheck source=bench_agent.sh
+. "$(dirname "$0")/bench_agent.sh"
 
 cleanup() {
     for pid in $followers; do kill -TERM "$pid" 2>/dev/null || true; done
-    if [ -n "$agent_pid" ]; then
-        shims=$(children "$agent_pid")
-        kill -TERM "$agent_pid" 2>/dev/null || true
-        wait "$agent_pid" 2>/dev/null || true
-    fi
-    # Services outlive their agent by design: end each one's process group, then its shim.
-    for shim in $shims; do
-        for service in $(children "$shim"); do kill -KILL -- "-$service" 2>/dev/null || true; done
-    done
-    sleep 0.5
-    for shim in $shims; do
-        if tr '\0' ' ' <"/proc/$shim/cmdline" 2>/dev/null | grep -qF "$work/"; then
-            kill -KILL "$shim" 2>/dev/null || true
-        fi
-    done
-    for dir in /sys/fs/cgroup/*/"$cgroup_root" /sys/fs/cgroup/"$cgroup_root"; do
-        [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    rm -rf "$work"
+    stop_bench_agent
 }
 trap cleanup EXIT
 

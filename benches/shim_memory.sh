@@ -26,31 +26,10 @@ cgroup_root="strata-shim-bench-$$"
 agent_pid=""
 shims=""
 
-children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+# shellcheck source=bench_agent.sh
+. "$(dirname "$0")/bench_agent.sh"
 
-cleanup() {
-    # The agent first (its services outlive it by design), then each service's process group:
-    # its shim records the exit and ends. A shim still there after that is killed by pid, if it
-    # is still one of ours.
-    if [ -n "$agent_pid" ]; then
-        kill -TERM "$agent_pid" 2>/dev/null || true
-        wait "$agent_pid" 2>/dev/null || true
-    fi
-    for shim in $shims; do
-        for service in $(children "$shim"); do kill -KILL -- "-$service" 2>/dev/null || true; done
-    done
-    sleep 0.5
-    for shim in $shims; do
-        if tr '\0' ' ' <"/proc/$shim/cmdline" 2>/dev/null | grep -qF "$work/"; then
-            kill -KILL "$shim" 2>/dev/null || true
-        fi
-    done
-    for dir in /sys/fs/cgroup/*/"$cgroup_root" /sys/fs/cgroup/"$cgroup_root"; do
-        [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_bench_agent EXIT
 
 mkdir -p "$work/services.d"
 cat >"$work/agent.toml" <<CONF
