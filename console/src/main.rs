@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use strata_console::{cli, tui};
 
 fn main() -> ExitCode {
+    end_quietly_on_a_closed_pipe();
     let matches = cli::Cli::command().get_matches();
     let args = match cli::Cli::from_arg_matches(&matches) {
         Ok(args) => args,
@@ -38,5 +39,18 @@ fn main() -> ExitCode {
             eprintln!("strata: {}", failure.message);
             ExitCode::from(failure.kind.code())
         }
+    }
+}
+
+/// Restores SIGPIPE's default action, which Rust's runtime sets to "ignore": output into a
+/// pipe whose reader has gone (`strata events | head -3`) then ends the process the way it
+/// ends `cat` or `ls`, quietly with the conventional status (128 + 13 in a shell), instead of
+/// a panic in `println!`. Sockets are not affected: Rust sends on them with `MSG_NOSIGNAL`,
+/// and child processes get the default action anyway.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called first in main, before any other thread exists; setting a signal's
+    // disposition to SIG_DFL runs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

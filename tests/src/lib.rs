@@ -89,6 +89,9 @@ pub struct AgentOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// More lines for the config file the harness writes (`[api]\nrate_per_client = 20\n`);
+    /// unused when `extra_args` names a `--config` of its own.
+    pub config: String,
     /// A command the agent is started through, `PREFIX... strata-agent run ...`, such as
     /// [`netns::TestNet::exec_prefix`]. It must exec the agent in its own process (as
     /// `nsenter` and `ip netns exec` do), so that the pid the test holds is the agent's.
@@ -126,7 +129,7 @@ impl AgentProcess {
         }
         if !options.extra_args.iter().any(|a| a == "--config") {
             let config = data_dir.join("test-agent.toml");
-            std::fs::write(&config, test_config(data_dir))?;
+            std::fs::write(&config, test_config(data_dir) + &options.config)?;
             cmd.arg("--config").arg(config);
         }
         if let Some(name) = &options.node_name {

@@ -5,17 +5,26 @@ use strata_proto::v1::{
     BalancerService, ListenerState, TailAccessLogRequest,
 };
 use strata_registry::balance::{self, Balancer, BalancerStats, ListenerStatus};
+use strata_registry::table::ServiceTable;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 /// The access log (one service's records, or all): the last records, then new ones when
-/// following.
+/// following. A service the catalog does not know is NotFound, as for every other call.
 pub async fn tail_access_log(
     balancer: &Balancer,
+    table: &ServiceTable,
     req: TailAccessLogRequest,
 ) -> Result<impl Stream<Item = Result<AccessRecord, Status>> + use<>, Status> {
     let service = (!req.service.is_empty()).then_some(req.service);
+    if let Some(name) = &service
+        && !table.services.contains_key(name)
+    {
+        return Err(Status::not_found(format!(
+            "no service named {name} in the catalog (`strata access-log` without a name shows every service's records)"
+        )));
+    }
     let records = balancer
         .tail_access(service, super::past_lines(req.lines), req.follow)
         .await

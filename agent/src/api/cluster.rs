@@ -9,7 +9,7 @@ use strata_proto::v1::{
     ForceLeaveRequest, GetCatalogReply, KeyringOp, KeyringReply, KeyringRequest, LeaveReply,
     ListMembersReply, Severity,
 };
-use strata_registry::cluster::Cluster;
+use strata_registry::cluster::{Cluster, ClusterError};
 use strata_registry::events::ClusterEvent;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
@@ -153,7 +153,10 @@ pub fn force_leave(state: &AgentState, req: ForceLeaveRequest) -> Result<ForceLe
     state
         .cluster
         .force_leave(&req.member)
-        .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        .map_err(|e| match e {
+            ClusterError::UnknownMember(_) => Status::not_found(e.to_string()),
+            _ => Status::failed_precondition(e.to_string()),
+        })?;
     let draft = EventDraft::new(
         "member.force_left",
         Severity::Info,

@@ -9,13 +9,30 @@ use crate::auth::{Authenticator, Certified, Identity, Role, Via, authorize};
 use crate::events::journal::Journal;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Status};
 
 /// Streams (follows, watches) open at once on one agent, over all clients.
 pub const MAX_OPEN_STREAMS: usize = 256;
+
+/// How long a client refused a stream place is told to wait before trying again.
+const STREAM_PUSHBACK: Duration = Duration::from_secs(1);
+
+/// A refusal of a call that did not run and may be sent again after `wait`: the message
+/// says so for people, and gRPC's retry pushback (`grpc-retry-pushback-ms`, gRFC A6) for
+/// clients (`strata` waits and retries).
+fn refused_for_now(message: String, wait: Duration) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    let millis = wait.as_millis().max(1).to_string();
+    if let Ok(value) = millis.parse() {
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", value);
+    }
+    status
+}
 
 /// What the gate needs to know about a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +142,12 @@ impl Gate {
         };
         if let Err(wait) = self.limiter.charge(&client, call.cost, Instant::now()) {
             tracing::warn!(client, call = call.what, "rate limit reached");
-            return Err(Status::resource_exhausted(format!(
+            let message = format!(
                 "{client} is over its rate limit on agent {}; retry in {} ms",
                 self.node,
                 wait.as_millis().max(1)
-            )));
+            );
+            return Err(refused_for_now(message, wait));
         }
         Ok(who)
     }
@@ -178,10 +196,11 @@ impl Gate {
     /// A place among the open streams, held as long as the stream lives.
     pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
+            let message = format!(
                 "agent {} has {MAX_OPEN_STREAMS} streams open; retry later",
                 self.node
-            ))
+            );
+            refused_for_now(message, STREAM_PUSHBACK)
         })
     }
 }

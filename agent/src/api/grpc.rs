@@ -266,8 +266,9 @@ impl Agent for AgentService {
     ) -> Result<Response<Self::TailAccessLogStream>, Status> {
         let state = &self.state;
         self.layer
-            .stream(request, |_, req| {
-                balancer::tail_access_log(&state.balancer, req)
+            .stream(request, |_, req| async move {
+                let table = state.cluster.table().borrow().clone();
+                balancer::tail_access_log(&state.balancer, &table, req).await
             })
             .await
     }

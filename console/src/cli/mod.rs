@@ -9,9 +9,10 @@ mod events;
 mod host;
 mod services;
 
-use crate::client::connect::{self, DEFAULT_AGENT};
+use crate::client::connect::{self, Connector, DEFAULT_AGENT};
 use crate::client::ops::{Op, Spec, Target};
 use crate::client::outcome::Outcome;
+use crate::client::retry::RetryPolicy;
 use crate::client::{Client, Failure, FailureKind};
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_proto::v1::control_service_request::Action as ControlAction;
@@ -48,6 +49,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Fail at once when the agent refuses a call for now (over its rate limit) instead of
+    /// waiting the time it names and trying again (for at most 30 s).
+    #[arg(long, global = true, env = "STRATA_NO_RETRY")]
+    pub no_retry: bool,
     /// Console only: hide every action (start, stop, restart, scale, drain, apply, force-leave).
     #[arg(long)]
     pub readonly: bool,
@@ -70,6 +75,15 @@ impl Cli {
             cert: self.cert.clone(),
             key: self.key.clone(),
             token: self.token.clone(),
+        }
+    }
+
+    /// Whether refused calls are tried again (`--no-retry`).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        if self.no_retry {
+            RetryPolicy::Never
+        } else {
+            RetryPolicy::default()
         }
     }
 }
@@ -279,7 +293,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Demo(args)) => return crate::demo::run(args).await,
         _ => {}
     }
-    let mut client = connect::connect(&cli.agent, &cli.client_auth()).await?;
+    let mut client = Connector::new(&cli.agent, &cli.client_auth())?
+        .with_retry(cli.retry_policy())
+        .connect()
+        .await?;
     let agent = cli.agent.as_str();
     let (c, out, node) = (&mut client, cli.output, cli.node.as_str());
     let Some(command) = cli.command else {

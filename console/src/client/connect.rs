@@ -2,6 +2,7 @@
 //! "cannot reach" failure.
 
 use super::failure::{Failure, FailureKind, root_cause};
+use super::retry::{RetryPolicy, Retrying};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_proto::v1::agent_client::AgentClient;
@@ -17,8 +18,9 @@ pub const DEFAULT_AGENT: &str = "127.0.0.1:7700";
 /// How long to wait for the agent to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A client of the Agent API whose every request carries the credentials.
-pub type Client = AgentClient<InterceptedService<Channel, Credentials>>;
+/// A client of the Agent API whose every request carries the credentials, and whose calls
+/// the agent refused for now are sent again ([`super::retry`]).
+pub type Client = AgentClient<InterceptedService<Retrying<Channel>, Credentials>>;
 
 /// Adds `authorization: Bearer TOKEN` to every request when a token was given.
 #[derive(Clone, Default)]
@@ -77,6 +79,7 @@ pub struct Connector {
     uri: String,
     tls: Option<ClientTlsConfig>,
     credentials: Credentials,
+    retry: RetryPolicy,
 }
 
 fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, Failure> {
@@ -129,7 +132,14 @@ impl Connector {
             uri,
             tls,
             credentials: Credentials::bearer(auth.token.as_deref())?,
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// The same connector, retrying refused calls by `retry` (`--no-retry` is
+    /// [`RetryPolicy::Never`]).
+    pub fn with_retry(self, retry: RetryPolicy) -> Connector {
+        Connector { retry, ..self }
     }
 
     /// The agent as given on the command line.
@@ -162,7 +172,7 @@ impl Connector {
             Failure::new(FailureKind::Unreachable, message)
         })?;
         Ok(AgentClient::with_interceptor(
-            channel,
+            Retrying::new(channel, self.retry),
             self.credentials.clone(),
         ))
     }

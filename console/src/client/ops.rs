@@ -268,7 +268,10 @@ async fn keyring(
             .keyring(request)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| s.message().to_string());
+            .map_err(|status| {
+                let failure = Failure::from_status(&status, agent);
+                (failure.kind, status.message().to_string())
+            });
         nodes.push(NodeKeyring { node, result });
     }
     Ok(KeyringResults { op, nodes })

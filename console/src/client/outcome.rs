@@ -105,8 +105,9 @@ pub struct KeyringResults {
 pub struct NodeKeyring {
     /// The node.
     pub node: String,
-    /// Its keys, or why the op failed there.
-    pub result: Result<KeyringReply, String>,
+    /// Its keys, or why the op failed there: the kind (for the exit code) and the agent's
+    /// words.
+    pub result: Result<KeyringReply, (FailureKind, String)>,
 }
 
 impl KeyringResults {
@@ -121,18 +122,30 @@ impl KeyringResults {
                     reply.keys.join(" "),
                     String::new(),
                 ]),
-                Err(e) => t.add_row(vec![node.clone(), String::new(), String::new(), e.clone()]),
+                Err((_, e)) => {
+                    t.add_row(vec![node.clone(), String::new(), String::new(), e.clone()])
+                }
             };
         }
         t.to_string()
     }
 
-    /// An action failure naming how many nodes failed, when any did.
+    /// A failure naming how many nodes failed, when any did: of the kind they all failed
+    /// with (every node refused the credential: permission denied), else the action failed.
     fn failure(&self) -> Option<Failure> {
-        let failed = self.nodes.iter().filter(|n| n.result.is_err()).count();
+        let kinds: Vec<FailureKind> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.result.as_ref().err().map(|(kind, _)| *kind))
+            .collect();
+        let failed = kinds.len();
+        let kind = match kinds.split_first() {
+            Some((first, rest)) if rest.iter().all(|k| k == first) => *first,
+            _ => FailureKind::ActionFailed,
+        };
         (failed > 0).then(|| {
             Failure::new(
-                FailureKind::ActionFailed,
+                kind,
                 format!(
                     "keyring {} failed on {failed} of {} node(s)",
                     self.op,
@@ -156,7 +169,7 @@ impl Serialize for KeyringResults {
                     "primary": reply.primary,
                     "dropped_packets": reply.dropped_packets,
                 }),
-                Err(e) => serde_json::json!({"node": node, "error": e}),
+                Err((_, e)) => serde_json::json!({"node": node, "error": e}),
             })
             .collect();
         serde_json::json!({ "nodes": nodes }).serialize(serializer)
@@ -191,7 +204,7 @@ mod tests {
     fn error(node: &str, error: &str) -> NodeKeyring {
         NodeKeyring {
             node: node.into(),
-            result: Err(error.into()),
+            result: Err((FailureKind::ActionFailed, error.into())),
         }
     }
 
