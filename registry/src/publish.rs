@@ -11,9 +11,7 @@
 
 use crate::membership::identity::NodeIdentity;
 use crate::membership::members::{Members, Status};
-use crate::table::{
-    BalanceConfig, Endpoint, FrontendClaim, NodeEntry, ServiceEntry, ServiceTable,
-};
+use crate::table::{BalanceConfig, Endpoint, FrontendClaim, NodeEntry, ServiceEntry, ServiceTable};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use strata_proto::v1::NodeRecord;
