@@ -66,6 +66,24 @@ fn reload(agent: &AgentProcess, count: usize) -> String {
     reloaded(agent, count)
 }
 
+/// Asserts that an event of `kind` names `file` and says `what`.
+fn assert_event(agent: &AgentProcess, kind: &str, file: &Path, what: &str) {
+    let all = events(agent, kind);
+    let file = file.display().to_string();
+    assert!(
+        all.iter().any(|m| m.contains(&file) && m.contains(what)),
+        "{kind}: {all:?}"
+    );
+}
+
+/// Stops the agent leaving its services running and starts it again on the same data dir.
+fn restart(agent: AgentProcess, data: &Path, options: &AgentOptions) -> AgentProcess {
+    agent
+        .terminate_keeping_services(Duration::from_secs(20))
+        .expect("agent stops");
+    AgentProcess::start(data, options).expect("agent restarts")
+}
+
 /// `strata apply FILE` with `text` written to `dir/file`.
 fn apply(agent: &AgentProcess, dir: &Path, file: &str, text: &str) -> Output {
     let path = dir.join(file);
@@ -129,22 +147,13 @@ fn services_dir_files_own_their_names_and_unchanged_files_restart_nothing() {
         message.contains("defined by more than one services-dir file"),
         "{message}"
     );
-    let invalid = events(&agent, "service.invalid");
-    assert!(
-        invalid
-            .iter()
-            .any(|m| m.contains(&web.display().to_string()) && m.contains("keeps its current spec")),
-        "{invalid:?}"
-    );
+    assert_event(&agent, "service.invalid", &web, "keeps its current spec");
     assert_eq!(passing_pids(&agent, "web", 2), pids);
     let service = agent.json(&["service", "web", "-o", "json"]);
     assert_eq!(service["version"], "0", "the last good spec stays");
 
     // An agent restart with the duplicate still there applies neither and restarts nothing.
-    agent
-        .terminate_keeping_services(Duration::from_secs(20))
-        .expect("agent stops");
-    let agent = AgentProcess::start(&data, &options).expect("agent restarts");
+    let agent = restart(agent, &data, &options);
     assert_eq!(passing_pids(&agent, "web", 2), pids);
     assert_eq!(
         agent.json(&["service", "web", "-o", "json"])["version"],
@@ -155,10 +164,7 @@ fn services_dir_files_own_their_names_and_unchanged_files_restart_nothing() {
     std::fs::remove_file(&copy).expect("remove copy");
     let message = reload(&agent, 3);
     assert!(message.contains("(1 unchanged)"), "{message}");
-    agent
-        .terminate_keeping_services(Duration::from_secs(20))
-        .expect("agent stops");
-    let agent = AgentProcess::start(&data, &options).expect("agent restarts");
+    let agent = restart(agent, &data, &options);
     assert_eq!(passing_pids(&agent, "web", 2), pids);
     let message = reload(&agent, 4);
     assert!(message.contains("(1 unchanged)"), "{message}");
@@ -167,13 +173,7 @@ fn services_dir_files_own_their_names_and_unchanged_files_restart_nothing() {
     // The file removed: the service keeps running, now under the API, and says so.
     std::fs::remove_file(&web).expect("remove file");
     reload(&agent, 5);
-    let released = events(&agent, "service.released");
-    assert!(
-        released
-            .iter()
-            .any(|m| m.contains(&web.display().to_string()) && m.contains("keeps running")),
-        "{released:?}"
-    );
+    assert_event(&agent, "service.released", &web, "keeps running");
     assert_eq!(passing_pids(&agent, "web", 2), pids);
     let out = agent.strata(&["remove", "web"]);
     assert!(out.status.success(), "{}", stderr(&out));
