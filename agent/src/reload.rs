@@ -268,6 +268,8 @@ async fn services_dir(
         Ok(outcomes) => {
             let mut changed = Vec::new();
             let mut unchanged = 0;
+            // A name in two files fails both with one error naming both: reported once.
+            let mut reported = std::collections::BTreeSet::new();
             for (file, outcome) in outcomes {
                 match outcome {
                     Ok(applied) if applied.action == ApplyAction::Unchanged => unchanged += 1,
@@ -280,7 +282,11 @@ async fn services_dir(
                             "updated"
                         }
                     )),
-                    Err(e) => report.failed.push(format!("{file}: {e}")),
+                    Err(e) => {
+                        if reported.insert(e.to_string()) {
+                            report.failed.push(format!("{file}: {e}"));
+                        }
+                    }
                 }
             }
             let mut line = format!("services dir {} ({unchanged} unchanged", dir.display());

@@ -168,6 +168,12 @@ async fn serve(
             shim_exe,
             // What the cluster publishes as this node's ip (`ClusterConfig` below, ip None).
             service_ip: config.advertise_addr.unwrap_or(config.gossip_addr).ip(),
+            agent_ports: agent_ports([
+                ("gRPC API", grpc_addr),
+                ("HTTP", http_addr),
+                ("gossip", config.gossip_addr),
+                ("DNS", config.dns_addr),
+            ]),
         },
         journal.clone(),
     )
@@ -207,6 +213,10 @@ async fn serve(
     .await
     .with_context(|| format!("cannot start DNS on {}", config.dns_addr))?;
     let dns_addr = dns.local_addr();
+    supervisor.attach_catalog(
+        cluster.table(),
+        agent_ports([("gossip", gossip_addr), ("DNS", dns_addr)]),
+    );
     // Inherited frontends (from a predecessor, or systemd's fd store) are taken only once
     // their services can serve: until then their connections wait in the backlog.
     let balancer_table = if predecessor.is_some() || !inherited_frontend_ports().is_empty() {
@@ -676,6 +686,17 @@ fn log_server_end(name: &str, ended: Result<Result<()>, tokio::task::JoinError>)
         }
         Err(e) => tracing::warn!(server = name, error = %e, "server task failed"),
     }
+}
+
+/// The agent's own ports, which no frontend may take; a port 0 (not bound yet) is left out.
+fn agent_ports<const N: usize>(
+    addrs: [(&'static str, std::net::SocketAddr); N],
+) -> crate::supervisor::frontends::AgentPorts {
+    addrs
+        .into_iter()
+        .filter(|(_, addr)| addr.port() != 0)
+        .map(|(what, addr)| (addr.port(), what))
+        .collect()
 }
 
 /// Logs a reload and records it as one journal event.

@@ -96,6 +96,7 @@ fn table(frontend: u16, backends: &[SocketAddr], algorithm: Algorithm) -> Servic
         generation: 1,
         services: BTreeMap::from([("bench".to_string(), service)]),
         nodes: BTreeMap::new(),
+        frontend_claims: BTreeMap::new(),
     }
 }
 

@@ -11,7 +11,7 @@
 
 use crate::membership::identity::NodeIdentity;
 use crate::membership::members::{Members, Status};
-use crate::table::{BalanceConfig, Endpoint, NodeEntry, ServiceEntry, ServiceTable};
+use crate::table::{BalanceConfig, Endpoint, FrontendClaim, NodeEntry, ServiceEntry, ServiceTable};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use strata_proto::v1::NodeRecord;
@@ -99,6 +99,18 @@ pub fn build(
                 });
         }
         for service in &record.services {
+            for port in service.frontends.values() {
+                if let Ok(port) = u16::try_from(*port) {
+                    table
+                        .frontend_claims
+                        .entry(port)
+                        .or_default()
+                        .push(FrontendClaim {
+                            service: service.name.clone(),
+                            node: record.name.clone(),
+                        });
+                }
+            }
             let entry = table
                 .services
                 .entry(service.name.clone())
@@ -141,6 +153,10 @@ pub fn build(
                 }
             }
         }
+    }
+    for claims in table.frontend_claims.values_mut() {
+        claims.sort();
+        claims.dedup();
     }
     for entry in table.services.values_mut() {
         let key = |e: &Endpoint| (e.node.clone(), e.instance.clone());
@@ -288,6 +304,31 @@ mod tests {
             .map(|e| e.node.as_str())
             .collect();
         assert_eq!(unavailable, ["n3"]);
+    }
+
+    #[test]
+    fn frontend_claims_name_every_routed_node_and_not_a_left_one() {
+        let (local, mut records, members) = cluster();
+        let mut api = record(2, false);
+        api.services[0].name = "api".into();
+        api.services.push(record(2, false).services.remove(0));
+        records.insert("id-2".into(), api);
+        let table = build(&local, &records, &members);
+        let claims: Vec<(&str, &str)> = table.frontend_claims[&9000]
+            .iter()
+            .map(|c| (c.service.as_str(), c.node.as_str()))
+            .collect();
+        assert_eq!(
+            claims,
+            [
+                ("api", "n2"),
+                ("web", "n0"),
+                ("web", "n1"),
+                ("web", "n2"),
+                ("web", "n3"),
+                ("web", "n5"),
+            ]
+        );
     }
 
     #[test]

@@ -92,4 +92,16 @@ pub struct ServiceTable {
     pub generation: u64,
     pub services: BTreeMap<String, ServiceEntry>,
     pub nodes: BTreeMap<String, NodeEntry>,
+    /// Every frontend port a published record claims, with who claims it (sorted), so that
+    /// an apply can be refused a port another service is served on anywhere in the cluster.
+    #[serde(default)]
+    pub frontend_claims: BTreeMap<u16, Vec<FrontendClaim>>,
+}
+
+/// One node's record publishing a service with a frontend port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FrontendClaim {
+    pub service: String,
+    /// The name of the node whose record claims it.
+    pub node: String,
 }

@@ -60,6 +60,7 @@ fn table() -> ServiceTable {
             node("n2", "127.0.0.12"),
             node("n3", "fd00::13"),
         ]),
+        ..ServiceTable::default()
     }
 }
 

@@ -330,7 +330,9 @@ fn pass_descriptors(cmd: &mut Command, fds: &[(String, std::sync::Arc<std::os::f
 /// The config every test agent gets unless the test passes its own: a cgroup root and a
 /// backend port range of its own, so agents of parallel tests never share either.
 /// An agent restarted on the same data dir keeps its number, hence its cgroup root and port
-/// range, so the services it re-adopts stay in cgroups that cleanup will find.
+/// range, so the services it re-adopts stay in cgroups that cleanup will find. The ranges
+/// (20000-31999) lie below the kernel's ephemeral ports, where [`closed_port`] picks
+/// frontends: an agent refuses a frontend inside its own backend range.
 fn test_config(data_dir: &Path) -> String {
     let number_file = data_dir.join("test-agent-number");
     let n = std::fs::read_to_string(&number_file)
@@ -338,7 +340,7 @@ fn test_config(data_dir: &Path) -> String {
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or_else(|| NEXT_AGENT.fetch_add(1, Ordering::Relaxed));
     std::fs::write(&number_file, n.to_string()).ok();
-    let first = 30000 + (n % 300) * 100;
+    let first = 20000 + (n % 120) * 100;
     std::fs::write(data_dir.join("test-cgroup-root"), cgroup_root_for(n)).ok();
     format!(
         "cgroup_root = \"{}\"\nport_range = \"{first}-{}\"\nservices_dir = \"{}\"\n\

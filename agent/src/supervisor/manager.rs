@@ -5,12 +5,15 @@
 //! wait for a stop.
 
 use super::cgroup;
+use super::frontends::{AgentPorts, check_cluster_claims, check_frontends};
 use super::instance::InstanceContext;
 use super::plan::plan_apply;
 use super::ports::PortAllocator;
 pub use super::service::InstanceAction;
 use super::service::{self, NewService, Registry, ServiceCommand, ServiceHandle, ServiceView};
-use super::spec::{HealthCheck, ServiceSpec, SpecError, check_conflicts, parse_spec};
+use super::spec::{
+    HealthCheck, ServiceSpec, SpecError, check_conflicts, check_exec_size, parse_spec,
+};
 use super::store::{Desired, Store};
 use crate::events::journal::{EventDraft, Journal};
 use std::collections::BTreeMap;
@@ -18,10 +21,11 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use strata_proto::v1::{
     ApplyAction, CatalogInstance, CatalogService, Health, InstanceState, ServiceStatus, Severity,
 };
+use strata_registry::table::ServiceTable;
 use thiserror::Error;
 use tokio::sync::{Semaphore, oneshot, watch};
 
@@ -43,6 +47,10 @@ pub struct SupervisorConfig {
     /// The address the catalog publishes for this node: every instance is told it
     /// (`STRATA_IP`) and HTTP and TCP checks dial it, so what is checked is what gets traffic.
     pub service_ip: IpAddr,
+    /// The agent's own ports known at start (gRPC API, HTTP, and gossip and DNS when
+    /// configured with a fixed port), which no frontend may take; the rest come with
+    /// [`Supervisor::attach_catalog`].
+    pub agent_ports: AgentPorts,
 }
 
 /// Why a supervisor request failed; each maps to one gRPC status.
@@ -87,6 +95,18 @@ pub struct Supervisor {
     /// while a spec is checked, stored and handed over, never across a stop.
     applying: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
+    /// The backend port range, which no frontend may fall into.
+    port_range: RangeInclusive<u16>,
+    /// The agent's own ports, which no frontend may take.
+    agent_ports: RwLock<AgentPorts>,
+    /// The cluster's service table, once gossip runs: an apply may not claim a frontend
+    /// port another service is served on anywhere.
+    catalog: OnceLock<watch::Receiver<Arc<ServiceTable>>>,
+    /// The services-dir files that define each name, as of the last load of the dir: they
+    /// own it, and `apply` and `remove` through the API are refused for it.
+    file_owners: RwLock<BTreeMap<String, Vec<String>>>,
+    /// Whether the services dir was loaded since the agent started.
+    dir_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Supervisor {
@@ -122,6 +142,11 @@ impl Supervisor {
             services: Arc::new(RwLock::new(BTreeMap::new())),
             applying: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
+            port_range: config.port_range.clone(),
+            agent_ports: RwLock::new(config.agent_ports.clone()),
+            catalog: OnceLock::new(),
+            file_owners: RwLock::new(BTreeMap::new()),
+            dir_loaded: std::sync::atomic::AtomicBool::new(false),
         });
         supervisor.load_stored();
         if let Some(dir) = &config.services_dir
@@ -130,6 +155,19 @@ impl Supervisor {
             tracing::info!(dir = %dir.display(), error = %e, "no services dir loaded");
         }
         Ok(supervisor)
+    }
+
+    /// Gives the supervisor the cluster's service table, once gossip runs, and the agent's
+    /// ports bound since it started (gossip, DNS): from now on an apply is checked against
+    /// the frontend ports the catalog serves and against every port of the agent.
+    pub fn attach_catalog(&self, catalog: watch::Receiver<Arc<ServiceTable>>, ports: AgentPorts) {
+        self.agent_ports
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(ports);
+        if self.catalog.set(catalog).is_err() {
+            tracing::warn!("the supervisor was given the catalog twice; keeping the first");
+        }
     }
 
     /// A counter that changes whenever any service or instance does: the catalog publisher
@@ -233,8 +271,13 @@ impl Supervisor {
     }
 
     /// Applies every `*.toml` spec in `dir`, in name order, as at start and on a reload
-    /// (SIGHUP); a spec that cannot be applied is recorded as `service.invalid` and changes
-    /// nothing. Returns each file's outcome, or why the dir cannot be read.
+    /// (SIGHUP). The files own the names they define: a name defined by two files is applied
+    /// from neither (the service keeps its current spec), and while a file defines a name,
+    /// `apply` and `remove` through the API are refused for it. A name no file defines any
+    /// more stays as it is, managed through the API from now on. An unchanged file changes
+    /// nothing (not even an operator's scale). A spec that cannot be applied is recorded as
+    /// `service.invalid` and changes nothing. Returns each file's outcome, or why the dir
+    /// cannot be read.
     pub async fn load_services_dir(
         &self,
         dir: &Path,
@@ -245,26 +288,124 @@ impl Supervisor {
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect();
         files.sort();
-        let mut outcomes = Vec::with_capacity(files.len());
-        for file in files {
-            let source = file.display().to_string();
-            let result = match std::fs::read_to_string(&file) {
-                Ok(text) => self.apply(&source, &text, false).await,
-                Err(e) => Err(SupervisorError::Failed(format!(
+        let read: Vec<DirFile> = files
+            .iter()
+            .map(|file| {
+                let source = file.display().to_string();
+                let text = std::fs::read_to_string(file).map_err(|e| e.to_string());
+                let name = text.as_deref().ok().and_then(spec_name);
+                DirFile { source, text, name }
+            })
+            .collect();
+        let previous = self
+            .file_owners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let owners = file_owners(&read, &previous);
+        *self
+            .file_owners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = owners.clone();
+        self.report_released(dir, &read, &previous, &owners);
+
+        let mut outcomes = Vec::with_capacity(read.len());
+        let mut reported = std::collections::BTreeSet::new();
+        for DirFile { source, text, name } in read {
+            let defined_by = name.as_ref().and_then(|n| owners.get(n));
+            let result = match (&text, defined_by) {
+                (Err(e), _) => Err(SupervisorError::Failed(format!(
                     "cannot read {source}: {e}"
                 ))),
+                (Ok(_), Some(files)) if files.len() > 1 => Err(SupervisorError::Conflict(format!(
+                    "service {:?} is defined by more than one services-dir file ({}): \
+                         none of them is applied and the service keeps its current spec; \
+                         keep one, then reload the agent",
+                    name.as_deref().unwrap_or_default(),
+                    files.join(", ")
+                ))),
+                (Ok(text), _) => self.apply_checked(&source, text, false, true).await,
             };
             if let Err(e) = &result {
-                self.event(
-                    "service.invalid",
-                    Severity::Critical,
-                    &source,
-                    format!("spec not applied: {e}"),
-                );
+                let subject = name.clone().unwrap_or_else(|| source.clone());
+                if reported.insert(subject.clone()) {
+                    self.event(
+                        "service.invalid",
+                        Severity::Critical,
+                        &subject,
+                        format!("spec not applied: {e}"),
+                    );
+                }
             }
             outcomes.push((source, result));
         }
         Ok(outcomes)
+    }
+
+    /// Records `service.released` for each service no services-dir file defines any more:
+    /// on a reload, a name the previous load owned; at start, a service stored from a file
+    /// of `dir` that is gone.
+    fn report_released(
+        &self,
+        dir: &Path,
+        read: &[DirFile],
+        previous: &BTreeMap<String, Vec<String>>,
+        owners: &BTreeMap<String, Vec<String>>,
+    ) {
+        let first = !self.dir_loaded.swap(true, Ordering::Relaxed);
+        let mut released: BTreeMap<String, String> = previous
+            .iter()
+            .filter(|(name, _)| !owners.contains_key(*name))
+            .map(|(name, files)| (name.clone(), files.join(", ")))
+            .collect();
+        if first {
+            let present: Vec<&str> = read.iter().map(|f| f.source.as_str()).collect();
+            for view in self.views() {
+                let source = &view.desired.source;
+                let from_dir = Path::new(source).parent() == Some(dir);
+                if from_dir
+                    && !present.contains(&source.as_str())
+                    && !owners.contains_key(&view.spec.name)
+                {
+                    released.insert(view.spec.name.clone(), source.clone());
+                }
+            }
+        }
+        for (name, files) in released {
+            self.event(
+                "service.released",
+                Severity::Warning,
+                &name,
+                format!(
+                    "service {name} is no longer defined in the services dir ({files} is gone): \
+                     it keeps running as it is, and `strata apply` and `strata remove` manage \
+                     it from now on"
+                ),
+            );
+        }
+    }
+
+    /// Refuses a change through the API to a service a services-dir file owns, saying how
+    /// to change it.
+    fn refuse_if_file_owned(&self, name: &str, verb: &str) -> Result<(), SupervisorError> {
+        let owners = self
+            .file_owners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(files) = owners.get(name) else {
+            return Ok(());
+        };
+        let how = if verb == "remove" {
+            "to remove it, delete or move away that file and reload the agent (`systemctl \
+             reload strata-agent`, or SIGHUP), then `strata remove` it"
+        } else {
+            "edit that file, then reload the agent (`systemctl reload strata-agent`, or SIGHUP)"
+        };
+        Err(SupervisorError::Conflict(format!(
+            "cannot {verb} service {name:?} through the API: the services-dir file {} \
+             defines it and owns it; {how}",
+            files.join(" and ")
+        )))
     }
 
     /// Validates `text` whole (a bad spec changes nothing), and unless `dry_run` stores it
@@ -272,20 +413,61 @@ impl Supervisor {
     /// once and has its instances replaced, health-gated (`rollout`), when its processes
     /// must change; a changed count scales in the background. A spec whose update failed
     /// is tried again when applied again.
+    ///
+    /// This is the API's apply: a service a services-dir file owns is refused.
     pub async fn apply(
         &self,
         source: &str,
         text: &str,
         dry_run: bool,
     ) -> Result<ApplyReport, SupervisorError> {
+        self.apply_checked(source, text, dry_run, false).await
+    }
+
+    /// [`Supervisor::apply`], from a services-dir file (`from_file`: it owns the name, and
+    /// an unchanged spec is not applied again) or from the API.
+    async fn apply_checked(
+        &self,
+        source: &str,
+        text: &str,
+        dry_run: bool,
+        from_file: bool,
+    ) -> Result<ApplyReport, SupervisorError> {
         let source = if source.is_empty() { "api" } else { source };
         let spec = parse_spec(source, text).map_err(SupervisorError::InvalidSpec)?;
+        check_exec_size(&spec, source, text, arg_max()).map_err(SupervisorError::InvalidSpec)?;
+        {
+            let agent_ports = self
+                .agent_ports
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            check_frontends(&spec, source, text, &agent_ports, &self.port_range)
+                .map_err(SupervisorError::InvalidSpec)?;
+        }
         let _applying = self.applying.lock().await;
+        if !from_file {
+            self.refuse_if_file_owned(&spec.name, "apply")?;
+        }
         let views = self.views();
         check_conflicts(&spec, source, text, views.iter().map(|v| v.spec.as_ref()))
             .map_err(SupervisorError::InvalidSpec)?;
         let name = spec.name.clone();
         let existing = self.read().get(&name).cloned();
+        let current = existing.as_ref().map(|h| h.view.borrow().spec.clone());
+        let catalog = self
+            .catalog
+            .get()
+            .map(|table| table.borrow().clone())
+            .unwrap_or_default();
+        check_cluster_claims(
+            &spec,
+            source,
+            text,
+            current.as_deref(),
+            &catalog,
+            &self.ctx.node_name,
+        )
+        .map_err(SupervisorError::InvalidSpec)?;
         let Some(handle) = existing else {
             let mut report = ApplyReport {
                 service: name.clone(),
@@ -327,9 +509,12 @@ impl Supervisor {
         let scaled = view.desired.scaled_to.is_some_and(|n| n != spec.instances);
         // The same spec again after its update failed: another try.
         let retry = view.update_failed.is_some();
+        // A services-dir file read again (agent start, reload) is applied only when its spec
+        // changed: an operator's scale stays, and nothing restarts.
+        let again = plan.is_empty() && (from_file || (!scaled && !retry));
         let mut report = ApplyReport {
             service: name.clone(),
-            action: if plan.is_empty() && !scaled && !retry {
+            action: if again {
                 ApplyAction::Unchanged
             } else {
                 ApplyAction::Updated
@@ -337,7 +522,7 @@ impl Supervisor {
             changes: plan.lines(),
             applied: false,
         };
-        if scaled {
+        if scaled && !again {
             report.changes.push(format!(
                 "instances: {} (scaled) -> {} (the spec's)",
                 view.count(),
@@ -362,8 +547,13 @@ impl Supervisor {
     }
 
     /// Stops every instance of `name` and forgets its spec. Returns how many instances it had.
+    /// A service a services-dir file owns is refused.
     pub async fn remove(&self, name: &str) -> Result<u32, SupervisorError> {
         let handle = self.handle(name)?;
+        {
+            let _applying = self.applying.lock().await;
+            self.refuse_if_file_owned(name, "remove")?;
+        }
         let (reply, done) = oneshot::channel();
         ask(&handle, name, ServiceCommand::Remove { reply }, done).await?
     }
@@ -464,6 +654,61 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// One `*.toml` file of the services dir as read: its text (or why it cannot be read) and
+/// the service name it defines, when that can be read.
+struct DirFile {
+    source: String,
+    text: Result<String, String>,
+    name: Option<String>,
+}
+
+/// The `name` a spec text sets, read leniently (the rest of the spec may be invalid): a file
+/// owns the name it defines even while its spec is wrong.
+fn spec_name(text: &str) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    table.get("name")?.as_str().map(str::to_string)
+}
+
+/// Which files define each name. A file whose name cannot be read (unreadable, not TOML)
+/// keeps the names it defined at the previous load, so a typo in a file does not hand its
+/// service over to the API.
+fn file_owners(
+    files: &[DirFile],
+    previous: &BTreeMap<String, Vec<String>>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in files {
+        match &file.name {
+            Some(name) => owners
+                .entry(name.clone())
+                .or_default()
+                .push(file.source.clone()),
+            None => {
+                for (name, sources) in previous {
+                    if sources.contains(&file.source) {
+                        owners
+                            .entry(name.clone())
+                            .or_default()
+                            .push(file.source.clone());
+                    }
+                }
+            }
+        }
+    }
+    owners
+}
+
+/// The kernel's limit on a program's arguments plus environment for this process (and the
+/// shims it starts): `sysconf(_SC_ARG_MAX)`, or the historical 128 KiB if it will not say.
+fn arg_max() -> usize {
+    // SAFETY: sysconf takes an integer and only reads system settings.
+    let value = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    usize::try_from(value)
+        .ok()
+        .filter(|v| *v > 0)
+        .unwrap_or(131_072)
 }
 
 fn not_found(name: &str) -> SupervisorError {
@@ -569,4 +814,42 @@ fn describe_health(spec: &ServiceSpec) -> String {
         HealthCheck::Exec { command } => format!("exec {}", command.join(" ")),
     };
     format!("{check} every {}", humantime::format_duration(h.interval))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(source: &str, text: &str) -> DirFile {
+        DirFile {
+            source: source.into(),
+            text: Ok(text.into()),
+            name: spec_name(text),
+        }
+    }
+
+    #[test]
+    fn files_own_the_names_they_define_even_with_an_invalid_spec() {
+        let files = [
+            file("/d/a.toml", "name = \"web\"\ncommand = [\"/bin/true\"]\n"),
+            file("/d/b.toml", "name = \"web\"\ninstances = \"many\"\n"),
+            file("/d/c.toml", "name = \"api\"\n"),
+        ];
+        let owners = file_owners(&files, &BTreeMap::new());
+        assert_eq!(owners["web"], ["/d/a.toml", "/d/b.toml"]);
+        assert_eq!(owners["api"], ["/d/c.toml"]);
+    }
+
+    #[test]
+    fn a_file_whose_name_cannot_be_read_keeps_what_it_owned() {
+        let previous: BTreeMap<String, Vec<String>> = [
+            ("web".to_string(), vec!["/d/a.toml".to_string()]),
+            ("gone".to_string(), vec!["/d/gone.toml".to_string()]),
+        ]
+        .into();
+        let files = [file("/d/a.toml", "name = \"web\n")];
+        assert_eq!(files[0].name, None);
+        let owners = file_owners(&files, &previous);
+        assert_eq!(owners.keys().collect::<Vec<_>>(), ["web"]);
+    }
 }

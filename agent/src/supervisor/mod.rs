@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod detached;
+pub mod frontends;
 pub mod health;
 pub mod instance;
 pub mod log_retention;

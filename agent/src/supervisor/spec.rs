@@ -178,6 +178,15 @@ impl fmt::Display for SpecError {
 
 impl std::error::Error for SpecError {}
 
+impl SpecError {
+    /// An error about `field` of the spec `text` read from `file`, with the field's line,
+    /// for checks that run outside the parser (frontend ports against the agent and the
+    /// catalog).
+    pub fn at(file: &str, text: &str, field: &str, problem: impl Into<String>) -> SpecError {
+        Locator { file, text }.error(field, problem)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
@@ -377,6 +386,7 @@ pub fn parse_spec(file: &str, text: &str) -> Result<ServiceSpec, SpecError> {
             return Err(at.error("env", format!("{key:?} is not a valid variable name")));
         }
     }
+    check_exec_strings(&at, &raw)?;
     if let Some(dir) = &raw.workdir
         && !dir.is_absolute()
     {
@@ -804,6 +814,136 @@ pub fn check_conflicts<'a>(
                     format!("port {frontend} is already the frontend of service {:?} (port {other_port:?})", other.name),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The longest single argument or `KEY=VALUE` string the kernel passes to a program,
+/// its terminating NUL included (Linux's MAX_ARG_STRLEN, 32 pages): a longer one makes
+/// `execve` fail with E2BIG.
+pub const MAX_ARG_STRLEN: usize = 131_072;
+
+/// Bytes of the argument and environment limit kept for the variables Strata adds to every
+/// instance (`STRATA_*`, `PORT`, `PATH`), which a spec does not see.
+pub const STRATA_ENV_RESERVE: usize = 4096;
+
+/// Refuses what `execve` would: a NUL byte in anything handed to the program (its
+/// arguments, environment, working directory; the version becomes `STRATA_VERSION`), or
+/// one string longer than [`MAX_ARG_STRLEN`]. The field is named, with the argument's
+/// position or the variable's name.
+fn check_exec_strings(at: &Locator<'_>, raw: &RawSpec) -> Result<(), SpecError> {
+    let nul = |field: &str, what: String| {
+        at.error(
+            field,
+            format!("{what} contains a NUL byte (\\0), which no program can be given"),
+        )
+    };
+    let long = |field: &str, what: String, bytes: usize| {
+        at.error(
+            field,
+            format!(
+                "{what} is {bytes} bytes; the kernel takes at most {MAX_ARG_STRLEN} per \
+                 argument or variable (MAX_ARG_STRLEN, the NUL included)"
+            ),
+        )
+    };
+    let mut argv = vec![("command", &raw.command)];
+    if let Some(exec) = raw.health.as_ref().and_then(|h| h.exec.as_ref()) {
+        argv.push(("health.exec", exec));
+    }
+    for (field, args) in argv {
+        for (i, arg) in args.iter().enumerate() {
+            let what = format!("argument {} ({})", i + 1, preview(arg));
+            if arg.contains('\0') {
+                return Err(nul(field, what));
+            }
+            if arg.len() + 1 > MAX_ARG_STRLEN {
+                return Err(long(field, what, arg.len() + 1));
+            }
+        }
+    }
+    for (key, value) in &raw.env {
+        let field = format!("env.{key}");
+        if value.contains('\0') {
+            return Err(nul(&field, "the value".into()));
+        }
+        let bytes = key.len() + 1 + value.len() + 1;
+        if bytes > MAX_ARG_STRLEN {
+            return Err(long(&field, format!("{key}=VALUE"), bytes));
+        }
+    }
+    if let Some(dir) = &raw.workdir {
+        use std::os::unix::ffi::OsStrExt;
+        if dir.as_os_str().as_bytes().contains(&0) {
+            return Err(nul("workdir", "the path".into()));
+        }
+    }
+    if let Some(version) = &raw.version
+        && version.contains('\0')
+    {
+        return Err(nul("version", "the version".into()));
+    }
+    if let Some(path) = raw.health.as_ref().and_then(|h| h.http.as_ref())
+        && path.contains('\0')
+    {
+        return Err(nul("health.http", "the path".into()));
+    }
+    Ok(())
+}
+
+/// The start of a string for an error message: at most 40 characters, escaped.
+fn preview(text: &str) -> String {
+    let mut short: String = text.chars().take(40).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
+/// The bytes `execve` needs for `args` and `env`: each string with its NUL and a pointer to
+/// it, as the kernel counts them against ARG_MAX.
+fn exec_bytes<'a>(args: &[String], env: impl Iterator<Item = (&'a String, &'a String)>) -> usize {
+    let pointer = std::mem::size_of::<usize>();
+    let args: usize = args.iter().map(|a| a.len() + 1 + pointer).sum();
+    let env: usize = env.map(|(k, v)| k.len() + 1 + v.len() + 1 + pointer).sum();
+    args + env
+}
+
+/// Checks that the spec's command (and its exec health check), with its environment, fits
+/// the kernel's limit on arguments plus environment: `arg_max` is `sysconf(_SC_ARG_MAX)` of
+/// the agent, which its shims inherit; [`STRATA_ENV_RESERVE`] of it is kept for Strata's own
+/// variables. The error gives the measured size and the limit.
+pub fn check_exec_size(
+    spec: &ServiceSpec,
+    file: &str,
+    text: &str,
+    arg_max: usize,
+) -> Result<(), SpecError> {
+    let at = Locator { file, text };
+    let limit = arg_max.saturating_sub(STRATA_ENV_RESERVE);
+    let mut argv = vec![("command", &spec.command)];
+    if let Some(HealthCheck::Exec { command }) = spec.health.as_ref().map(|h| &h.check) {
+        argv.push(("health.exec", command));
+    }
+    for (field, args) in argv {
+        let bytes = exec_bytes(args, spec.env.iter());
+        if bytes > limit {
+            // The field named is the larger part of it.
+            let field = if exec_bytes(args, std::iter::empty()) >= exec_bytes(&[], spec.env.iter())
+            {
+                field
+            } else {
+                "env"
+            };
+            return Err(at.error(
+                field,
+                format!(
+                    "the arguments and environment take {bytes} bytes; the kernel takes at \
+                     most {limit} (ARG_MAX {arg_max} from sysconf(_SC_ARG_MAX), less \
+                     {STRATA_ENV_RESERVE} kept for Strata's own variables)"
+                ),
+            ));
         }
     }
     Ok(())
@@ -1249,6 +1389,112 @@ keep = 5
         assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
         assert_eq!(parse_size("lots"), None);
         assert_eq!(parse_size("5 parsecs"), None);
+    }
+
+    #[test]
+    fn a_nul_byte_anywhere_a_program_is_given_is_refused_naming_the_field() {
+        let minimal = "name = \"a\"\ncommand = [\"/bin/sh\", \"-c\", \"true\"]\n";
+        for (text, field, what) in [
+            (
+                minimal.replace("\"true\"", "\"tr\\u0000ue\""),
+                "command",
+                "argument 3",
+            ),
+            (
+                format!("{minimal}env = {{ A = \"x\\u0000y\" }}\n"),
+                "env.A",
+                "the value",
+            ),
+            (
+                format!("{minimal}env = {{ \"A\\u0000\" = \"x\" }}\n"),
+                "env",
+                "not a valid variable name",
+            ),
+            (
+                format!("{minimal}workdir = \"/tmp/\\u0000x\"\n"),
+                "workdir",
+                "the path",
+            ),
+            (
+                format!("version = \"1\\u0000\"\n{minimal}"),
+                "version",
+                "the version",
+            ),
+            (
+                format!("{minimal}[health]\nexec = [\"/bin/true\", \"\\u0000\"]\n"),
+                "health.exec",
+                "argument 2",
+            ),
+            (
+                format!("{minimal}[ports.http]\n[health]\nhttp = \"/\\u0000\"\n"),
+                "health.http",
+                "the path",
+            ),
+        ] {
+            let e = parse_spec("a.toml", &text).expect_err(&text);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.problem.contains(what), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
+    }
+
+    #[test]
+    fn one_string_over_the_kernels_limit_is_refused_with_its_size() {
+        let fits = "x".repeat(MAX_ARG_STRLEN - 1);
+        let text = format!("name = \"a\"\ncommand = [\"/bin/echo\", \"{fits}\"]\n");
+        assert!(parse_spec("a.toml", &text).is_ok());
+        let text = format!("name = \"a\"\ncommand = [\"/bin/echo\", \"{fits}x\"]\n");
+        let e = parse_spec("a.toml", &text).unwrap_err();
+        assert_eq!(e.field, "command");
+        assert!(
+            e.problem
+                .contains("argument 2 (\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\") is 131073 bytes; the kernel takes at most 131072"),
+            "{e}"
+        );
+        let value = "v".repeat(MAX_ARG_STRLEN);
+        let text =
+            format!("name = \"a\"\ncommand = [\"/bin/true\"]\nenv = {{ BIG = \"{value}\" }}\n");
+        let e = parse_spec("a.toml", &text).unwrap_err();
+        assert_eq!(e.field, "env.BIG");
+        assert!(e.problem.contains("BIG=VALUE is 131077 bytes"), "{e}");
+    }
+
+    #[test]
+    fn arguments_and_environment_over_arg_max_are_refused_with_size_and_limit() {
+        let args: Vec<String> = (0..40)
+            .map(|_| format!("\"{}\"", "a".repeat(1000)))
+            .collect();
+        let text = format!(
+            "name = \"a\"\ncommand = [\"/bin/echo\", {}]\nenv = {{ A = \"b\" }}\n",
+            args.join(", ")
+        );
+        let spec = parse_spec("a.toml", &text).unwrap();
+        // 10 ("/bin/echo") + 40 × 1001 bytes of strings, 4 of "A=b", and 42 pointers.
+        let bytes = 10 + 40 * 1001 + 4 + 42 * std::mem::size_of::<usize>();
+        assert!(check_exec_size(&spec, "a.toml", &text, bytes + STRATA_ENV_RESERVE).is_ok());
+        let e =
+            check_exec_size(&spec, "a.toml", &text, bytes + STRATA_ENV_RESERVE - 1).unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("command", Some(2)));
+        assert_eq!(
+            e.problem,
+            format!(
+                "the arguments and environment take {bytes} bytes; the kernel takes at most {} \
+                 (ARG_MAX {} from sysconf(_SC_ARG_MAX), less 4096 kept for Strata's own variables)",
+                bytes - 1,
+                bytes - 1 + STRATA_ENV_RESERVE
+            )
+        );
+        let env: Vec<String> = (0..40)
+            .map(|i| format!("V{i} = \"{}\"", "e".repeat(1000)))
+            .collect();
+        let text = format!(
+            "name = \"a\"\ncommand = [\"/bin/true\"]\n[health]\nexec = [\"/bin/true\"]\n\
+             [env]\n{}\n",
+            env.join("\n")
+        );
+        let spec = parse_spec("a.toml", &text).unwrap();
+        let e = check_exec_size(&spec, "a.toml", &text, 30_000).unwrap_err();
+        assert_eq!(e.field, "env");
     }
 
     #[test]

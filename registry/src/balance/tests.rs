@@ -121,6 +121,7 @@ impl Harness {
             generation,
             services,
             nodes: BTreeMap::new(),
+            frontend_claims: BTreeMap::new(),
         }));
     }
 

@@ -446,6 +446,7 @@ mod tests {
                 .into_iter()
                 .map(|n| (n.name.clone(), n))
                 .collect::<BTreeMap<_, _>>(),
+            ..ServiceTable::default()
         }
     }
 
