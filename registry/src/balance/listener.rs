@@ -1,7 +1,8 @@
 //! Supervision of the frontend listeners: follows the service table, so that every
 //! (service, port name) with a frontend port has a listener on `bind_ip:port`. Listeners of a
 //! vanished service close at once (its open connections drain); a port that cannot be bound
-//! marks only that service's listener as failed and is retried.
+//! marks only that service's listener as failed and is retried. Of two services claiming one
+//! port, the first by name is served, on every node.
 
 use super::state::{ServiceState, lock};
 use super::stats::ListenerStatus;
@@ -83,8 +84,11 @@ fn reconcile(
         services.values().cloned().collect()
     };
 
+    let winners = claim_winners(table);
+    let wins = |service: &str, port: u16| winners.get(&port).is_none_or(|w| *w == service);
     listeners.retain(|(service, port_name), listener| {
-        let keep = wanted(service).and_then(|s| s.frontends.get(port_name)) == Some(&listener.port);
+        let keep = wanted(service).and_then(|s| s.frontends.get(port_name)) == Some(&listener.port)
+            && wins(service, listener.port);
         if !keep {
             shared.event(BalancerEvent::Closed {
                 service: service.clone(),
@@ -110,12 +114,19 @@ fn reconcile(
                     l.port == port && l.task.is_some() && (s, p) != (&key.0, &key.1)
                 })
                 .map(|((s, _), _)| s.clone());
-            let bound = match holder {
-                Some(other) => Err(format!(
+            let winner = winners.get(&port).filter(|w| **w != service.name);
+            let bound = match (winner, holder) {
+                (Some(winner), _) => Err(format!(
+                    "port {port} is also the frontend of service {winner}, which every node \
+                     serves on it (of two services claiming one port, the first by name wins)"
+                )),
+                (None, Some(other)) => Err(format!(
                     "port {port} on {} is already the frontend of service {other}",
                     config.bind_ip
                 )),
-                None => bind(config.bind_ip, port).map_err(|e| describe(config.bind_ip, port, &e)),
+                (None, None) => {
+                    bind(config.bind_ip, port).map_err(|e| describe(config.bind_ip, port, &e))
+                }
             };
             let previous = lock(&service.listeners)
                 .get(port_name)
@@ -164,6 +175,20 @@ fn reconcile(
             listeners.insert(key, Listener { port, task });
         }
     }
+}
+
+/// Which service each frontend port is served for when two services claim it (applies on
+/// two nodes within one gossip round, or on both sides of a partition): the first by name,
+/// on every node alike, so that clients reach the same service whichever node they ask and
+/// the loser's `balancer.listen_failed` event says why.
+fn claim_winners(table: &ServiceTable) -> BTreeMap<u16, &str> {
+    let mut winners = BTreeMap::new();
+    for (name, entry) in &table.services {
+        for port in entry.frontends.values() {
+            winners.entry(*port).or_insert(name.as_str());
+        }
+    }
+    winners
 }
 
 fn bind(ip: IpAddr, port: u16) -> io::Result<TcpListener> {

@@ -783,6 +783,33 @@ async fn a_port_clash_is_reported_and_other_services_are_unaffected() {
 }
 
 #[tokio::test]
+async fn of_two_services_claiming_one_port_the_first_by_name_is_served() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let port = free_port();
+    let beta = service("beta", port, Algorithm::RoundRobin, vec![b.endpoint(false)]);
+    let alpha = service(
+        "alpha",
+        port,
+        Algorithm::RoundRobin,
+        vec![a.endpoint(false)],
+    );
+    // beta was first here; alpha's claim arrives later, as from a racing apply elsewhere.
+    let h = Harness::start(config(), vec![beta.clone()]);
+    h.listening("beta").await;
+    assert_eq!(identify(port).await, "b");
+    h.set(vec![beta, alpha]);
+    h.listening("alpha").await;
+    assert_eq!(identify(port).await, "a", "every node serves alpha");
+    let beta = h.service("beta").unwrap();
+    match &beta.listeners[0].status {
+        ListenerStatus::Failed { error } => {
+            assert!(error.contains("service alpha"), "{error}")
+        }
+        other => panic!("beta still listens: {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn listeners_follow_the_table() {
     let a = Backend::start("a").await;
     let (p1, p2) = (free_port(), free_port());
