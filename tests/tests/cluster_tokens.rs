@@ -5,7 +5,7 @@
 
 use std::process::Output;
 use std::time::{Duration, Instant};
-use strata_tests::{AgentProcess, agent_token, start_named_agent, wait_until};
+use strata_tests::{AgentProcess, agent_token, assert_refused, start_named_agent, wait_until};
 
 /// Three agents in one cluster and their temp dir; the agents drop first.
 struct Cluster {
@@ -29,12 +29,6 @@ fn cluster() -> Cluster {
     Cluster { n1, n2, n3, dir }
 }
 
-fn with_token(agent: &AgentProcess, token: &str, args: &[&str]) -> Output {
-    let mut all = vec!["--token", token];
-    all.extend_from_slice(args);
-    agent.strata(&all)
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
@@ -43,23 +37,13 @@ fn stderr(out: &Output) -> String {
 fn create(agent: &AgentProcess, token: &str, args: &[&str]) -> String {
     let mut all = vec!["token", "create"];
     all.extend_from_slice(args);
-    let out = with_token(agent, token, &all);
+    let out = agent.with_token(token, &all);
     assert!(
         out.status.success(),
         "token create {args:?}: {}",
         stderr(&out)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Asserts `out` was refused (exit 5) with `needle` in its message.
-fn refused(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(out));
-    assert!(
-        stderr(out).contains(needle),
-        "{needle:?} not in {}",
-        stderr(out)
-    );
 }
 
 #[test]
@@ -72,7 +56,7 @@ fn tokens_replicate_revoke_everywhere_expire_and_are_scoped() {
     wait_until(
         "n3 knows the token made on n1",
         Duration::from_secs(10),
-        || with_token(&c.n3, &ci, &["services"]).status.success(),
+        || c.n3.with_token(&ci, &["services"]).status.success(),
     );
     let listed = c.n2.json(&["--token", &ci, "token", "list", "-o", "json"]);
     let tokens = listed["tokens"].as_array().cloned().unwrap_or_default();
@@ -85,15 +69,16 @@ fn tokens_replicate_revoke_everywhere_expire_and_are_scoped() {
     // Only admins make tokens.
     let reader = create(&c.n2, &ci, &["reader", "--role", "read"]);
     wait_until("n1 knows reader", Duration::from_secs(10), || {
-        with_token(&c.n1, &reader, &["services"]).status.success()
+        c.n1.with_token(&reader, &["services"]).status.success()
     });
-    refused(
-        &with_token(&c.n1, &reader, &["token", "create", "x", "--role", "read"]),
+    assert_refused(
+        &c.n1
+            .with_token(&reader, &["token", "create", "x", "--role", "read"]),
         "token create needs the admin role",
     );
 
     // Revoked through n2: refused on n1 and n3 within gossip time.
-    let out = with_token(&c.n2, &ci, &["token", "revoke", "reader"]);
+    let out = c.n2.with_token(&ci, &["token", "revoke", "reader"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let revoked_at = Instant::now();
     let mut converged = Vec::new();
@@ -101,20 +86,20 @@ fn tokens_replicate_revoke_everywhere_expire_and_are_scoped() {
         wait_until(
             "the revocation reaches every agent",
             Duration::from_secs(10),
-            || with_token(agent, &reader, &["services"]).status.code() == Some(5),
+            || agent.with_token(&reader, &["services"]).status.code() == Some(5),
         );
         converged.push((name, revoked_at.elapsed()));
     }
     println!("revocation convergence (revoke on n2 until refused): {converged:?}");
-    refused(&with_token(&c.n3, &reader, &["services"]), "was revoked at");
+    assert_refused(&c.n3.with_token(&reader, &["services"]), "was revoked at");
 
     // Tokens expire.
     let brief = create(&c.n3, &ci, &["brief", "--role", "read", "--expires", "2s"]);
     wait_until("n1 knows brief", Duration::from_secs(10), || {
-        with_token(&c.n1, &brief, &["services"]).status.success()
+        c.n1.with_token(&brief, &["services"]).status.success()
     });
     std::thread::sleep(Duration::from_millis(2100));
-    refused(&with_token(&c.n1, &brief, &["services"]), "expired at");
+    assert_refused(&c.n1.with_token(&brief, &["services"]), "expired at");
 
     // A scoped token changes only its services, and nothing node-wide.
     let spec = |name: &str, tags: &str| {
@@ -125,7 +110,7 @@ fn tokens_replicate_revoke_everywhere_expire_and_are_scoped() {
         path.display().to_string()
     };
     for (name, tags) in [("web-a", ""), ("api", ""), ("billing", "\"team:payments\"")] {
-        let out = with_token(&c.n3, &ci, &["apply", &spec(name, tags)]);
+        let out = c.n3.with_token(&ci, &["apply", &spec(name, tags)]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
     let web = create(
@@ -142,33 +127,34 @@ fn tokens_replicate_revoke_everywhere_expire_and_are_scoped() {
         "n3 knows the scoped tokens",
         Duration::from_secs(10),
         || {
-            with_token(&c.n3, &web, &["services"]).status.success()
-                && with_token(&c.n3, &pay, &["services"]).status.success()
+            c.n3.with_token(&web, &["services"]).status.success()
+                && c.n3.with_token(&pay, &["services"]).status.success()
         },
     );
-    let ok = with_token(&c.n1, &web, &["--node", "n3", "restart", "web-a"]);
+    let ok = c.n1.with_token(&web, &["--node", "n3", "restart", "web-a"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
-    refused(
-        &with_token(&c.n3, &web, &["restart", "api"]),
+    assert_refused(
+        &c.n3.with_token(&web, &["restart", "api"]),
         "outside the scope of token \"web-team\", which may change only services web-*",
     );
-    refused(
-        &with_token(&c.n3, &web, &["apply", &spec("api", "\"team:web\"")]),
+    assert_refused(
+        &c.n3
+            .with_token(&web, &["apply", &spec("api", "\"team:web\"")]),
         "outside the scope",
     );
-    refused(&with_token(&c.n3, &web, &["drain", "n3"]), "node-wide");
-    refused(
-        &with_token(&c.n3, &web, &["token", "revoke", "ci"]),
+    assert_refused(&c.n3.with_token(&web, &["drain", "n3"]), "node-wide");
+    assert_refused(
+        &c.n3.with_token(&web, &["token", "revoke", "ci"]),
         "outside the scope",
     );
-    let ok = with_token(&c.n3, &pay, &["restart", "billing"]);
+    let ok = c.n3.with_token(&pay, &["restart", "billing"]);
     assert!(ok.status.success(), "{}", stderr(&ok));
-    refused(
-        &with_token(&c.n3, &pay, &["restart", "web-a"]),
+    assert_refused(
+        &c.n3.with_token(&pay, &["restart", "web-a"]),
         "team payments",
     );
-    refused(
-        &with_token(&c.n3, &pay, &["restart", "api"]),
+    assert_refused(
+        &c.n3.with_token(&pay, &["restart", "api"]),
         "outside the scope of token \"pay\"",
     );
     let audit = c.n3.json(&[

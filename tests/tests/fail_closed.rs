@@ -5,14 +5,7 @@
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-use strata_tests::{AgentOptions, AgentProcess, agent_token, binary, wait_until};
-
-/// `strata --token TOKEN ARGS` against `agent`.
-fn with_token(agent: &AgentProcess, token: &str, args: &[&str]) -> Output {
-    let mut all = vec!["--token", token];
-    all.extend_from_slice(args);
-    agent.strata(&all)
-}
+use strata_tests::{AgentOptions, AgentProcess, agent_token, assert_refused, binary, wait_until};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
@@ -20,8 +13,7 @@ fn stderr(out: &Output) -> String {
 
 /// The critical `credentials` audit records in the agent's journal, read with `token`.
 fn critical_records(agent: &AgentProcess, token: &str) -> Vec<serde_json::Value> {
-    let out = with_token(
-        agent,
+    let out = agent.with_token(
         token,
         &[
             "events",
@@ -61,20 +53,15 @@ fn a_deleted_token_file_closes_the_agent_until_token_reset() {
     let data = dir.path().join("data");
     let agent = start(&data);
     let admin = agent_token(&agent.data_dir, &["create", "admin", "--role", "admin"]);
-    assert!(with_token(&agent, &admin, &["services"]).status.success());
+    assert!(agent.with_token(&admin, &["services"]).status.success());
 
     std::fs::remove_file(data.join("tokens.toml")).expect("delete tokens.toml");
     for out in [
-        with_token(&agent, &admin, &["services"]),
+        agent.with_token(&admin, &["services"]),
         agent.strata(&["services"]),
         agent.strata(&["apply", "/dev/null"]),
     ] {
-        assert_eq!(out.status.code(), Some(5), "refused: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("tokens.toml is missing"),
-            "{}",
-            stderr(&out)
-        );
+        assert_refused(&out, "tokens.toml is missing");
     }
     // The damage is recorded once (the agent also checks every second), not per call.
     std::thread::sleep(Duration::from_millis(1500));
@@ -83,12 +70,8 @@ fn a_deleted_token_file_closes_the_agent_until_token_reset() {
     }
     // A new token file opens it to its tokens again (and the recovery is recorded).
     let reader = agent_token(&agent.data_dir, &["create", "reader", "--role", "read"]);
-    let refused = with_token(&agent, &admin, &["services"]);
-    assert_eq!(
-        refused.status.code(),
-        Some(5),
-        "the old file's token is gone"
-    );
+    // The old file's token is gone with it.
+    assert_refused(&agent.with_token(&admin, &["services"]), "not valid");
     let records = critical_records(&agent, &reader);
     assert_eq!(
         records.len(),
@@ -109,13 +92,7 @@ fn a_deleted_token_file_closes_the_agent_until_token_reset() {
         .terminate(Duration::from_secs(20))
         .expect("agent stops");
     let agent = start(&data);
-    let out = agent.strata(&["services"]);
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("tokens.toml is missing"),
-        "{}",
-        stderr(&out)
-    );
+    assert_refused(&agent.strata(&["services"]), "tokens.toml is missing");
 
     // Only `token reset` opens it, saying what it did.
     let reset = Command::new(binary("strata-agent"))
