@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("AccessRecord.outcome", "access_outcome"),
         ("WhoAmIReply.role", "role"),
         ("WhoAmIReply.via", "via"),
+        ("ClusterToken.role", "role"),
+        ("CreateTokenRequest.role", "role"),
     ];
     let mut prost_config = prost_build::Config::new();
     prost_config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

@@ -8,6 +8,8 @@ use crate::api::gate::Gate;
 use crate::api::grpc::AgentService;
 use crate::api::http;
 use crate::auth::Authenticator;
+use crate::auth::cluster_tokens::ClusterTokens;
+use crate::auth::credentials::MarkerFile;
 use crate::auth::tokens::{TOKENS_FILE, TokenStore};
 use crate::config::AgentConfig;
 use crate::data_lock::DataDirLock;
@@ -127,8 +129,10 @@ async fn serve(
     let lock = DataDirLock::acquire(&data_dir)?;
     let node_id = load_or_create_node_id(&data_dir)?;
     let tokens_file = data_dir.join(TOKENS_FILE);
-    let tokens = TokenStore::open(tokens_file.clone())
-        .context("cannot read the API tokens (fix or remove the file)")?;
+    // A damaged token file does not stop the agent: it refuses every token until fixed.
+    let tokens = TokenStore::open(tokens_file.clone());
+    let (cluster_tokens, tokens_finding) = ClusterTokens::open(&data_dir, &config.node_name);
+    let cluster_tokens = Arc::new(cluster_tokens);
     let journal_path = data_dir.join(JOURNAL_FILE);
     let (journal, finding) = recover::open_journal(
         &journal_path,
@@ -147,6 +151,10 @@ async fn serve(
             Severity::Warning,
             finding.describe(&journal_path),
         );
+    }
+
+    if let Some(finding) = tokens_finding {
+        append_event(&journal, "tokens.recovered", Severity::Warning, finding);
     }
 
     let grpc_listener = listen(SocketRole::Grpc, config.grpc_addr)
@@ -260,20 +268,28 @@ async fn serve(
     let publisher =
         cluster_link::spawn_publisher(cluster.clone(), supervisor.clone(), state.clone());
     let recorder = cluster_link::spawn_event_recorder(&cluster, journal.clone());
+    let token_sync = cluster_tokens.spawn_sync(cluster.clone());
 
     let sampler = Sampler::start(state.clone(), &config)?;
     let kmsg_watch = kmsg::spawn_watch(PathBuf::from(KMSG_PATH), journal.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let gate = Gate::new(
-        Authenticator::new(tokens, &config.node_name, tls.is_some()),
+    let gate = Arc::new(Gate::new(
+        Authenticator::new(
+            tokens,
+            cluster_tokens,
+            MarkerFile::in_dir(&data_dir),
+            &config.node_name,
+            tls.is_some(),
+        ),
         config.api_limits,
         journal.clone(),
         &config.node_name,
-    );
+    ));
+    let credential_watch = gate.watch_credentials();
     let grpc = tokio::spawn(serve_grpc(
         state.clone(),
-        Arc::new(gate),
+        gate,
         grpc_listener,
         tls.as_deref().map(AgentTls::server),
         shutdown_rx.clone(),
@@ -442,6 +458,8 @@ async fn serve(
     sampler.stop();
     publisher.abort();
     recorder.abort();
+    token_sync.abort();
+    credential_watch.abort();
     supervisor.detach_all().await;
     if config.stop_services_on_exit && matches!(exit, Exit::Stop { .. }) {
         stop_services(&data_dir, &journal).await;

@@ -3,7 +3,7 @@
 //! departed nodes from being brought back by a peer that has not heard of the departure.
 
 use std::collections::BTreeMap;
-use strata_proto::v1::{CatalogService, NodeRecord, NodeSummary};
+use strata_proto::v1::{CatalogService, ClusterToken, NodeRecord, NodeSummary};
 
 /// The records this node knows, its own included.
 #[derive(Debug, Clone)]
@@ -67,6 +67,11 @@ impl Catalog {
     /// Replaces the local summary.
     pub fn set_summary(&mut self, summary: NodeSummary, now_ms: u64) -> bool {
         self.update_local(now_ms, |r| r.summary = Some(summary))
+    }
+
+    /// Replaces the cluster-wide tokens the local record carries.
+    pub fn set_tokens(&mut self, tokens: Vec<ClusterToken>, now_ms: u64) -> bool {
+        self.update_local(now_ms, |r| r.tokens = tokens)
     }
 
     /// Marks the local node draining or not.

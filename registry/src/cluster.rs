@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
-use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
+use strata_proto::v1::{CatalogService, ClusterToken, Member, NodeRecord, NodeSummary};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -253,6 +253,11 @@ impl Cluster {
     /// Marks this node draining: its instances stop getting new connections.
     pub fn set_draining(&self, draining: bool) {
         self.local.send_modify(|l| l.draining = Some(draining));
+    }
+
+    /// Publishes the cluster-wide tokens this node knows; gossips only a real change.
+    pub fn set_tokens(&self, tokens: Vec<ClusterToken>) {
+        self.local.send_modify(|l| l.tokens = Some(tokens));
     }
 
     /// Forgets a down or left member now.

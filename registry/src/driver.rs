@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use strata_proto::v1::{CatalogService, Member, NodeRecord, NodeSummary};
+use strata_proto::v1::{CatalogService, ClusterToken, Member, NodeRecord, NodeSummary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -88,6 +88,7 @@ pub(crate) struct LocalRecord {
     pub services: Option<Vec<CatalogService>>,
     pub summary: Option<NodeSummary>,
     pub draining: Option<bool>,
+    pub tokens: Option<Vec<ClusterToken>>,
 }
 
 /// Requests from the handle and the stream tasks to the driver task.
@@ -255,6 +256,7 @@ impl Driver {
             services,
             summary,
             draining,
+            tokens,
         } = self.local.borrow_and_update().clone();
         if let Some(services) = services {
             self.node.set_services(services, now);
@@ -264,6 +266,9 @@ impl Driver {
         }
         if let Some(draining) = draining {
             self.node.set_draining(draining, now);
+        }
+        if let Some(tokens) = tokens {
+            self.node.set_tokens(tokens, now);
         }
     }
 

@@ -20,7 +20,9 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
-use strata_proto::v1::{CatalogService, Member, MemberStatus, NodeRecord, NodeSummary};
+use strata_proto::v1::{
+    CatalogService, ClusterToken, Member, MemberStatus, NodeRecord, NodeSummary,
+};
 
 /// Encoded broadcasts up to this size carry the whole record; bigger ones are announced
 /// and pulled over TCP, so a record is never truncated.
@@ -392,6 +394,13 @@ impl Node {
     /// Replaces the local summary; gossips only a real change.
     pub fn set_summary(&mut self, summary: NodeSummary, now_ms: u64) {
         if self.catalog.set_summary(summary, now_ms) {
+            self.local_changed(now_ms);
+        }
+    }
+
+    /// Replaces the cluster-wide tokens the local record carries; gossips only a real change.
+    pub fn set_tokens(&mut self, tokens: Vec<ClusterToken>, now_ms: u64) {
+        if self.catalog.set_tokens(tokens, now_ms) {
             self.local_changed(now_ms);
         }
     }

@@ -261,6 +261,13 @@ impl AgentProcess {
         strata(&self.grpc.to_string(), args)
     }
 
+    /// Runs `strata --token TOKEN ARGS` against this agent.
+    pub fn with_token(&self, token: &str, args: &[&str]) -> Output {
+        let mut all = vec!["--token", token];
+        all.extend_from_slice(args);
+        self.strata(&all)
+    }
+
     /// Runs `strata ARGS` against this agent and parses its stdout as one JSON document;
     /// panics with the CLI's stderr when the command fails.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -528,6 +535,14 @@ pub fn agent_leave(data_dir: &Path, args: &[&str]) -> Output {
         Ok(out) => out,
         Err(e) => panic!("cannot run strata-agent leave: {e}"),
     }
+}
+
+/// Asserts that `out` is a refusal (exit 5: Unauthenticated or PermissionDenied) whose
+/// message contains `needle`.
+pub fn assert_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
 }
 
 /// Runs the `strata` CLI with `--agent agent` and `args`.

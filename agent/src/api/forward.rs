@@ -38,6 +38,11 @@ impl Peers {
         }
     }
 
+    /// The agent's state, for what the layer looks up about a call (a service's team).
+    pub fn state(&self) -> &Arc<AgentState> {
+        &self.state
+    }
+
     /// This agent's name: the target of its own refusals and changes, and the mark its
     /// forwarded requests carry.
     pub fn here(&self) -> &str {
@@ -171,6 +176,7 @@ mod tests {
             role: Role::Operate,
             via,
             remote: "127.0.0.1:5000".parse().ok(),
+            scope: crate::auth::Scope::default(),
         }
     }
 

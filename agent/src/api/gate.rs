@@ -4,18 +4,24 @@
 //! every call; handlers never do.
 
 use crate::auth::audit::{self, AuditEntry, DenialThrottle};
+use crate::auth::cluster_tokens::ClusterTokens;
 use crate::auth::limits::{Cost, RateLimiter, RateLimits};
-use crate::auth::{Authenticator, Certified, Identity, Role, Via, authorize};
-use crate::events::journal::Journal;
+use crate::auth::scope::Subject;
+use crate::auth::{Authenticator, Certified, Identity, Role, Scope, Via, authorize};
+use crate::events::journal::{EventDraft, Journal};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use strata_proto::v1::Severity;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Status};
 
 /// Streams (follows, watches) open at once on one agent, over all clients.
 pub const MAX_OPEN_STREAMS: usize = 256;
+/// How often the credentials are checked when no call comes in, so damage is recorded
+/// when it happens, not at the next call.
+const CREDENTIAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a client refused a stream place is told to wait before trying again.
 const STREAM_PUSHBACK: Duration = Duration::from_secs(1);
@@ -88,6 +94,9 @@ pub struct Gate {
     journal: Journal,
     streams: Arc<Semaphore>,
     node: String,
+    /// The damage last recorded (`None`: the credentials were fine), so a change of state is
+    /// recorded once, not at every call.
+    damage: Mutex<Option<String>>,
 }
 
 impl Gate {
@@ -100,6 +109,7 @@ impl Gate {
             journal,
             streams: Arc::new(Semaphore::new(MAX_OPEN_STREAMS)),
             node: node.to_string(),
+            damage: Mutex::new(None),
         }
     }
 
@@ -108,6 +118,100 @@ impl Gate {
         self.auth.credentials_required()
     }
 
+    /// The cluster-wide tokens, for the handlers that make and revoke them.
+    pub fn cluster_tokens(&self) -> &Arc<ClusterTokens> {
+        self.auth.cluster_tokens()
+    }
+
+    /// Checks the credentials and records a change of their state: a critical audit event
+    /// when the token file becomes missing or unreadable (every token is refused from then
+    /// on), an info one when it is readable again.
+    pub fn check_credentials(&self) {
+        let damaged = self.auth.verdict().damaged;
+        let mut held = self.damage.lock().unwrap_or_else(PoisonError::into_inner);
+        if *held == damaged {
+            return;
+        }
+        let draft = match &damaged {
+            Some(why) => EventDraft::new(
+                audit::AUDIT_KIND,
+                Severity::Critical,
+                "credentials",
+                format!(
+                    "agent {} refuses every token and anonymous caller: {why}",
+                    self.node
+                ),
+            )
+            .field("result", format!("damaged: {why}")),
+            None => EventDraft::new(
+                audit::AUDIT_KIND,
+                Severity::Info,
+                "credentials",
+                format!("agent {} can check tokens again", self.node),
+            )
+            .field("result", "restored"),
+        }
+        .field("who", format!("agent:{}", self.node))
+        .field("what", "credentials")
+        .field("target", "credentials");
+        match &damaged {
+            Some(why) => tracing::error!(why, "the token file is damaged; refusing every token"),
+            None => tracing::info!("the token file is readable again"),
+        }
+        *held = damaged;
+        drop(held);
+        let journal = self.journal.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = journal.append(draft) {
+                tracing::warn!(error = %e, "cannot write an audit record");
+            }
+        });
+    }
+
+    /// Checks the credentials every second for as long as the gate lives.
+    pub fn watch_credentials(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let gate = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CREDENTIAL_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(gate) = gate.upgrade() else { return };
+                gate.check_credentials();
+            }
+        })
+    }
+
+    /// PermissionDenied (audited) unless every subject of a change is inside the caller's
+    /// scope; the message names the scope.
+    pub fn check_scope(
+        &self,
+        who: &Identity,
+        call: Call,
+        target: &str,
+        subjects: &[Subject<'_>],
+    ) -> Result<(), Status> {
+        if !call.is_change() || who.scope.is_unscoped() {
+            return Ok(());
+        }
+        let Some(outside) = subjects.iter().find(|s| !who.scope.allows(**s)) else {
+            return Ok(());
+        };
+        let what = match outside {
+            Subject::NodeWide => format!("{} is a node-wide change", call.what),
+            Subject::Service { name, team: None } => format!("{} of service {name:?}", call.what),
+            Subject::Service {
+                name,
+                team: Some(team),
+            } => format!("{} of service {name:?} (team {team})", call.what),
+        };
+        let status = Status::permission_denied(format!(
+            "{what}: outside the scope of {}, which may change only {}",
+            who.describe(),
+            who.scope
+        ));
+        self.audit_denial(who.clone(), call, target, &status);
+        Err(status)
+    }
     /// Who makes `request`, once it is allowed `call` and within its rate limit; a refusal
     /// is audited against `target`, thinned out under a flood, and says what would be needed.
     pub fn admit<R>(
@@ -118,6 +222,7 @@ impl Gate {
         target: &str,
     ) -> Result<Identity, Status> {
         let remote = request.remote_addr();
+        self.check_credentials();
         let who = match self.auth.identify(request.metadata(), certified, remote) {
             Ok(who) => who,
             Err(status) => {
@@ -127,6 +232,7 @@ impl Gate {
                     role: Role::Read,
                     via,
                     remote,
+                    scope: Scope::default(),
                 };
                 self.audit_denial(who, call, target, &status);
                 return Err(status);

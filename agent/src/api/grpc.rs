@@ -4,7 +4,8 @@
 use super::forward::Peers;
 use super::gate::{Gate, ReplyStream};
 use super::layer::Layer;
-use super::{balancer, cluster, events, host, services};
+use super::{balancer, cluster, events, host, services, tokens};
+use crate::auth::cluster_tokens::ClusterTokens;
 use crate::state::AgentState;
 use std::future::ready;
 use std::sync::Arc;
@@ -21,19 +22,29 @@ use strata_proto::v1::{
     TopProcessesRequest, Via as WireVia, WatchClusterRequest, WatchEventsRequest,
     WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
 };
+use strata_proto::v1::{
+    CreateTokenReply, CreateTokenRequest, ListTokensReply, ListTokensRequest, RevokeTokenReply,
+    RevokeTokenRequest,
+};
 use tonic::{Request, Response, Status};
 
 /// Serves the Agent API from the shared state.
 pub struct AgentService {
     state: Arc<AgentState>,
     layer: Layer,
+    cluster_tokens: Arc<ClusterTokens>,
 }
 
 impl AgentService {
     /// A service reading `state`, with every call passing through `gate`.
     pub fn new(state: Arc<AgentState>, gate: Arc<Gate>) -> Self {
+        let cluster_tokens = Arc::clone(gate.cluster_tokens());
         let layer = Layer::new(gate, Peers::new(Arc::clone(&state)));
-        AgentService { state, layer }
+        AgentService {
+            state,
+            layer,
+            cluster_tokens,
+        }
     }
 }
 
@@ -288,6 +299,38 @@ impl Agent for AgentService {
                     node: state.node_name.clone(),
                 }))
             })
+            .await
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenReply>, Status> {
+        let (store, state) = (&self.cluster_tokens, &self.state);
+        self.layer
+            .unary(request, |who, req| {
+                ready(tokens::create(store, &state.data_dir, &who, req))
+            })
+            .await
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensReply>, Status> {
+        let store = &self.cluster_tokens;
+        self.layer
+            .unary(request, |_, _| ready(Ok(tokens::list(store))))
+            .await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenReply>, Status> {
+        let store = &self.cluster_tokens;
+        self.layer
+            .unary(request, |who, req| ready(tokens::revoke(store, &who, req)))
             .await
     }
 }

@@ -8,9 +8,10 @@
 
 use super::forward::{Peers, forwarded};
 use super::gate::{Call, Gate, ReplyStream, hold};
-use super::table::Rpc;
+use super::table::{Rpc, Touches};
 use crate::auth::audit::AuditEntry;
-use crate::auth::{Certified, Identity};
+use crate::auth::scope::{Subject, team_of};
+use crate::auth::{Certified, Identity, Scope};
 use crate::tls::CertKind;
 use std::future::Future;
 use std::sync::Arc;
@@ -119,6 +120,20 @@ impl Layer {
         Fut: Future<Output = Result<T, Status>>,
     {
         let Admitted { who, call, target } = admitted;
+        if call.is_change() && !who.scope.is_unscoped() {
+            let owners = self.owners(request.touches());
+            let subjects: Vec<Subject<'_>> = owners
+                .iter()
+                .map(|owner| match owner {
+                    Some((name, team)) => Subject::Service {
+                        name,
+                        team: team.as_deref(),
+                    },
+                    None => Subject::NodeWide,
+                })
+                .collect();
+            self.gate.check_scope(&who, call, &target, &subjects)?;
+        }
         if !request.audited() {
             return serve(who, request).await;
         }
@@ -137,11 +152,63 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// The services (name and team) a change touches, as they are here: a spec's own name
+    /// and team, and those of the service it replaces; `None` for the node as a whole.
+    fn owners(&self, touches: Touches<'_>) -> Vec<Option<(String, Option<String>)>> {
+        let here = |name: &str| {
+            let team = self
+                .peers
+                .state()
+                .supervisor
+                .get(name)
+                .ok()
+                .and_then(|s| team_of(&s.tags).map(String::from));
+            Some((name.to_string(), team))
+        };
+        match touches {
+            Touches::NodeWide => vec![None],
+            Touches::Service(name) => vec![here(name)],
+            Touches::Spec(text) => {
+                let (name, tags) = spec_owner(text);
+                let mut owners = vec![Some((name.clone(), team_of(&tags).map(String::from)))];
+                if self.peers.state().supervisor.get(&name).is_ok() {
+                    owners.push(here(&name));
+                }
+                owners
+            }
+        }
+    }
+}
+
+/// The name and tags a spec's text gives (empty when it has none or does not parse: the
+/// handler says what is wrong with it, a scope check only needs what it claims).
+fn spec_owner(text: &str) -> (String, Vec<String>) {
+    let table: toml::Table = toml::from_str(text).unwrap_or_default();
+    let name = table
+        .get("name")
+        .and_then(toml::Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let tags = table
+        .get("tags")
+        .and_then(toml::Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    (name, tags)
+}
+
 /// What the caller's verified client certificate says, if it showed one.
 fn certified<R>(request: &Request<R>) -> Option<Certified> {
     let subject = crate::tls::peer_subject(request)?;
     match subject.kind {
         CertKind::Agent => Some(Certified::Agent(subject.name)),
-        CertKind::Operator { role } => Some(Certified::Operator(subject.name, role)),
+        CertKind::Operator { role } => {
+            Some(Certified::Operator(subject.name, role, Scope::default()))
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! `layer`, which asks the `gate` (identify, authorize, rate-limit, audit refusals) about the
 //! call its request makes (`table`), forwards a request for another node to that node's agent
 //! (`forward`), or runs the handler of its area (`host`, `events`, `services`, `cluster`,
-//! `balancer`) and audits a change.
+//! `balancer`, `tokens`) and audits a change.
 
 pub mod balancer;
 pub mod cluster;
@@ -18,6 +18,7 @@ pub mod http;
 pub mod layer;
 pub mod services;
 pub mod table;
+pub mod tokens;
 
 /// Largest number of past lines (log lines, access records) one request returns.
 pub const MAX_LOG_LINES: u32 = 10_000;

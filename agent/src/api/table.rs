@@ -21,6 +21,22 @@ use strata_proto::v1::{
     Signal, TailAccessLogRequest, TailLogsRequest, TopProcessesReply, TopProcessesRequest,
     WatchClusterRequest, WatchEventsRequest, WatchMetricsRequest, WhoAmIReply, WhoAmIRequest,
 };
+use strata_proto::v1::{
+    CreateTokenReply, CreateTokenRequest, ListTokensReply, ListTokensRequest, RevokeTokenReply,
+    RevokeTokenRequest,
+};
+
+/// What a change acts on, for scoped credentials: a service by name, a spec (whose name and
+/// team are in its text), or the node or cluster as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touches<'a> {
+    /// The service of this name.
+    Service(&'a str),
+    /// The service this spec text defines.
+    Spec(&'a str),
+    /// The node or the cluster.
+    NodeWide,
+}
 
 /// One RPC of `strata.v1.Agent`, implemented on its request message by a row of the table.
 pub trait Rpc: prost::Message + Default + Send + 'static {
@@ -54,6 +70,11 @@ pub trait Rpc: prost::Message + Default + Send + 'static {
 
     /// What a served reply adds to its audit record.
     fn audit_reply(_reply: &Self::Reply, _entry: &mut AuditEntry) {}
+
+    /// What it changes, for scoped credentials: the node as a whole unless a row says.
+    fn touches(&self) -> Touches<'_> {
+        Touches::NodeWide
+    }
 }
 
 /// The rows: `Method(Request) -> Reply, routed | here, call`, then, where a change records
@@ -120,9 +141,17 @@ table! {
             entry.target = format!("service:{}", reply.service);
             entry.args.push(("action".into(), reply.action().label().into()));
         }
+
+        fn touches(&self) -> Touches<'_> {
+            Touches::Spec(&self.spec_toml)
+        }
     };
     RemoveService(RemoveServiceRequest) -> RemoveServiceReply, routed,
-        |_| Call::change("remove", Role::Admin), target |r| format!("service:{}", r.name);
+        |_| Call::change("remove", Role::Admin), target |r| format!("service:{}", r.name), audit {
+        fn touches(&self) -> Touches<'_> {
+            Touches::Service(&self.name)
+        }
+    };
     ControlService(ControlServiceRequest) -> ControlServiceReply, routed, control_call,
         target control_target, audit {
         fn audit_args(&self) -> Vec<(String, String)> {
@@ -133,6 +162,10 @@ table! {
                 }
                 Some(Action::Start(_) | Action::Stop(_) | Action::Restart(_)) | None => Vec::new(),
             }
+        }
+
+        fn touches(&self) -> Touches<'_> {
+            Touches::Service(&self.service)
         }
     };
     TailLogs(TailLogsRequest) -> LogLine, routed, |_| Call::read_heavy("logs");
@@ -155,6 +188,30 @@ table! {
     TailAccessLog(TailAccessLogRequest) -> AccessRecord, routed,
         |_| Call::read_heavy("access log");
     WhoAmI(WhoAmIRequest) -> WhoAmIReply, here, |_| Call::read("whoami");
+    CreateToken(CreateTokenRequest) -> CreateTokenReply, here,
+        |_| Call::change("token create", Role::Admin), target |r| format!("token:{}", r.name),
+        audit {
+        fn audit_args(&self) -> Vec<(String, String)> {
+            let mut args = vec![
+                ("role".into(), strata_proto::v1::Role::from_wire(self.role).label().into()),
+                ("expires_in_secs".into(), self.expires_in_secs.to_string()),
+            ];
+            if let Some(scope) = &self.scope {
+                args.push(("services".into(), scope.services.join(",")));
+                args.push(("team".into(), scope.team.clone()));
+            }
+            args
+        }
+
+        fn audit_reply(reply: &CreateTokenReply, entry: &mut AuditEntry) {
+            if let Some(token) = &reply.token {
+                entry.args.push(("sha256".into(), token.sha256.chars().take(16).collect()));
+            }
+        }
+    };
+    ListTokens(ListTokensRequest) -> ListTokensReply, here, |_| Call::read("token list");
+    RevokeToken(RevokeTokenRequest) -> RevokeTokenReply, here,
+        |_| Call::change("token revoke", Role::Admin), target |r| format!("token:{}", r.name);
 }
 
 /// A control request is named by its action's verb (`restart needs the operate role`); one
@@ -324,6 +381,7 @@ mod tests {
                 role: Role::Admin,
                 via: crate::auth::Via::Token,
                 remote: None,
+                scope: crate::auth::Scope::default(),
             },
             what: "apply".into(),
             target: apply.target().unwrap_or_default(),

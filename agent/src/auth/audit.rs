@@ -111,6 +111,7 @@ mod tests {
                 role: Role::Read,
                 via: Via::Token,
                 remote: "127.0.0.1:5000".parse().ok(),
+                scope: crate::auth::Scope::default(),
             },
             what: "restart".into(),
             target: "service:web".into(),

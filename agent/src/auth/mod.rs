@@ -3,14 +3,21 @@
 //! role it needs, and refused or mutating calls are audited.
 
 pub mod audit;
+pub mod cluster_tokens;
 pub mod command;
+pub mod credentials;
 pub mod limits;
 pub mod role;
+pub mod scope;
 pub mod tokens;
 
 pub use role::Role;
+pub use scope::Scope;
 
+use cluster_tokens::{ClusterTokens, Found};
+use credentials::{LocalFile, MarkerFile, Verdict};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use strata_proto::v1::Via as WireVia;
 use tokens::TokenStore;
 use tonic::Status;
@@ -67,6 +74,8 @@ pub struct Identity {
     pub via: Via,
     /// Where the call came from, when known.
     pub remote: Option<SocketAddr>,
+    /// What it may change (unscoped: everything its role allows).
+    pub scope: Scope,
 }
 
 /// What a verified client certificate says about its holder.
@@ -74,32 +83,72 @@ pub struct Identity {
 pub enum Certified {
     /// An agent of the cluster: may forward calls on behalf of callers it identified.
     Agent(String),
-    /// An operator with a role.
-    Operator(String, Role),
+    /// An operator with a role and a scope.
+    Operator(String, Role, Scope),
 }
 
 /// Decides who a caller is from the request's credentials.
 pub struct Authenticator {
     tokens: TokenStore,
+    cluster: Arc<ClusterTokens>,
+    marker: MarkerFile,
     node: String,
     certificates: bool,
 }
 
 impl Authenticator {
-    /// An authenticator over `tokens` for the agent named `node`. With `certificates`
+    /// An authenticator over the agent-local `tokens` and the `cluster` tokens for the agent
+    /// named `node`, remembering in `marker` that it has had credentials. With `certificates`
     /// (TLS with a client CA), callers need a certificate or a token even while no token
-    /// exists; otherwise an agent without tokens is open.
-    pub fn new(tokens: TokenStore, node: impl Into<String>, certificates: bool) -> Authenticator {
+    /// exists; an agent that never had credentials is open.
+    pub fn new(
+        tokens: TokenStore,
+        cluster: Arc<ClusterTokens>,
+        marker: MarkerFile,
+        node: impl Into<String>,
+        certificates: bool,
+    ) -> Authenticator {
         Authenticator {
             tokens,
+            cluster,
+            marker,
             node: node.into(),
             certificates,
         }
     }
 
+    /// The cluster-wide tokens this agent knows.
+    pub fn cluster_tokens(&self) -> &Arc<ClusterTokens> {
+        &self.cluster
+    }
+
+    /// The state of the credentials now; notes in the data dir when credentials appear, so
+    /// the agent stays closed even if they vanish.
+    pub fn verdict(&self) -> Verdict {
+        let local = match self.tokens.current() {
+            Ok(None) => LocalFile::Missing,
+            Ok(Some(tokens)) => LocalFile::Tokens(tokens.len()),
+            Err(why) => LocalFile::Unreadable(why),
+        };
+        let marker = self.marker.read();
+        let verdict = credentials::decide(
+            marker.as_ref(),
+            &local,
+            self.tokens.path(),
+            self.cluster.len(),
+            self.certificates,
+        );
+        if let Some(tokens_file) = verdict.note
+            && let Err(e) = self.marker.note(tokens_file)
+        {
+            tracing::error!(error = %e, path = %self.marker.path().display(), "cannot note that this agent has credentials");
+        }
+        verdict
+    }
+
     /// Whether calls need credentials right now.
     pub fn credentials_required(&self) -> bool {
-        self.certificates || !matches!(self.tokens.current(), Ok(t) if t.is_empty())
+        self.verdict().required
     }
 
     /// Who the caller is; Unauthenticated (saying what is needed) when it cannot tell.
@@ -109,12 +158,14 @@ impl Authenticator {
         certified: Option<Certified>,
         remote: Option<SocketAddr>,
     ) -> Result<Identity, Status> {
-        let identity = |name: String, role, via| Identity {
+        let identity = |name: String, role, via, scope| Identity {
             name,
             role,
             via,
             remote,
+            scope,
         };
+        let verdict = self.verdict();
         if let Some(value) = metadata.get(AUTHORIZATION_HEADER) {
             let secret = value
                 .to_str()
@@ -126,60 +177,101 @@ impl Authenticator {
                         "the authorization header must be \"Bearer <token>\" (use --token or STRATA_TOKEN)",
                     )
                 })?;
-            let token = self.tokens.lookup(secret).map_err(|e| {
-                Status::unauthenticated(format!(
-                    "agent {} cannot check tokens, so it refuses them all: {e}",
-                    self.node
-                ))
-            })?;
-            return match token {
-                Some(t) => Ok(identity(t.name, t.role, Via::Token)),
-                None => Err(Status::unauthenticated(format!(
-                    "the token is not valid on agent {}: it was revoked or made on another agent \
-                     (an admin makes one with `strata-agent token create NAME --role ROLE`)",
+            if let Some(why) = &verdict.damaged {
+                return Err(self.damaged(why));
+            }
+            let local = self
+                .tokens
+                .lookup(secret)
+                .map_err(|why| self.damaged(&why))?;
+            let found = match local {
+                Some(token) => Found::Valid(token),
+                None => self.cluster.lookup(secret).ok_or_else(|| {
+                    Status::unauthenticated(format!(
+                        "the token is not valid on agent {}: it was revoked or never made \
+                         (an admin makes one with `strata token create NAME --role ROLE`)",
+                        self.node
+                    ))
+                })?,
+            };
+            return match found {
+                Found::Valid(t) => Ok(identity(t.name, t.role, Via::Token, t.scope)),
+                Found::Revoked(why) | Found::Expired(why) => Err(Status::unauthenticated(format!(
+                    "{why}; agent {} refuses it",
                     self.node
                 ))),
             };
         }
         match certified {
-            Some(Certified::Operator(name, role)) => {
-                return Ok(identity(name, role, Via::Certificate));
+            Some(Certified::Operator(name, role, scope)) => {
+                return Ok(identity(name, role, Via::Certificate, scope));
             }
             Some(Certified::Agent(agent)) => {
                 return match metadata.get(ON_BEHALF_HEADER).map(|v| v.to_str()) {
                     Some(Ok(value)) => on_behalf(value)
-                        .map(|(name, role)| identity(name, role, Via::Agent))
+                        .map(|(name, role, scope)| identity(name, role, Via::Agent, scope))
                         .ok_or_else(|| {
                             Status::unauthenticated(format!(
                                 "agent {agent} forwarded a call with a malformed {ON_BEHALF_HEADER} header"
                             ))
                         }),
-                    _ => Ok(identity(format!("agent:{agent}"), Role::Read, Via::Agent)),
+                    _ => Ok(identity(
+                        format!("agent:{agent}"),
+                        Role::Read,
+                        Via::Agent,
+                        Scope::default(),
+                    )),
                 };
             }
             None => {}
         }
-        if self.credentials_required() {
+        if let Some(why) = &verdict.damaged {
+            return Err(self.damaged(why));
+        }
+        if verdict.required {
             return Err(Status::unauthenticated(format!(
                 "agent {} requires credentials: pass a token with --token or STRATA_TOKEN, \
                  or a client certificate with --cert/--key",
                 self.node
             )));
         }
-        Ok(identity("anonymous".into(), Role::Admin, Via::Open))
+        Ok(identity(
+            "anonymous".into(),
+            Role::Admin,
+            Via::Open,
+            Scope::default(),
+        ))
+    }
+
+    /// The refusal of every token (and anonymous caller) while the token file is damaged.
+    fn damaged(&self, why: &str) -> Status {
+        Status::unauthenticated(format!(
+            "agent {} cannot check tokens, so it refuses them all: {why} (restore the file, \
+             or run `strata-agent token reset` as root on that host)",
+            self.node
+        ))
     }
 }
 
-/// Parses the on-behalf header: `NAME ROLE`.
-fn on_behalf(value: &str) -> Option<(String, Role)> {
-    let (name, role) = value.rsplit_once(' ')?;
+/// Parses the on-behalf header: `NAME ROLE [services=GLOB,... team=TEAM]`.
+fn on_behalf(value: &str) -> Option<(String, Role, Scope)> {
+    let mut words = value.split(' ');
+    let name = words.next()?;
     tokens::check_name(name.strip_prefix("cert:").unwrap_or(name)).ok()?;
-    Some((name.to_string(), role.parse().ok()?))
+    let role = words.next()?.parse().ok()?;
+    let mut scope = Scope::default();
+    for word in words {
+        scope.read_header_word(word)?;
+    }
+    Some((name.to_string(), role, scope))
 }
 
-/// The on-behalf header value for `who`.
+/// The on-behalf header value for `who`: name, role and scope.
 pub fn on_behalf_value(who: &Identity) -> String {
-    format!("{} {}", who.name, who.role)
+    match who.scope.to_header() {
+        scope if scope.is_empty() => format!("{} {}", who.name, who.role),
+        scope => format!("{} {} {scope}", who.name, who.role),
+    }
 }
 
 /// PermissionDenied unless `who` holds `needed`; the message says what the call needs.
@@ -220,9 +312,15 @@ mod tests {
         m
     }
 
+    fn authenticator_with(dir: &std::path::Path, certificates: bool) -> Authenticator {
+        let store = TokenStore::open(dir.join(tokens::TOKENS_FILE));
+        let (cluster, _) = ClusterTokens::open(dir, "n1");
+        let marker = MarkerFile::in_dir(dir);
+        Authenticator::new(store, Arc::new(cluster), marker, "n1", certificates)
+    }
+
     fn authenticator(dir: &std::path::Path) -> Authenticator {
-        let store = TokenStore::open(dir.join(tokens::TOKENS_FILE)).unwrap();
-        Authenticator::new(store, "n1", false)
+        authenticator_with(dir, false)
     }
 
     #[test]
@@ -232,8 +330,13 @@ mod tests {
         let anon = auth.identify(&MetadataMap::new(), None, None).unwrap();
         assert_eq!((anon.role, anon.via), (Role::Admin, Via::Open));
 
-        let secret =
-            tokens::create(&dir.path().join(tokens::TOKENS_FILE), "ci", Role::Read).unwrap();
+        let secret = tokens::create(
+            &dir.path().join(tokens::TOKENS_FILE),
+            "ci",
+            Role::Read,
+            &Scope::default(),
+        )
+        .unwrap();
         let err = auth.identify(&MetadataMap::new(), None, None).unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);
         assert!(err.message().contains("--token"), "{}", err.message());
@@ -255,15 +358,55 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_token_file_closes_the_agent_until_the_marker_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(tokens::TOKENS_FILE);
+        let auth = authenticator(dir.path());
+        let secret = tokens::create(&path, "ci", Role::Admin, &Scope::default()).unwrap();
+        assert!(auth.identify(&with_token(&secret), None, None).is_ok());
+        std::fs::remove_file(&path).unwrap();
+        for metadata in [with_token(&secret), MetadataMap::new()] {
+            let err = auth.identify(&metadata, None, None).unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated);
+            assert!(err.message().contains("is missing"), "{}", err.message());
+        }
+        let restarted = authenticator(dir.path());
+        assert!(restarted.identify(&MetadataMap::new(), None, None).is_err());
+        MarkerFile::in_dir(dir.path()).remove().unwrap();
+        let open = restarted.identify(&MetadataMap::new(), None, None).unwrap();
+        assert_eq!(open.via, Via::Open);
+    }
+
+    #[test]
+    fn scopes_travel_in_the_on_behalf_header() {
+        let who = Identity {
+            name: "alice".into(),
+            role: Role::Operate,
+            via: Via::Certificate,
+            remote: None,
+            scope: Scope {
+                services: vec!["web-*".into()],
+                team: Some("pay".into()),
+            },
+        };
+        let value = on_behalf_value(&who);
+        assert_eq!(value, "alice operate services=web-* team=pay");
+        assert_eq!(
+            on_behalf(&value),
+            Some(("alice".into(), Role::Operate, who.scope))
+        );
+        assert_eq!(on_behalf("alice operate bogus"), None);
+    }
+
+    #[test]
     fn certificates_identify_and_agents_vouch() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(dir.path().join(tokens::TOKENS_FILE)).unwrap();
-        let auth = Authenticator::new(store, "n1", true);
+        let auth = authenticator_with(dir.path(), true);
         assert!(
             auth.identify(&MetadataMap::new(), None, None).is_err(),
             "TLS closes it"
         );
-        let op = Certified::Operator("alice".into(), Role::Operate);
+        let op = Certified::Operator("alice".into(), Role::Operate, Scope::default());
         let who = auth.identify(&MetadataMap::new(), Some(op), None).unwrap();
         assert_eq!((who.role, who.via), (Role::Operate, Via::Certificate));
 
@@ -277,7 +420,11 @@ mod tests {
             (vouched.name.as_str(), vouched.role),
             ("alice", Role::Admin)
         );
-        let operator = Some(Certified::Operator("bob".into(), Role::Read));
+        let operator = Some(Certified::Operator(
+            "bob".into(),
+            Role::Read,
+            Scope::default(),
+        ));
         let ignored = auth.identify(&m, operator, None).unwrap();
         assert_eq!(ignored.role, Role::Read, "only agents may vouch");
     }
@@ -289,6 +436,7 @@ mod tests {
             role: Role::Read,
             via: Via::Token,
             remote: None,
+            scope: Scope::default(),
         };
         let err = authorize(&who, Role::Operate, "restart").unwrap_err();
         assert_eq!(err.code(), Code::PermissionDenied);

@@ -3,6 +3,7 @@
 //! and `revoke` take effect without a restart.
 
 use super::role::Role;
+use super::scope::Scope;
 use crate::fsutil::write_atomic;
 use base64::Engine as _;
 use rand::TryRng as _;
@@ -28,6 +29,8 @@ pub struct Token {
     pub role: Role,
     /// SHA-256 of the secret.
     pub sha256: [u8; 32],
+    /// What it may change (unscoped: everything its role allows).
+    pub scope: Scope,
 }
 
 /// What can go wrong reading or changing `tokens.toml`.
@@ -92,6 +95,10 @@ struct TokenEntry {
     sha256: String,
     #[serde(default)]
     created_unix_secs: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    services: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    team: Option<String>,
 }
 
 /// Checks a token name: what audit records and `token list` show.
@@ -165,10 +172,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Token>, TokenError> {
             .map_err(|e: super::role::UnknownRole| invalid("role", e.to_string()))?;
         let sha256 = unhex(&entry.sha256)
             .ok_or_else(|| invalid("sha256", "must be 64 hexadecimal digits".into()))?;
+        let scope = Scope {
+            services: entry.services.clone(),
+            team: entry.team.clone(),
+        };
+        scope.check().map_err(|p| invalid("scope", p))?;
         tokens.push(Token {
             name: entry.name,
             role,
             sha256,
+            scope,
         });
     }
     Ok(tokens)
@@ -217,10 +230,18 @@ fn write_file(path: &Path, file: &TokenFile) -> Result<(), TokenError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
 }
 
-/// Stores a token named `name` with `role` and the given secret (for the same token on
-/// several agents); fails if the name is taken.
-pub fn add(path: &Path, name: &str, role: Role, secret: &str) -> Result<(), TokenError> {
+/// Stores a token named `name` with `role`, `scope` and the given secret (for the same token
+/// on several agents); fails if the name is taken. Notes in the data dir that the agent has
+/// had credentials, so it fails closed from then on.
+pub fn add(
+    path: &Path,
+    name: &str,
+    role: Role,
+    scope: &Scope,
+    secret: &str,
+) -> Result<(), TokenError> {
     check_name(name).map_err(|p| TokenError::Usage(format!("token name {name:?}: {p}")))?;
+    scope.check().map_err(TokenError::Usage)?;
     if secret.trim() != secret || secret.len() < 16 || secret.len() > 512 {
         return Err(TokenError::Usage(
             "the token must be 16 to 512 characters without surrounding spaces".into(),
@@ -235,14 +256,25 @@ pub fn add(path: &Path, name: &str, role: Role, secret: &str) -> Result<(), Toke
         role: role.as_str().to_string(),
         sha256: hex(&hash(secret)),
         created_unix_secs: crate::state::unix_now_ms() / 1000,
+        services: scope.services.clone(),
+        team: scope.team.clone(),
     });
-    write_file(path, &file)
+    write_file(path, &file)?;
+    if let Some(dir) = path.parent() {
+        super::credentials::MarkerFile::in_dir(dir)
+            .note(true)
+            .map_err(|source| TokenError::Io {
+                path: dir.join(super::credentials::MARKER_FILE),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Makes a new token, stores its hash and returns the secret (shown once, never stored).
-pub fn create(path: &Path, name: &str, role: Role) -> Result<String, TokenError> {
+pub fn create(path: &Path, name: &str, role: Role, scope: &Scope) -> Result<String, TokenError> {
     let secret = generate_secret()?;
-    add(path, name, role, &secret)?;
+    add(path, name, role, scope, &secret)?;
     Ok(secret)
 }
 
@@ -266,8 +298,8 @@ pub fn list(path: &Path) -> Result<Vec<Token>, TokenError> {
 }
 
 /// Whether two hashes are equal, in time that does not depend on where they differ.
-fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Identifies a file version: a change of any of these means "read it again".
@@ -277,6 +309,10 @@ struct Cached {
     stamp: Stamp,
     tokens: Result<Arc<Vec<Token>>, String>,
 }
+
+/// What the agent found at `tokens.toml`: no file, a file that cannot be read (why), or
+/// its tokens.
+pub type Found = Result<Option<Arc<Vec<Token>>>, String>;
 
 /// The agent's view of `tokens.toml`, re-read whenever the file changes.
 pub struct TokenStore {
@@ -293,26 +329,26 @@ fn stamp_of(path: &Path) -> Result<Stamp, std::io::Error> {
 }
 
 impl TokenStore {
-    /// Opens the store at `path`; a file that is there but broken is an error, so the agent
-    /// does not start with credentials it cannot read.
-    pub fn open(path: PathBuf) -> Result<TokenStore, TokenError> {
-        let tokens = list(&path)?;
-        let stamp = stamp_of(&path).map_err(|source| TokenError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(TokenStore {
+    /// The store at `path`. A file that is there but broken does not stop the agent: every
+    /// token is refused (and callers with it) until it is fixed.
+    pub fn open(path: PathBuf) -> TokenStore {
+        let stamp = stamp_of(&path).ok().flatten();
+        let tokens = list(&path).map(Arc::new).map_err(|e| e.to_string());
+        TokenStore {
             path,
-            cached: Mutex::new(Cached {
-                stamp,
-                tokens: Ok(Arc::new(tokens)),
-            }),
-        })
+            cached: Mutex::new(Cached { stamp, tokens }),
+        }
     }
 
-    /// The current tokens; `Err` (with the reason) when the file became unreadable, in which
-    /// case every token is refused: a broken file never opens the API.
-    pub fn current(&self) -> Result<Arc<Vec<Token>>, String> {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current tokens: `None` when there is no file; `Err` (with the reason) when the
+    /// file became unreadable, in which case every token is refused: a broken file never
+    /// opens the API.
+    pub fn current(&self) -> Found {
         let stamp = stamp_of(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
         let mut cached = self
             .cached
@@ -325,16 +361,21 @@ impl TokenStore {
                 e.to_string()
             });
         }
-        cached.tokens.clone()
+        match cached.stamp {
+            None => Ok(None),
+            Some(_) => cached.tokens.clone().map(Some),
+        }
     }
 
     /// The token whose secret is `secret`, if any.
     pub fn lookup(&self, secret: &str) -> Result<Option<Token>, String> {
         let digest = hash(secret);
-        let tokens = self.current()?;
+        let Some(tokens) = self.current()? else {
+            return Ok(None);
+        };
         let mut found = None;
         for token in tokens.iter() {
-            if same_hash(&token.sha256, &digest) {
+            if same_bytes(&token.sha256, &digest) {
                 found = Some(token.clone());
             }
         }
@@ -350,7 +391,7 @@ mod tests {
     fn create_stores_only_the_hash_and_lookup_finds_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKENS_FILE);
-        let secret = create(&path, "ci", Role::Operate).unwrap();
+        let secret = create(&path, "ci", Role::Operate, &Scope::default()).unwrap();
         assert!(
             secret.starts_with(TOKEN_PREFIX) && secret.len() > 40,
             "{secret}"
@@ -361,7 +402,7 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        let store = TokenStore::open(path.clone()).unwrap();
+        let store = TokenStore::open(path.clone());
         let found = store.lookup(&secret).unwrap().unwrap();
         assert_eq!((found.name.as_str(), found.role), ("ci", Role::Operate));
         assert_eq!(store.lookup("strata_wrong").unwrap(), None);
@@ -371,9 +412,9 @@ mod tests {
     fn the_store_follows_changes_to_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKENS_FILE);
-        let store = TokenStore::open(path.clone()).unwrap();
-        assert!(store.current().unwrap().is_empty());
-        let secret = create(&path, "ops", Role::Admin).unwrap();
+        let store = TokenStore::open(path.clone());
+        assert!(store.current().unwrap().is_none());
+        let secret = create(&path, "ops", Role::Admin, &Scope::default()).unwrap();
         assert_eq!(store.lookup(&secret).unwrap().unwrap().role, Role::Admin);
         revoke(&path, "ops").unwrap();
         assert_eq!(store.lookup(&secret).unwrap(), None);
@@ -386,17 +427,24 @@ mod tests {
     fn names_are_unique_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKENS_FILE);
-        create(&path, "a", Role::Read).unwrap();
+        create(&path, "a", Role::Read, &Scope::default()).unwrap();
         assert!(matches!(
-            create(&path, "a", Role::Admin),
+            create(&path, "a", Role::Admin, &Scope::default()),
             Err(TokenError::Exists(_))
         ));
         assert!(matches!(
-            create(&path, "bad name", Role::Read),
+            create(&path, "bad name", Role::Read, &Scope::default()),
             Err(TokenError::Usage(_))
         ));
         assert!(matches!(revoke(&path, "b"), Err(TokenError::NotFound(_))));
-        add(&path, "shared", Role::Read, "strata_0123456789abcdef").unwrap();
+        add(
+            &path,
+            "shared",
+            Role::Read,
+            &Scope::default(),
+            "strata_0123456789abcdef",
+        )
+        .unwrap();
         let names: Vec<_> = list(&path).unwrap().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["a", "shared"]);
     }

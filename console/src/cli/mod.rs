@@ -8,6 +8,7 @@ mod docs;
 mod events;
 mod host;
 mod services;
+mod tokens;
 
 use crate::client::connect::{self, Connector, DEFAULT_AGENT};
 use crate::client::ops::{Op, Spec, Target};
@@ -283,6 +284,9 @@ pub enum Command {
         after_help = "Examples:\n  strata demo\n  strata demo --headless\n  strata demo --services ./specs --with-demo"
     )]
     Demo(crate::demo::DemoArgs),
+    /// Cluster-wide API tokens: create (admin; the secret is printed once), list, revoke.
+    #[command(subcommand)]
+    Token(tokens::TokenCommand),
 }
 
 /// Runs one subcommand.
@@ -381,6 +385,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let op = Op::keyring(node, op, key)?;
             change(c, agent, out, op).await.map(drop)
         }
+        Command::Token(command) => tokens::run(c, agent, out, command).await,
         Command::Completions { .. } | Command::Man { .. } | Command::Demo(_) => Ok(()),
     }
 }
