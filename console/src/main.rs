@@ -2,10 +2,10 @@
 
 use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
 use std::process::ExitCode;
+use strata_console::client::FailureKind;
 use strata_console::{cli, tui};
 
 fn main() -> ExitCode {
-    end_quietly_on_a_closed_pipe();
     let matches = cli::Cli::command().get_matches();
     let args = match cli::Cli::from_arg_matches(&matches) {
         Ok(args) => args,
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(failure) if failure.kind == FailureKind::OutputClosed => end_by_sigpipe(),
         Err(failure) => {
             eprintln!("strata: {}", failure.message);
             ExitCode::from(failure.kind.code())
@@ -42,15 +43,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Restores SIGPIPE's default action, which Rust's runtime sets to "ignore": output into a
-/// pipe whose reader has gone (`strata events | head -3`) then ends the process the way it
-/// ends `cat` or `ls`, quietly with the conventional status (128 + 13 in a shell), instead of
-/// a panic in `println!`. Sockets are not affected: Rust sends on them with `MSG_NOSIGNAL`,
-/// and child processes get the default action anyway.
-fn end_quietly_on_a_closed_pipe() {
-    // SAFETY: called first in main, before any other thread exists; setting a signal's
-    // disposition to SIG_DFL runs no handler code.
+/// Ends the process as SIGPIPE ends `cat` when its reader has gone: quietly, by the signal,
+/// so a shell sees 141 and `set -o pipefail` scripts see what they expect. Rust ignores
+/// SIGPIPE (writes to sockets must fail, not kill), so its default action is restored first.
+fn end_by_sigpipe() -> ExitCode {
+    // SAFETY: setting a disposition to SIG_DFL and raising the signal run no handler code;
+    // nothing is written any more.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
     }
+    ExitCode::from(FailureKind::OutputClosed.code())
 }

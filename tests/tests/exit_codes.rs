@@ -144,6 +144,15 @@ fn every_subcommand_keeps_the_exit_code_contract() {
         ("admin", vec!["keyring", "shred"], 2),
         // The test agents gossip unsealed: there is no keyring to list.
         ("admin", vec!["keyring", "list"], 1),
+        (
+            "admin",
+            vec!["token", "create", "ci", "--role", "operate"],
+            0,
+        ),
+        ("admin", vec!["token", "create", "ci2", "--role", "king"], 2),
+        ("admin", vec!["token", "list"], 0),
+        ("admin", vec!["token", "revoke", "ci"], 0),
+        ("admin", vec!["token", "revoke", "nosuch"], 4),
         ("admin", vec!["completions", "tcsh"], 2),
         ("admin", vec!["completions", "bash"], 0),
         ("admin", vec!["man", "--dir", &man_dir], 1),
@@ -166,6 +175,8 @@ fn every_subcommand_keeps_the_exit_code_contract() {
         ("read", vec!["leave", "codes"], 5),
         ("read", vec!["force-leave", "nowhere"], 5),
         ("read", vec!["keyring", "install", "a2V5"], 5),
+        ("read", vec!["token", "create", "mine", "--role", "read"], 5),
+        ("read", vec!["token", "revoke", "ci"], 5),
     ];
     check(&as_reader, |args| reader(args));
     check(&[("bad token", vec!["whoami"], 5)], |args| {
@@ -199,6 +210,7 @@ fn every_subcommand_keeps_the_exit_code_contract() {
         vec!["balancer"],
         vec!["access-log"],
         vec!["keyring", "list"],
+        vec!["token", "list"],
     ]
     .into_iter()
     .map(|args| ("none", args, 3))
@@ -212,7 +224,9 @@ fn output_into_a_closed_pipe_ends_the_cli_quietly() {
     for args in [
         vec!["services"],
         vec!["events", "--since", "1h"],
-        vec!["catalog"],
+        vec!["catalog", "-o", "json"],
+        vec!["top", "--limit", "3"],
+        vec!["completions", "bash"],
     ] {
         let mut all = vec!["--agent".to_string(), f.agent.grpc.to_string()];
         all.extend(["--token".to_string(), f.admin.clone()]);

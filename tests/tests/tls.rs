@@ -276,6 +276,47 @@ fn agents_serve_tls_and_forward_over_mutual_tls() {
         "{}",
         String::from_utf8_lossy(&weak.stderr)
     );
+    // Operator certificates can be scoped like tokens; the scope travels with a forwarded call.
+    for (name, glob) in [("carol", "idl*"), ("dave", "web-*")] {
+        ok(
+            agent_cmd(&[
+                "tls",
+                "issue",
+                "--operator",
+                name,
+                "--role",
+                "operate",
+                "--services",
+                glob,
+                "--ca-dir",
+                pki.to_str().expect("utf-8"),
+                "--dir",
+                pki.to_str().expect("utf-8"),
+            ]),
+            "tls issue --operator NAME --role operate --services GLOB",
+        );
+    }
+    ok(
+        strata_tls(
+            &a,
+            &ca,
+            Some((&pki, "carol")),
+            &["--node", "b", "restart", "idle"],
+        ),
+        "carol (services idl*) restarts idle on b",
+    );
+    let outside = strata_tls(
+        &a,
+        &ca,
+        Some((&pki, "dave")),
+        &["--node", "b", "restart", "idle"],
+    );
+    assert_eq!(outside.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&outside.stderr).contains("may change only services web-*"),
+        "{}",
+        String::from_utf8_lossy(&outside.stderr)
+    );
     ok(
         strata_tls(&b, &ca, Some((&pki, "alice")), &["remove", "idle"]),
         "alice removes idle on b",

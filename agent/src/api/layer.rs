@@ -11,7 +11,7 @@ use super::gate::{Call, Gate, ReplyStream, hold};
 use super::table::{Rpc, Touches};
 use crate::auth::audit::AuditEntry;
 use crate::auth::scope::{Subject, team_of};
-use crate::auth::{Certified, Identity, Scope};
+use crate::auth::{Certified, Identity};
 use crate::tls::CertKind;
 use std::future::Future;
 use std::sync::Arc;
@@ -207,8 +207,6 @@ fn certified<R>(request: &Request<R>) -> Option<Certified> {
     let subject = crate::tls::peer_subject(request)?;
     match subject.kind {
         CertKind::Agent => Some(Certified::Agent(subject.name)),
-        CertKind::Operator { role } => {
-            Some(Certified::Operator(subject.name, role, Scope::default()))
-        }
+        CertKind::Operator { role, scope } => Some(Certified::Operator(subject.name, role, scope)),
     }
 }

@@ -4,7 +4,7 @@
 use super::files::{self, CA_CERT_FILE, CA_KEY_FILE};
 use super::issue::{self, CA_DAYS, IssueRequest, LEAF_DAYS, Pem};
 use super::subject::CertKind;
-use crate::auth::Role;
+use crate::auth::{Role, Scope};
 use clap::{ArgGroup, Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,7 @@ pub enum TlsCommand {
     Ca(CaArgs),
     /// Issue a certificate signed by the cluster CA: DIR/NAME.pem and DIR/NAME-key.pem.
     #[command(
-        after_help = "Examples:\n  strata-agent tls issue --agent n1 --san 10.0.0.5 --san n1.example.com\n  strata-agent tls issue --operator alice --role operate --days 90"
+        after_help = "Examples:\n  strata-agent tls issue --agent n1 --san 10.0.0.5 --san n1.example.com\n  strata-agent tls issue --operator alice --role operate --days 90\n  strata-agent tls issue --operator web-ci --role operate --services 'web-*'"
     )]
     Issue(IssueArgs),
 }
@@ -74,6 +74,13 @@ pub struct IssueArgs {
     /// The operator's role.
     #[arg(long, conflicts_with = "agent")]
     role: Option<Role>,
+    /// Limit the operator to changing services whose name matches GLOB (`*`, `?`;
+    /// repeatable), like a scoped token.
+    #[arg(long = "services", value_name = "GLOB", requires = "operator")]
+    services: Vec<String>,
+    /// Limit the operator to changing the services of TEAM (spec tag `team:TEAM`).
+    #[arg(long, value_name = "TEAM", requires = "operator")]
+    team: Option<String>,
     /// Where ca.pem and ca-key.pem are [default: <data-dir>/tls].
     #[arg(long, value_name = "DIR")]
     ca_dir: Option<PathBuf>,
@@ -129,7 +136,16 @@ fn ca(args: &CaArgs) -> anyhow::Result<String> {
 fn issue(args: &IssueArgs) -> anyhow::Result<String> {
     let (name, kind) = match (&args.agent, &args.operator, &args.role) {
         (Some(name), None, _) => (name.clone(), CertKind::Agent),
-        (None, Some(name), Some(role)) => (name.clone(), CertKind::Operator { role: *role }),
+        (None, Some(name), Some(role)) => {
+            let scope = Scope {
+                services: args.services.clone(),
+                team: args.team.clone(),
+            };
+            scope
+                .check()
+                .map_err(|e| anyhow::anyhow!("--services/--team: {e}"))?;
+            (name.clone(), CertKind::Operator { role: *role, scope })
+        }
         _ => anyhow::bail!("give --agent NAME, or --operator NAME --role read|operate|admin"),
     };
     let ca_dir = args

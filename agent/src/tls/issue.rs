@@ -274,6 +274,10 @@ mod tests {
         let ca = create_ca("prod", CA_DAYS).unwrap();
         let kind = CertKind::Operator {
             role: Role::Operate,
+            scope: crate::auth::Scope {
+                services: vec!["web-*".into()],
+                team: None,
+            },
         };
         let leaf = issue(&ca, &request("alice", kind.clone())).unwrap();
         let leaf_der = der(&leaf.cert);

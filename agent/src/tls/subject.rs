@@ -2,10 +2,13 @@
 //! identity of the client that presented one on a gRPC request.
 //!
 //! Scheme: CN = the agent's node name or the operator's name; OU = `agent` for an agent,
-//! `operator:ROLE` for an operator, ROLE being a [`Role`]. A certificate is only
-//! believed after rustls verified that it chains to the cluster CA.
+//! `operator:ROLE` for an operator, ROLE being a [`Role`], followed for a scoped operator by
+//! its scope in the on-behalf header's words (`operator:operate services=web-*,api
+//! team=payments`, see [`Scope`]). A certificate is only believed after rustls verified
+//! that it chains to the cluster CA; an OU that does not parse whole is not of the scheme, so
+//! an agent that cannot read a scope refuses the certificate instead of ignoring the scope.
 
-use crate::auth::Role;
+use crate::auth::{Role, Scope};
 use std::fmt;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -23,6 +26,8 @@ pub enum CertKind {
     Operator {
         /// The role the certificate grants.
         role: Role,
+        /// The services it may change (unscoped: all its role allows).
+        scope: Scope,
     },
 }
 
@@ -31,7 +36,12 @@ impl CertKind {
     pub fn unit(&self) -> String {
         match self {
             CertKind::Agent => AGENT_UNIT.to_string(),
-            CertKind::Operator { role } => format!("{OPERATOR_PREFIX}{role}"),
+            CertKind::Operator { role, scope } if scope.is_unscoped() => {
+                format!("{OPERATOR_PREFIX}{role}")
+            }
+            CertKind::Operator { role, scope } => {
+                format!("{OPERATOR_PREFIX}{role} {}", scope.to_header())
+            }
         }
     }
 
@@ -41,8 +51,13 @@ impl CertKind {
         if unit == AGENT_UNIT {
             return Some(CertKind::Agent);
         }
-        let role = unit.strip_prefix(OPERATOR_PREFIX)?.parse().ok()?;
-        Some(CertKind::Operator { role })
+        let mut words = unit.strip_prefix(OPERATOR_PREFIX)?.split(' ');
+        let role = words.next()?.parse().ok()?;
+        let mut scope = Scope::default();
+        for word in words {
+            scope.read_header_word(word)?;
+        }
+        Some(CertKind::Operator { role, scope })
     }
 }
 
@@ -95,14 +110,44 @@ mod tests {
 
     #[test]
     fn units_round_trip_and_unknown_ones_are_refused() {
+        let scoped = Scope {
+            services: vec!["web-*".into(), "api".into()],
+            team: Some("payments".into()),
+        };
         for kind in [
             CertKind::Agent,
-            CertKind::Operator { role: Role::Read },
-            CertKind::Operator { role: Role::Admin },
+            CertKind::Operator {
+                role: Role::Read,
+                scope: Scope::default(),
+            },
+            CertKind::Operator {
+                role: Role::Admin,
+                scope: Scope::default(),
+            },
+            CertKind::Operator {
+                role: Role::Operate,
+                scope: scoped.clone(),
+            },
         ] {
             assert_eq!(CertKind::from_unit(&kind.unit()), Some(kind));
         }
-        for bad in ["", "agents", "operator:", "operator:root", "Operator:read"] {
+        assert_eq!(
+            CertKind::Operator {
+                role: Role::Operate,
+                scope: scoped
+            }
+            .unit(),
+            "operator:operate services=web-*,api team=payments"
+        );
+        for bad in [
+            "",
+            "agents",
+            "operator:",
+            "operator:root",
+            "Operator:read",
+            "operator:operate owner=x",
+            "operator:operate services=web prod",
+        ] {
             assert_eq!(CertKind::from_unit(bad), None, "{bad}");
         }
     }

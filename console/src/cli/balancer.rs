@@ -1,8 +1,8 @@
 //! `strata balancer` and `strata access-log`: the local balancer's figures and connections.
 
-use super::{OutputFormat, print_as};
+use super::{OutputFormat, out, print_as};
 use crate::client::connect::call;
-use crate::client::{Client, Failure, FailureKind};
+use crate::client::{Client, Failure};
 use crate::format::{bytes, table};
 use strata_proto::v1::{AccessRecord, BalancerReply, GetBalancerRequest, TailAccessLogRequest};
 
@@ -97,16 +97,8 @@ pub async fn access_log(
     loop {
         match stream.message().await {
             Ok(Some(record)) => match output {
-                OutputFormat::Json => {
-                    let text = serde_json::to_string(&record).map_err(|e| {
-                        Failure::new(
-                            FailureKind::ActionFailed,
-                            format!("cannot encode JSON: {e}"),
-                        )
-                    })?;
-                    println!("{text}");
-                }
-                OutputFormat::Table => println!("{}", access_line(&record)),
+                OutputFormat::Json => out::json_line(&record)?,
+                OutputFormat::Table => out::line(access_line(&record))?,
             },
             Ok(None) => return Ok(()),
             Err(status) => return Err(Failure::from_status(&status, agent)),

@@ -1,7 +1,7 @@
 //! Shell completions and man pages, generated from the same clap definition as the CLI so
 //! they never drift from it.
 
-use super::Cli;
+use super::{Cli, out};
 use crate::client::{Failure, FailureKind};
 use clap::CommandFactory;
 use std::path::Path;
@@ -9,8 +9,9 @@ use std::path::Path;
 /// `strata completions SHELL`: the completion script on stdout.
 pub fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "strata", &mut std::io::stdout());
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "strata", &mut script);
+    out::raw(&script)
 }
 
 /// `strata man --dir DIR`: `strata.1` and `strata-<subcommand>.1` for every subcommand.
@@ -23,6 +24,5 @@ pub fn man_pages(dir: &Path) -> Result<(), Failure> {
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     clap_mangen::generate_to(Cli::command(), dir).map_err(fail)?;
-    println!("man pages written to {}", dir.display());
-    Ok(())
+    out::line(format!("man pages written to {}", dir.display()))
 }

@@ -1,6 +1,6 @@
 //! `strata events`: query the journal, or follow it live.
 
-use super::{OutputFormat, print_json};
+use super::{OutputFormat, out};
 use crate::client::connect::call;
 use crate::client::{Client, Failure, FailureKind};
 use crate::format::{now_ms, table, time_ms};
@@ -74,9 +74,9 @@ pub async fn events(
     .await?;
     if !args.follow {
         return match output {
-            OutputFormat::Json => print_json(&reply),
+            OutputFormat::Json => out::json_document(&reply),
             OutputFormat::Table => {
-                println!("{}", render_events(&reply.events));
+                out::line(render_events(&reply.events))?;
                 Ok(())
             }
         };
@@ -113,18 +113,9 @@ pub async fn events(
 /// In follow mode: one table-like line, or one JSON object per line.
 fn print_event_line(event: &Event, output: OutputFormat) -> Result<(), Failure> {
     match output {
-        OutputFormat::Json => {
-            let line = serde_json::to_string(event).map_err(|e| {
-                Failure::new(
-                    FailureKind::ActionFailed,
-                    format!("cannot encode JSON: {e}"),
-                )
-            })?;
-            println!("{line}");
-        }
-        OutputFormat::Table => println!("{}", event_line(event)),
+        OutputFormat::Json => out::json_line(event),
+        OutputFormat::Table => out::line(event_line(event)),
     }
-    Ok(())
 }
 
 fn severity_label(event: &Event) -> &'static str {

@@ -7,6 +7,7 @@ mod cluster;
 mod docs;
 mod events;
 mod host;
+pub(crate) mod out;
 mod services;
 mod tokens;
 
@@ -425,24 +426,9 @@ fn print_as<T: serde::Serialize>(
     render: impl FnOnce(&T) -> String,
 ) -> Result<(), Failure> {
     match output {
-        OutputFormat::Json => print_json(value),
-        OutputFormat::Table => {
-            println!("{}", render(value));
-            Ok(())
-        }
+        OutputFormat::Json => out::json_document(value),
+        OutputFormat::Table => out::line(render(value)),
     }
-}
-
-/// Prints `value` as one pretty JSON document.
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| {
-        Failure::new(
-            FailureKind::ActionFailed,
-            format!("cannot encode JSON: {e}"),
-        )
-    })?;
-    println!("{text}");
-    Ok(())
 }
 
 #[cfg(test)]

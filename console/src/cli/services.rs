@@ -1,10 +1,10 @@
 //! Service commands that read: services, service, logs; and the `--wait` flags of the
 //! changes that converge (the changes themselves are [`crate::client::ops`]).
 
-use super::{OutputFormat, print_as};
+use super::{OutputFormat, out, print_as};
 use crate::client::connect::call;
 use crate::client::ops::Target;
-use crate::client::{Client, Failure, FailureKind, converge};
+use crate::client::{Client, Failure, converge};
 use crate::format::{bytes, table, time_ms, uptime};
 use clap::Args;
 use std::time::Duration;
@@ -238,16 +238,8 @@ pub async fn logs(
     loop {
         match stream.message().await {
             Ok(Some(line)) => match output {
-                OutputFormat::Json => {
-                    let text = serde_json::to_string(&line).map_err(|e| {
-                        Failure::new(
-                            FailureKind::ActionFailed,
-                            format!("cannot encode JSON: {e}"),
-                        )
-                    })?;
-                    println!("{text}");
-                }
-                OutputFormat::Table => println!("{}", log_text(&line, prefix)),
+                OutputFormat::Json => out::json_line(&line)?,
+                OutputFormat::Table => out::line(log_text(&line, prefix))?,
             },
             Ok(None) => return Ok(()),
             Err(status) => return Err(Failure::from_status(&status, agent)),

@@ -16,6 +16,9 @@ pub enum FailureKind {
     NotFound,
     /// Missing or insufficient credentials (exit 5).
     PermissionDenied,
+    /// Nobody reads the output any more (`| head -3`): the process ends by SIGPIPE, as
+    /// `cat` would, quietly (141 in a shell).
+    OutputClosed,
 }
 
 impl FailureKind {
@@ -27,6 +30,7 @@ impl FailureKind {
             FailureKind::Unreachable => 3,
             FailureKind::NotFound => 4,
             FailureKind::PermissionDenied => 5,
+            FailureKind::OutputClosed => 141,
         }
     }
 }

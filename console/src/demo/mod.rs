@@ -13,6 +13,7 @@ mod agents;
 mod specs;
 mod teardown;
 
+use crate::cli::out;
 use crate::client::ops::{Op, Spec};
 use crate::client::{ClientAuth, Failure, FailureKind, connect};
 use agents::Agent;
@@ -261,18 +262,19 @@ impl Demo {
     }
 
     /// The headless banner: one line per agent, where to point a console, how to stop.
+    /// Printed once; without a reader (`| head -1`) the demo runs on all the same.
     fn print_addresses(&self, plan: &Plan<'_>) {
-        println!(
+        let mut lines = vec![format!(
             "strata demo: {} agents on loopback, dir={}",
             self.agents.len(),
             plan.root.display()
-        );
+        )];
         for (agent, ready) in self
             .agents
             .iter()
             .filter_map(|a| Some((a, a.ready.as_ref()?)))
         {
-            println!(
+            lines.push(format!(
                 "  node={} pid={} grpc={} http={} gossip={} dns={} balancer={}",
                 ready.node,
                 agent.pid,
@@ -281,21 +283,25 @@ impl Demo {
                 ready.gossip,
                 ready.dns,
                 ready.balancer
-            );
+            ));
         }
+        let first = self.agents.first().and_then(|a| a.ready.as_ref());
         if plan.with_demo {
-            println!("services: {}", specs::demo_names().join(", "));
-            if let Some(first) = self.agents.first().and_then(|a| a.ready.as_ref()) {
-                println!(
+            lines.push(format!("services: {}", specs::demo_names().join(", ")));
+            if let Some(first) = first {
+                lines.push(format!(
                     "web: http://{}:18080/ (on every node's balancer)",
                     first.balancer
-                );
+                ));
             }
         }
-        if let Some(first) = self.agents.first().and_then(|a| a.ready.as_ref()) {
-            println!("console: strata --agent {}", first.grpc);
+        if let Some(first) = first {
+            lines.push(format!("console: strata --agent {}", first.grpc));
         }
-        println!("stop: ctrl-c");
+        lines.push("stop: ctrl-c".to_string());
+        if out::line(lines.join("\n")).is_err() {
+            eprintln!("strata demo: the banner could not be printed; the demo runs on");
+        }
     }
 
     /// Stops the console, removes every service, stops the agents, kills what they still
