@@ -10,8 +10,10 @@ use super::plan::plan_apply;
 use super::ports::PortAllocator;
 pub use super::service::InstanceAction;
 use super::service::{self, NewService, Registry, ServiceCommand, ServiceHandle, ServiceView};
-use super::spec::{HealthCheck, ServiceSpec, SpecError, check_conflicts, parse_spec};
-use super::store::{Desired, Store};
+use super::spec::{
+    HealthCheck, RestartPolicy, ServiceSpec, SpecError, check_conflicts, parse_spec,
+};
+use super::store::{Damage, Desired, Loaded, Store};
 use crate::events::journal::{EventDraft, Journal};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -184,11 +186,23 @@ impl Supervisor {
 
     /// Starts the task of a stored service and lists it.
     fn adopt(&self, spec: Arc<ServiceSpec>, desired: Desired, existing: Vec<u32>) {
+        self.spawn_service(spec, desired, existing, None);
+    }
+
+    /// Starts the task of a service, held unmanaged when `unmanaged` says why, and lists it.
+    fn spawn_service(
+        &self,
+        spec: Arc<ServiceSpec>,
+        desired: Desired,
+        existing: Vec<u32>,
+        unmanaged: Option<String>,
+    ) {
         let new = NewService {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             spec,
             desired,
             existing,
+            unmanaged,
         };
         let name = new.spec.name.clone();
         let handle = service::spawn(self.ctx.clone(), self.services.clone(), new);
@@ -198,38 +212,131 @@ impl Supervisor {
             .insert(name, handle);
     }
 
+    /// Takes up every stored service: a damaged file is recovered from its previous copy
+    /// (a warning naming it), and a service whose spec or desired state is lost is held
+    /// unmanaged (a critical event naming the file): its instances are watched, nothing new
+    /// starts, until its spec is applied again.
     fn load_stored(&self) {
-        let (stored, broken) = match self.ctx.store.load_services() {
+        let check = |text: &str| {
+            parse_spec("spec.toml", text)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let stored = match self.ctx.store.load_services(check) {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the service store");
                 return;
             }
         };
-        for (name, reason) in broken {
-            self.event(
-                "service.invalid",
-                Severity::Critical,
-                &name,
-                format!("stored service {name} cannot be loaded: {reason}"),
-            );
-        }
         for stored in stored {
-            let spec = match parse_spec(&stored.desired.source, &stored.text) {
-                Ok(spec) => Arc::new(spec),
-                Err(e) => {
-                    self.event(
-                        "service.invalid",
-                        Severity::Critical,
-                        &stored.name,
-                        format!("stored spec is no longer valid: {e}"),
-                    );
-                    continue;
+            let name = stored.name.clone();
+            self.report_recovered(&name, &stored.spec);
+            self.report_recovered(&name, &stored.desired);
+            let desired = stored.desired.value().cloned().unwrap_or_default();
+            let spec = stored.spec.value().and_then(|text| {
+                let source = match desired.source.as_str() {
+                    "" => self.ctx.store.spec_path(&name).display().to_string(),
+                    source => source.to_string(),
+                };
+                parse_spec(&source, text).ok()
+            });
+            let existing = self.ctx.store.instance_indexes(&name);
+            let lost = [stored.spec.lost(), stored.desired.lost()]
+                .into_iter()
+                .flatten()
+                .next();
+            match (spec, lost) {
+                (Some(spec), None) => self.adopt(Arc::new(spec), desired, existing),
+                (spec, lost) => {
+                    let damage = lost.cloned().unwrap_or_else(|| Damage {
+                        path: self.ctx.store.spec_path(&name),
+                        reason: "it no longer parses".into(),
+                    });
+                    self.hold_unmanaged(&name, spec, desired, &damage);
                 }
-            };
-            let existing = self.ctx.store.instance_indexes(&spec.name);
-            self.adopt(spec, stored.desired, existing);
+            }
         }
+    }
+
+    /// Records that a stored file was damaged and its previous copy used.
+    fn report_recovered<T>(&self, name: &str, loaded: &Loaded<T>) {
+        let Loaded::Recovered { damage, from, .. } = loaded else {
+            return;
+        };
+        let message = format!(
+            "{} is damaged ({}); the previous good copy {} was used",
+            damage.path.display(),
+            damage.reason,
+            from.display()
+        );
+        tracing::warn!(service = name, "{message}");
+        let draft = EventDraft::new(
+            "service.recovered",
+            Severity::Warning,
+            format!("service:{name}"),
+            message,
+        )
+        .field("file", damage.path.display().to_string());
+        if let Err(e) = self.ctx.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record a service event");
+        }
+    }
+
+    /// Holds `name` unmanaged: the instances its records name are watched (and can be
+    /// stopped), none is started, until a spec of that name is applied. `spec`, when it is
+    /// readable, still gives checks, stop rules and frontends; without it a stand-in names
+    /// the service and never restarts anything.
+    fn hold_unmanaged(
+        &self,
+        name: &str,
+        spec: Option<ServiceSpec>,
+        desired: Desired,
+        damage: &Damage,
+    ) {
+        let why = format!("{} is damaged: {}", damage.path.display(), damage.reason);
+        let records: Vec<(u32, String)> = self
+            .ctx
+            .store
+            .instance_indexes(name)
+            .into_iter()
+            .filter_map(|i| Some((i, self.ctx.store.load_instance(name, i)?.version)))
+            .collect();
+        let spec = match spec {
+            Some(spec) => spec,
+            None => match stand_in_spec(name, &records) {
+                Some(spec) => spec,
+                None => {
+                    self.event(
+                        "service.unmanaged",
+                        Severity::Critical,
+                        name,
+                        format!("{why}; {name:?} cannot even be named as a service, so it is left alone"),
+                    );
+                    return;
+                }
+            },
+        };
+        let mut spec = spec;
+        spec.restart.policy = RestartPolicy::Never;
+        let message = format!(
+            "service {name} is held unmanaged: {why}; its {} running instance(s) are still supervised but nothing is started or restarted until its spec is applied again (strata apply)",
+            records.len()
+        );
+        tracing::error!(service = name, "{message}");
+        let damaged = damage.path.display().to_string();
+        let draft = EventDraft::new(
+            "service.unmanaged",
+            Severity::Critical,
+            format!("service:{name}"),
+            message,
+        )
+        .field("file", damaged);
+        if let Err(e) = self.ctx.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record a service event");
+        }
+        let existing = records.into_iter().map(|(i, _)| i).collect();
+        self.spawn_service(Arc::new(spec), desired, existing, Some(why));
     }
 
     /// Applies every `*.toml` spec in `dir`, in name order, as at start and on a reload
@@ -503,7 +610,19 @@ fn status_of(view: &ServiceView, node: &str) -> ServiceStatus {
         node: node.to_string(),
         tags: spec.tags.clone(),
         health_check: describe_health(spec),
+        unmanaged: view.unmanaged.clone().unwrap_or_default(),
     }
+}
+
+/// What an unmanaged service whose spec is lost runs under: its name, the version its
+/// instances recorded, as many instances as they are, and no restarts; `None` when `name`
+/// is not a service name.
+fn stand_in_spec(name: &str, records: &[(u32, String)]) -> Option<ServiceSpec> {
+    let text = format!("name = {name:?}\ncommand = [\"(unmanaged: its spec is lost)\"]\n");
+    let mut spec = parse_spec("(stand-in)", &text).ok()?;
+    spec.version = records.first().map(|(_, v)| v.clone()).unwrap_or_default();
+    spec.instances = records.len() as u32;
+    Some(spec)
 }
 
 fn catalog_service(view: &ServiceView) -> CatalogService {

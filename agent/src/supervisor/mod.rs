@@ -14,6 +14,7 @@ pub mod plan;
 pub mod policy;
 pub mod ports;
 pub mod rollout;
+pub mod sealed;
 pub mod service;
 pub mod spec;
 pub mod stop_services;
