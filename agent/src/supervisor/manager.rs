@@ -5,6 +5,8 @@
 //! wait for a stop.
 
 use super::cgroup;
+use super::detached::{self, Pids, StopRule, Target};
+use super::rediscover::{self, Verdict};
 use super::instance::InstanceContext;
 use super::plan::plan_apply;
 use super::ports::PortAllocator;
@@ -15,7 +17,7 @@ use super::spec::{
 };
 use super::store::{Damage, Desired, Loaded, Store};
 use crate::events::journal::{EventDraft, Journal};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -125,7 +127,7 @@ impl Supervisor {
             applying: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
         });
-        supervisor.load_stored();
+        supervisor.load_stored().await;
         if let Some(dir) = &config.services_dir
             && let Err(e) = supervisor.load_services_dir(dir).await
         {
@@ -216,7 +218,7 @@ impl Supervisor {
     /// (a warning naming it), and a service whose spec or desired state is lost is held
     /// unmanaged (a critical event naming the file): its instances are watched, nothing new
     /// starts, until its spec is applied again.
-    fn load_stored(&self) {
+    async fn load_stored(&self) {
         let check = |text: &str| {
             parse_spec("spec.toml", text)
                 .map(drop)
@@ -241,6 +243,7 @@ impl Supervisor {
                 };
                 parse_spec(&source, text).ok()
             });
+            self.rediscover(&name, spec.as_ref()).await;
             let existing = self.ctx.store.instance_indexes(&name);
             let lost = [stored.spec.lost(), stored.desired.lost()]
                 .into_iter()
@@ -256,6 +259,126 @@ impl Supervisor {
                     self.hold_unmanaged(&name, spec, desired, &damage);
                 }
             }
+        }
+    }
+
+    /// Finds the live instances of `name` that have no record (a deleted `instance.json` or
+    /// `instances/`) by their cgroup and shim, and adopts each (writing its record again) or,
+    /// when that cannot be rebuilt, stops it; either way an event says which and why. The
+    /// instance tasks then adopt what has a record, so nothing runs twice.
+    async fn rediscover(&self, name: &str, spec: Option<&ServiceSpec>) {
+        let store = &self.ctx.store;
+        let recorded: BTreeSet<u32> = store
+            .instance_indexes(name)
+            .into_iter()
+            .filter(|i| store.load_instance(name, *i).is_some())
+            .collect();
+        let isolation = &self.ctx.isolation;
+        let prefix = format!("{name}-");
+        let groups: BTreeMap<String, Vec<i32>> = isolation
+            .group_names()
+            .into_iter()
+            .filter(|g| g.starts_with(&prefix))
+            .filter_map(|g| {
+                let pids = isolation.open(&g).ok()?.pids();
+                Some((g, pids))
+            })
+            .collect();
+        let instances_dir = store.instances_dir(name);
+        let procs = rediscover::scan_proc();
+        let shim_name = self.ctx.shim_exe.file_name().unwrap_or_default();
+        let found = rediscover::find(&rediscover::Look {
+            name,
+            instances_dir: &instances_dir,
+            shim_name,
+            recorded: &recorded,
+            groups: &groups,
+            procs: &procs,
+            boot_unix_ms: rediscover::boot_unix_ms(),
+            ticks_per_second: procfs::ticks_per_second().max(1),
+        });
+        let ports: Option<Vec<String>> = spec.map(|s| s.ports.keys().cloned().collect());
+        let rule = spec.map_or_else(StopRule::default, |s| StopRule {
+            signal: s.stop.signal,
+            timeout: s.stop.timeout,
+        });
+        let mut to_stop = Vec::new();
+        for found in found {
+            let index = found.index;
+            let record_path = store.instance_dir(name, index).join("instance.json");
+            let lost = format!(
+                "{name}/{index} had no instance record ({}) but was found running by {}",
+                record_path.display(),
+                found.how()
+            );
+            let verdict = rediscover::decide(&found, ports.as_deref());
+            let verdict = match verdict {
+                Verdict::Adopt(record) => match store.save_instance(name, index, &record) {
+                    Ok(()) => {
+                        let message = format!(
+                            "{lost} (shim pid {}, pid {}): adopted, its record rebuilt",
+                            record.shim_pid, record.pid
+                        );
+                        self.rediscovery_event(name, index, Severity::Warning, message, &record_path);
+                        continue;
+                    }
+                    Err(e) => format!("its record cannot be written again: {e}"),
+                },
+                Verdict::Stop(why) => why,
+            };
+            let (pid, start_ticks) = found.service.unwrap_or((0, 0));
+            let (shim_pid, shim_start_ticks) = found.shim.unwrap_or((0, 0));
+            let target = Target {
+                service: name.to_string(),
+                index,
+                pids: Pids {
+                    pid,
+                    start_ticks,
+                    shim_pid,
+                    shim_start_ticks,
+                },
+                rule,
+                unrecorded: None,
+            };
+            to_stop.push((target, format!("{lost}; it cannot be adopted: {verdict}")));
+        }
+        if to_stop.is_empty() {
+            return;
+        }
+        let targets: Vec<Target> = to_stop.iter().map(|(t, _)| t.clone()).collect();
+        let outcomes = tokio::task::spawn_blocking(move || detached::stop_all(&targets))
+            .await
+            .unwrap_or_default();
+        for ((target, why), (outcome, _)) in to_stop.iter().zip(outcomes) {
+            let how = target
+                .describe(outcome)
+                .unwrap_or_else(|| "it had ended meanwhile".into());
+            let record_path = store.instance_dir(name, target.index).join("instance.json");
+            let message = format!("{why}; stopped: {how}");
+            self.rediscovery_event(name, target.index, Severity::Critical, message, &record_path);
+        }
+    }
+
+    fn rediscovery_event(
+        &self,
+        name: &str,
+        index: u32,
+        severity: Severity,
+        message: String,
+        record: &Path,
+    ) {
+        tracing::warn!(service = name, index, "{message}");
+        let draft = EventDraft::new(
+            "service.rediscovered",
+            severity,
+            format!("service:{name}/{index}"),
+            message,
+        )
+        .field("service", name.to_string())
+        .field("instance", index.to_string())
+        .field("file", record.display().to_string());
+        if let Err(e) = self.ctx.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record a service event");
         }
     }
 

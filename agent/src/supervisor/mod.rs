@@ -13,6 +13,7 @@ pub mod manager;
 pub mod plan;
 pub mod policy;
 pub mod ports;
+pub mod rediscover;
 pub mod rollout;
 pub mod sealed;
 pub mod service;

@@ -141,6 +141,11 @@ impl Store {
         self.services.join(name)
     }
 
+    /// The directory holding a service's instance directories.
+    pub fn instances_dir(&self, name: &str) -> PathBuf {
+        self.service_dir(name).join("instances")
+    }
+
     /// The directory of one instance's shim files.
     pub fn instance_dir(&self, name: &str, index: u32) -> PathBuf {
         self.service_dir(name)
