@@ -6,10 +6,10 @@
 
 use super::cgroup;
 use super::detached::{self, Pids, StopRule, Target};
-use super::rediscover::{self, Verdict};
 use super::instance::InstanceContext;
 use super::plan::plan_apply;
 use super::ports::PortAllocator;
+use super::rediscover::{self, Verdict};
 pub use super::service::InstanceAction;
 use super::service::{self, NewService, Registry, ServiceCommand, ServiceHandle, ServiceView};
 use super::spec::{
@@ -319,7 +319,13 @@ impl Supervisor {
                             "{lost} (shim pid {}, pid {}): adopted, its record rebuilt",
                             record.shim_pid, record.pid
                         );
-                        self.rediscovery_event(name, index, Severity::Warning, message, &record_path);
+                        self.rediscovery_event(
+                            name,
+                            index,
+                            Severity::Warning,
+                            message,
+                            &record_path,
+                        );
                         continue;
                     }
                     Err(e) => format!("its record cannot be written again: {e}"),
@@ -355,7 +361,13 @@ impl Supervisor {
                 .unwrap_or_else(|| "it had ended meanwhile".into());
             let record_path = store.instance_dir(name, target.index).join("instance.json");
             let message = format!("{why}; stopped: {how}");
-            self.rediscovery_event(name, target.index, Severity::Critical, message, &record_path);
+            self.rediscovery_event(
+                name,
+                target.index,
+                Severity::Critical,
+                message,
+                &record_path,
+            );
         }
     }
 
@@ -384,11 +396,21 @@ impl Supervisor {
 
     /// Records that a stored file was damaged and its previous copy used.
     fn report_recovered<T>(&self, name: &str, loaded: &Loaded<T>) {
-        let Loaded::Recovered { damage, from, .. } = loaded else {
+        let Loaded::Recovered {
+            damage,
+            from,
+            moved_to,
+            ..
+        } = loaded
+        else {
             return;
         };
+        let kept = moved_to
+            .as_ref()
+            .map(|m| format!("; the damaged file was moved to {}", m.display()))
+            .unwrap_or_default();
         let message = format!(
-            "{} is damaged ({}); the previous good copy {} was used",
+            "{} is damaged ({}); the previous good copy {} was used and put back{kept}",
             damage.path.display(),
             damage.reason,
             from.display()
@@ -427,18 +449,20 @@ impl Supervisor {
             .collect();
         let spec = match spec {
             Some(spec) => spec,
-            None => match stand_in_spec(name, &records) {
-                Some(spec) => spec,
-                None => {
-                    self.event(
+            None => {
+                match stand_in_spec(name, &records) {
+                    Some(spec) => spec,
+                    None => {
+                        self.event(
                         "service.unmanaged",
                         Severity::Critical,
                         name,
                         format!("{why}; {name:?} cannot even be named as a service, so it is left alone"),
                     );
-                    return;
+                        return;
+                    }
                 }
-            },
+            }
         };
         let mut spec = spec;
         spec.restart.policy = RestartPolicy::Never;

@@ -80,8 +80,7 @@ pub fn decide(found: &Found, ports: Option<&[String]>) -> Verdict {
     };
     let Some((pid, start_ticks)) = found.service else {
         return Verdict::Stop(
-            "its shim runs no service (it was starting or ending when the record was lost)"
-                .into(),
+            "its shim runs no service (it was starting or ending when the record was lost)".into(),
         );
     };
     let env = found.env.clone().unwrap_or_default();
@@ -146,7 +145,8 @@ pub fn scan_proc() -> Vec<Proc> {
             if std::fs::metadata(&dir).ok()?.uid() != uid {
                 return None;
             }
-            let (ppid, start_ticks) = parse_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+            let (ppid, start_ticks) =
+                parse_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
             let argv = std::fs::read(format!("{dir}/cmdline"))
                 .map(|raw| split_nul(&raw))
                 .unwrap_or_default();
@@ -162,7 +162,10 @@ pub fn scan_proc() -> Vec<Proc> {
 
 /// (ppid, start ticks) from the text of `/proc/PID/stat`; `None` for a zombie or garbage.
 fn parse_stat(text: &str) -> Option<(i32, u64)> {
-    let fields: Vec<&str> = text.get(text.rfind(')')? + 1..)?.split_whitespace().collect();
+    let fields: Vec<&str> = text
+        .get(text.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
     if fields.first() == Some(&"Z") {
         return None;
     }
@@ -404,9 +407,30 @@ mod tests {
     #[test]
     fn what_cannot_be_rebuilt_is_stopped() {
         let cases = [
-            ("no shim", Found { shim: None, ..live() }, "shim is gone"),
-            ("no service", Found { service: None, ..live() }, "runs no service"),
-            ("no env", Found { env: None, ..live() }, "\"http\" cannot be found"),
+            (
+                "no shim",
+                Found {
+                    shim: None,
+                    ..live()
+                },
+                "shim is gone",
+            ),
+            (
+                "no service",
+                Found {
+                    service: None,
+                    ..live()
+                },
+                "runs no service",
+            ),
+            (
+                "no env",
+                Found {
+                    env: None,
+                    ..live()
+                },
+                "\"http\" cannot be found",
+            ),
         ];
         for (case, found, why) in cases {
             match decide(&found, Some(&names(&["http"]))) {
@@ -433,14 +457,30 @@ mod tests {
     fn instances_are_found_by_shim_argv_and_cgroup_not_by_others() {
         let dir = Path::new("/data/services/web/instances");
         let procs = vec![
-            proc(100, 1, &["/usr/bin/strata-shim", "/data/services/web/instances/1"]),
+            proc(
+                100,
+                1,
+                &["/usr/bin/strata-shim", "/data/services/web/instances/1"],
+            ),
             proc(101, 100, &["/bin/server"]),
             proc(102, 101, &["/bin/worker"]),
             // the shim of an instance with a record
-            proc(200, 1, &["/usr/bin/strata-shim", "/data/services/web/instances/2"]),
+            proc(
+                200,
+                1,
+                &["/usr/bin/strata-shim", "/data/services/web/instances/2"],
+            ),
             // another service, another data dir, another program
-            proc(300, 1, &["/usr/bin/strata-shim", "/data/services/api/instances/1"]),
-            proc(301, 1, &["/usr/bin/strata-shim", "/other/services/web/instances/3"]),
+            proc(
+                300,
+                1,
+                &["/usr/bin/strata-shim", "/data/services/api/instances/1"],
+            ),
+            proc(
+                301,
+                1,
+                &["/usr/bin/strata-shim", "/other/services/web/instances/3"],
+            ),
             proc(302, 1, &["/usr/bin/vim", "/data/services/web/instances/4"]),
             // an instance found by its cgroup only: its shim is gone
             proc(401, 1, &["/bin/server"]),

@@ -94,8 +94,16 @@ mod tests {
     fn damage_to_a_sealed_text_is_found() {
         let sealed = seal_text("name = \"web\"\n");
         let flipped = sealed.replace("web", "wex");
-        assert!(unseal_text(flipped.as_bytes()).unwrap_err().contains("checksum"));
-        assert!(unseal_text(&[0xff, 0xfe, 0x00]).unwrap_err().contains("UTF-8"));
+        assert!(
+            unseal_text(flipped.as_bytes())
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(
+            unseal_text(&[0xff, 0xfe, 0x00])
+                .unwrap_err()
+                .contains("UTF-8")
+        );
         assert!(unseal_text(b"").unwrap_err().contains("empty"));
         let cut = &sealed[..TEXT_HEADER.len() + 10];
         assert!(unseal_text(cut.as_bytes()).is_err());
@@ -103,7 +111,10 @@ mod tests {
 
     #[test]
     fn an_older_unsealed_text_is_taken_as_it_is() {
-        assert_eq!(unseal_text(b"name = \"old\"\n"), Ok("name = \"old\"\n".into()));
+        assert_eq!(
+            unseal_text(b"name = \"old\"\n"),
+            Ok("name = \"old\"\n".into())
+        );
     }
 
     #[test]

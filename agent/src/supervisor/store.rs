@@ -70,11 +70,13 @@ pub struct Damage {
 pub enum Loaded<T> {
     /// The file was good (or written by an older agent, without a checksum).
     Good(T),
-    /// The file was damaged; its previous good copy, `from`, was used.
+    /// The file was damaged; its previous good copy, `from`, was used and put back in its
+    /// place, and the damaged file kept as `moved_to` (when it could be moved).
     Recovered {
         value: T,
         damage: Damage,
         from: PathBuf,
+        moved_to: Option<PathBuf>,
     },
     /// The file was damaged and no previous good copy could be used.
     Lost(Damage),
@@ -304,6 +306,23 @@ fn save_keeping_previous(
     write_atomic(path, bytes)
 }
 
+/// Puts the good copy `bytes` back at `path`, keeping a damaged file there beside it as
+/// `<name>.damaged-<unix seconds>`; returns where it went. Best effort: the value is in
+/// memory either way, and a failure here only means the next start recovers again.
+fn restore(path: &Path, bytes: &[u8]) -> Option<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".damaged-{secs}"));
+    let moved_to = PathBuf::from(name);
+    let moved = std::fs::rename(path, &moved_to).is_ok().then_some(moved_to);
+    if let Err(e) = write_atomic(path, bytes) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot put the previous good copy back");
+    }
+    moved
+}
+
 /// Loads `path` with `parse`, falling back to its previous copy; `None` when neither exists.
 fn load_file<T>(path: &Path, parse: impl Fn(&[u8]) -> Result<T, String>) -> Option<Loaded<T>> {
     let prev = previous_of(path);
@@ -325,6 +344,7 @@ fn load_file<T>(path: &Path, parse: impl Fn(&[u8]) -> Result<T, String>) -> Opti
             Ok(value) => Some(Loaded::Recovered {
                 value,
                 damage: damage(reason),
+                moved_to: restore(path, &bytes),
                 from: prev,
             }),
             Err(why) => Some(Loaded::Lost(damage(format!(
@@ -370,7 +390,10 @@ mod tests {
         let reopened = Store::open(dir.path()).unwrap();
         let services = reopened.load_services(any_spec).unwrap();
         assert_eq!(services.len(), 1);
-        assert_eq!(services[0].spec, Loaded::Good("name = \"echo\"".to_string()));
+        assert_eq!(
+            services[0].spec,
+            Loaded::Good("name = \"echo\"".to_string())
+        );
         assert_eq!(services[0].desired, Loaded::Good(desired));
         assert_eq!(reopened.load_instance("echo", 2), Some(record));
         assert_eq!(reopened.instance_indexes("echo"), vec![2]);
@@ -424,16 +447,22 @@ mod tests {
     fn each_save_keeps_the_previous_good_copy() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.save_service("a", "name = 1", &desired("one")).unwrap();
+        store
+            .save_service("a", "name = 1", &desired("one"))
+            .unwrap();
         assert!(!dir.path().join("services/a/spec.toml.prev").exists());
-        store.save_service("a", "name = 2", &desired("two")).unwrap();
+        store
+            .save_service("a", "name = 2", &desired("two"))
+            .unwrap();
         let prev = std::fs::read(dir.path().join("services/a/spec.toml.prev")).unwrap();
         assert_eq!(unseal_text(&prev), Ok("name = 1".to_string()));
         let prev = std::fs::read(dir.path().join("services/a/desired.json.prev")).unwrap();
         assert_eq!(unseal_json::<Desired>(&prev), Ok(desired("one")));
         // a damaged current file never displaces the good previous copy
         damage(&store.spec_path("a"));
-        store.save_service("a", "name = 3", &desired("three")).unwrap();
+        store
+            .save_service("a", "name = 3", &desired("three"))
+            .unwrap();
         let prev = std::fs::read(dir.path().join("services/a/spec.toml.prev")).unwrap();
         assert_eq!(unseal_text(&prev), Ok("name = 1".to_string()));
     }
@@ -442,8 +471,12 @@ mod tests {
     fn a_damaged_file_is_recovered_from_its_previous_copy() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.save_service("a", "name = 1", &desired("one")).unwrap();
-        store.save_service("a", "name = 2", &desired("two")).unwrap();
+        store
+            .save_service("a", "name = 1", &desired("one"))
+            .unwrap();
+        store
+            .save_service("a", "name = 2", &desired("two"))
+            .unwrap();
         damage(&store.spec_path("a"));
         damage(&dir.path().join("services/a/desired.json"));
         let services = store.load_services(any_spec).unwrap();
@@ -451,6 +484,7 @@ mod tests {
             value,
             damage: found,
             from,
+            moved_to,
         } = &services[0].spec
         else {
             panic!("{:?}", services[0].spec);
@@ -459,6 +493,13 @@ mod tests {
         assert_eq!(found.path, store.spec_path("a"));
         assert!(found.reason.contains("checksum"), "{}", found.reason);
         assert_eq!(from, &dir.path().join("services/a/spec.toml.prev"));
+        assert!(
+            moved_to.as_ref().is_some_and(|m| m.exists()),
+            "the damaged file is kept"
+        );
+        // the good copy is back in place: the next load finds nothing wrong
+        let again = store.load_services(any_spec).unwrap();
+        assert_eq!(again[0].spec, Loaded::Good("name = 1".to_string()));
         assert_eq!(services[0].desired.value(), Some(&desired("one")));
     }
 
@@ -466,15 +507,24 @@ mod tests {
     fn a_spec_that_no_longer_parses_is_recovered_or_lost() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.save_service("a", "name = 1", &desired("one")).unwrap();
+        store
+            .save_service("a", "name = 1", &desired("one"))
+            .unwrap();
         store.save_service("a", "bad", &desired("two")).unwrap();
         store.save_service("b", "bad", &desired("b")).unwrap();
         let services = store.load_services(only_valid).unwrap();
-        assert_eq!(services[0].spec.value().map(String::as_str), Some("name = 1"));
+        assert_eq!(
+            services[0].spec.value().map(String::as_str),
+            Some("name = 1")
+        );
         let Loaded::Lost(lost) = &services[1].spec else {
             panic!("{:?}", services[1].spec);
         };
-        assert!(lost.reason.contains("no longer a valid spec"), "{}", lost.reason);
+        assert!(
+            lost.reason.contains("no longer a valid spec"),
+            "{}",
+            lost.reason
+        );
         assert!(lost.reason.contains("no previous copy"), "{}", lost.reason);
     }
 
