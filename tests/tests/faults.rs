@@ -1166,7 +1166,8 @@ fn kill_9_during_apply_100_times() {
         agent.crash().expect("kill -9");
         let ok = cli.wait().expect("cli").success();
         let stored = std::fs::read_to_string(&stored_path).unwrap_or_default();
-        let which = texts.iter().position(|t| *t == stored);
+        // The stored spec is the applied text under its checksum line.
+        let which = texts.iter().position(|t| stored.ends_with(t.as_str()));
         match which {
             None => problems.push(format!("round {round}: stored spec is neither: {stored:?}")),
             Some(w) if ok && w != new => problems.push(format!(

@@ -335,6 +335,30 @@ impl Isolation {
         Ok(group)
     }
 
+    /// The names of the instance groups that exist below the parent group, sorted: how a
+    /// restarted agent finds instances whose records are lost.
+    pub fn group_names(&self) -> Vec<String> {
+        let root = match &self.mode {
+            Mode::V2 { root, .. } => root,
+            Mode::V1 { roots } => match roots.first() {
+                Some((_, root)) => root,
+                None => return Vec::new(),
+            },
+            Mode::None { .. } => return Vec::new(),
+        };
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
     /// Removes the parent group(s); fails while instance groups remain below. For uninstall
     /// and for tests that made their own parent.
     pub fn remove_root(&self) -> Result<(), CgroupError> {

@@ -117,21 +117,23 @@ impl Target {
 /// stored spec cannot be read or parsed: its instances are stopped all the same), and every
 /// shim an instance directory's `shim.pid` names that no record does.
 pub fn recorded(store: &Store) -> io::Result<Vec<Target>> {
-    let (services, broken) = store.load_services()?;
-    let readable = services.into_iter().map(|s| {
-        let rule = parse_spec("spec.toml", &s.text)
+    let services = store.load_services(|text| {
+        parse_spec("spec.toml", text)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })?;
+    let mut targets = Vec::new();
+    for stored in services {
+        let rule = stored
+            .spec
+            .value()
+            .and_then(|text| parse_spec("spec.toml", text).ok())
             .map(|spec| StopRule {
                 signal: spec.stop.signal,
                 timeout: spec.stop.timeout,
             })
             .unwrap_or_default();
-        (s.name, rule)
-    });
-    let unreadable = broken
-        .into_iter()
-        .map(|(name, _)| (name, StopRule::default()));
-    let mut targets = Vec::new();
-    for (service, rule) in readable.chain(unreadable) {
+        let service = stored.name;
         for index in store.instance_indexes(&service) {
             let recorded = store.load_instance(&service, index).map(|r| Pids::from(&r));
             let target = |pids, unrecorded| Target {

@@ -1142,7 +1142,7 @@ impl InstanceTask {
 
 /// A port name as an environment variable suffix: upper case, anything but letters and
 /// digits as `_` (`admin-api` is `ADMIN_API`).
-fn env_suffix(name: &str) -> String {
+pub fn env_suffix(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {

@@ -5,18 +5,21 @@
 //! wait for a stop.
 
 use super::cgroup;
+use super::detached::{self, Pids, StopRule, Target};
 use super::frontends::{AgentPorts, check_cluster_claims, check_frontends};
 use super::instance::InstanceContext;
 use super::plan::plan_apply;
 use super::ports::PortAllocator;
+use super::rediscover::{self, Verdict};
 pub use super::service::InstanceAction;
 use super::service::{self, NewService, Registry, ServiceCommand, ServiceHandle, ServiceView};
 use super::spec::{
-    HealthCheck, ServiceSpec, SpecError, check_conflicts, check_exec_size, parse_spec,
+    HealthCheck, RestartPolicy, ServiceSpec, SpecError, check_conflicts, check_exec_size,
+    parse_spec,
 };
-use super::store::{Desired, Store};
+use super::store::{Damage, Desired, Loaded, Store};
 use crate::events::journal::{EventDraft, Journal};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -148,7 +151,7 @@ impl Supervisor {
             file_owners: RwLock::new(BTreeMap::new()),
             dir_loaded: std::sync::atomic::AtomicBool::new(false),
         });
-        supervisor.load_stored();
+        supervisor.load_stored().await;
         if let Some(dir) = &config.services_dir
             && let Err(e) = supervisor.load_services_dir(dir).await
         {
@@ -222,11 +225,23 @@ impl Supervisor {
 
     /// Starts the task of a stored service and lists it.
     fn adopt(&self, spec: Arc<ServiceSpec>, desired: Desired, existing: Vec<u32>) {
+        self.spawn_service(spec, desired, existing, None);
+    }
+
+    /// Starts the task of a service, held unmanaged when `unmanaged` says why, and lists it.
+    fn spawn_service(
+        &self,
+        spec: Arc<ServiceSpec>,
+        desired: Desired,
+        existing: Vec<u32>,
+        unmanaged: Option<String>,
+    ) {
         let new = NewService {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             spec,
             desired,
             existing,
+            unmanaged,
         };
         let name = new.spec.name.clone();
         let handle = service::spawn(self.ctx.clone(), self.services.clone(), new);
@@ -236,38 +251,276 @@ impl Supervisor {
             .insert(name, handle);
     }
 
-    fn load_stored(&self) {
-        let (stored, broken) = match self.ctx.store.load_services() {
+    /// Takes up every stored service: a damaged file is recovered from its previous copy
+    /// (a warning naming it), and a service whose spec or desired state is lost is held
+    /// unmanaged (a critical event naming the file): its instances are watched, nothing new
+    /// starts, until its spec is applied again.
+    async fn load_stored(&self) {
+        let check = |text: &str| {
+            parse_spec("spec.toml", text)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let stored = match self.ctx.store.load_services(check) {
             Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the service store");
                 return;
             }
         };
-        for (name, reason) in broken {
-            self.event(
-                "service.invalid",
+        for stored in stored {
+            let name = stored.name.clone();
+            self.report_recovered(&name, &stored.spec);
+            self.report_recovered(&name, &stored.desired);
+            let desired = stored.desired.value().cloned().unwrap_or_default();
+            let spec = stored.spec.value().and_then(|text| {
+                let source = match desired.source.as_str() {
+                    "" => self.ctx.store.spec_path(&name).display().to_string(),
+                    source => source.to_string(),
+                };
+                parse_spec(&source, text).ok()
+            });
+            self.rediscover(&name, spec.as_ref()).await;
+            let existing = self.ctx.store.instance_indexes(&name);
+            let lost = [stored.spec.lost(), stored.desired.lost()]
+                .into_iter()
+                .flatten()
+                .next();
+            match (spec, lost) {
+                (Some(spec), None) => self.adopt(Arc::new(spec), desired, existing),
+                (spec, lost) => {
+                    let damage = lost.cloned().unwrap_or_else(|| Damage {
+                        path: self.ctx.store.spec_path(&name),
+                        reason: "it no longer parses".into(),
+                    });
+                    self.hold_unmanaged(&name, spec, desired, &damage);
+                }
+            }
+        }
+    }
+
+    /// Finds the live instances of `name` that have no record (a deleted `instance.json` or
+    /// `instances/`) by their cgroup and shim, and adopts each (writing its record again) or,
+    /// when that cannot be rebuilt, stops it; either way an event says which and why. The
+    /// instance tasks then adopt what has a record, so nothing runs twice.
+    async fn rediscover(&self, name: &str, spec: Option<&ServiceSpec>) {
+        let store = &self.ctx.store;
+        let recorded: BTreeSet<u32> = store
+            .instance_indexes(name)
+            .into_iter()
+            .filter(|i| store.load_instance(name, *i).is_some())
+            .collect();
+        let isolation = &self.ctx.isolation;
+        let prefix = format!("{name}-");
+        let groups: BTreeMap<String, Vec<i32>> = isolation
+            .group_names()
+            .into_iter()
+            .filter(|g| g.starts_with(&prefix))
+            .filter_map(|g| {
+                let pids = isolation.open(&g).ok()?.pids();
+                Some((g, pids))
+            })
+            .collect();
+        let instances_dir = store.instances_dir(name);
+        let procs = rediscover::scan_proc();
+        let shim_name = self.ctx.shim_exe.file_name().unwrap_or_default();
+        let found = rediscover::find(&rediscover::Look {
+            name,
+            instances_dir: &instances_dir,
+            shim_name,
+            recorded: &recorded,
+            groups: &groups,
+            procs: &procs,
+            boot_unix_ms: rediscover::boot_unix_ms(),
+            ticks_per_second: procfs::ticks_per_second().max(1),
+        });
+        let ports: Option<Vec<String>> = spec.map(|s| s.ports.keys().cloned().collect());
+        let rule = spec.map_or_else(StopRule::default, |s| StopRule {
+            signal: s.stop.signal,
+            timeout: s.stop.timeout,
+        });
+        let mut to_stop = Vec::new();
+        for found in found {
+            let index = found.index;
+            let record_path = store.instance_dir(name, index).join("instance.json");
+            let lost = format!(
+                "{name}/{index} had no instance record ({}) but was found running by {}",
+                record_path.display(),
+                found.how()
+            );
+            let verdict = rediscover::decide(&found, ports.as_deref());
+            let verdict = match verdict {
+                Verdict::Adopt(record) => match store.save_instance(name, index, &record) {
+                    Ok(()) => {
+                        let message = format!(
+                            "{lost} (shim pid {}, pid {}): adopted, its record rebuilt",
+                            record.shim_pid, record.pid
+                        );
+                        self.rediscovery_event(
+                            name,
+                            index,
+                            Severity::Warning,
+                            message,
+                            &record_path,
+                        );
+                        continue;
+                    }
+                    Err(e) => format!("its record cannot be written again: {e}"),
+                },
+                Verdict::Stop(why) => why,
+            };
+            let (pid, start_ticks) = found.service.unwrap_or((0, 0));
+            let (shim_pid, shim_start_ticks) = found.shim.unwrap_or((0, 0));
+            let target = Target {
+                service: name.to_string(),
+                index,
+                pids: Pids {
+                    pid,
+                    start_ticks,
+                    shim_pid,
+                    shim_start_ticks,
+                },
+                rule,
+                unrecorded: None,
+            };
+            to_stop.push((target, format!("{lost}; it cannot be adopted: {verdict}")));
+        }
+        if to_stop.is_empty() {
+            return;
+        }
+        let targets: Vec<Target> = to_stop.iter().map(|(t, _)| t.clone()).collect();
+        let outcomes = tokio::task::spawn_blocking(move || detached::stop_all(&targets))
+            .await
+            .unwrap_or_default();
+        for ((target, why), (outcome, _)) in to_stop.iter().zip(outcomes) {
+            let how = target
+                .describe(outcome)
+                .unwrap_or_else(|| "it had ended meanwhile".into());
+            let record_path = store.instance_dir(name, target.index).join("instance.json");
+            let message = format!("{why}; stopped: {how}");
+            self.rediscovery_event(
+                name,
+                target.index,
                 Severity::Critical,
-                &name,
-                format!("stored service {name} cannot be loaded: {reason}"),
+                message,
+                &record_path,
             );
         }
-        for stored in stored {
-            let spec = match parse_spec(&stored.desired.source, &stored.text) {
-                Ok(spec) => Arc::new(spec),
-                Err(e) => {
-                    self.event(
-                        "service.invalid",
-                        Severity::Critical,
-                        &stored.name,
-                        format!("stored spec is no longer valid: {e}"),
-                    );
-                    continue;
-                }
-            };
-            let existing = self.ctx.store.instance_indexes(&spec.name);
-            self.adopt(spec, stored.desired, existing);
+    }
+
+    fn rediscovery_event(
+        &self,
+        name: &str,
+        index: u32,
+        severity: Severity,
+        message: String,
+        record: &Path,
+    ) {
+        tracing::warn!(service = name, index, "{message}");
+        let draft = EventDraft::new(
+            "service.rediscovered",
+            severity,
+            format!("service:{name}/{index}"),
+            message,
+        )
+        .field("service", name.to_string())
+        .field("instance", index.to_string())
+        .field("file", record.display().to_string());
+        if let Err(e) = self.ctx.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record a service event");
         }
+    }
+
+    /// Records that a stored file was damaged and its previous copy used.
+    fn report_recovered<T>(&self, name: &str, loaded: &Loaded<T>) {
+        let Loaded::Recovered {
+            damage,
+            from,
+            moved_to,
+            ..
+        } = loaded
+        else {
+            return;
+        };
+        let kept = moved_to
+            .as_ref()
+            .map(|m| format!("; the damaged file was moved to {}", m.display()))
+            .unwrap_or_default();
+        let message = format!(
+            "{} is damaged ({}); the previous good copy {} was used and put back{kept}",
+            damage.path.display(),
+            damage.reason,
+            from.display()
+        );
+        tracing::warn!(service = name, "{message}");
+        let draft = EventDraft::new(
+            "service.recovered",
+            Severity::Warning,
+            format!("service:{name}"),
+            message,
+        )
+        .field("file", damage.path.display().to_string());
+        if let Err(e) = self.ctx.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record a service event");
+        }
+    }
+
+    /// Holds `name` unmanaged: the instances its records name are watched (and can be
+    /// stopped), none is started, until a spec of that name is applied. `spec`, when it is
+    /// readable, still gives checks, stop rules and frontends; without it a stand-in names
+    /// the service and never restarts anything.
+    fn hold_unmanaged(
+        &self,
+        name: &str,
+        spec: Option<ServiceSpec>,
+        desired: Desired,
+        damage: &Damage,
+    ) {
+        let why = format!("{} is damaged: {}", damage.path.display(), damage.reason);
+        let records: Vec<(u32, String)> = self
+            .ctx
+            .store
+            .instance_indexes(name)
+            .into_iter()
+            .filter_map(|i| Some((i, self.ctx.store.load_instance(name, i)?.version)))
+            .collect();
+        let spec = match spec {
+            Some(spec) => spec,
+            None => {
+                match stand_in_spec(name, &records) {
+                    Some(spec) => spec,
+                    None => {
+                        self.event(
+                        "service.unmanaged",
+                        Severity::Critical,
+                        name,
+                        format!("{why}; {name:?} cannot even be named as a service, so it is left alone"),
+                    );
+                        return;
+                    }
+                }
+            }
+        };
+        let mut spec = spec;
+        spec.restart.policy = RestartPolicy::Never;
+        let message = format!(
+            "service {name} is held unmanaged: {why}; its {} running instance(s) are still supervised but nothing is started or restarted until its spec is applied again (strata apply)",
+            records.len()
+        );
+        tracing::error!(service = name, "{message}");
+        let damaged = damage.path.display().to_string();
+        let draft = EventDraft::new(
+            "service.unmanaged",
+            Severity::Critical,
+            format!("service:{name}"),
+            message,
+        )
+        .field("file", damaged);
+        if let Err(e) = self.ctx.journal.append(draft) {
+            tracing::warn!(error = %e, "cannot record a service event");
+        }
+        let existing = records.into_iter().map(|(i, _)| i).collect();
+        self.spawn_service(Arc::new(spec), desired, existing, Some(why));
     }
 
     /// Applies every `*.toml` spec in `dir`, in name order, as at start and on a reload
@@ -748,7 +1001,19 @@ fn status_of(view: &ServiceView, node: &str) -> ServiceStatus {
         node: node.to_string(),
         tags: spec.tags.clone(),
         health_check: describe_health(spec),
+        unmanaged: view.unmanaged.clone().unwrap_or_default(),
     }
+}
+
+/// What an unmanaged service whose spec is lost runs under: its name, the version its
+/// instances recorded, as many instances as they are, and no restarts; `None` when `name`
+/// is not a service name.
+fn stand_in_spec(name: &str, records: &[(u32, String)]) -> Option<ServiceSpec> {
+    let text = format!("name = {name:?}\ncommand = [\"(unmanaged: its spec is lost)\"]\n");
+    let mut spec = parse_spec("(stand-in)", &text).ok()?;
+    spec.version = records.first().map(|(_, v)| v.clone()).unwrap_or_default();
+    spec.instances = records.len() as u32;
+    Some(spec)
 }
 
 fn catalog_service(view: &ServiceView) -> CatalogService {

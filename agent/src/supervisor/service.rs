@@ -45,6 +45,9 @@ pub struct ServiceView {
     /// Why the last update or restart stopped before replacing every instance; cleared by
     /// the next one.
     pub update_failed: Option<String>,
+    /// Why the service is held unmanaged (its stored spec or desired state is damaged):
+    /// its running instances are watched, nothing is started, until a spec is applied.
+    pub unmanaged: Option<String>,
 }
 
 impl ServiceView {
@@ -108,6 +111,8 @@ pub struct NewService {
     /// Instance indexes the store holds: re-adopted, and those beyond the count removed
     /// as the floor allows.
     pub existing: Vec<u32>,
+    /// Held unmanaged, and why: `existing` are watched, nothing new starts.
+    pub unmanaged: Option<String>,
 }
 
 /// Starts the task of a service whose spec is already stored.
@@ -117,6 +122,7 @@ pub fn spawn(ctx: Arc<InstanceContext>, registry: Registry, new: NewService) -> 
         spec,
         desired,
         existing,
+        unmanaged,
     } = new;
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let view = Arc::new(ServiceView {
@@ -125,6 +131,7 @@ pub fn spawn(ctx: Arc<InstanceContext>, registry: Registry, new: NewService) -> 
         instances: BTreeMap::new(),
         removing: false,
         update_failed: None,
+        unmanaged: unmanaged.clone(),
     });
     let (view_tx, view) = watch::channel(view);
     let changes = ctx.changes.subscribe();
@@ -143,10 +150,11 @@ pub fn spawn(ctx: Arc<InstanceContext>, registry: Registry, new: NewService) -> 
         update_failed: None,
         changes,
         removal: None,
+        unmanaged,
         view: view_tx,
         rx,
     };
-    let run = !runner.desired.stopped;
+    let run = !runner.desired.stopped && runner.unmanaged.is_none();
     for index in existing {
         let handle = instance::spawn(runner.ctx.clone(), runner.spec.clone(), index, run);
         runner.members.insert(index, Slot::new(handle, 0));
@@ -228,6 +236,8 @@ struct Runner {
     changes: watch::Receiver<u64>,
     /// Set once a removal began.
     removal: Option<Removal>,
+    /// Held unmanaged, and why (see [`ServiceView::unmanaged`]).
+    unmanaged: Option<String>,
     view: watch::Sender<Arc<ServiceView>>,
     rx: mpsc::Receiver<ServiceCommand>,
 }
@@ -302,6 +312,34 @@ impl Runner {
             }
             return;
         }
+        if let Some(why) = &self.unmanaged {
+            let refused = |what: &str| {
+                SupervisorError::Conflict(format!(
+                    "{} cannot {what} while it is unmanaged ({why}); apply its spec to manage it again",
+                    self.spec.name
+                ))
+            };
+            match command {
+                ServiceCommand::Scale { reply, .. } => {
+                    let _ = reply.send(Err(refused("be scaled")));
+                    return;
+                }
+                ServiceCommand::Control {
+                    action: InstanceAction::Start | InstanceAction::Restart,
+                    reply,
+                    ..
+                } => {
+                    let _ = reply.send(Err(refused("start instances")));
+                    return;
+                }
+                other => return self.on_managed_command(other),
+            }
+        }
+        self.on_managed_command(command);
+    }
+
+    /// Carries out a command a held-unmanaged service accepts too.
+    fn on_managed_command(&mut self, command: ServiceCommand) {
         match command {
             ServiceCommand::Update {
                 spec,
@@ -347,6 +385,7 @@ impl Runner {
             instances,
             removing: self.removal.is_some(),
             update_failed: self.update_failed.clone(),
+            unmanaged: self.unmanaged.clone(),
         }));
         self.ctx.bump();
     }
@@ -355,6 +394,10 @@ impl Runner {
     /// replies are then owed by this one). `replace` says whether outdated instances are
     /// replaced; `reply` is answered when it ends.
     fn begin(&mut self, replace: bool, reply: Option<(Reply, String)>) {
+        if self.unmanaged.is_some() {
+            // Without a spec of its own nothing is started, replaced or removed.
+            return;
+        }
         let now = Instant::now();
         let count = self.count();
         let has_frontend = self.spec.ports.values().any(|p| p.frontend.is_some());
@@ -597,8 +640,10 @@ impl Runner {
             .map_err(|e| {
                 SupervisorError::Failed(format!("cannot store the spec of {}: {e}", spec.name))
             })?;
+        let was_unmanaged = self.unmanaged.take().is_some();
         self.spec = spec.clone();
         self.desired = desired;
+        let readopted = was_unmanaged.then(|| self.readopt(&spec));
         for handle in self
             .members
             .values()
@@ -611,7 +656,9 @@ impl Runner {
         if let Some(why) = self.update_failed.take() {
             notes.push(format!("retrying after: {why}"));
         }
-        let restart = plan.needs_restart() && !self.desired.stopped;
+        notes.extend(readopted);
+        // A re-adopted service's instances were sorted by version already.
+        let restart = plan.needs_restart() && !self.desired.stopped && !was_unmanaged;
         if restart {
             self.generation += 1;
         }
@@ -631,6 +678,26 @@ impl Runner {
         );
         self.publish();
         Ok(notes)
+    }
+
+    /// Takes back the instances of a service held unmanaged under `spec`: those running
+    /// its version are current, the others outdated (replaced health-gated, as any update).
+    fn readopt(&mut self, spec: &ServiceSpec) -> String {
+        self.generation += 1;
+        let mut kept = 0;
+        for slot in self.members.values_mut() {
+            if slot.handle.status.borrow().version == spec.version {
+                slot.generation = self.generation;
+                kept += 1;
+            }
+        }
+        let total = self.members.len();
+        let message = format!(
+            "{} managed again from {}: {kept} of its {total} instance(s) run version {:?} and are kept, the others are replaced",
+            spec.name, self.desired.source, spec.version
+        );
+        self.event("service.readopted", Severity::Warning, message.clone());
+        message
     }
 
     /// Instances still to be replaced.

@@ -102,7 +102,11 @@ pub fn render_services(reply: &ListServicesReply) -> String {
             s.version.clone(),
             format!("{running}/{}", s.desired_instances),
             format!("{}/{}", s.passing, s.instances.len()),
-            s.summary_state().to_string(),
+            if s.unmanaged.is_empty() {
+                s.summary_state().to_string()
+            } else {
+                "unmanaged".to_string()
+            },
             if frontend.is_empty() {
                 "-".into()
             } else {
@@ -152,6 +156,9 @@ pub fn render_service(s: &ServiceStatus) -> String {
         ),
         format!("Health:     {}", s.health_check),
     ];
+    if !s.unmanaged.is_empty() {
+        out.push(format!("Unmanaged:  {}", s.unmanaged));
+    }
     if !s.frontend_ports.is_empty() {
         let ports: Vec<String> = s
             .frontend_ports

@@ -203,9 +203,9 @@ impl Op {
     /// its outcome ([`Outcome::failure`]).
     pub async fn run(self, client: &mut Client, agent: &str) -> Result<Outcome, Failure> {
         Ok(match self {
-            Op::Control(request) => {
-                Outcome::Control(call(client.control_service(request), agent).await?)
-            }
+            Op::Control(request) => Outcome::Control(Box::new(
+                call(client.control_service(request), agent).await?,
+            )),
             Op::Drain(request) => Outcome::Drain(call(client.drain_node(request), agent).await?),
             Op::Apply {
                 node,

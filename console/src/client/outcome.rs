@@ -14,8 +14,8 @@ use strata_proto::v1::{
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Outcome {
-    /// A start, stop, restart, scale or signal.
-    Control(ControlServiceReply),
+    /// A start, stop, restart, scale or signal (boxed: it carries a whole service status).
+    Control(Box<ControlServiceReply>),
     /// A drain or undrain.
     Drain(DrainNodeReply),
     /// An apply (or its dry run).
@@ -219,10 +219,10 @@ mod tests {
     fn every_outcome_has_its_message_and_its_line() {
         let cases = [
             (
-                Outcome::Control(ControlServiceReply {
+                Outcome::Control(Box::new(ControlServiceReply {
                     service: None,
                     message: "restarted web/2".into(),
-                }),
+                })),
                 "restarted web/2",
                 "restarted web/2",
             ),

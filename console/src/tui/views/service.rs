@@ -22,7 +22,18 @@ impl Component for Service {
     fn draw(&self, frame: &mut Frame, area: Rect, cx: &Ctx) {
         let (m, t) = (cx.model, cx.theme);
         let s = &m.service;
-        let errors: Vec<String> = s.errors.iter().map(|(n, e)| format!("{n}: {e}")).collect();
+        // A node that holds the service unmanaged says why beside the nodes that failed.
+        let unmanaged = s
+            .per_node
+            .iter()
+            .filter(|(_, st)| !st.unmanaged.is_empty())
+            .map(|(n, st)| format!("{n}: unmanaged: {}", st.unmanaged));
+        let errors: Vec<String> = s
+            .errors
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .chain(unmanaged)
+            .collect();
         let [list, err] = Layout::vertical([
             Constraint::Min(1),
             Constraint::Length(errors.len().min(3) as u16),
