@@ -46,24 +46,31 @@ fn make_pki(dir: &Path, cluster: &str, agents: &[&str], operator: &str) -> PathB
             "tls issue --agent",
         );
     }
-    ok(
-        agent_cmd(&[
-            "tls",
-            "issue",
-            "--operator",
-            operator,
-            "--role",
-            "admin",
-            "--ca-dir",
-            d,
-            "--dir",
-            d,
-            "--days",
-            "30",
-        ]),
-        "tls issue --operator",
-    );
+    issue_operator(dir, operator, "admin", &["--days", "30"]);
     dir.to_path_buf()
+}
+
+/// `strata-agent tls issue --operator NAME --role ROLE EXTRA...` with the CA in `pki`, into
+/// `pki`.
+fn issue_operator(pki: &Path, name: &str, role: &str, extra: &[&str]) {
+    let d = pki.to_str().expect("utf-8 temp path");
+    let mut args = vec![
+        "tls",
+        "issue",
+        "--operator",
+        name,
+        "--role",
+        role,
+        "--ca-dir",
+        d,
+        "--dir",
+        d,
+    ];
+    args.extend_from_slice(extra);
+    ok(
+        agent_cmd(&args),
+        &format!("tls issue --operator {name} --role {role} {extra:?}"),
+    );
 }
 
 fn tls_agent(root: &Path, pki: &Path, name: &str, join: Option<&AgentProcess>) -> AgentProcess {
@@ -249,21 +256,7 @@ fn agents_serve_tls_and_forward_over_mutual_tls() {
             && e["fields"]["result"] == "ok"),
         "{records:#?}"
     );
-    ok(
-        agent_cmd(&[
-            "tls",
-            "issue",
-            "--operator",
-            "bob",
-            "--role",
-            "read",
-            "--ca-dir",
-            pki.to_str().expect("utf-8"),
-            "--dir",
-            pki.to_str().expect("utf-8"),
-        ]),
-        "tls issue --operator bob --role read",
-    );
+    issue_operator(&pki, "bob", "read", &[]);
     let weak = strata_tls(
         &a,
         &ca,
@@ -278,23 +271,7 @@ fn agents_serve_tls_and_forward_over_mutual_tls() {
     );
     // Operator certificates can be scoped like tokens; the scope travels with a forwarded call.
     for (name, glob) in [("carol", "idl*"), ("dave", "web-*")] {
-        ok(
-            agent_cmd(&[
-                "tls",
-                "issue",
-                "--operator",
-                name,
-                "--role",
-                "operate",
-                "--services",
-                glob,
-                "--ca-dir",
-                pki.to_str().expect("utf-8"),
-                "--dir",
-                pki.to_str().expect("utf-8"),
-            ]),
-            "tls issue --operator NAME --role operate --services GLOB",
-        );
+        issue_operator(&pki, name, "operate", &["--services", glob]);
     }
     ok(
         strata_tls(
