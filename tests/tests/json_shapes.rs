@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use strata_proto::v1::{
     AccessOutcome, Algorithm, ApplyAction, Health, InstanceState, ListenerState, LogStream,
-    MemberStatus,
+    MemberStatus, Role,
 };
 use strata_tests::{AgentOptions, AgentProcess, binary};
 
@@ -86,6 +86,7 @@ fn words_of(key: &str) -> Option<Vec<&'static str>> {
         "action" => labels(ApplyAction::ALL, ApplyAction::label),
         "stream" => labels(LogStream::ALL, LogStream::label),
         "outcome" => labels(AccessOutcome::ALL, AccessOutcome::label),
+        "role" => labels(Role::ALL, Role::label),
         _ => return None,
     })
 }
@@ -224,6 +225,38 @@ fn every_subcommands_json_keeps_its_field_names() {
     insta::assert_snapshot!("logs", shape(&logs));
     check_words("", &access, &mut words);
     insta::assert_snapshot!("access_log", shape(&access));
+    // Last: the first token closes the agent to anonymous callers.
+    let created = json(
+        &agent,
+        &[
+            "token",
+            "create",
+            "ci",
+            "--role",
+            "admin",
+            "--expires",
+            "30d",
+            "-o",
+            "json",
+        ],
+    );
+    check_words("", &created, &mut words);
+    insta::assert_snapshot!("token_create", shape(&created));
+    let secret = created["secret"].as_str().expect("the secret, once");
+    for (name, args) in [
+        ("token_list", ["token", "list"]),
+        ("token_revoke", ["token", "revoke"]),
+    ] {
+        let mut full = vec!["--token", secret];
+        full.extend(args);
+        if name == "token_revoke" {
+            full.push("ci");
+        }
+        full.extend(["-o", "json"]);
+        let doc = json(&agent, &full);
+        check_words("", &doc, &mut words);
+        insta::assert_snapshot!(name, shape(&doc));
+    }
     let keys: Vec<&str> = words.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -232,6 +265,7 @@ fn every_subcommands_json_keeps_its_field_names() {
             "algorithm",
             "health",
             "outcome",
+            "role",
             "state",
             "status",
             "stream"
