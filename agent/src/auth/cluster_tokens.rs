@@ -34,6 +34,10 @@ const MAX_TOKENS: usize = 1000;
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// How often the set is merged from the catalog even without a change event.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// How long the record of an expired token is kept (for `strata token list`) before every
+/// agent forgets it. Safe, unlike forgetting a revocation: any copy a peer still holds is of
+/// the same incarnation, so it is expired too and refused on arrival.
+const EXPIRED_KEPT_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Why a cluster token could not be made, revoked or stored.
 #[derive(Debug, thiserror::Error)]
@@ -123,16 +127,28 @@ pub fn wire_scope(scope: &Scope) -> Option<TokenScope> {
     })
 }
 
-/// Merges `incoming` into `set`; whether the set changed. Records that fail their checks,
-/// and new names beyond the bound, are left out.
+/// Whether the record of `t` is forgotten at `now_ms`: it expired over a week ago.
+fn forgotten(t: &ClusterToken, now_ms: i64) -> bool {
+    t.expires_unix_ms > 0 && now_ms > t.expires_unix_ms.saturating_add(EXPIRED_KEPT_MS)
+}
+
+/// Merges `incoming` into `set` at `now_ms`; whether the set changed. Records that fail their
+/// checks, new names beyond the bound, and tokens long expired (held or incoming) are left
+/// out.
 pub fn merge(
     set: &mut BTreeMap<String, ClusterToken>,
     incoming: impl IntoIterator<Item = ClusterToken>,
+    now_ms: i64,
 ) -> bool {
-    let mut changed = false;
+    let held = set.len();
+    set.retain(|_, t| !forgotten(t, now_ms));
+    let mut changed = set.len() != held;
     for token in incoming {
         if let Err(e) = check(&token) {
             tracing::debug!(error = %e, "cluster token left out");
+            continue;
+        }
+        if forgotten(&token, now_ms) {
             continue;
         }
         match set.get(&token.name) {
@@ -231,7 +247,7 @@ impl ClusterTokens {
         let finding = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<TokensFile>(&bytes) {
                 Ok(file) => {
-                    merge(&mut set, file.tokens);
+                    merge(&mut set, file.tokens, crate::state::unix_now_ms());
                     None
                 }
                 Err(e) => Some(set_aside(&path, &e.to_string())),
@@ -306,7 +322,7 @@ impl ClusterTokens {
         &self,
         incoming: impl IntoIterator<Item = ClusterToken>,
     ) -> Result<bool, ClusterTokenError> {
-        self.change(|set| Ok(merge(set, incoming)))
+        self.change(|set| Ok(merge(set, incoming, crate::state::unix_now_ms())))
     }
 
     /// Makes a token for `by` and returns its record and secret (shown once).
@@ -425,6 +441,9 @@ fn set_aside(path: &Path, why: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A time after every token the tests make.
+    const NOW: i64 = 1_000_000;
+
     fn token(name: &str, created: i64, sha: char, revoked: i64) -> ClusterToken {
         ClusterToken {
             name: name.into(),
@@ -438,7 +457,7 @@ mod tests {
 
     fn merged(order: &[ClusterToken]) -> BTreeMap<String, ClusterToken> {
         let mut set = BTreeMap::new();
-        merge(&mut set, order.iter().cloned());
+        merge(&mut set, order.iter().cloned(), NOW);
         set
     }
 
@@ -470,11 +489,37 @@ mod tests {
         );
         let mut set = merged(without_recreation);
         assert!(
-            !merge(&mut set, [token("ci", 10, 'a', 0)]),
+            !merge(&mut set, [token("ci", 10, 'a', 0)], NOW),
             "a live copy loses"
         );
-        assert!(!merge(&mut set, [token("bad name", 1, 'a', 0)]));
-        assert!(!merge(&mut set, [token("x", 1, 'z', 0)]), "bad hash");
+        assert!(!merge(&mut set, [token("bad name", 1, 'a', 0)], NOW));
+        assert!(!merge(&mut set, [token("x", 1, 'z', 0)], NOW), "bad hash");
+    }
+
+    #[test]
+    fn a_token_expired_over_a_week_ago_is_forgotten_held_or_incoming() {
+        let expiring = |name: &str, expires| ClusterToken {
+            expires_unix_ms: expires,
+            ..token(name, 10, 'a', 0)
+        };
+        let now = 100 + EXPIRED_KEPT_MS;
+        let mut set = BTreeMap::new();
+        assert!(merge(
+            &mut set,
+            [expiring("old", 100), expiring("new", 200)],
+            now - 1
+        ));
+        assert_eq!(set.len(), 2, "expired, but within the week");
+        assert!(merge(&mut set, [], now + 1), "the held one is forgotten");
+        assert_eq!(set.keys().collect::<Vec<_>>(), ["new"]);
+        assert!(
+            !merge(&mut set, [expiring("old", 100)], now + 1),
+            "a peer's copy is refused"
+        );
+        assert!(
+            !merge(&mut set, [], now + 50),
+            "new is kept until its own week ends"
+        );
     }
 
     #[test]
