@@ -1,7 +1,7 @@
 //! Damaged desired state never loses or duplicates a running instance: with a service of two
 //! instances running, the agent is stopped, one piece of its state is damaged (the stored
 //! spec with and without its previous copy, the desired state, one `instance.json`, the whole
-//! `instances/` directory), and the agent starts again. Each time the same processes run, no
+//! `instances/` directory, the whole service directory), and the agent starts again. Each time the same processes run, no
 //! more and no fewer, and an event names the damaged file; a service held unmanaged is
 //! managed again by `strata apply`.
 
@@ -247,6 +247,22 @@ fn damaged_state_loses_and_duplicates_no_instance() {
     wait_for_event(setup.agent(), "service.readopted", &spec_a);
     let service: Value = setup.agent().json(&["service", "web", "-o", "json"]);
     assert_eq!(service["unmanaged"].as_str().unwrap_or_default(), "");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        processes_of(&data, "web"),
+        setup.processes,
+        "re-adopted, not replaced"
+    );
+    assert_eq!(reported_pids(setup.agent()), setup.reported);
+
+    // The whole service directory deleted: its shims are found, the instances adopted and
+    // held unmanaged; `strata apply` manages them again.
+    setup.restart_after("a deleted service directory", |_| {
+        std::fs::remove_dir_all(&service_dir).expect("remove services/web")
+    });
+    let event = wait_for_event(setup.agent(), "service.unmanaged", &service_dir);
+    assert_eq!(event["severity"], "critical", "{event:#}");
+    apply(setup.agent(), &spec_a);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         processes_of(&data, "web"),

@@ -297,6 +297,33 @@ impl Supervisor {
                 }
             }
         }
+        self.rediscover_unknown_services().await;
+    }
+
+    /// Services whose whole directory is gone while their shims run (found by the shims'
+    /// argv): their instances are adopted or stopped as for a lost record, and what was
+    /// adopted is held unmanaged, visible and supervised, until the spec is applied again.
+    async fn rediscover_unknown_services(&self) {
+        let known: BTreeSet<String> = self.read().keys().cloned().collect();
+        let procs = rediscover::scan_proc();
+        let shim_name = self.ctx.shim_exe.file_name().unwrap_or_default();
+        let root = self.ctx.store.services_root();
+        for name in rediscover::unknown_services(&procs, root, shim_name, &known) {
+            self.rediscover(&name, None).await;
+            let store = &self.ctx.store;
+            let adopted = store
+                .instance_indexes(&name)
+                .into_iter()
+                .any(|i| store.load_instance(&name, i).is_some());
+            if adopted {
+                let damage = Damage {
+                    path: root.join(&name),
+                    reason: "the directory is missing while instances of the service still run"
+                        .into(),
+                };
+                self.hold_unmanaged(&name, None, Desired::default(), &damage);
+            }
+        }
     }
 
     /// Finds the live instances of `name` that have no record (a deleted `instance.json` or

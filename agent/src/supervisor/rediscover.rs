@@ -195,6 +195,35 @@ pub fn shim_index(proc: &Proc, instances_dir: &Path, shim_name: &OsStr) -> Optio
     dir.file_name()?.to_str()?.parse().ok()
 }
 
+/// The services with a shim running under `services_root` (this data dir's
+/// `services/`) that are not in `known`: their whole directory is gone (deleted, or never
+/// written back by a restored backup), while their instances run on.
+pub fn unknown_services(
+    procs: &[Proc],
+    services_root: &Path,
+    shim_name: &OsStr,
+    known: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    procs
+        .iter()
+        .filter_map(|proc| {
+            let [exe, dir] = proc.argv.as_slice() else {
+                return None;
+            };
+            if Path::new(exe).file_name() != Some(shim_name) {
+                return None;
+            }
+            let instances = Path::new(dir).parent()?;
+            let service = instances.parent()?;
+            if instances.file_name()? != "instances" || service.parent()? != services_root {
+                return None;
+            }
+            let name = service.file_name()?.to_str()?;
+            (!known.contains(name)).then(|| name.to_string())
+        })
+        .collect()
+}
+
 /// The service's main process among an instance cgroup's pids: the one whose parent is not
 /// in the group (its shim), the lowest such.
 pub fn main_process<'a>(group: &[i32], procs: &'a [Proc]) -> Option<&'a Proc> {
@@ -379,6 +408,33 @@ mod tests {
 
     fn names(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn shims_of_services_without_a_directory_are_named() {
+        let root = Path::new("/var/lib/strata/services");
+        let shim = |pid, dir: &str| Proc {
+            pid,
+            ppid: 1,
+            start_ticks: 1,
+            argv: vec!["/usr/bin/strata-shim".into(), dir.into()],
+        };
+        let procs = [
+            shim(10, "/var/lib/strata/services/web/instances/1"),
+            shim(11, "/var/lib/strata/services/gone/instances/2"),
+            shim(12, "/other/data/services/elsewhere/instances/1"),
+            shim(13, "/var/lib/strata/services/odd/logs/1"),
+            Proc {
+                argv: vec![
+                    "/bin/sleep".into(),
+                    "/var/lib/strata/services/x/instances/1".into(),
+                ],
+                ..shim(14, "")
+            },
+        ];
+        let known = BTreeSet::from(["web".to_string()]);
+        let unknown = unknown_services(&procs, root, OsStr::new("strata-shim"), &known);
+        assert_eq!(unknown, BTreeSet::from(["gone".to_string()]));
     }
 
     #[test]

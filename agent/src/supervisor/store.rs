@@ -139,6 +139,11 @@ impl Store {
         store.services.is_dir().then_some(store)
     }
 
+    /// The directory every service's directory is in (`<data dir>/services`).
+    pub fn services_root(&self) -> &Path {
+        &self.services
+    }
+
     fn service_dir(&self, name: &str) -> PathBuf {
         self.services.join(name)
     }
