@@ -4,9 +4,11 @@
 //! of opening the agent. Only `strata-agent token reset` (local, with write access to the data
 //! dir) removes the marker.
 
+use super::tokens::{Stamp, stamp_of};
 use crate::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// The marker's name inside the data dir.
 pub const MARKER_FILE: &str = "credentials.seen";
@@ -24,9 +26,12 @@ pub struct Marker {
 }
 
 /// The marker file of a data dir.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MarkerFile {
     path: PathBuf,
+    /// The marker as last read, with the file's stamp then: every API call asks, and the file
+    /// is read again only when it changed (`token reset` from another process included).
+    cached: Mutex<Option<(Stamp, Option<Marker>)>>,
 }
 
 impl MarkerFile {
@@ -34,6 +39,7 @@ impl MarkerFile {
     pub fn in_dir(data_dir: &Path) -> MarkerFile {
         MarkerFile {
             path: data_dir.join(MARKER_FILE),
+            cached: Mutex::new(None),
         }
     }
 
@@ -45,6 +51,24 @@ impl MarkerFile {
     /// The marker; `None` when the agent never had credentials. A marker that is there but
     /// cannot be read counts as one that says everything (fail closed).
     pub fn read(&self) -> Option<Marker> {
+        let Ok(stamp) = stamp_of(&self.path) else {
+            return Some(Marker {
+                tokens_file: true,
+                since_unix_ms: 0,
+            });
+        };
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((held, marker)) = &*cached
+            && *held == stamp
+        {
+            return marker.clone();
+        }
+        let marker = self.read_file();
+        *cached = Some((stamp, marker.clone()));
+        marker
+    }
+
+    fn read_file(&self) -> Option<Marker> {
         match std::fs::read_to_string(&self.path) {
             Ok(text) => Some(toml::from_str(&text).unwrap_or(Marker {
                 tokens_file: true,

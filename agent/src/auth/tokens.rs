@@ -303,7 +303,9 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Identifies a file version: a change of any of these means "read it again".
-type Stamp = Option<(i64, i64, u64, u64)>;
+/// What identifies one version of a file (mtime, inode, length; `None`: no file), so a file is
+/// read again only when it changed.
+pub(crate) type Stamp = Option<(i64, i64, u64, u64)>;
 
 struct Cached {
     stamp: Stamp,
@@ -320,7 +322,8 @@ pub struct TokenStore {
     cached: Mutex<Cached>,
 }
 
-fn stamp_of(path: &Path) -> Result<Stamp, std::io::Error> {
+/// The [`Stamp`] of the file at `path` now.
+pub(crate) fn stamp_of(path: &Path) -> Result<Stamp, std::io::Error> {
     match std::fs::metadata(path) {
         Ok(m) => Ok(Some((m.mtime(), m.mtime_nsec(), m.ino(), m.len()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
