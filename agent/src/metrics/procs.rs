@@ -25,6 +25,7 @@ struct StatFields {
     name: [u8; NAME_CAP],
     name_len: u8,
     state: u8,
+    ppid: i32,
     /// utime + stime, in clock ticks.
     ticks: u64,
     threads: u64,
@@ -53,7 +54,8 @@ fn parse_stat(text: &[u8]) -> Option<StatFields> {
     // After `)`, field 3 (state) has index 0: field N has index N - 3.
     let mut fields = rest.split_ascii_whitespace();
     let state = *fields.next()?.as_bytes().first()?;
-    let mut fields = fields.skip(10); // fields 4..=13
+    let ppid: i32 = fields.next()?.parse().ok()?; // 4
+    let mut fields = fields.skip(9); // fields 5..=13
     let utime: u64 = fields.next()?.parse().ok()?; // 14
     let stime: u64 = fields.next()?.parse().ok()?; // 15
     let mut fields = fields.skip(4); // 16..=19
@@ -70,6 +72,7 @@ fn parse_stat(text: &[u8]) -> Option<StatFields> {
         name,
         name_len: u8::try_from(name_len).unwrap_or(0),
         state,
+        ppid,
         ticks: utime.saturating_add(stime),
         threads: u64::try_from(threads).unwrap_or(0),
         start_time,
@@ -83,6 +86,8 @@ fn parse_stat(text: &[u8]) -> Option<StatFields> {
 pub struct ProcStat {
     /// The state letter: R, S, D, Z, T, ...
     pub state: u8,
+    /// The parent's pid (which process started it, e.g. an instance's shim).
+    pub ppid: i32,
     /// utime + stime, in clock ticks.
     pub ticks: u64,
     /// Start time after boot, in clock ticks.
@@ -96,6 +101,7 @@ pub fn read_proc_stat(pid: i32) -> Option<ProcStat> {
     let f = parse_stat(&text)?;
     Some(ProcStat {
         state: f.state,
+        ppid: f.ppid,
         ticks: f.ticks,
         start_time: f.start_time,
         rss_pages: f.rss_pages,
@@ -349,6 +355,7 @@ mod tests {
         let s = parse_stat(STAT.as_bytes()).expect("valid stat line");
         assert_eq!(s.name(), "my (odd) name");
         assert_eq!(s.state, b'S');
+        assert_eq!(s.ppid, 1);
         assert_eq!(s.ticks, 325);
         assert_eq!(s.threads, 7);
         assert_eq!(s.start_time, 9876);

@@ -13,6 +13,7 @@
 
 use super::instance::env_suffix;
 use super::store::InstanceRecord;
+use crate::metrics::procs::read_proc_stat;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
@@ -145,31 +146,18 @@ pub fn scan_proc() -> Vec<Proc> {
             if std::fs::metadata(&dir).ok()?.uid() != uid {
                 return None;
             }
-            let (ppid, start_ticks) =
-                parse_stat(&std::fs::read_to_string(format!("{dir}/stat")).ok()?)?;
+            let stat = read_proc_stat(pid).filter(|s| s.state != b'Z')?;
             let argv = std::fs::read(format!("{dir}/cmdline"))
                 .map(|raw| split_nul(&raw))
                 .unwrap_or_default();
             Some(Proc {
                 pid,
-                ppid,
-                start_ticks,
+                ppid: stat.ppid,
+                start_ticks: stat.start_time,
                 argv,
             })
         })
         .collect()
-}
-
-/// (ppid, start ticks) from the text of `/proc/PID/stat`; `None` for a zombie or garbage.
-fn parse_stat(text: &str) -> Option<(i32, u64)> {
-    let fields: Vec<&str> = text
-        .get(text.rfind(')')? + 1..)?
-        .split_whitespace()
-        .collect();
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    Some((fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
 }
 
 fn split_nul(raw: &[u8]) -> Vec<String> {
@@ -575,15 +563,5 @@ mod tests {
             ]
         );
         assert_eq!(found[0].started_unix_ms, 1_000_000 + 10_100);
-    }
-
-    #[test]
-    fn stat_lines_give_parent_and_start_and_skip_zombies() {
-        let stat = |state: &str| {
-            format!("42 (a (b) c) {state} 7 42 42 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5555 100 10")
-        };
-        assert_eq!(parse_stat(&stat("S")), Some((7, 5555)));
-        assert_eq!(parse_stat(&stat("Z")), None);
-        assert_eq!(parse_stat("garbage"), None);
     }
 }
