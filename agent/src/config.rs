@@ -115,6 +115,21 @@ pub struct RunArgs {
     /// [default: strata-shim in the directory of the strata-agent binary].
     #[arg(long, env = "STRATA_SHIM_PATH", value_name = "FILE")]
     pub shim_path: Option<PathBuf>,
+    /// How log lines are written to stderr: `text` for people and journald, `json` (one
+    /// object per line) for log shippers [default: text].
+    #[arg(long, env = "STRATA_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the agent writes its log lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line per event for people (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, fields, target, spans).
+    Json,
 }
 
 /// The `[journal]` table: how many events are kept, and for how long.
@@ -207,6 +222,8 @@ pub struct FileConfig {
     /// What the agent logs, as a tracing filter ("info", "warn,strata_registry=debug");
     /// `STRATA_LOG` wins over it. Reloaded on SIGHUP.
     pub log_level: Option<String>,
+    /// `text` or `json`; `--log-format` and `STRATA_LOG_FORMAT` win over it.
+    pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub journal: JournalSection,
     #[serde(default)]
@@ -260,6 +277,8 @@ pub struct AgentConfig {
     pub shim_path: Option<PathBuf>,
     /// The tracing filter of the config file [default: info]; `STRATA_LOG` wins over it.
     pub log_level: String,
+    /// How log lines are written: text or JSON lines. Taken at start only.
+    pub log_format: LogFormat,
     /// How long the logs of removed services are kept, and the cap on all instance logs.
     pub log_retention: RetentionPolicy,
 }
@@ -498,6 +517,7 @@ pub fn resolve(
         leave_drain: leave_drain(file.leave_drain)?,
         shim_path,
         log_level,
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
     })
 }
 
@@ -823,6 +843,32 @@ mod tests {
         a.stop_services_on_exit = true;
         let cfg = resolve(&a, FileConfig::default(), "h").unwrap();
         assert!(cfg.stop_services_on_exit);
+    }
+
+    #[test]
+    fn the_log_format_is_text_by_default_the_file_can_say_json_and_the_flag_wins() {
+        assert_eq!(
+            resolve(&args(), FileConfig::default(), "h")
+                .unwrap()
+                .log_format,
+            LogFormat::Text
+        );
+        let file = parse_file("log_format = \"json\"\n").unwrap();
+        assert_eq!(
+            resolve(&args(), file, "h").unwrap().log_format,
+            LogFormat::Json
+        );
+        let file = parse_file("log_format = \"json\"\n").unwrap();
+        let flag = RunArgs {
+            log_format: Some(LogFormat::Text),
+            ..args()
+        };
+        assert_eq!(
+            resolve(&flag, file, "h").unwrap().log_format,
+            LogFormat::Text
+        );
+        let err = parse_file("log_format = \"xml\"\n").unwrap_err();
+        assert!(err.contains("log_format") && err.contains("xml"), "{err}");
     }
 
     #[test]

@@ -146,10 +146,6 @@ fn run(args: RunArgs) -> ExitCode {
     // SAFETY: no other thread runs yet, and descriptors named in the environment were
     // handed to this process by its parent (a previous agent, or systemd).
     let (predecessor, inherit_problems) = unsafe { strata_agent::handoff::receive_from_env() };
-    let log = LogControl::init();
-    for problem in inherit_problems {
-        tracing::warn!(%problem, "inherited descriptors");
-    }
     let fail = |predecessor: Option<strata_agent::handoff::Predecessor>, message: String, code| {
         eprintln!("strata-agent: {message}");
         if let Some(predecessor) = predecessor {
@@ -169,6 +165,12 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(predecessor, e.to_string(), EXIT_USAGE),
     };
+    // The logger starts once the configuration says which format; what went wrong before
+    // that goes to stderr as plain text.
+    let log = LogControl::init(config.log_format);
+    for problem in inherit_problems {
+        tracing::warn!(%problem, "inherited descriptors");
+    }
     if let Err(e) = log.apply(&config.log_level) {
         return fail(predecessor, e, EXIT_USAGE);
     }

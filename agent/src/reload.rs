@@ -5,8 +5,9 @@
 //! needing `strata-agent upgrade`. Every reload is logged and recorded as one journal event.
 
 use crate::auth::tokens;
-use crate::config::{self, AgentConfig, FileConfig, RunArgs};
+use crate::config::{self, AgentConfig, FileConfig, LogFormat, RunArgs};
 use crate::metrics::alerts::Rule;
+use std::io::IsTerminal as _;
 use std::path::Path;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -22,13 +23,30 @@ pub struct LogControl {
 }
 
 impl LogControl {
-    /// Installs the process's logger (stderr) with `STRATA_LOG`, else `info`.
-    pub fn init() -> LogControl {
+    /// Installs the process's logger (stderr) in `format` with `STRATA_LOG`, else `info`.
+    /// Text is coloured only when stderr is a terminal and `NO_COLOR` is unset or empty, so
+    /// journald and log files never receive escape codes.
+    pub fn init(format: LogFormat) -> LogControl {
         let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info"));
         let (layer, handle) = tracing_subscriber::reload::Layer::new(filter);
+        let colour = colour_wanted(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        let text = (format == LogFormat::Text).then(|| {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(colour)
+                .with_writer(std::io::stderr)
+        });
+        let json = (format == LogFormat::Json).then(|| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+        });
         tracing_subscriber::registry()
             .with(layer)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(text)
+            .with(json)
             .init();
         LogControl { handle }
     }
@@ -41,6 +59,12 @@ impl LogControl {
             .map_err(|e| format!("cannot change the log filter: {e}"))?;
         Ok(text)
     }
+}
+
+/// Whether text logs get ANSI colours: only on a terminal, and never when `NO_COLOR` has a
+/// non-empty value (no-color.org).
+fn colour_wanted(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The filter in effect: `STRATA_LOG` when set, else the config file's `log_level`.
@@ -111,6 +135,7 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         alerts: _,
         services_dir: _,
         log_level: _,
+        log_format,
         port_range,
         cgroup_root,
         gossip_addr,
@@ -151,6 +176,7 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         *journal_max_events != old.journal_max_events,
     );
     check("journal.max_age", *journal_max_age != old.journal_max_age);
+    check("log_format", *log_format != old.log_format);
     check("port_range", *port_range != old.port_range);
     check("cgroup_root", *cgroup_root != old.cgroup_root);
     check("gossip_addr", *gossip_addr != old.gossip_addr);
@@ -309,6 +335,23 @@ mod tests {
             ..RunArgs::default()
         };
         config::resolve(&args, config::parse_file(text).unwrap(), "h").unwrap()
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color_set() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+        assert!(!colour_wanted(false, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn a_new_log_format_needs_an_upgrade() {
+        let old = config("");
+        let new = config("log_format = \"json\"\n");
+        assert_eq!(upgrade_only_changes(&old, &new), vec!["log_format"]);
     }
 
     #[test]
