@@ -114,6 +114,7 @@ fn start(dir: &Path) -> Result<Service, String> {
             .iter()
             .map(|p| c_path(p))
             .collect::<Result<_, _>>()?,
+        reset_oom_score: inherited_oom_score_adj().is_some_and(|v| v != 0),
         report: report_write,
     };
     let mut command = Command::new(program);
@@ -173,6 +174,17 @@ const STAGE_SETSID: u8 = 1;
 const STAGE_NOFILE: u8 = 2;
 const STAGE_CGROUP: u8 = 3;
 const STAGE_WORKDIR: u8 = 4;
+const STAGE_OOM_SCORE: u8 = 5;
+
+/// The OOM score adjustment this shim inherited from the agent (`OOMScoreAdjust=-1000` in
+/// the agent's unit protects the agent and its shims), or `None` when /proc cannot say.
+fn inherited_oom_score_adj() -> Option<i32> {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
 
 /// What the forked child does before exec, prepared in the parent so the child allocates
 /// nothing.
@@ -180,6 +192,9 @@ struct ChildSetup {
     workdir: CString,
     nofile: Option<u64>,
     cgroups: Vec<CString>,
+    /// Set the service's `oom_score_adj` back to 0: it must not inherit the agent's
+    /// protection from the OOM killer (the kernel would pick the host's other processes first).
+    reset_oom_score: bool,
     report: OwnedFd,
 }
 
@@ -221,6 +236,20 @@ impl ChildSetup {
                 if written != 1 {
                     let err = self.fail(STAGE_CGROUP, i as u32);
                     libc::close(fd);
+                    return Err(err);
+                }
+                libc::close(fd);
+            }
+            if self.reset_oom_score {
+                let fd = libc::open(
+                    c"/proc/self/oom_score_adj".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    let err = self.fail(STAGE_OOM_SCORE, 0);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
                     return Err(err);
                 }
                 libc::close(fd);
@@ -274,6 +303,7 @@ fn describe_failure(
             None => format!("cannot join a cgroup: {err}"),
         },
         STAGE_WORKDIR => format!("bad working directory {}: {err}", workdir.display()),
+        STAGE_OOM_SCORE => format!("cannot reset the service's oom_score_adj to 0: {err}"),
         _ => format!("cannot run {program}: {spawn_error}"),
     }
 }

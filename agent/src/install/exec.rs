@@ -15,14 +15,17 @@ use std::time::Duration;
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Looks at the root and the machine: what is installed now, and the facts the plan needs.
-pub fn prepare(root: &Path) -> Result<(Current, Host)> {
-    let meta = fs::metadata(root).with_context(|| format!("root dir {}", root.display()))?;
-    if !meta.is_dir() {
-        bail!("root dir {} is not a directory", root.display());
-    }
+pub fn prepare(root: &Path, dry_run: bool) -> Result<(Current, Host)> {
+    let canonical_root = match fs::metadata(root) {
+        Ok(meta) if !meta.is_dir() => bail!("root dir {} is not a directory", root.display()),
+        Ok(_) => fs::canonicalize(root)
+            .with_context(|| format!("cannot resolve root dir {}", root.display()))?,
+        // A dry run into a root that does not exist yet shows everything as to be created
+        // (an image being built, a host being provisioned); a real run needs the root.
+        Err(e) if dry_run && e.kind() == std::io::ErrorKind::NotFound => root.to_path_buf(),
+        Err(e) => return Err(e).with_context(|| format!("root dir {}", root.display())),
+    };
     let exe = std::env::current_exe().context("cannot find the running strata-agent binary")?;
-    let canonical_root = fs::canonicalize(root)
-        .with_context(|| format!("cannot resolve root dir {}", root.display()))?;
     let binary_path = under(root, BIN_PATH);
     let binary = probe(&binary_path, false)?;
     let binary_same = matches!(binary, Found::File { .. }) && same_bytes(&exe, &binary_path)?;

@@ -20,6 +20,8 @@ pub const ETC_DIR: &str = "/etc/strata";
 pub const SERVICES_DIR: &str = config::DEFAULT_SERVICES_DIR;
 /// The agent's state: node id, journal, instance records and logs.
 pub const DATA_DIR: &str = "/var/lib/strata";
+/// Optional `STRATA_*` variables for the agent, read by the unit (`EnvironmentFile=-`).
+pub const ENV_FILE_PATH: &str = "/etc/default/strata-agent";
 /// The systemd unit.
 pub const UNIT_PATH: &str = "/etc/systemd/system/strata-agent.service";
 /// The unit's name for systemctl.
@@ -687,6 +689,7 @@ pub fn render_unit() -> String {
     UNIT_TEMPLATE
         .replace("@BIN@", BIN_PATH)
         .replace("@CONFIG@", CONFIG_PATH)
+        .replace("@ENV_FILE@", ENV_FILE_PATH)
 }
 
 /// A TOML basic string.
@@ -970,6 +973,9 @@ mod tests {
             "Delegate=yes",
             "LimitNOFILE=1048576",
             "WantedBy=multi-user.target",
+            "Documentation=man:strata-agent(1) man:strata(1)",
+            "EnvironmentFile=-/etc/default/strata-agent",
+            "OOMScoreAdjust=-1000",
         ] {
             assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
         }
