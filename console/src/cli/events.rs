@@ -15,7 +15,7 @@ pub struct EventsArgs {
     #[arg(long, value_parser = parse_since)]
     since: Option<i64>,
     /// Only events at or above this severity: info, warn, critical.
-    #[arg(long, value_parser = parse_severity)]
+    #[arg(long, value_parser = super::words::severity())]
     severity: Option<Severity>,
     /// Only events whose kind starts with this, e.g. "alert" or "kernel.oom_kill".
     #[arg(long)]
@@ -44,11 +44,6 @@ fn parse_since_at(text: &str, now_ms: i64) -> Result<i64, String> {
         .ok_or_else(|| {
             format!("{text:?} is neither a duration (1h, 30m) nor a time (2026-11-26T05:00:00Z)")
         })
-}
-
-fn parse_severity(text: &str) -> Result<Severity, String> {
-    Severity::from_label(&text.to_ascii_lowercase())
-        .ok_or_else(|| format!("{text:?} is not one of info, warn, critical"))
 }
 
 /// `strata events`.
@@ -171,9 +166,10 @@ mod tests {
 
     #[test]
     fn severity_words_are_accepted() {
-        assert_eq!(parse_severity("warn").unwrap(), Severity::Warning);
-        assert_eq!(parse_severity("CRITICAL").unwrap(), Severity::Critical);
-        assert!(parse_severity("loud").is_err());
+        let parse = crate::cli::words::severity().parse;
+        assert_eq!(parse("warn"), Some(Severity::Warning));
+        assert_eq!(parse("CRITICAL"), Some(Severity::Critical));
+        assert_eq!(parse("loud"), None);
     }
 
     #[test]

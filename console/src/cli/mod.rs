@@ -10,6 +10,7 @@ mod host;
 pub(crate) mod out;
 mod services;
 mod tokens;
+mod words;
 
 use crate::client::connect::{self, Connector, DEFAULT_AGENT};
 use crate::client::ops::{Op, Spec, Target};
@@ -184,7 +185,7 @@ pub enum Command {
         #[arg(value_parser = Target::parse)]
         target: Target,
         /// SIGHUP, SIGUSR1, SIGTERM, ... (or HUP, usr1, term).
-        #[arg(value_parser = parse_signal)]
+        #[arg(value_parser = words::signal())]
         signal: Signal,
     },
     /// Stop every instance of a service and forget its spec.
@@ -273,7 +274,7 @@ pub enum Command {
     )]
     Keyring {
         /// list, install, use or remove.
-        #[arg(value_parser = parse_keyring_op)]
+        #[arg(value_parser = words::keyring_op())]
         op: KeyringOp,
         /// The key (base64), for install, use and remove.
         // Its own id: the global `--key` (a certificate's key file) is already `key`.
@@ -405,18 +406,6 @@ async fn change(
         Some(failure) => Err(failure),
         None => Ok(outcome),
     }
-}
-
-/// Parses a signal named with or without its `SIG` prefix, in any case.
-fn parse_signal(text: &str) -> Result<Signal, String> {
-    Signal::parse(text).ok_or_else(|| format!("{text:?} is not one of {}", Signal::choices()))
-}
-
-/// Parses a keyring operation.
-fn parse_keyring_op(text: &str) -> Result<KeyringOp, String> {
-    KeyringOp::from_label(text)
-        .filter(|op| *op != KeyringOp::Unspecified)
-        .ok_or_else(|| format!("{text:?} is not one of list, install, use, remove"))
 }
 
 /// Prints a reply for scripts (one JSON document) or for people (what `render` makes of it).

@@ -36,7 +36,7 @@ pub struct CreateArgs {
     /// The name audit records show for calls made with it.
     name: String,
     /// read, operate or admin.
-    #[arg(long, value_parser = parse_role)]
+    #[arg(long, value_parser = super::words::role())]
     role: Role,
     /// How long it is valid (30d, 12h, ...); until revoked when not given.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -47,12 +47,6 @@ pub struct CreateArgs {
     /// Only services whose spec has the tag `team:TEAM`.
     #[arg(long, value_name = "TEAM")]
     team: Option<String>,
-}
-
-fn parse_role(text: &str) -> Result<Role, String> {
-    Role::from_label(text)
-        .filter(|r| *r != Role::Unspecified)
-        .ok_or_else(|| format!("{text:?} is not one of read, operate, admin"))
 }
 
 /// Runs `strata token ...`.

@@ -22,6 +22,30 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in the order of their exit codes (the man page's EXIT STATUS lists these).
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::ActionFailed,
+        FailureKind::Usage,
+        FailureKind::Unreachable,
+        FailureKind::NotFound,
+        FailureKind::PermissionDenied,
+        FailureKind::OutputClosed,
+    ];
+
+    /// What the exit code tells a script, one line.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            FailureKind::ActionFailed => "the agent refused or failed the action",
+            FailureKind::Usage => "bad flags, arguments, spec or config",
+            FailureKind::Unreachable => "the agent could not be reached (down, wrong address, TLS)",
+            FailureKind::NotFound => {
+                "what was named (service, instance, node, token) does not exist"
+            }
+            FailureKind::PermissionDenied => "missing or insufficient credentials",
+            FailureKind::OutputClosed => "the reader of the output went away (SIGPIPE)",
+        }
+    }
+
     /// The process exit code for this kind.
     pub fn code(self) -> u8 {
         match self {
