@@ -15,14 +15,16 @@ use std::time::Duration;
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Looks at the root and the machine: what is installed now, and the facts the plan needs.
-pub fn prepare(root: &Path) -> Result<(Current, Host)> {
-    let meta = fs::metadata(root).with_context(|| format!("root dir {}", root.display()))?;
-    if !meta.is_dir() {
-        bail!("root dir {} is not a directory", root.display());
-    }
+/// With `missing_root_ok` (a dry run) a root that does not exist yet is an empty one.
+pub fn prepare(root: &Path, missing_root_ok: bool) -> Result<(Current, Host)> {
+    let canonical_root = match fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => fs::canonicalize(root)
+            .with_context(|| format!("cannot resolve root dir {}", root.display()))?,
+        Ok(_) => bail!("root dir {} is not a directory", root.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && missing_root_ok => root.to_path_buf(),
+        Err(e) => return Err(e).with_context(|| format!("root dir {}", root.display())),
+    };
     let exe = std::env::current_exe().context("cannot find the running strata-agent binary")?;
-    let canonical_root = fs::canonicalize(root)
-        .with_context(|| format!("cannot resolve root dir {}", root.display()))?;
     let binary_path = under(root, BIN_PATH);
     let binary = probe(&binary_path, false)?;
     let binary_same = matches!(binary, Found::File { .. }) && same_bytes(&exe, &binary_path)?;

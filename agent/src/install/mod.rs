@@ -96,7 +96,7 @@ pub fn install(args: &InstallArgs) -> ExitCode {
         insecure: args.insecure,
         force: args.force,
     };
-    let prepared = exec::prepare(&args.root).and_then(|(current, host)| {
+    let prepared = exec::prepare(&args.root, args.dry_run).and_then(|(current, host)| {
         exec::check_sources(&host)?;
         Ok((plan::plan_install(&request, &current, &host), host))
     });
@@ -105,7 +105,7 @@ pub fn install(args: &InstallArgs) -> ExitCode {
 
 /// Runs `strata-agent uninstall`: 0 when removed (or already absent), 1 when a step failed.
 pub fn uninstall(args: &UninstallArgs) -> ExitCode {
-    let prepared = exec::prepare(&args.root)
+    let prepared = exec::prepare(&args.root, args.dry_run)
         .map(|(current, host)| (Ok(plan::plan_uninstall(&current, &host, args.purge)), host));
     finish(prepared, args.dry_run, "strata-agent is not installed")
 }
