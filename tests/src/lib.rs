@@ -18,6 +18,7 @@ pub mod impair;
 pub mod load;
 pub mod netns;
 pub mod prereq;
+pub mod sshd;
 
 /// How long an agent may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,6 +100,9 @@ pub struct AgentOptions {
     /// Descriptors the agent inherits as 3, 4, ... with their names, described the way
     /// systemd passes its fd store (`LISTEN_FDS`, `LISTEN_FDNAMES`).
     pub inherited_fds: Vec<(String, std::sync::Arc<std::os::fd::OwnedFd>)>,
+    /// The agent binary to start instead of the build's own, such as a copy
+    /// `strata-agent install` put under a `--root` (with its `strata-shim` beside it).
+    pub binary: Option<PathBuf>,
 }
 
 impl AgentProcess {
@@ -113,13 +117,17 @@ impl AgentProcess {
             .create(true)
             .append(true)
             .open(&stderr_path)?;
+        let agent = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| binary("strata-agent"));
         let mut cmd = match options.prefix.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);
-                cmd.args(args).arg(binary("strata-agent"));
+                cmd.args(args).arg(&agent);
                 cmd
             }
-            None => Command::new(binary("strata-agent")),
+            None => Command::new(&agent),
         };
         cmd.arg("run").arg("--data-dir").arg(data_dir);
         for flag in ["--grpc-addr", "--http-addr"] {

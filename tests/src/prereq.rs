@@ -41,6 +41,21 @@ pub const SYSTEMD_ANALYZE: Program = Program::new("systemd-analyze", "systemd");
 /// `ip` makes the network namespaces, veth pairs and bridge of the fault tests.
 pub const IP: Program = Program::new("ip", "iproute2");
 
+/// `ansible-playbook` runs the Ansible role against hosts reached over ssh.
+pub const ANSIBLE_PLAYBOOK: Program = Program::new("ansible-playbook", "ansible");
+
+/// `sshd`, the OpenSSH server each namespace "host" of the Ansible test runs.
+pub const SSHD: Program = Program::new("sshd", "openssh-server");
+
+/// `ssh-keygen` makes the sshd host keys and the client key.
+pub const SSH_KEYGEN: Program = Program::new("ssh-keygen", "openssh-client");
+
+/// `ssh`, the client Ansible connects with.
+pub const SSH: Program = Program::new("ssh", "openssh-client");
+
+/// `strip` makes the copies of the debug binaries the Ansible test ships over ssh small.
+pub const STRIP: Program = Program::new("strip", "binutils");
+
 /// How to get the cgroup controllers the isolation tests write to.
 pub const CGROUPS_HOW: &str = "run the tests as root on a host that mounts cgroups at \
      /sys/fs/cgroup (v2, or v1 controllers such as /sys/fs/cgroup/memory), as CI does";
