@@ -199,6 +199,8 @@ pub struct FileConfig {
     pub dns_addr: Option<SocketAddr>,
     /// The DNS domain services are found under.
     pub dns_domain: Option<String>,
+    /// DNS answers only passing instances, not warning ones (Consul's `only_passing`).
+    pub dns_only_passing: Option<bool>,
     /// Backend ports for service instances, "FIRST-LAST".
     pub port_range: Option<String>,
     /// Parent cgroup of every service instance.
@@ -262,6 +264,9 @@ pub struct AgentConfig {
     pub balancer_addr: std::net::IpAddr,
     pub dns_addr: SocketAddr,
     pub dns_domain: String,
+    /// DNS answers only passing instances; false (the default, as Consul's `only_passing`):
+    /// warning ones too.
+    pub dns_only_passing: bool,
     /// TLS on the gRPC API and between agents; `None` is plaintext (loopback, or --insecure).
     pub tls: Option<TlsFiles>,
     /// Per-client rate limits on the API.
@@ -508,6 +513,7 @@ pub fn resolve(
         balancer_addr,
         dns_addr,
         dns_domain,
+        dns_only_passing: file.dns_only_passing.unwrap_or(false),
         tls,
         api_limits: resolve_api_limits(&file.api)?,
         log_retention: resolve_log_retention(&file.logs)?,
@@ -908,6 +914,16 @@ mod tests {
             err.starts_with("leave_drain: 10m is longer than 30s"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dns_answers_warning_instances_unless_only_passing() {
+        let default = resolve(&args(), FileConfig::default(), "h").unwrap();
+        assert!(!default.dns_only_passing);
+        let file = parse_file("dns_only_passing = true\n").unwrap();
+        assert!(resolve(&args(), file, "h").unwrap().dns_only_passing);
+        let err = parse_file("dns_only_passing = \"yes\"\n").unwrap_err();
+        assert!(err.contains("dns_only_passing"), "{err}");
     }
 
     #[test]

@@ -146,6 +146,7 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
         balancer_addr,
         dns_addr,
         dns_domain,
+        dns_only_passing,
         tls,
         api_limits,
         stop_services_on_exit,
@@ -187,6 +188,10 @@ pub fn upgrade_only_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stati
     check("balancer_addr", *balancer_addr != old.balancer_addr);
     check("dns_addr", *dns_addr != old.dns_addr);
     check("dns_domain", *dns_domain != old.dns_domain);
+    check(
+        "dns_only_passing",
+        *dns_only_passing != old.dns_only_passing,
+    );
     check("tls", *tls != old.tls);
     check("api", *api_limits != old.api_limits);
     check(

@@ -214,6 +214,8 @@ async fn serve(
         strata_registry::dns::DnsConfig {
             addr: config.dns_addr,
             domain: config.dns_domain.clone(),
+            only_passing: config.dns_only_passing,
+            node_name: config.node_name.clone(),
             ..Default::default()
         },
         cluster.table(),
@@ -287,9 +289,19 @@ async fn serve(
         &config.node_name,
     ));
     let credential_watch = gate.watch_credentials();
+    // Set when the agent starts to stop: gRPC health says NOT_SERVING from then on.
+    let (stopping_tx, stopping_rx) = watch::channel(false);
+    let (health, health_follow) = crate::api::health::serve(
+        state.clone(),
+        config.collect_interval,
+        stopping_rx,
+        shutdown_rx.clone(),
+    )
+    .await;
     let grpc = tokio::spawn(serve_grpc(
         state.clone(),
         gate,
+        health,
         grpc_listener,
         tls.as_deref().map(AgentTls::server),
         shutdown_rx.clone(),
@@ -417,6 +429,7 @@ async fn serve(
             }
         }
     };
+    let _ = stopping_tx.send(true);
     // From here on sockets close; the store keeps its copies for the next agent.
     if let Some(task) = fd_store {
         task.abort();
@@ -460,6 +473,7 @@ async fn serve(
     recorder.abort();
     token_sync.abort();
     credential_watch.abort();
+    health_follow.abort();
     supervisor.detach_all().await;
     if config.stop_services_on_exit && matches!(exit, Exit::Stop { .. }) {
         stop_services(&data_dir, &journal).await;
@@ -808,17 +822,28 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// Calls in flight on one connection; more wait for HTTP/2 flow control.
 const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
+/// Serves `strata.v1.Agent` (every call through the API layer), `grpc.health.v1.Health` and
+/// reflection, both v1 and v1alpha (older grpcurl, grpcui, Python's reflection client,
+/// Postman and Evans only speak v1alpha), describing the agent's API and health.
 async fn serve_grpc(
     state: Arc<AgentState>,
     gate: Arc<Gate>,
+    health: tonic_health::pb::health_server::HealthServer<crate::api::health::AgentHealth>,
     listener: TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(strata_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
-        .context("cannot build the gRPC reflection service")?;
+        .context("cannot build the gRPC reflection service (v1)")?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("cannot build the gRPC reflection service (v1alpha)")?;
     let service = AgentServer::new(AgentService::new(state, gate))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REPLY_BYTES);
@@ -832,7 +857,9 @@ async fn serve_grpc(
     }
     server
         .add_service(service)
-        .add_service(reflection)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

@@ -91,6 +91,7 @@ fn table(frontend: u16, backends: &[SocketAddr], algorithm: Algorithm) -> Servic
         },
         endpoints,
         unavailable: vec![],
+        warning: vec![],
     };
     ServiceTable {
         generation: 1,

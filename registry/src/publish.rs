@@ -14,7 +14,7 @@ use crate::membership::members::{Members, Status};
 use crate::table::{BalanceConfig, Endpoint, FrontendClaim, NodeEntry, ServiceEntry, ServiceTable};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use strata_proto::v1::NodeRecord;
+use strata_proto::v1::{Health, NodeRecord};
 
 /// Whether a remote node's record is published, from its member status (`None`: its record
 /// arrived but membership has not heard of it yet, or no longer does). Only a graceful
@@ -144,12 +144,14 @@ pub fn build(
                     version: instance.version.clone(),
                     tags: service.tags.clone(),
                 };
-                let serving =
-                    instance.health().is_passing() && !instance.draining && !record.draining;
-                if serving {
-                    entry.endpoints.push(endpoint);
-                } else {
-                    entry.unavailable.push(endpoint);
+                let routable = !instance.draining && !record.draining;
+                match instance.health() {
+                    Health::Passing if routable => entry.endpoints.push(endpoint),
+                    Health::Warning if routable => {
+                        entry.warning.push(endpoint.clone());
+                        entry.unavailable.push(endpoint);
+                    }
+                    _ => entry.unavailable.push(endpoint),
                 }
             }
         }
@@ -162,6 +164,7 @@ pub fn build(
         let key = |e: &Endpoint| (e.node.clone(), e.instance.clone());
         entry.endpoints.sort_by_key(key);
         entry.unavailable.sort_by_key(key);
+        entry.warning.sort_by_key(key);
     }
     table
 }
@@ -169,7 +172,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_proto::v1::{CatalogInstance, CatalogService, Health};
+    use strata_proto::v1::{CatalogInstance, CatalogService};
 
     fn identity(i: u8) -> NodeIdentity {
         NodeIdentity {
@@ -304,6 +307,28 @@ mod tests {
             .map(|e| e.node.as_str())
             .collect();
         assert_eq!(unavailable, ["n3"]);
+    }
+
+    #[test]
+    fn a_warning_instance_gets_no_connections_and_is_listed_for_dns() {
+        let (local, mut records, members) = cluster();
+        let nodes =
+            |list: &[Endpoint]| -> Vec<String> { list.iter().map(|e| e.node.clone()).collect() };
+        let mut warning = record(1, false);
+        warning.services[0].instances[0].health = Health::Warning as i32;
+        records.insert("id-1".into(), warning);
+        // A warning instance on a draining node is only unavailable.
+        let mut drained = record(2, true);
+        drained.services[0].instances[0].health = Health::Warning as i32;
+        records.insert("id-2".into(), drained);
+        let mut critical = record(3, false);
+        critical.services[0].instances[0].health = Health::Critical as i32;
+        records.insert("id-3".into(), critical);
+        let table = build(&local, &records, &members);
+        let web = &table.services["web"];
+        assert_eq!(serving(&table), ["n0", "n5"]);
+        assert_eq!(nodes(&web.warning), ["n1"]);
+        assert_eq!(nodes(&web.unavailable), ["n1", "n2", "n3"]);
     }
 
     #[test]

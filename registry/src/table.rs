@@ -70,6 +70,11 @@ pub struct ServiceEntry {
     /// Known but not to get new connections (draining, on a drained node, or not passing);
     /// open connections to them may finish.
     pub unavailable: Vec<Endpoint>,
+    /// The instances of `unavailable` that are there only because their health is `warning`
+    /// (copies): DNS answers them unless `dns_only_passing` (Consul's `only_passing`), the
+    /// balancer never sends them new connections.
+    #[serde(default)]
+    pub warning: Vec<Endpoint>,
 }
 
 /// A cluster member as DNS and the balancer need it.

@@ -65,10 +65,18 @@ fn table() -> ServiceTable {
 }
 
 async fn start(table: ServiceTable) -> (DnsServer, watch::Sender<Arc<ServiceTable>>) {
+    start_with(table, DnsConfig::default()).await
+}
+
+/// Starts a server with `config` on a free loopback port.
+async fn start_with(
+    table: ServiceTable,
+    config: DnsConfig,
+) -> (DnsServer, watch::Sender<Arc<ServiceTable>>) {
     let (tx, rx) = watch::channel(Arc::new(table));
     let config = DnsConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
-        ..DnsConfig::default()
+        ..config
     };
     let server = dns::start(config, rx).await.unwrap();
     assert_ne!(server.local_addr().port(), 0);
@@ -353,5 +361,83 @@ async fn dig_reads_the_answers() {
         status.iter().any(|l| l.contains("status: NXDOMAIN")),
         "{status:?}"
     );
+    server.shutdown().await;
+}
+
+/// `table()` with web/5 on n5 in health `warning`.
+fn table_with_warning() -> ServiceTable {
+    let mut table = table();
+    let web = table.services.get_mut("web").unwrap();
+    let warning = ep("web/5", "n5", "127.0.0.15", 8082, &["v2"]);
+    web.unavailable.push(warning.clone());
+    web.warning.push(warning);
+    table.nodes.extend([node("n5", "127.0.0.15")]);
+    table
+}
+
+#[tokio::test]
+async fn dig_reads_rfc2782_names_warning_instances_and_the_apex() {
+    if !strata_tests::prereq::DIG.check() {
+        return;
+    }
+    let config = DnsConfig {
+        node_name: "n1".into(),
+        ..DnsConfig::default()
+    };
+    let (server, _tx) = start_with(table_with_warning(), config.clone()).await;
+    let addr = server.local_addr();
+    let everyone = vec![
+        "1 1 8080 n1.node.strata.",
+        "1 1 8080 n2.node.strata.",
+        "1 1 8081 n3.node.strata.",
+        "1 1 8082 n5.node.strata.",
+    ];
+    // Both SRV forms; the warning instance web/5 is answered by default.
+    let rfc = dig(addr, &["_web._tcp.service.strata", "SRV", "+short"]).await;
+    assert_eq!(rfc, everyone);
+    let port = dig(addr, &["_http._tcp.web.service.strata", "SRV", "+short"]).await;
+    assert_eq!(port, everyone);
+    let glue = dig(
+        addr,
+        &["_web._tcp.service.strata", "SRV", "+noall", "+additional"],
+    )
+    .await;
+    assert!(
+        glue.iter()
+            .any(|l| l.starts_with("n5.node.strata.") && l.ends_with("127.0.0.15")),
+        "{glue:?}"
+    );
+
+    // The apex: SOA and NS naming this agent, with its address as glue.
+    let soa = dig(addr, &["strata", "SOA", "+short"]).await;
+    assert_eq!(
+        soa,
+        vec!["n1.node.strata. hostmaster.strata. 1 3600 600 86400 5"]
+    );
+    let ns = dig(addr, &["strata", "NS", "+short"]).await;
+    assert_eq!(ns, vec!["n1.node.strata."]);
+    let ns_glue = dig(addr, &["strata", "NS", "+noall", "+additional"]).await;
+    assert_eq!(ns_glue.len(), 1, "{ns_glue:?}");
+    let fields: Vec<&str> = ns_glue[0].split_whitespace().collect();
+    assert_eq!(fields, ["n1.node.strata.", "30", "IN", "A", "127.0.0.11"]);
+    let flags = dig(addr, &["strata", "NS", "+noall", "+comments"]).await;
+    assert!(
+        flags.iter().any(|l| l.contains("flags: qr aa")),
+        "{flags:?}"
+    );
+    server.shutdown().await;
+
+    // only_passing drops the warning instance from both forms.
+    let strict = DnsConfig {
+        only_passing: true,
+        ..config
+    };
+    let (server, _tx) = start_with(table_with_warning(), strict).await;
+    let addr = server.local_addr();
+    let passing = &everyone[..3];
+    let rfc = dig(addr, &["_web._tcp.service.strata", "SRV", "+short"]).await;
+    assert_eq!(rfc, passing);
+    let port = dig(addr, &["_http._tcp.web.service.strata", "SRV", "+short"]).await;
+    assert_eq!(port, passing);
     server.shutdown().await;
 }

@@ -56,6 +56,50 @@ pub const SSH: Program = Program::new("ssh", "openssh-client");
 /// `strip` makes the copies of the debug binaries the Ansible test ships over ssh small.
 pub const STRIP: Program = Program::new("strip", "binutils");
 
+/// Debian's Python, which Debian's Python modules are for (not a pyenv `python3` on PATH).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// `grpc`: gRPC's own Python client, a third-party client of the agent's API.
+pub const PY_GRPC: PythonModule = PythonModule::new("grpc", "python3-grpcio");
+
+/// `grpc_tools`: `protoc` for Python, making the health and reflection stubs at test time.
+pub const PY_GRPC_TOOLS: PythonModule = PythonModule::new("grpc_tools", "python3-grpc-tools");
+
+/// A module [`PYTHON`] imports, and the Debian package it comes from (`.ci/run` installs each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PythonModule {
+    /// The name `import` takes.
+    pub name: &'static str,
+    /// The Debian package that provides it.
+    pub package: &'static str,
+}
+
+impl PythonModule {
+    const fn new(name: &'static str, package: &'static str) -> PythonModule {
+        PythonModule { name, package }
+    }
+
+    /// Whether [`PYTHON`] imports the module; when not, that is a missing prerequisite
+    /// ([`missing`]), so the caller returns.
+    #[track_caller]
+    pub fn check(self) -> bool {
+        let imports = std::process::Command::new(PYTHON)
+            .args(["-c", &format!("import {}", self.name)])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !imports {
+            missing(
+                format_args!("{PYTHON} cannot import `{}`", self.name),
+                &format!("apt-get install {}", self.package),
+            );
+        }
+        imports
+    }
+}
+
 /// How to get the cgroup controllers the isolation tests write to.
 pub const CGROUPS_HOW: &str = "run the tests as root on a host that mounts cgroups at \
      /sys/fs/cgroup (v2, or v1 controllers such as /sys/fs/cgroup/memory), as CI does";

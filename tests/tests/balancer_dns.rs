@@ -139,3 +139,38 @@ fn a_taken_frontend_port_is_reported_and_other_services_work() {
     );
     drop(taken);
 }
+
+/// `dig @agent -p PORT ARGS +short`: the answer lines.
+fn dig_short(server: SocketAddr, args: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &server.port().to_string(), "+time=2"])
+        .args(["+tries=1", "+short"])
+        .args(args)
+        .output()
+        .expect("dig runs");
+    assert!(out.status.success(), "dig {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_apex_names_this_agent_as_its_name_server() {
+    if !strata_tests::prereq::DIG.check() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let n1 = agent(dir.path(), "apex1", None);
+    assert_eq!(dig_short(n1.dns, &["strata", "NS"]), ["apex1.node.strata."]);
+    let glue = dig_short(n1.dns, &["apex1.node.strata", "A"]);
+    assert_eq!(glue, [n1.gossip.ip().to_string()]);
+    let soa = dig_short(n1.dns, &["strata", "SOA"]);
+    assert_eq!(soa.len(), 1, "{soa:?}");
+    assert!(
+        soa[0].starts_with("apex1.node.strata. hostmaster.strata. ")
+            && soa[0].ends_with(" 3600 600 86400 5"),
+        "{soa:?}"
+    );
+    drop(n1);
+}

@@ -1,5 +1,6 @@
 //! The HTTP endpoint: `GET /metrics` in the Prometheus text format and `GET /health`.
 
+use super::health::Readiness;
 use crate::metrics::prometheus::{self, AgentStats};
 use crate::state::{AgentState, unix_now_ms};
 use axum::Router;
@@ -42,18 +43,15 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], body)
 }
 
-/// Healthy when the collector produced a sample within the last five intervals.
+/// Healthy when the collector produced a sample within the last five intervals (the rule
+/// gRPC health follows too: `health.rs`).
 async fn health(State(state): State<Arc<AgentState>>, interval: Duration) -> impl IntoResponse {
     let last = state.latest().time_unix_ms;
     let age_ms = unix_now_ms() - last;
-    let stale_after_ms = (interval.as_millis() as i64 * 5).max(5_000);
-    let starting = last == 0 && state.started.elapsed().as_millis() as i64 <= stale_after_ms;
-    let (status, word) = if last != 0 && age_ms <= stale_after_ms {
-        (StatusCode::OK, "ok")
-    } else if starting {
-        (StatusCode::OK, "starting")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "collector stalled")
+    let (status, word) = match super::health::readiness(&state, interval) {
+        Readiness::Ready => (StatusCode::OK, "ok"),
+        Readiness::Starting => (StatusCode::OK, "starting"),
+        Readiness::Stalled => (StatusCode::SERVICE_UNAVAILABLE, "collector stalled"),
     };
     let body = serde_json::json!({
         "status": word,

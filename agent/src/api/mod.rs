@@ -1,5 +1,6 @@
-//! The agent's network faces: the gRPC API (`strata.v1.Agent`, with reflection) and the
-//! HTTP endpoint for Prometheus scrapes and health checks.
+//! The agent's network faces: the gRPC API (`strata.v1.Agent`, with reflection v1 and
+//! v1alpha and `grpc.health.v1.Health`) and the HTTP endpoint for Prometheus scrapes and
+//! health checks.
 //!
 //! A gRPC call flows through one layer before any handler sees it: `grpc` hands each RPC to
 //! `layer`, which asks the `gate` (identify, authorize, rate-limit, audit refusals) about the
@@ -13,6 +14,7 @@ pub mod events;
 pub mod forward;
 pub mod gate;
 pub mod grpc;
+pub mod health;
 pub mod host;
 pub mod http;
 pub mod layer;

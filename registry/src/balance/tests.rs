@@ -97,6 +97,7 @@ fn service(
         },
         endpoints,
         unavailable: vec![],
+        warning: vec![],
     }
 }
 

@@ -1,5 +1,6 @@
 //! DNS on every agent: `<service>.service.<domain>` (A, AAAA, SRV), `<tag>.<service>...`,
-//! `_<port>._tcp.<service>...` and `<node>.node.<domain>`, answered from the current
+//! `_<service>._tcp.service.<domain>` (RFC 2782), `_<port>._tcp.<service>...`,
+//! `<node>.node.<domain>` and the apex's SOA and NS, answered from the current
 //! [`ServiceTable`], over UDP and TCP on one port.
 //!
 //! Programs that cannot use the local balancer's frontend ports still find healthy instances
@@ -7,9 +8,10 @@
 //! the catalog; answers come from a pure function over one snapshot (`resolve.rs`).
 //!
 //! Behaviour, chosen to match what Consul users expect:
-//! - only passing instances (`ServiceEntry::endpoints`) are served; a known service with no
-//!   passing instance is NXDOMAIN, like an unknown name, with the zone's SOA in the authority
-//!   section and a short negative TTL;
+//! - passing instances (`ServiceEntry::endpoints`) and warning ones (`ServiceEntry::warning`)
+//!   are served, as Consul's `only_passing = false` default does; `only_passing` drops the
+//!   warning ones; a known service with no such instance is NXDOMAIN, like an unknown name,
+//!   with the zone's SOA in the authority section and a short negative TTL;
 //! - a node whose agent is suspect or down keeps its instances in the table, so in the
 //!   answers, until it leaves or is reaped (services outlive their agent: see
 //!   `crate::publish`); `<node>.node.<domain>` answers only for an alive or suspect agent;
@@ -55,6 +57,12 @@ pub struct DnsConfig {
     pub node_ttl: Duration,
     /// How long resolvers may cache NXDOMAIN and empty answers (the SOA minimum).
     pub negative_ttl: Duration,
+    /// Answer only passing instances; by default warning ones are answered too (Consul's
+    /// `only_passing`, false by default: a warning instance still serves).
+    pub only_passing: bool,
+    /// This agent's node name: the apex's NS is `<node_name>.node.<domain>`, with the node's
+    /// address as glue (`ns.<domain>`, without glue, when it is not a DNS label).
+    pub node_name: String,
 }
 
 impl Default for DnsConfig {
@@ -65,6 +73,8 @@ impl Default for DnsConfig {
             service_ttl: Duration::from_secs(5),
             node_ttl: Duration::from_secs(30),
             negative_ttl: Duration::from_secs(5),
+            only_passing: false,
+            node_name: String::new(),
         }
     }
 }

@@ -5,22 +5,25 @@
 //!
 //! | name                                     | answers                                      |
 //! |------------------------------------------|----------------------------------------------|
-//! | `<domain>`                               | SOA                                          |
-//! | `<service>.service.<domain>`             | A/AAAA of passing instances, SRV of every port |
+//! | `<domain>`                               | SOA, NS (this agent, with its address as glue) |
+//! | `<service>.service.<domain>`             | A/AAAA of answered instances, SRV of every port |
 //! | `<tag>.<service>.service.<domain>`       | the same, only instances carrying the tag    |
+//! | `_<service>._tcp.service.<domain>`       | SRV of every port (RFC 2782, Consul's form)  |
 //! | `_<port>._tcp.<service>.service.<domain>`| SRV of that named port                       |
 //! | `<node>.node.<domain>`                   | A/AAAA of an alive node                      |
 //!
-//! A service name with no passing instance (or none with the tag or port asked for) is
-//! NXDOMAIN, as in Consul: to a client "nothing to connect to" and "no such service" are the
-//! same failure, and the negative TTL is as short as the service TTL so recovery is seen fast.
+//! Answered instances are the passing ones and, unless the zone is `only_passing`, the ones
+//! whose health is `warning` (Consul's `only_passing = false` default). A service name with no
+//! answered instance (or none with the tag or port asked for) is NXDOMAIN, as in Consul: to a
+//! client "nothing to connect to" and "no such service" are the same failure, and the negative
+//! TTL is as short as the service TTL so recovery is seen fast.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{DnsConfig, DnsError};
@@ -36,6 +39,13 @@ const SOA_EXPIRE: i32 = 86_400;
 pub(crate) struct Zone {
     /// Lowercase, fully qualified (`strata.`).
     origin: Name,
+    /// What NS and the SOA's MNAME name: this agent's `<node>.node.<domain>`, or
+    /// `ns.<domain>` when its node name cannot be a DNS label.
+    nameserver: Name,
+    /// This agent's node, whose address is the NS answer's glue (None: no glue).
+    node: Option<String>,
+    /// Answer only passing instances, not warning ones.
+    only_passing: bool,
     service_ttl: u32,
     node_ttl: u32,
     negative_ttl: u32,
@@ -61,8 +71,21 @@ impl Zone {
                 )));
             }
         }
+        let origin = origin.to_lowercase();
+        let (nameserver, node) = match node_name(&origin, &config.node_name) {
+            Some(name) => (name, Some(config.node_name.clone())),
+            None => (
+                origin
+                    .prepend_label("ns")
+                    .map_err(|e| invalid(e.to_string()))?,
+                None,
+            ),
+        };
         Ok(Self {
-            origin: origin.to_lowercase(),
+            origin,
+            nameserver,
+            node,
+            only_passing: config.only_passing,
             service_ttl: ttl_secs(config.service_ttl),
             node_ttl: ttl_secs(config.node_ttl),
             negative_ttl: ttl_secs(config.negative_ttl),
@@ -152,17 +175,19 @@ impl Answer {
     }
 }
 
+/// The zone's SOA. Its serial is the table's generation, which grows with every change this
+/// agent sees (each agent numbers its own: they are not comparable across agents, and
+/// nothing transfers the zone).
 fn soa(zone: &Zone, table: &ServiceTable) -> Record {
-    let prefixed = |label: &str| {
-        zone.origin
-            .prepend_label(label)
-            .unwrap_or_else(|_| zone.origin.clone())
-    };
+    let hostmaster = zone
+        .origin
+        .prepend_label("hostmaster")
+        .unwrap_or_else(|_| zone.origin.clone());
     // Serial numbers wrap (RFC 1982), so the low 32 bits of the generation do.
     let serial = (table.generation & u64::from(u32::MAX)) as u32;
     let soa = SOA::new(
-        prefixed("ns"),
-        prefixed("hostmaster"),
+        zone.nameserver.clone(),
+        hostmaster,
         serial,
         SOA_REFRESH,
         SOA_RETRY,
@@ -190,21 +215,71 @@ pub(crate) fn resolve(zone: &Zone, table: &ServiceTable, name: &Name, qtype: Rec
     let Some(labels) = labels else {
         return Answer::nxdomain(zone, table);
     };
+    let asked = |service, tag, port, srv_only| ServiceQuery {
+        service,
+        tag,
+        port,
+        srv_only,
+    };
     match labels.as_slice() {
-        [] if qtype == RecordType::SOA || qtype == RecordType::ANY => {
-            Answer::records(zone, table, vec![soa(zone, table)], Vec::new())
-        }
-        [] | ["service"] | ["node"] => Answer::nodata(zone, table),
+        [] => apex_answer(zone, table, qtype),
+        ["service"] | ["node"] => Answer::nodata(zone, table),
         [node, "node"] => node_answer(zone, table, name, node, qtype),
-        [service, "service"] => service_answer(zone, table, name, qtype, service, None, None),
-        [tag, service, "service"] => {
-            service_answer(zone, table, name, qtype, service, Some(tag), None)
+        [service, "service"] => {
+            service_answer(zone, table, name, qtype, asked(service, None, None, false))
         }
+        // RFC 2782 (`_api._tcp.service.strata`): before the tag form, which it would match.
+        [service, "_tcp", "service"] => match service.strip_prefix('_') {
+            Some(service) => {
+                service_answer(zone, table, name, qtype, asked(service, None, None, true))
+            }
+            None => Answer::nxdomain(zone, table),
+        },
+        [tag, service, "service"] => service_answer(
+            zone,
+            table,
+            name,
+            qtype,
+            asked(service, Some(tag), None, false),
+        ),
         [port, "_tcp", service, "service"] => match port.strip_prefix('_') {
-            Some(port) => service_answer(zone, table, name, qtype, service, None, Some(port)),
+            Some(port) => service_answer(
+                zone,
+                table,
+                name,
+                qtype,
+                asked(service, None, Some(port), true),
+            ),
             None => Answer::nxdomain(zone, table),
         },
         _ => Answer::nxdomain(zone, table),
+    }
+}
+
+/// The zone's apex: its SOA, and NS naming this agent with the agent's address as glue, so
+/// that a resolver delegating the domain to the agents (or `dig NS`) finds a server.
+fn apex_answer(zone: &Zone, table: &ServiceTable, qtype: RecordType) -> Answer {
+    let ns = || {
+        Record::from_rdata(
+            zone.origin.clone(),
+            zone.node_ttl,
+            RData::NS(NS(zone.nameserver.clone())),
+        )
+    };
+    let glue = || match zone.node.as_ref().and_then(|n| table.nodes.get(n)) {
+        Some(node) => address_records(
+            &zone.nameserver,
+            zone.node_ttl,
+            RecordType::ANY,
+            std::iter::once(node.ip),
+        ),
+        None => Vec::new(),
+    };
+    match qtype {
+        RecordType::SOA => Answer::records(zone, table, vec![soa(zone, table)], Vec::new()),
+        RecordType::NS => Answer::records(zone, table, vec![ns()], glue()),
+        RecordType::ANY => Answer::records(zone, table, vec![soa(zone, table), ns()], glue()),
+        _ => Answer::nodata(zone, table),
     }
 }
 
@@ -246,14 +321,27 @@ fn address_records(
     .collect()
 }
 
-/// Passing instances of `service` (names compared without case; services whose names only
-/// differ in case are one DNS name), optionally only those with `tag`.
-fn passing<'t>(table: &'t ServiceTable, service: &str, tag: Option<&str>) -> Vec<&'t Endpoint> {
+/// The instances of `service` that DNS answers with (names compared without case; services
+/// whose names only differ in case are one DNS name): passing ones, and warning ones unless
+/// the zone is `only_passing`; optionally only those with `tag`.
+fn answered<'t>(
+    zone: &Zone,
+    table: &'t ServiceTable,
+    service: &str,
+    tag: Option<&str>,
+) -> Vec<&'t Endpoint> {
     table
         .services
         .iter()
         .filter(|(key, _)| is_dns_label(key) && key.eq_ignore_ascii_case(service))
-        .flat_map(|(_, entry)| entry.endpoints.iter())
+        .flat_map(|(_, entry)| {
+            let warning: &[Endpoint] = if zone.only_passing {
+                &[]
+            } else {
+                &entry.warning
+            };
+            entry.endpoints.iter().chain(warning)
+        })
         .filter(|ep| {
             tag.is_none_or(|tag| {
                 ep.tags
@@ -276,16 +364,31 @@ fn ports(ep: &Endpoint, port: Option<&str>) -> Vec<u16> {
         .collect()
 }
 
+/// What a name under `service.<domain>` asks for.
+struct ServiceQuery<'q> {
+    service: &'q str,
+    /// Only instances carrying this tag.
+    tag: Option<&'q str>,
+    /// Only this named port.
+    port: Option<&'q str>,
+    /// An `_x._tcp` name: it only carries SRV records.
+    srv_only: bool,
+}
+
 fn service_answer(
     zone: &Zone,
     table: &ServiceTable,
     owner: &Name,
     qtype: RecordType,
-    service: &str,
-    tag: Option<&str>,
-    port: Option<&str>,
+    query: ServiceQuery<'_>,
 ) -> Answer {
-    let mut endpoints = passing(table, service, tag);
+    let ServiceQuery {
+        service,
+        tag,
+        port,
+        srv_only,
+    } = query;
+    let mut endpoints = answered(zone, table, service, tag);
     if port.is_some() {
         endpoints.retain(|ep| !ports(ep, port).is_empty());
     }
@@ -297,8 +400,7 @@ fn service_answer(
             let (answers, extra) = srv_records(zone, owner, &endpoints, port);
             Answer::records(zone, table, answers, extra)
         }
-        // A `_port._tcp` name only carries SRV records.
-        RecordType::A | RecordType::AAAA | RecordType::ANY if port.is_none() => {
+        RecordType::A | RecordType::AAAA | RecordType::ANY if !srv_only => {
             let ips: BTreeSet<IpAddr> = endpoints.iter().map(|ep| ep.ip).collect();
             let answers = address_records(owner, zone.service_ttl, qtype, ips.into_iter());
             Answer::records(zone, table, answers, Vec::new())
@@ -321,7 +423,7 @@ fn srv_records(
     let mut answers = Vec::new();
     let mut extra = Vec::new();
     for ep in endpoints {
-        let Some(target) = node_name(zone, &ep.node) else {
+        let Some(target) = node_name(&zone.origin, &ep.node) else {
             tracing::debug!(node = %ep.node, instance = %ep.instance, "node name is not a DNS label; no SRV record");
             continue;
         };
@@ -351,12 +453,12 @@ fn srv_records(
     (answers, extra)
 }
 
-/// `<node>.node.<domain>`, or None when the node's name cannot be a DNS label.
-fn node_name(zone: &Zone, node: &str) -> Option<Name> {
+/// `<node>.node.<origin>`, or None when the node's name cannot be a DNS label.
+fn node_name(origin: &Name, node: &str) -> Option<Name> {
     if !is_dns_label(node) {
         return None;
     }
-    zone.origin
+    origin
         .prepend_label("node")
         .and_then(|n| n.prepend_label(node.to_ascii_lowercase()))
         .ok()
@@ -431,6 +533,22 @@ mod tests {
                 vec![ep("api/1", "bad node", "10.0.0.9", &[("http", 7000)], &[])],
                 vec![],
             ),
+            ServiceEntry {
+                warning: vec![ep("cache/2", "n2", "10.0.0.2", &[("redis", 6380)], &[])],
+                ..service(
+                    "cache",
+                    vec![ep("cache/1", "n1", "10.0.0.1", &[("redis", 6379)], &[])],
+                    vec![ep("cache/2", "n2", "10.0.0.2", &[("redis", 6380)], &[])],
+                )
+            },
+            ServiceEntry {
+                warning: vec![ep("queue/1", "n3", "fd00::3", &[("amqp", 5672)], &[])],
+                ..service(
+                    "queue",
+                    vec![],
+                    vec![ep("queue/1", "n3", "fd00::3", &[("amqp", 5672)], &[])],
+                )
+            },
         ];
         let nodes = [
             node("n1", "10.0.0.1", true),
@@ -451,7 +569,11 @@ mod tests {
     }
 
     fn zone() -> Zone {
-        Zone::new(&DnsConfig::default()).unwrap()
+        Zone::new(&DnsConfig {
+            node_name: "n1".into(),
+            ..DnsConfig::default()
+        })
+        .unwrap()
     }
 
     fn ask(name: &str, qtype: RecordType) -> Answer {
@@ -664,7 +786,151 @@ mod tests {
         let answer = ask("strata.", RecordType::SOA);
         assert_eq!(answer.code, ResponseCode::NoError);
         assert_eq!(answer.answers.len(), 1);
-        assert_eq!(answer.answers[0].record_type(), RecordType::SOA);
+        match &answer.answers[0].data {
+            RData::SOA(soa) => {
+                assert_eq!(soa.mname.to_ascii(), "n1.node.strata.");
+                assert_eq!(soa.rname.to_ascii(), "hostmaster.strata.");
+                assert_eq!(soa.serial, 7);
+                assert_eq!(
+                    (soa.refresh, soa.retry, soa.expire, soa.minimum),
+                    (3600, 600, 86_400, 5)
+                );
+            }
+            other => panic!("not an SOA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn apex_ns_names_this_agent_with_its_address_as_glue() {
+        let answer = ask("Strata.", RecordType::NS);
+        assert_eq!(answer.code, ResponseCode::NoError);
+        assert!(answer.authoritative);
+        let targets: Vec<String> = answer
+            .answers
+            .iter()
+            .map(|r| match &r.data {
+                RData::NS(ns) => ns.0.to_ascii(),
+                other => panic!("not an NS: {other:?}"),
+            })
+            .collect();
+        assert_eq!(targets, ["n1.node.strata."]);
+        assert_eq!(answer.answers[0].ttl, 30);
+        assert_eq!(ips(&answer.additionals), ip_set(&["10.0.0.1"]));
+        assert_eq!(answer.additionals[0].name.to_ascii(), "n1.node.strata.");
+
+        let any = ask("strata.", RecordType::ANY);
+        let mut types: Vec<RecordType> = any.answers.iter().map(|r| r.record_type()).collect();
+        types.sort();
+        assert_eq!(types, [RecordType::NS, RecordType::SOA]);
+        assert_eq!(ips(&any.additionals), ip_set(&["10.0.0.1"]));
+
+        // NS only at the apex.
+        assert_negative(
+            &ask("service.strata.", RecordType::NS),
+            ResponseCode::NoError,
+        );
+    }
+
+    #[test]
+    fn apex_ns_without_a_label_node_name_is_ns_without_glue() {
+        for node in ["", "bad node"] {
+            let zone = Zone::new(&DnsConfig {
+                node_name: node.into(),
+                ..DnsConfig::default()
+            })
+            .unwrap();
+            let answer = resolve(
+                &zone,
+                &table(),
+                &Name::from_ascii("strata.").unwrap(),
+                RecordType::NS,
+            );
+            match &answer.answers[0].data {
+                RData::NS(ns) => assert_eq!(ns.0.to_ascii(), "ns.strata."),
+                other => panic!("not an NS: {other:?}"),
+            }
+            assert!(answer.additionals.is_empty(), "{node:?}");
+        }
+    }
+
+    #[test]
+    fn rfc2782_srv_lists_every_port_of_the_service() {
+        let rfc = ask("_Web._tcp.service.strata.", RecordType::SRV);
+        assert_eq!(rfc.code, ResponseCode::NoError);
+        assert_eq!(
+            srvs(&rfc),
+            srvs(&ask("web.service.strata.", RecordType::SRV))
+        );
+        assert_eq!(
+            ips(&rfc.additionals),
+            ip_set(&["10.0.0.1", "10.0.0.2", "fd00::3"])
+        );
+        assert_eq!(rfc.answers[0].name.to_ascii(), "_Web._tcp.service.strata.");
+        // Only SRV; without the underscore, or for an unknown service, no such name.
+        assert_negative(
+            &ask("_web._tcp.service.strata.", RecordType::A),
+            ResponseCode::NoError,
+        );
+        for name in [
+            "web._tcp.service.strata.",
+            "_nope._tcp.service.strata.",
+            "_db._tcp.service.strata.",
+            "_web._udp.service.strata.",
+        ] {
+            assert_negative(&ask(name, RecordType::SRV), ResponseCode::NXDomain);
+        }
+    }
+
+    #[test]
+    fn warning_instances_are_answered_unless_only_passing() {
+        let both = ask("_cache._tcp.service.strata.", RecordType::SRV);
+        assert_eq!(
+            srvs(&both),
+            [
+                ("n1.node.strata.".to_string(), 6379),
+                ("n2.node.strata.".to_string(), 6380)
+            ]
+        );
+        assert_eq!(
+            ips(&ask("cache.service.strata.", RecordType::A).answers),
+            ip_set(&["10.0.0.1", "10.0.0.2"])
+        );
+        // A service whose only instance is warning is still found.
+        assert_eq!(
+            ips(&ask("queue.service.strata.", RecordType::AAAA).answers),
+            ip_set(&["fd00::3"])
+        );
+
+        let strict = Zone::new(&DnsConfig {
+            only_passing: true,
+            ..DnsConfig::default()
+        })
+        .unwrap();
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        let table = table();
+        let only = resolve(
+            &strict,
+            &table,
+            &name("_redis._tcp.cache.service.strata."),
+            RecordType::SRV,
+        );
+        assert_eq!(srvs(&only), [("n1.node.strata.".to_string(), 6379)]);
+        let a = resolve(
+            &strict,
+            &table,
+            &name("cache.service.strata."),
+            RecordType::A,
+        );
+        assert_eq!(ips(&a.answers), ip_set(&["10.0.0.1"]));
+        assert_negative(
+            &resolve(
+                &strict,
+                &table,
+                &name("queue.service.strata."),
+                RecordType::AAAA,
+            ),
+            ResponseCode::NXDomain,
+        );
     }
 
     #[test]
