@@ -262,21 +262,6 @@ fn a_dry_run_touches_nothing_and_shows_everything_but_the_key() {
 }
 
 #[test]
-fn a_dry_run_into_a_root_that_does_not_exist_yet_plans_it_as_empty() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let r = tmp.path().join("image");
-    let out = ok(&install(&r, &["--dry-run"]));
-    assert!(out.contains("would create dir"), "{out}");
-    assert!(!r.exists(), "the dry run made the root:\n{out}");
-    let out = agent_cmd("uninstall", &r, &["--dry-run"]);
-    assert!(ok(&out).contains("nothing to do"), "{out:?}");
-    // A real install still wants the root made first.
-    let out = install(&r, &[]);
-    assert!(!out.status.success(), "{out:?}");
-    assert!(!r.exists());
-}
-
-#[test]
 fn a_changed_config_is_overwritten_only_with_force() {
     let root = tempfile::tempdir().expect("temp dir");
     let r = root.path();
@@ -488,9 +473,12 @@ fn a_dry_run_into_a_root_that_does_not_exist_yet_shows_the_plan_and_creates_noth
             "{path} not shown:\n{out}"
         );
     }
+    let out = agent_cmd("uninstall", &r, &["--dry-run"]);
+    assert!(ok(&out).contains("nothing to do"), "{out:?}");
     // A real install still needs the root to exist, and says which.
     let out = install(&r, &[]);
     assert!(!out.status.success());
+    assert!(!r.exists());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("root dir") && stderr.contains("not-yet"),

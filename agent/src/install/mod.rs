@@ -20,8 +20,14 @@ pub struct InstallArgs {
     #[arg(long = "join", value_name = "HOST:PORT")]
     pub join: Vec<String>,
     /// The cluster key (`strata-agent keygen`); every host needs the same one. Without it the
-    /// installed key is kept, or a new one is generated and printed (the first host).
-    #[arg(long, value_name = "KEY")]
+    /// installed key is kept, or a new one is generated and printed (the first host). Give it
+    /// in the environment to keep it out of the process list.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "STRATA_GOSSIP_KEY",
+        hide_env_values = true
+    )]
     pub gossip_key: Option<String>,
     /// Name of this node [default: the hostname, looked up when the agent starts].
     #[arg(long, value_name = "NAME")]
