@@ -90,6 +90,9 @@ const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        end_quietly_on_a_closed_pipe();
+    }
     match cli.command {
         Command::Version => {
             println!("strata-agent {}", env!("CARGO_PKG_VERSION"));
@@ -139,6 +142,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Restores SIGPIPE's default action for the one-shot subcommands (install, token, tls,
+/// ...), so their output into a pipe whose reader has gone (`strata-agent install --dry-run |
+/// head`) ends them as it ends `cat`, instead of a panic in `println!`. Rust ignores SIGPIPE
+/// so that a write to a closed socket fails instead of killing the process; `run`, which
+/// serves sockets, keeps that, and the one-shot subcommands write to no socket.
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called first in main, before any other thread exists; setting a disposition
+    // to SIG_DFL runs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

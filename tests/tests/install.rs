@@ -546,3 +546,42 @@ fn services_do_not_inherit_the_agents_oom_score_adjustment() {
         .terminate(Duration::from_secs(20))
         .expect("agent stops");
 }
+
+/// Output into a pipe whose reader has gone (`strata-agent install --dry-run | head`) ends
+/// the command quietly, by SIGPIPE as it ends `cat`, not with a panic.
+#[test]
+fn a_dry_run_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(binary("strata-agent"))
+        .args([
+            "install",
+            "--dry-run",
+            "--gossip-addr",
+            "127.0.0.1:7701",
+            "--gossip-key",
+            KEY,
+        ])
+        .arg("--root")
+        .arg(tmp.path().join("image"))
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn strata-agent install");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("strata-agent ends");
+    assert_eq!(
+        out.status.signal(),
+        Some(rustix::process::Signal::PIPE.as_raw()),
+        "{:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
