@@ -950,7 +950,7 @@ async fn prometheus_text_passes_promtool() {
     identify(front).await;
     let text = render_prometheus(&h.balancer.stats());
     assert!(text.contains(
-        "strata_balancer_endpoint_connections_total{service=\"web\",instance=\"a\\\"quoted\""
+        "strata_balancer_endpoint_connections_total{service=\"web\",service_instance=\"a\\\"quoted\""
     ));
     if !strata_tests::prereq::PROMTOOL.check() {
         return;
