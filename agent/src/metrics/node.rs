@@ -244,20 +244,16 @@ impl NodeCollector {
                 info: Default::default(),
                 device,
             };
-            let mut path = entry.path();
+            let base = entry.path();
             for (i, f) in NETCLASS.iter().enumerate() {
-                path.push(f.file);
-                if read_into(buf, &path) {
+                if read_into(buf, &base.join(f.file)) {
                     d.values[i] = (f.parse)(buf.trim());
                 }
-                path.pop();
             }
             for (i, file) in NETCLASS_INFO.iter().enumerate() {
-                path.push(file);
-                if read_into(buf, &path) {
+                if read_into(buf, &base.join(file)) {
                     d.info[i] = buf.trim().to_owned();
                 }
-                path.pop();
             }
             devices.push(d);
         }
@@ -668,12 +664,9 @@ fn hex(s: &str) -> Option<f64> {
         .map(|v| v as f64)
 }
 
-/// `speed` is in Mbit/s, -1 when unknown (then left out).
+/// `speed` is in Mbit/s; -1 (unknown) gives -125000, as node_exporter 1.5 reports it.
 fn speed(s: &str) -> Option<f64> {
-    s.parse::<i64>()
-        .ok()
-        .filter(|v| *v >= 0)
-        .map(|v| v as f64 * 125_000.0)
+    s.parse::<i64>().ok().map(|v| v as f64 * 125_000.0)
 }
 
 fn operstate_up(s: &str) -> Option<f64> {
@@ -681,7 +674,7 @@ fn operstate_up(s: &str) -> Option<f64> {
 }
 
 /// node_exporter's netclass families, in its order.
-const NETCLASS: [NetClassFile; 17] = [
+const NETCLASS: [NetClassFile; 18] = [
     NetClassFile {
         family: "node_network_address_assign_type",
         file: "addr_assign_type",
@@ -785,6 +778,13 @@ const NETCLASS: [NetClassFile; 17] = [
         file: "type",
         kind: Kind::Gauge,
         help: "Network device property: protocol_type",
+        parse: dec,
+    },
+    NetClassFile {
+        family: "node_network_receive_nohandler_total",
+        file: "statistics/rx_nohandler",
+        kind: Kind::Counter,
+        help: "Network device statistic receive_nohandler.",
         parse: dec,
     },
     NetClassFile {
@@ -1248,4 +1248,106 @@ pub(crate) fn write_os_release(text: &str, w: &mut Writer) {
         ],
         version,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(f: impl FnOnce(&mut String, &mut Writer)) -> String {
+        let mut w = Writer { out: String::new() };
+        let mut name = String::new();
+        f(&mut name, &mut w);
+        w.out
+    }
+
+    fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn meminfo_names_and_units_are_node_exporters() {
+        let text = "MemTotal:       16384 kB\nActive(anon):      8 kB\nHugePages_Total:       4\n";
+        let out = written(|n, w| write_meminfo(text, n, w));
+        assert_eq!(value(&out, "node_memory_MemTotal_bytes"), Some("16777216"));
+        assert_eq!(value(&out, "node_memory_Active_anon_bytes"), Some("8192"));
+        assert_eq!(value(&out, "node_memory_HugePages_Total"), Some("4"));
+        assert!(out.contains("# TYPE node_memory_MemTotal_bytes gauge\n"));
+    }
+
+    #[test]
+    fn netstat_keeps_node_exporters_default_fields() {
+        let mut text = String::from(
+            "TcpExt: SyncookiesSent ListenDrops PruneCalled\nTcpExt: 1 2 3\n\
+             Tcp: RtoAlgorithm MaxConn CurrEstab InErrs\nTcp: 1 -1 7 0\n",
+        );
+        snmp6_as_netstat(
+            "Ip6InOctets   \t5574\nIp6InReceives 3\nUdpLite6InErrors 0\n",
+            &mut text,
+        );
+        let out = written(|n, w| write_netstat(&text, n, w));
+        assert_eq!(value(&out, "node_netstat_TcpExt_SyncookiesSent"), Some("1"));
+        assert_eq!(value(&out, "node_netstat_TcpExt_ListenDrops"), Some("2"));
+        assert_eq!(value(&out, "node_netstat_Tcp_CurrEstab"), Some("7"));
+        assert_eq!(value(&out, "node_netstat_Tcp_InErrs"), Some("0"));
+        assert_eq!(value(&out, "node_netstat_Ip6_InOctets"), Some("5574"));
+        assert_eq!(value(&out, "node_netstat_UdpLite6_InErrors"), Some("0"));
+        assert!(!out.contains("PruneCalled") && !out.contains("MaxConn"));
+        assert!(!out.contains("Ip6_InReceives"));
+        assert!(out.contains("# TYPE node_netstat_Tcp_CurrEstab untyped\n"));
+    }
+
+    #[test]
+    fn sockstat_mem_is_also_given_in_bytes() {
+        let text = "sockets: used 27\nTCP: inuse 5 orphan 0 tw 1 alloc 5 mem 3\nTCP6: inuse 2\n";
+        let out = written(|n, w| write_sockstat(text, 4096, n, w));
+        assert_eq!(value(&out, "node_sockstat_sockets_used"), Some("27"));
+        assert_eq!(value(&out, "node_sockstat_TCP_mem"), Some("3"));
+        assert_eq!(value(&out, "node_sockstat_TCP_mem_bytes"), Some("12288"));
+        assert_eq!(value(&out, "node_sockstat_TCP6_inuse"), Some("2"));
+    }
+
+    #[test]
+    fn diskstats_in_seconds_and_bytes_for_whole_disks_only() {
+        let text = " 254 0 vda 10 2 8 1500 20 3 16 2500 1 4000 4500 5 0 6 7 8 9\n\
+                     254 1 vda1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1\n";
+        let out = written(|_, w| write_diskstats(text, Path::new("/nonexistent"), w));
+        assert_eq!(
+            value(&out, "node_disk_reads_merged_total{device=\"vda\"}"),
+            Some("2")
+        );
+        assert_eq!(
+            value(&out, "node_disk_read_bytes_total{device=\"vda\"}"),
+            Some("4096")
+        );
+        assert_eq!(
+            value(&out, "node_disk_read_time_seconds_total{device=\"vda\"}"),
+            Some("1.5")
+        );
+        assert_eq!(value(&out, "node_disk_io_now{device=\"vda\"}"), Some("1"));
+        assert_eq!(
+            value(
+                &out,
+                "node_disk_io_time_weighted_seconds_total{device=\"vda\"}"
+            ),
+            Some("4.5")
+        );
+        assert_eq!(
+            value(&out, "node_disk_flush_requests_total{device=\"vda\"}"),
+            Some("8")
+        );
+        assert!(!out.contains("vda1"));
+        assert!(out.contains("node_disk_info{device=\"vda\",major=\"254\",minor=\"0\","));
+    }
+
+    #[test]
+    fn vmstat_filter_is_node_exporters() {
+        for kept in ["oom_kill", "pgpgin", "pswpout", "pgfault", "pgmajfault"] {
+            assert!(vmstat_kept(kept), "{kept}");
+        }
+        for dropped in ["nr_free_pages", "pgalloc_normal", "thp_fault_alloc"] {
+            assert!(!vmstat_kept(dropped), "{dropped}");
+        }
+    }
 }
