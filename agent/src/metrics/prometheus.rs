@@ -444,8 +444,6 @@ fn strata(w: &mut Writer, node: &NodeInfo, agent: &AgentStats) {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashSet};
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
 
     use strata_proto::v1::FilesystemMetrics;
 
@@ -695,63 +693,21 @@ mod tests {
         assert_eq!(w.out, "a NaN\na +Inf\na -Inf\na 0.1\na 0.0000001\n");
     }
 
-    /// What `promtool check metrics` says about node_exporter 1.5's own output, and so
-    /// accepts in ours (compatibility wins over the lint): the camelCase of the meminfo and
-    /// netstat names (`node_memory_MemTotal_bytes`, `node_netstat_Tcp_InSegs`) and the `bits`
-    /// unit of the entropy gauges. Nothing else.
-    fn node_exporter_lint_exception(finding: &str) -> bool {
-        let Some((name, message)) = finding.split_once(' ') else {
-            return false;
-        };
-        let camel = message == "metric names should be written in 'snake_case' not 'camelCase'"
-            && (name.starts_with("node_memory_") || name.starts_with("node_netstat_"));
-        let bits = message == "use base unit \"bytes\" instead of \"bits\""
-            && matches!(
-                name,
-                "node_entropy_available_bits" | "node_entropy_pool_size_bits"
-            );
-        camel || bits
-    }
-
     /// The whole output passes `promtool check metrics` except for node_exporter's own lint
-    /// exceptions (see [`node_exporter_lint_exception`]), and has at least one of each.
+    /// exceptions (camelCase meminfo/netstat names, entropy in bits), which it does have.
     #[test]
-    fn promtool_accepts_the_output() {
+    fn promtool_accepts_the_output_but_node_exporters_exceptions() {
         if !strata_tests::prereq::PROMTOOL.check() {
             return;
         }
         let text = render(&synthetic(), &mut NodeCollector::new(), &node(), &agent());
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start promtool");
-        child
-            .stdin
-            .take()
-            .expect("promtool stdin")
-            .write_all(text.as_bytes())
-            .expect("write to promtool");
-        let out = child.wait_with_output().expect("promtool output");
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let other: Vec<&str> = report
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !node_exporter_lint_exception(l))
-            .collect();
+        let findings =
+            strata_tests::promtool_findings_beyond_node_exporter(&text).expect("promtool runs");
         assert!(
-            other.is_empty() && matches!(out.status.code(), Some(0 | 3)),
-            "promtool (status {:?}) reported:\n{report}",
-            out.status.code()
+            findings.is_empty(),
+            "promtool reported:\n{}",
+            findings.join("\n")
         );
-        assert!(
-            report.contains("node_memory_MemTotal_bytes metric names"),
-            "{report}"
-        );
+        assert!(text.contains("\nnode_memory_MemTotal_bytes "), "{text}");
     }
 }
