@@ -1088,7 +1088,7 @@ fn local_time_zone() -> Option<(String, i64)> {
         let zone = std::ffi::CStr::from_ptr(tm.tm_zone)
             .to_string_lossy()
             .into_owned();
-        Some((zone, i64::from(tm.tm_gmtoff)))
+        Some((zone, tm.tm_gmtoff))
     }
 }
 
