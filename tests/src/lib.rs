@@ -686,3 +686,55 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
     }
 }
+
+/// Runs `promtool check metrics` on `text` and returns its findings that node_exporter 1.5's
+/// own output does not have too (empty when the text is acceptable). Accepted, because
+/// compatibility with node_exporter's names wins over the lint: the camelCase of the meminfo
+/// and netstat names (`node_memory_MemTotal_bytes`, `node_netstat_Tcp_InSegs`) and the `bits`
+/// unit of the two entropy gauges.
+pub fn promtool_findings_beyond_node_exporter(text: &str) -> Result<Vec<String>> {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting promtool")?;
+    child
+        .stdin
+        .take()
+        .context("promtool's stdin")?
+        .write_all(text.as_bytes())
+        .context("writing to promtool")?;
+    let out = child.wait_with_output().context("waiting for promtool")?;
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut findings: Vec<String> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !node_exporter_lint_exception(l))
+        .map(str::to_owned)
+        .collect();
+    // 0: clean; 3: lint findings only. Anything else is a parse error.
+    if !matches!(out.status.code(), Some(0 | 3)) {
+        findings.push(format!("promtool exited with {:?}", out.status.code()));
+    }
+    Ok(findings)
+}
+
+/// Whether one `promtool check metrics` finding is one node_exporter 1.5's output has too.
+fn node_exporter_lint_exception(finding: &str) -> bool {
+    let Some((name, message)) = finding.split_once(' ') else {
+        return false;
+    };
+    let camel = message == "metric names should be written in 'snake_case' not 'camelCase'"
+        && (name.starts_with("node_memory_") || name.starts_with("node_netstat_"));
+    let bits = message == "use base unit \"bytes\" instead of \"bits\""
+        && matches!(
+            name,
+            "node_entropy_available_bits" | "node_entropy_pool_size_bits"
+        );
+    camel || bits
+}

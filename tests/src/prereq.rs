@@ -100,6 +100,13 @@ impl PythonModule {
     }
 }
 
+/// `prometheus` scrapes an agent and node_exporter side by side (the compatibility test).
+pub const PROMETHEUS: Program = Program::new("prometheus", "prometheus");
+
+/// Debian's node_exporter, the reference for the agent's `node_*` metric names.
+pub const NODE_EXPORTER: Program =
+    Program::new("prometheus-node-exporter", "prometheus-node-exporter");
+
 /// How to get the cgroup controllers the isolation tests write to.
 pub const CGROUPS_HOW: &str = "run the tests as root on a host that mounts cgroups at \
      /sys/fs/cgroup (v2, or v1 controllers such as /sys/fs/cgroup/memory), as CI does";

@@ -1,6 +1,7 @@
 //! The HTTP endpoint: `GET /metrics` in the Prometheus text format and `GET /health`.
 
 use super::health::Readiness;
+use crate::metrics::node::NodeCollector;
 use crate::metrics::prometheus::{self, AgentStats};
 use crate::state::{AgentState, unix_now_ms};
 use axum::Router;
@@ -8,7 +9,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// The content type Prometheus expects for text exposition format 0.0.4.
@@ -17,8 +18,12 @@ const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8"
 /// The HTTP routes over the agent's state; `collect_interval` decides when the collector
 /// counts as stalled for /health.
 pub fn router(state: Arc<AgentState>, collect_interval: Duration) -> Router {
+    let host_files = Arc::new(Mutex::new(NodeCollector::new()));
     Router::new()
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(move |s: State<Arc<AgentState>>| metrics(s, host_files.clone())),
+        )
         .route(
             "/health",
             get(move |s: State<Arc<AgentState>>| health(s, collect_interval)),
@@ -26,7 +31,12 @@ pub fn router(state: Arc<AgentState>, collect_interval: Duration) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
+/// Renders `/metrics`; the scrape-time host files are read on a blocking thread, one scrape
+/// at a time.
+async fn metrics(
+    State(state): State<Arc<AgentState>>,
+    host_files: Arc<Mutex<NodeCollector>>,
+) -> impl IntoResponse {
     let latest = state.latest();
     let stats = state.stats.lock().map(|s| s.clone()).unwrap_or_default();
     let agent = AgentStats {
@@ -35,12 +45,32 @@ async fn metrics(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
         last_collect_seconds: stats.last_collect_seconds,
         alerts_firing: stats.alerts_firing,
     };
-    let mut body = prometheus::render(&latest, &state.node_info(), &agent);
+    let node = state.node_info();
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut host_files = host_files.lock().unwrap_or_else(PoisonError::into_inner);
+        prometheus::render(&latest, &mut host_files, &node, &agent)
+    })
+    .await;
+    let mut body = match rendered {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::warn!(%error, "rendering /metrics failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "rendering metrics failed\n".to_owned(),
+            );
+        }
+    };
     body.push_str(&strata_registry::balance::render_prometheus(
         &state.balancer.stats(),
     ));
     body.push_str(&dns_metrics(&state.dns.stats()));
-    ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], body)
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+        body,
+    )
 }
 
 /// Healthy when the collector produced a sample within the last five intervals (the rule

@@ -1379,11 +1379,14 @@ this line is not mountinfo
         let per = start.elapsed() / n;
         let stats = crate::metrics::prometheus::AgentStats::default();
         let node = strata_proto::v1::NodeInfo::default();
+        let mut files = crate::metrics::node::NodeCollector::new();
         let start = Instant::now();
         let mut bytes = 0;
         for _ in 0..n {
-            bytes = std::hint::black_box(crate::metrics::prometheus::render(&last, &node, &stats))
-                .len();
+            bytes = std::hint::black_box(crate::metrics::prometheus::render(
+                &last, &mut files, &node, &stats,
+            ))
+            .len();
         }
         let render = start.elapsed() / n;
         println!(

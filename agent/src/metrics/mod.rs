@@ -5,5 +5,6 @@
 pub mod alerts;
 pub mod collect;
 pub mod history;
+pub mod node;
 pub mod procs;
 pub mod prometheus;

@@ -172,7 +172,7 @@ pub fn render_prometheus(stats: &BalancerStats) -> String {
     let svc = |s: &ServiceStats| format!("service=\"{}\"", label(&s.name));
     let ep = |s: &ServiceStats, e: &EndpointStats| {
         format!(
-            "service=\"{}\",instance=\"{}\",node=\"{}\"",
+            "service=\"{}\",service_instance=\"{}\",node=\"{}\"",
             label(&s.name),
             label(&e.instance),
             label(&e.node)
