@@ -22,7 +22,7 @@ use crate::supervisor::spec::{HealthCheck, HealthSpec};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 /// The longest check message kept, in bytes.
@@ -30,9 +30,6 @@ pub const MAX_OUTPUT: usize = 512;
 
 /// How much of an exec check's stdout and stderr is kept, each.
 const EXEC_CAPTURE: usize = 4096;
-
-/// The longest HTTP status line read.
-const MAX_STATUS_LINE: usize = 1024;
 
 /// An instance's health, as reported to discovery and the console: the contract's enum
 /// (Unknown: not yet decided; Passing: `rise` consecutive passes; Warning: answering but
@@ -180,9 +177,11 @@ pub async fn run_check(
 ) -> CheckOutcome {
     let timed_out = || CheckOutcome::Fail(format!("timed out after {}", human(timeout)));
     match check {
-        HealthCheck::Http { path } => tokio::time::timeout(timeout, http_check(path, target))
-            .await
-            .unwrap_or_else(|_| timed_out()),
+        HealthCheck::Http(http) => {
+            tokio::time::timeout(timeout, super::http_check::check(http, target))
+                .await
+                .unwrap_or_else(|_| timed_out())
+        }
         HealthCheck::Tcp => match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
             Ok(Ok(_)) => CheckOutcome::Pass,
             Ok(Err(e)) => CheckOutcome::Fail(connect_error(&e, target)),
@@ -196,71 +195,11 @@ fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-fn connect_error(e: &std::io::Error, target: SocketAddr) -> String {
+/// A failed connect in words, naming the address.
+pub(super) fn connect_error(e: &std::io::Error, target: SocketAddr) -> String {
     match e.kind() {
         std::io::ErrorKind::ConnectionRefused => format!("connection refused to {target}"),
         _ => format!("connect to {target}: {e}"),
-    }
-}
-
-/// GET `path` with `Connection: close` and judges the status line.
-async fn http_check(path: &str, target: SocketAddr) -> CheckOutcome {
-    let mut stream = match TcpStream::connect(target).await {
-        Ok(s) => s,
-        Err(e) => return CheckOutcome::Fail(connect_error(&e, target)),
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: strata-agent/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    if let Err(e) = stream.write_all(request.as_bytes()).await {
-        return CheckOutcome::Fail(format!("send request to {target}: {e}"));
-    }
-    let mut line = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        if let Some(end) = line.windows(2).position(|w| w == b"\r\n") {
-            line.truncate(end);
-            break;
-        }
-        if line.len() > MAX_STATUS_LINE {
-            return CheckOutcome::Fail(format!("no HTTP status line from {target}"));
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) if line.is_empty() => {
-                return CheckOutcome::Fail(format!(
-                    "connection closed by {target} before a response"
-                ));
-            }
-            Ok(0) => break,
-            Ok(n) => line.extend_from_slice(&buf[..n]),
-            Err(e) => return CheckOutcome::Fail(format!("read response from {target}: {e}")),
-        }
-    }
-    judge_status_line(&String::from_utf8_lossy(&line))
-}
-
-/// 2xx and 3xx pass, 429 warns, anything else fails; the message quotes the status.
-fn judge_status_line(line: &str) -> CheckOutcome {
-    let mut parts = line.trim().splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let code = parts.next().and_then(|c| c.parse::<u16>().ok());
-    let reason = parts.next().unwrap_or_default().trim();
-    let Some(code) = code.filter(|_| version.starts_with("HTTP/")) else {
-        return CheckOutcome::Fail(format!(
-            "not an HTTP status line: {:?}",
-            bounded(line.to_string())
-        ));
-    };
-    let status = if reason.is_empty() {
-        format!("HTTP {code}")
-    } else {
-        format!("HTTP {code} {reason}")
-    };
-    match code {
-        200..=399 => CheckOutcome::Pass,
-        429 => CheckOutcome::Warn(status),
-        _ => CheckOutcome::Fail(status),
     }
 }
 
@@ -363,6 +302,8 @@ async fn read_bounded(mut pipe: impl AsyncRead + Unpin) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::spec::HttpCheck;
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     fn spec(rise: u32, fall: u32, grace: Duration) -> HealthSpec {
@@ -533,28 +474,11 @@ mod tests {
         assert!(t.last_output().chars().all(|c| c == 'é'));
     }
 
-    #[test]
-    fn status_lines_are_judged() {
-        assert_eq!(
-            judge_status_line("HTTP/1.1 204 No Content"),
-            CheckOutcome::Pass
-        );
-        assert_eq!(judge_status_line("HTTP/1.0 301 Moved"), CheckOutcome::Pass);
-        assert_eq!(
-            judge_status_line("HTTP/1.1 429 Too Many Requests"),
-            CheckOutcome::Warn("HTTP 429 Too Many Requests".into())
-        );
-        assert_eq!(
-            judge_status_line("HTTP/1.1 404"),
-            CheckOutcome::Fail("HTTP 404".into())
-        );
-        assert!(
-            matches!(judge_status_line("SSH-2.0-OpenSSH"), CheckOutcome::Fail(m) if m.contains("not an HTTP status line"))
-        );
-    }
-
     /// Serves one canned response per connection; returns the address and the requests seen.
-    async fn canned(response: &'static str) -> (SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+    async fn canned(
+        response: impl Into<String>,
+    ) -> (SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+        let response: String = response.into();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -568,9 +492,8 @@ mod tests {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = tx
-                    .send(String::from_utf8_lossy(&request).into_owned())
-                    .await;
+                // A test that does not read the requests does not hold up the server.
+                let _ = tx.try_send(String::from_utf8_lossy(&request).into_owned());
                 let _ = sock.write_all(response.as_bytes()).await;
             }
         });
@@ -581,9 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_checks_judge_real_responses() {
-        let check = HealthCheck::Http {
-            path: "/healthz".into(),
-        };
+        let check = HealthCheck::Http(HttpCheck::plain("/healthz"));
         let (ok, mut requests) =
             canned("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
         assert_eq!(
@@ -612,12 +533,156 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http_checks_read_chunked_and_sized_bodies_into_the_message() {
+        let check = HealthCheck::Http(HttpCheck::plain("/"));
+        let (ok, _r) =
+            canned("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                .await;
+        assert_eq!(
+            run_check(&check, ok, TIMEOUT, &[]).await,
+            CheckOutcome::Pass
+        );
+        let (down, _r) = canned(
+            "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ndb \r\n4\r\ndown\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            run_check(&check, down, TIMEOUT, &[]).await,
+            CheckOutcome::Fail("HTTP 503 Service Unavailable: db down".into())
+        );
+        let (slow, _r) =
+            canned("HTTP/1.1 429 Too Many Requests\r\nContent-Length: 10\r\n\r\nslow down\n").await;
+        assert_eq!(
+            run_check(&check, slow, TIMEOUT, &[]).await,
+            CheckOutcome::Warn("HTTP 429 Too Many Requests: slow down".into())
+        );
+        let big = "x".repeat(100_000);
+        let (huge, _r) = canned(format!(
+            "HTTP/1.1 500 Oops\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        ))
+        .await;
+        let outcome = run_check(&check, huge, TIMEOUT, &[]).await;
+        assert!(
+            matches!(&outcome, CheckOutcome::Fail(m) if m.starts_with("HTTP 500 Oops: xxx") && m.len() <= super::super::http_check::MAX_BODY + 20),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_checks_follow_redirects_as_consul_does_unless_disabled() {
+        let (ok, mut seen) = canned("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        let (moved, _r) = canned(format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://{ok}/ready?x=1\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .await;
+        let follow = HealthCheck::Http(HttpCheck::plain("/"));
+        assert_eq!(
+            run_check(&follow, moved, TIMEOUT, &[]).await,
+            CheckOutcome::Pass
+        );
+        let request = seen.recv().await.unwrap();
+        assert!(
+            request.starts_with("GET /ready?x=1 HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.contains(&format!("Host: {ok}\r\n")), "{request}");
+
+        let stay = HealthCheck::Http(HttpCheck {
+            follow_redirects: false,
+            ..HttpCheck::plain("/")
+        });
+        assert_eq!(
+            run_check(&stay, moved, TIMEOUT, &[]).await,
+            CheckOutcome::Fail("HTTP 302 Found".into())
+        );
+        let (around, _r) = canned(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(matches!(
+            run_check(&follow, around, TIMEOUT, &[]).await,
+            CheckOutcome::Fail(m) if m.starts_with("stopped after 10 redirects")
+        ));
+    }
+
+    /// Serves `200 OK` over TLS with a self-signed certificate for `localhost`.
+    async fn self_signed_https() -> SocketAddr {
+        let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = key.cert.der().clone();
+        let private =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], private)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    continue;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tls
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn https_checks_verify_the_certificate_unless_told_to_skip() {
+        let addr = self_signed_https().await;
+        let https = |skip_verify| {
+            HealthCheck::Http(HttpCheck {
+                tls: Some(crate::supervisor::spec::CheckTls {
+                    server_name: Some("localhost".into()),
+                    skip_verify,
+                }),
+                ..HttpCheck::plain("/healthz")
+            })
+        };
+        let refused = run_check(&https(false), addr, TIMEOUT, &[]).await;
+        assert!(
+            matches!(&refused, CheckOutcome::Fail(m) if m.contains("TLS handshake") && m.contains("certificate")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            run_check(&https(true), addr, TIMEOUT, &[]).await,
+            CheckOutcome::Pass
+        );
+        let plain = run_check(
+            &HealthCheck::Http(HttpCheck::plain("/")),
+            addr,
+            TIMEOUT,
+            &[],
+        )
+        .await;
+        assert!(matches!(plain, CheckOutcome::Fail(_)), "{plain:?}");
+    }
+
+    #[tokio::test]
     async fn http_check_times_out_on_a_silent_server() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Accepted by the kernel backlog, never answered.
         let outcome = run_check(
-            &HealthCheck::Http { path: "/".into() },
+            &HealthCheck::Http(HttpCheck::plain("/")),
             addr,
             Duration::from_millis(200),
             &[],
@@ -641,7 +706,7 @@ mod tests {
             run_check(&HealthCheck::Tcp, open, TIMEOUT, &[]).await,
             CheckOutcome::Fail(format!("connection refused to {open}"))
         );
-        let http = HealthCheck::Http { path: "/".into() };
+        let http = HealthCheck::Http(HttpCheck::plain("/"));
         assert_eq!(
             run_check(&http, open, TIMEOUT, &[]).await,
             CheckOutcome::Fail(format!("connection refused to {open}"))

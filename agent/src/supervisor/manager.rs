@@ -1101,7 +1101,10 @@ fn describe_health(spec: &ServiceSpec) -> String {
         .unwrap_or_default();
     let at = h.address.map(|a| format!(" at {a}")).unwrap_or_default();
     let check = match &h.check {
-        HealthCheck::Http { path } => format!("http {path}{port}{at}"),
+        HealthCheck::Http(http) => {
+            let scheme = if http.tls.is_some() { "https" } else { "http" };
+            format!("{scheme} {}{port}{at}", http.path)
+        }
         HealthCheck::Tcp => format!("tcp{port}{at}"),
         HealthCheck::Exec { command } => format!("exec {}", command.join(" ")),
     };

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod detached;
 pub mod frontends;
 pub mod health;
+pub mod http_check;
 pub mod instance;
 pub mod log_retention;
 pub mod log_tail;

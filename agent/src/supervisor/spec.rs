@@ -55,12 +55,44 @@ pub struct PortSpec {
 /// How health is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthCheck {
-    /// HTTP GET of this path on the instance's port: 2xx passing, 429 warning, else critical.
-    Http { path: String },
+    /// HTTP(S) GET on the instance's port: 2xx passing, 429 warning, else critical.
+    Http(HttpCheck),
     /// A TCP connect to the instance's port.
     Tcp,
     /// A command: exit 0 passing, 1 warning, anything else critical.
     Exec { command: Vec<String> },
+}
+
+/// What an HTTP check asks and how: `http = "/path"` with `scheme`, `tls_server_name`,
+/// `tls_skip_verify` and `disable_redirects`, named as Consul names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// The path (and query) requested.
+    pub path: String,
+    /// How https checks verify the server; `None` for plain HTTP.
+    pub tls: Option<CheckTls>,
+    /// Whether redirects are followed (Consul's default) or a 3xx is judged as it is.
+    pub follow_redirects: bool,
+}
+
+impl HttpCheck {
+    /// A plain HTTP check of `path` that follows redirects.
+    pub fn plain(path: impl Into<String>) -> HttpCheck {
+        HttpCheck {
+            path: path.into(),
+            tls: None,
+            follow_redirects: true,
+        }
+    }
+}
+
+/// How an https check verifies the instance's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckTls {
+    /// The name the certificate must carry (and the SNI sent); the dialled IP when not given.
+    pub server_name: Option<String>,
+    /// Accepts any certificate, as Consul's `tls_skip_verify`: encryption without identity.
+    pub skip_verify: bool,
 }
 
 /// The `[health]` table.
@@ -250,6 +282,10 @@ struct RawHealth {
     fall: Option<i64>,
     grace: Option<String>,
     address: Option<String>,
+    scheme: Option<String>,
+    tls_server_name: Option<String>,
+    tls_skip_verify: Option<bool>,
+    disable_redirects: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -710,7 +746,7 @@ fn parse_health(
                     format!("{path:?} must be a path starting with '/'"),
                 ));
             }
-            HealthCheck::Http { path }
+            HealthCheck::Http(parse_http_check(at, h, path)?)
         }
         [false, true, false] => HealthCheck::Tcp,
         [false, false, true] => {
@@ -727,6 +763,17 @@ fn parse_health(
             ));
         }
     };
+    if !matches!(check, HealthCheck::Http(_)) {
+        let http_only = [
+            ("health.scheme", h.scheme.is_some()),
+            ("health.tls_server_name", h.tls_server_name.is_some()),
+            ("health.tls_skip_verify", h.tls_skip_verify.is_some()),
+            ("health.disable_redirects", h.disable_redirects.is_some()),
+        ];
+        if let Some((field, _)) = http_only.iter().find(|(_, given)| *given) {
+            return Err(at.error(field, "only an http check takes it (http = \"/path\")"));
+        }
+    }
     let needs_port = !matches!(check, HealthCheck::Exec { .. });
     if let Some(port) = &h.port {
         if !ports.contains_key(port) {
@@ -784,6 +831,54 @@ fn parse_health(
         rise: at.count("health.rise", h.rise, 2, 1, 100)?,
         fall: at.count("health.fall", h.fall, 3, 1, 100)?,
         grace: at.duration("health.grace", h.grace.as_deref(), Duration::from_secs(5))?,
+    })
+}
+
+/// The HTTP check of `path`: its scheme, TLS verification and redirect rule.
+fn parse_http_check(at: &Locator<'_>, h: &RawHealth, path: String) -> Result<HttpCheck, SpecError> {
+    let https = match h.scheme.as_deref() {
+        None | Some("http") => false,
+        Some("https") => true,
+        Some(other) => {
+            return Err(at.error(
+                "health.scheme",
+                format!("{other:?} is not a scheme a check speaks: \"http\" or \"https\""),
+            ));
+        }
+    };
+    let server_name = h.tls_server_name.clone();
+    if let Some(name) = &server_name
+        && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+    {
+        return Err(at.error(
+            "health.tls_server_name",
+            format!("{name:?} is not a DNS name or IP address"),
+        ));
+    }
+    let tls = if https {
+        Some(CheckTls {
+            server_name,
+            skip_verify: h.tls_skip_verify.unwrap_or(false),
+        })
+    } else {
+        if let Some(field) = [
+            ("health.tls_server_name", server_name.is_some()),
+            ("health.tls_skip_verify", h.tls_skip_verify.is_some()),
+        ]
+        .iter()
+        .find_map(|(field, given)| given.then_some(*field))
+        {
+            return Err(at.error(
+                field,
+                "only an https check takes it: add scheme = \"https\"",
+            ));
+        }
+        None
+    };
+    Ok(HttpCheck {
+        path,
+        tls,
+        follow_redirects: !h.disable_redirects.unwrap_or(false),
     })
 }
 
@@ -1128,7 +1223,7 @@ keep = 5
         assert_eq!(spec.instances, 2);
         assert_eq!(spec.ports["http"].frontend, Some(18080));
         let health = spec.health.unwrap();
-        assert_eq!(health.check, HealthCheck::Http { path: "/".into() });
+        assert_eq!(health.check, HealthCheck::Http(HttpCheck::plain("/")));
         assert_eq!((health.rise, health.fall), (2, 3));
         assert_eq!(health.grace, Duration::from_secs(5));
         assert_eq!(spec.restart.policy, RestartPolicy::Always);
@@ -1278,6 +1373,47 @@ keep = 5
         assert_eq!(e.field, "update.min_healthy_time");
         let e = err(&with("canary = 1\n"));
         assert_eq!(e.field, "update.canary");
+    }
+
+    #[test]
+    fn an_http_check_takes_https_tls_and_redirect_settings_named_as_consul_names_them() {
+        let with = |extra: &str| EXAMPLE.replace("http = \"/\"", &format!("http = \"/\"\n{extra}"));
+        let check = |extra: &str| {
+            parse_spec("echo.toml", &with(extra))
+                .unwrap()
+                .health
+                .unwrap()
+                .check
+        };
+        assert_eq!(
+            check(
+                "scheme = \"https\"\ntls_server_name = \"api.internal\"\ntls_skip_verify = true\ndisable_redirects = true"
+            ),
+            HealthCheck::Http(HttpCheck {
+                path: "/".into(),
+                tls: Some(CheckTls {
+                    server_name: Some("api.internal".into()),
+                    skip_verify: true,
+                }),
+                follow_redirects: false,
+            })
+        );
+        assert_eq!(
+            check("scheme = \"http\""),
+            HealthCheck::Http(HttpCheck::plain("/"))
+        );
+        let e = err(&with("scheme = \"ftp\""));
+        assert_eq!(e.field, "health.scheme");
+        assert!(e.problem.contains("\"http\" or \"https\""), "{e}");
+        let e = err(&with("tls_skip_verify = true"));
+        assert_eq!(e.field, "health.tls_skip_verify");
+        assert!(e.problem.contains("scheme = \"https\""), "{e}");
+        let e = err(&with(
+            "scheme = \"https\"\ntls_server_name = \"not a name\"",
+        ));
+        assert_eq!(e.field, "health.tls_server_name");
+        let e = err(&EXAMPLE.replace("http = \"/\"", "tcp = true\ndisable_redirects = true"));
+        assert_eq!(e.field, "health.disable_redirects");
     }
 
     #[test]
