@@ -16,6 +16,7 @@ pub mod identity;
 pub mod install;
 pub mod keyring_store;
 pub mod leave;
+pub mod manual;
 pub mod metrics;
 pub mod notify;
 pub mod reload;

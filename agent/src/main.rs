@@ -126,8 +126,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Man { dir } => {
+            // The main page again, with the sections clap does not know about.
+            let page = strata_agent::manual::main_page(Cli::command());
             let written = std::fs::create_dir_all(&dir)
-                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir));
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                .and_then(|()| std::fs::write(dir.join("strata-agent.1"), page));
             match written {
                 Ok(()) => {
                     println!("man pages written to {}", dir.display());

@@ -410,3 +410,28 @@ async fn grpc_history_stream_and_reflection() {
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"strata.v1.Agent"), "{names:?}");
 }
+
+/// `strata-agent man` writes a main page with EXIT STATUS, EXAMPLES and an ENVIRONMENT
+/// section that lists the variables its flags read.
+#[test]
+fn the_agent_man_page_has_exit_status_environment_and_examples() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(strata_tests::binary("strata-agent"))
+        .args(["man", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("strata-agent man");
+    assert!(out.status.success(), "{out:?}");
+    let page = std::fs::read_to_string(dir.path().join("strata-agent.1")).expect("the page");
+    for needle in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH EXAMPLES",
+        "\\fBSTRATA_GOSSIP_KEY\\fR",
+        "\\fBSTRATA_DATA_DIR\\fR",
+        "\\fBSTRATA_LOG\\fR",
+    ] {
+        assert!(page.contains(needle), "{needle} missing:\n{page}");
+    }
+    assert!(dir.path().join("strata-agent-run.1").exists());
+}
