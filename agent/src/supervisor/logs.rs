@@ -272,9 +272,10 @@ struct Reading {
     offset: u64,
     /// The start of a line whose end has not been read yet (capped at [`MAX_LINE`]).
     partial: Vec<u8>,
-    /// The inode of the file the writer moved on to after this one, once seen: if this file
-    /// is deleted before it is finished, reading goes on there without a loss.
-    next: Option<u64>,
+    /// The file the writer moved on to after this one, held open once seen: if both are
+    /// deleted before this one is finished, reading still goes on there without a loss (an
+    /// inode number alone could be reused by a newer file).
+    next: Option<File>,
     /// Whether the writer has moved on from this file (seen rotated).
     rotated: bool,
 }
@@ -388,7 +389,7 @@ impl Follower {
         if self.read_more(reading, mode, out)? {
             if reading.next.is_none() && !self.is_current(reading.ino)? {
                 reading.rotated = true;
-                reading.next = self.locate(reading.ino)?.1;
+                reading.next = self.open_next(reading.ino)?;
             }
             return Ok(true);
         }
@@ -405,6 +406,9 @@ impl Follower {
         // Rotated: the writer has moved on, so what our file holds now is all there is; it
         // may have been appended to between the read above and the rotation.
         reading.rotated = true;
+        if reading.next.is_none() {
+            reading.next = self.open_next(reading.ino)?;
+        }
         if self.read_more(reading, mode, out)? {
             return Ok(true);
         }
@@ -540,23 +544,38 @@ impl Follower {
         Ok((chain, next))
     }
 
+    /// The file after `ino` in the log, opened, when `ino` is in it and has one.
+    fn open_next(&self, ino: u64) -> io::Result<Option<File>> {
+        let (chain, next) = self.locate(ino)?;
+        let Some((path, _)) = next.and_then(|n| chain.iter().find(|(_, i)| *i == Some(n))) else {
+            return Ok(None);
+        };
+        match File::open(path) {
+            Ok(file) if Some(file.metadata()?.ino()) == next => Ok(Some(file)),
+            // Renamed between the look and the open: the next look finds it.
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The file written after ours: the next newer of `output.log.K` ... `output.log.1`,
-    /// `output.log`. When ours is gone (rotated off the end), the one remembered as its
-    /// successor if still there, else the oldest one left, with the files in between counted
-    /// as lost.
-    fn successor(&mut self, reading: &Reading) -> io::Result<Successor> {
-        for attempt in 0..8 {
+    /// `output.log`. Ours not among them while it still has a name means a rotation is
+    /// renaming it: look again later rather than guess. Once ours is deleted (rotated off
+    /// the end), the one held as its successor, else the oldest one left, with the files in
+    /// between counted as lost.
+    fn successor(&mut self, reading: &mut Reading) -> io::Result<Successor> {
+        let deleted = reading.file.metadata()?.nlink() == 0;
+        if deleted && let Some(next) = reading.next.take() {
+            return Ok(Successor::Next(next));
+        }
+        for _ in 0..8 {
             let (chain, _) = self.locate(reading.ino)?;
             let ours = chain.iter().position(|(_, i)| *i == Some(reading.ino));
-            let remembered = reading
-                .next
-                .and_then(|next| chain.iter().position(|(_, i)| *i == Some(next)));
-            let (start, lost) = match (ours, remembered) {
-                (Some(ours), _) => (ours + 1, false),
-                // Perhaps renamed while we looked: look again before assuming it is gone.
-                (None, _) if attempt < 2 => continue,
-                (None, Some(next)) => (next, false),
-                (None, None) => (0, true),
+            let start = match ours {
+                Some(ours) => ours + 1,
+                None if deleted => 0,
+                None => return Ok(Successor::NotYet),
             };
             let Some(next) = (start..chain.len()).find(|&i| chain[i].1.is_some()) else {
                 return Ok(Successor::NotYet);
@@ -567,7 +586,7 @@ impl Follower {
             }
             match File::open(&chain[next].0) {
                 Ok(file) if Some(file.metadata()?.ino()) == chain[next].1 => {
-                    if lost {
+                    if ours.is_none() {
                         self.pending.uncounted = true;
                     }
                     return Ok(Successor::Next(file));
@@ -833,6 +852,61 @@ mod tests {
         let after = numbers(&poll_lines(got[at..].to_vec()));
         assert!(after[0] > 20 + before.len(), "{after:?}");
         assert_eq!(after, (after[0]..2000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_file_caught_mid_rename_is_waited_for_never_taken_for_a_lost_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, range: std::ops::Range<usize>| {
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.path().join(name))
+                .unwrap();
+            for i in range {
+                writeln!(file, "{T} out line {i}").unwrap();
+            }
+        };
+        write("output.log.2", 0..10);
+        write("output.log.1", 10..20);
+        write(LOG_FILE, 20..30);
+        let mut follower = Follower::new(dir.path(), None).unwrap();
+        write(LOG_FILE, 30..40);
+        // The writer's rename of our file seen half done: it has a name, but none the log's
+        // files have. The older files must not be read again as if ours were lost.
+        let moving = dir.path().join("output.log.moving");
+        fs::rename(dir.path().join(LOG_FILE), &moving).unwrap();
+        assert_eq!(numbers(&poll(&mut follower)), (30..40).collect::<Vec<_>>());
+        assert!(poll(&mut follower).is_empty());
+        fs::rename(
+            dir.path().join("output.log.1"),
+            dir.path().join("output.log.2"),
+        )
+        .unwrap();
+        fs::rename(&moving, dir.path().join("output.log.1")).unwrap();
+        write(LOG_FILE, 40..50);
+        assert_eq!(numbers(&poll(&mut follower)), (40..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_deleted_file_goes_on_with_the_successor_it_saw_even_once_that_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::new(dir.path(), 4096, 1);
+        write_numbered(&mut writer, 0..10);
+        let mut follower = Follower::new(dir.path(), None).unwrap();
+        // One rotation, seen: the follower holds the file written after ours.
+        write_numbered(&mut writer, 10..150);
+        let mut out = Vec::new();
+        while follower.reading.as_ref().is_none_or(|r| r.next.is_none()) {
+            assert!(follower.read_chunk(Mode::Deliver, &mut out).unwrap());
+        }
+        // Then so many that both are deleted before it finishes ours.
+        write_numbered(&mut writer, 150..2000);
+        out.extend(drain(&mut follower));
+        let at = out.iter().position(|f| matches!(f, Followed::Gap(_)));
+        let lines = numbers(&poll_lines(out[..at.unwrap_or(out.len())].to_vec()));
+        assert!(lines.len() > 140, "{}", lines.len());
+        assert_eq!(lines, (10..10 + lines.len()).collect::<Vec<_>>());
     }
 
     #[test]
