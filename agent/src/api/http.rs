@@ -11,9 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-
-/// The content type Prometheus expects for text exposition format 0.0.4.
-const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+use strata_exposition::{CONTENT_TYPE, Exposition, Kind};
 
 /// The HTTP routes over the agent's state; `collect_interval` decides when the collector
 /// counts as stalled for /health.
@@ -48,11 +46,13 @@ async fn metrics(
     let node = state.node_info();
     let rendered = tokio::task::spawn_blocking(move || {
         let mut host_files = host_files.lock().unwrap_or_else(PoisonError::into_inner);
-        prometheus::render(&latest, &mut host_files, &node, &agent)
+        let mut w = Exposition::with_capacity(64 * 1024);
+        prometheus::render(&latest, &mut host_files, &node, &agent, &mut w);
+        w
     })
     .await;
-    let mut body = match rendered {
-        Ok(body) => body,
+    let mut w = match rendered {
+        Ok(w) => w,
         Err(error) => {
             tracing::warn!(%error, "rendering /metrics failed");
             return (
@@ -62,14 +62,12 @@ async fn metrics(
             );
         }
     };
-    body.push_str(&strata_registry::balance::render_prometheus(
-        &state.balancer.stats(),
-    ));
-    body.push_str(&dns_metrics(&state.dns.stats()));
+    strata_registry::balance::write_prometheus(&state.balancer.stats(), &mut w);
+    dns_metrics(&state.dns.stats(), &mut w);
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-        body,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        w.into_text(),
     )
 }
 
@@ -96,9 +94,8 @@ async fn health(State(state): State<Arc<AgentState>>, interval: Duration) -> imp
     )
 }
 
-/// The DNS server's counters in the Prometheus text format.
-fn dns_metrics(stats: &strata_registry::dns::DnsStats) -> String {
-    let mut out = String::new();
+/// The DNS server's counters.
+fn dns_metrics(stats: &strata_registry::dns::DnsStats, w: &mut Exposition) {
     for (name, help, value) in [
         (
             "strata_dns_queries_total",
@@ -116,9 +113,6 @@ fn dns_metrics(stats: &strata_registry::dns::DnsStats) -> String {
             stats.refused,
         ),
     ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        ));
+        w.single(name, Kind::Counter, help, value);
     }
-    out
 }

@@ -1383,10 +1383,9 @@ this line is not mountinfo
         let start = Instant::now();
         let mut bytes = 0;
         for _ in 0..n {
-            bytes = std::hint::black_box(crate::metrics::prometheus::render(
-                &last, &mut files, &node, &stats,
-            ))
-            .len();
+            let mut w = strata_exposition::Exposition::with_capacity(64 * 1024);
+            crate::metrics::prometheus::render(&last, &mut files, &node, &stats, &mut w);
+            bytes = std::hint::black_box(w.into_text()).len();
         }
         let render = start.elapsed() / n;
         println!(

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::collect::disk_excluded;
-use super::prometheus::{Kind, Value, Writer};
+use strata_exposition::{Exposition, Kind, Value};
 
 /// Reads node_exporter's scrape-time files and writes their families.
 ///
@@ -53,7 +53,7 @@ impl NodeCollector {
     }
 
     /// Writes every family whose files can be read now.
-    pub(crate) fn write(&mut self, w: &mut Writer) {
+    pub(crate) fn write(&mut self, w: &mut Exposition) {
         let mut buf = std::mem::take(&mut self.buf);
         let mut name = std::mem::take(&mut self.name);
         if self.read(&mut buf, "proc", "meminfo") {
@@ -97,7 +97,7 @@ impl NodeCollector {
         self.name = name;
     }
 
-    fn write_small_files(&mut self, buf: &mut String, w: &mut Writer) {
+    fn write_small_files(&mut self, buf: &mut String, w: &mut Exposition) {
         for (file, family, help) in [
             (
                 "sys/kernel/random/entropy_avail",
@@ -232,7 +232,7 @@ impl NodeCollector {
         read_into(buf, &self.path)
     }
 
-    fn write_netclass(&mut self, buf: &mut String, w: &mut Writer) {
+    fn write_netclass(&mut self, buf: &mut String, w: &mut Exposition) {
         let Ok(dir) = std::fs::read_dir(self.sys_root.join("class/net")) else {
             return;
         };
@@ -291,7 +291,7 @@ fn number(text: &str) -> Option<Value> {
 
 /// `/proc/meminfo` as `node_memory_<Field>_bytes` (kB fields) or `node_memory_<Field>`
 /// (page counts); `Active(anon)` becomes `Active_anon`.
-pub(crate) fn write_meminfo(text: &str, name: &mut String, w: &mut Writer) {
+pub(crate) fn write_meminfo(text: &str, name: &mut String, w: &mut Exposition) {
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else {
             continue;
@@ -332,7 +332,7 @@ pub(crate) fn vmstat_kept(key: &str) -> bool {
 }
 
 /// The kept `/proc/vmstat` fields as untyped `node_vmstat_<field>`.
-pub(crate) fn write_vmstat(text: &str, name: &mut String, w: &mut Writer) {
+pub(crate) fn write_vmstat(text: &str, name: &mut String, w: &mut Exposition) {
     for line in text.lines() {
         let Some((key, v)) = line.split_once(' ') else {
             continue;
@@ -353,7 +353,7 @@ pub(crate) fn write_vmstat(text: &str, name: &mut String, w: &mut Writer) {
 
 /// From `/proc/stat`: `node_intr_total` and the guest modes of `node_cpu_guest_seconds_total`
 /// (the sample writes the other CPU counters).
-pub(crate) fn write_stat(text: &str, ticks_per_second: u64, w: &mut Writer) {
+pub(crate) fn write_stat(text: &str, ticks_per_second: u64, w: &mut Exposition) {
     let tps = ticks_per_second.max(1) as f64;
     let mut guest_started = false;
     for line in text.lines() {
@@ -541,7 +541,7 @@ fn parse_disk_line(line: &str) -> Option<DiskLine<'_>> {
 
 /// `/proc/diskstats` (whole disks, as `collect::disk_excluded` keeps) as node_exporter's
 /// `node_disk_*` families, and `node_disk_info` with udev's model, path, serial and wwn.
-pub(crate) fn write_diskstats(text: &str, udev: &Path, w: &mut Writer) {
+pub(crate) fn write_diskstats(text: &str, udev: &Path, w: &mut Exposition) {
     let disks: Vec<DiskLine> = text
         .lines()
         .filter_map(parse_disk_line)
@@ -616,7 +616,7 @@ const NETDEV_COLUMNS: [&str; 16] = [
 ];
 
 /// `/proc/net/dev` as `node_network_<column>_total{device}`, every interface.
-pub(crate) fn write_netdev(text: &str, name: &mut String, w: &mut Writer) {
+pub(crate) fn write_netdev(text: &str, name: &mut String, w: &mut Exposition) {
     let rows: Vec<(&str, [u64; 16])> = text
         .lines()
         .filter_map(|line| {
@@ -813,7 +813,7 @@ pub(crate) struct NetClass {
     info: [String; NETCLASS_INFO.len()],
 }
 
-fn write_netclass(devices: &[NetClass], w: &mut Writer) {
+fn write_netclass(devices: &[NetClass], w: &mut Exposition) {
     if devices.is_empty() {
         return;
     }
@@ -902,7 +902,7 @@ pub(crate) fn snmp6_as_netstat(text: &str, out: &mut String) {
 
 /// `/proc/net/netstat` and `/proc/net/snmp` (pairs of a header and a value line per protocol)
 /// as untyped `node_netstat_<Proto>_<Field>`, the fields node_exporter keeps.
-pub(crate) fn write_netstat(text: &str, name: &mut String, w: &mut Writer) {
+pub(crate) fn write_netstat(text: &str, name: &mut String, w: &mut Exposition) {
     let mut lines = text.lines();
     while let (Some(header), Some(values)) = (lines.next(), lines.next()) {
         let (Some((proto, fields)), Some((proto2, values))) =
@@ -935,7 +935,7 @@ pub(crate) fn write_netstat(text: &str, name: &mut String, w: &mut Writer) {
 
 /// `/proc/net/sockstat` and `sockstat6` as `node_sockstat_<PROTO>_<field>`; `mem` (pages)
 /// also as `_mem_bytes`.
-pub(crate) fn write_sockstat(text: &str, page_size: u64, name: &mut String, w: &mut Writer) {
+pub(crate) fn write_sockstat(text: &str, page_size: u64, name: &mut String, w: &mut Exposition) {
     for line in text.lines() {
         let Some((proto, rest)) = line.split_once(':') else {
             continue;
@@ -959,7 +959,7 @@ pub(crate) fn write_sockstat(text: &str, page_size: u64, name: &mut String, w: &
 
 /// `/proc/net/stat/nf_conntrack` (hex, one row per CPU) summed, as node_exporter's
 /// `node_nf_conntrack_stat_*` gauges.
-pub(crate) fn write_conntrack_stat(text: &str, w: &mut Writer) {
+pub(crate) fn write_conntrack_stat(text: &str, w: &mut Exposition) {
     let mut lines = text.lines();
     let Some(header) = lines.next() else { return };
     let columns: Vec<&str> = header.split_ascii_whitespace().collect();
@@ -1005,7 +1005,7 @@ pub(crate) fn write_conntrack_stat(text: &str, w: &mut Writer) {
 }
 
 /// `/proc/net/arp` as `node_arp_entries{device}`.
-pub(crate) fn write_arp(text: &str, w: &mut Writer) {
+pub(crate) fn write_arp(text: &str, w: &mut Exposition) {
     let mut counts: Vec<(&str, u64)> = Vec::new();
     for line in text.lines().skip(1) {
         let Some(dev) = line.split_ascii_whitespace().nth(5) else {
@@ -1027,7 +1027,7 @@ pub(crate) fn write_arp(text: &str, w: &mut Writer) {
 }
 
 /// `/proc/net/softnet_stat` (hex, one row per CPU) as `node_softnet_*_total{cpu}`.
-pub(crate) fn write_softnet(text: &str, w: &mut Writer) {
+pub(crate) fn write_softnet(text: &str, w: &mut Exposition) {
     for (column, family, help) in [
         (
             0,
@@ -1093,7 +1093,7 @@ fn local_time_zone() -> Option<(String, i64)> {
 }
 
 /// The kernel clock's discipline (`adjtimex` without changes) as `node_timex_*`.
-fn write_timex(w: &mut Writer) {
+fn write_timex(w: &mut Exposition) {
     // SAFETY: `timex` is plain data; modes = 0 only reads the kernel's values.
     let (state, t) = unsafe {
         let mut t: libc::timex = std::mem::zeroed();
@@ -1202,7 +1202,7 @@ fn write_timex(w: &mut Writer) {
 }
 
 /// `/etc/os-release` as `node_os_info` and `node_os_version` (VERSION_ID as a number).
-pub(crate) fn write_os_release(text: &str, w: &mut Writer) {
+pub(crate) fn write_os_release(text: &str, w: &mut Exposition) {
     if text.is_empty() {
         return;
     }
@@ -1254,11 +1254,11 @@ pub(crate) fn write_os_release(text: &str, w: &mut Writer) {
 mod tests {
     use super::*;
 
-    fn written(f: impl FnOnce(&mut String, &mut Writer)) -> String {
-        let mut w = Writer { out: String::new() };
+    fn written(f: impl FnOnce(&mut String, &mut Exposition)) -> String {
+        let mut w = Exposition::default();
         let mut name = String::new();
         f(&mut name, &mut w);
-        w.out
+        w.into_text()
     }
 
     fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {

@@ -5,8 +5,7 @@
 //! (so existing dashboards and alert rules work unchanged); everything else is prefixed
 //! `strata_`. Every family is written once, with all its samples together.
 
-use std::fmt::Write as _;
-
+use strata_exposition::{Exposition, Kind, Value};
 use strata_proto::v1::{CpuSeconds, HostMetrics, NodeInfo};
 
 use super::node::NodeCollector;
@@ -24,129 +23,22 @@ pub struct AgentStats {
     pub alerts_firing: u64,
 }
 
-/// Renders one sample, node_exporter's scrape-time families (read now by `host_files`), the
-/// node's identity and the agent's own stats as exposition text.
+/// Writes one sample, node_exporter's scrape-time families (read now by `host_files`), the
+/// node's identity and the agent's own stats into `w`.
 pub fn render(
     metrics: &HostMetrics,
     host_files: &mut NodeCollector,
     node: &NodeInfo,
     agent: &AgentStats,
-) -> String {
-    let mut w = Writer {
-        out: String::with_capacity(16 * 1024),
-    };
-    cpu(&mut w, metrics);
-    memory(&mut w, metrics);
-    pressure(&mut w, metrics);
-    filesystems(&mut w, metrics);
-    host_files.write(&mut w);
-    host(&mut w, metrics);
-    strata(&mut w, node, agent);
-    w.out
-}
-
-/// The TYPE of a metric family.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Kind {
-    Counter,
-    Gauge,
-    Untyped,
-}
-
-/// A sample value: integers are written exactly, floats in Prometheus's spelling.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Value {
-    Int(u64),
-    Float(f64),
-}
-
-impl From<u64> for Value {
-    fn from(v: u64) -> Self {
-        Value::Int(v)
-    }
-}
-
-impl From<f64> for Value {
-    fn from(v: f64) -> Self {
-        Value::Float(v)
-    }
-}
-
-impl From<bool> for Value {
-    fn from(v: bool) -> Self {
-        Value::Int(u64::from(v))
-    }
-}
-
-/// Appends families and samples to one exposition text.
-pub(crate) struct Writer {
-    pub(crate) out: String,
-}
-
-// Writing into a String cannot fail, so the `fmt::Result`s below are ignored.
-impl Writer {
-    pub(crate) fn family(&mut self, name: &str, kind: Kind, help: &str) {
-        let kind = match kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Untyped => "untyped",
-        };
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    pub(crate) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Into<Value>) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                self.out.push_str(k);
-                self.out.push_str("=\"");
-                escape_label_into(&mut self.out, v);
-                self.out.push('"');
-            }
-            self.out.push('}');
-        }
-        self.out.push(' ');
-        match value.into() {
-            Value::Int(v) => {
-                let _ = write!(self.out, "{v}");
-            }
-            Value::Float(v) if v.is_nan() => self.out.push_str("NaN"),
-            Value::Float(v) if v == f64::INFINITY => self.out.push_str("+Inf"),
-            Value::Float(v) if v == f64::NEG_INFINITY => self.out.push_str("-Inf"),
-            Value::Float(v) => {
-                let _ = write!(self.out, "{v}");
-            }
-        }
-        self.out.push('\n');
-    }
-
-    /// A family with one unlabelled sample.
-    pub(crate) fn single(&mut self, name: &str, kind: Kind, help: &str, value: impl Into<Value>) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-}
-
-/// Escapes a label value: backslash, double quote and line feed.
-fn escape_label_into(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Escapes HELP text: backslash and line feed.
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
+    w: &mut Exposition,
+) {
+    cpu(w, metrics);
+    memory(w, metrics);
+    pressure(w, metrics);
+    filesystems(w, metrics);
+    host_files.write(w);
+    host(w, metrics);
+    strata(w, node, agent);
 }
 
 /// The modes of `node_cpu_seconds_total`, in node_exporter's order.
@@ -163,7 +55,7 @@ fn cpu_modes(s: &CpuSeconds) -> [(&'static str, f64); 8] {
     ]
 }
 
-fn cpu(w: &mut Writer, m: &HostMetrics) {
+fn cpu(w: &mut Exposition, m: &HostMetrics) {
     let Some(cpu) = &m.cpu else {
         return;
     };
@@ -228,7 +120,7 @@ fn cpu(w: &mut Writer, m: &HostMetrics) {
     }
 }
 
-fn memory(w: &mut Writer, m: &HostMetrics) {
+fn memory(w: &mut Exposition, m: &HostMetrics) {
     if let Some(mem) = &m.memory {
         w.single(
             "strata_memory_used_bytes",
@@ -239,7 +131,7 @@ fn memory(w: &mut Writer, m: &HostMetrics) {
     }
 }
 
-fn pressure(w: &mut Writer, m: &HostMetrics) {
+fn pressure(w: &mut Exposition, m: &HostMetrics) {
     let Some(p) = &m.pressure else {
         return;
     };
@@ -290,7 +182,7 @@ fn pressure(w: &mut Writer, m: &HostMetrics) {
     }
 }
 
-fn filesystems(w: &mut Writer, m: &HostMetrics) {
+fn filesystems(w: &mut Exposition, m: &HostMetrics) {
     if m.filesystems.is_empty() {
         return;
     }
@@ -346,7 +238,7 @@ fn filesystems(w: &mut Writer, m: &HostMetrics) {
     }
 }
 
-fn host(w: &mut Writer, m: &HostMetrics) {
+fn host(w: &mut Exposition, m: &HostMetrics) {
     if let Some(fds) = &m.fds {
         w.single(
             "node_filefd_allocated",
@@ -406,7 +298,7 @@ fn host(w: &mut Writer, m: &HostMetrics) {
     );
 }
 
-fn strata(w: &mut Writer, node: &NodeInfo, agent: &AgentStats) {
+fn strata(w: &mut Exposition, node: &NodeInfo, agent: &AgentStats) {
     w.family(
         "strata_agent_info",
         Kind::Gauge,
@@ -555,6 +447,17 @@ mod tests {
         Ok((families, samples))
     }
 
+    fn rendered(
+        metrics: &HostMetrics,
+        host_files: &mut NodeCollector,
+        node: &NodeInfo,
+        agent: &AgentStats,
+    ) -> String {
+        let mut w = Exposition::default();
+        render(metrics, host_files, node, agent, &mut w);
+        w.into_text()
+    }
+
     fn synthetic() -> HostMetrics {
         let mut c = Collector::new(CollectorOptions::default());
         let mut m = c.sample();
@@ -598,7 +501,7 @@ mod tests {
     #[test]
     fn renders_a_parseable_exposition_with_real_values() {
         let m = synthetic();
-        let text = render(&m, &mut NodeCollector::new(), &node(), &agent());
+        let text = rendered(&m, &mut NodeCollector::new(), &node(), &agent());
         assert!(text.ends_with('\n'));
         let (families, samples) = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let unique: HashSet<&String> = families.iter().collect();
@@ -666,7 +569,7 @@ mod tests {
     #[test]
     fn empty_parts_are_left_out() {
         let empty = tempfile::tempdir().expect("temp dir");
-        let text = render(
+        let text = rendered(
             &HostMetrics::default(),
             &mut NodeCollector::with_roots(empty.path(), empty.path()),
             &NodeInfo::default(),
@@ -682,17 +585,6 @@ mod tests {
         assert!(families.contains(&"strata_agent_info".to_owned()));
     }
 
-    #[test]
-    fn special_float_values() {
-        let mut w = Writer { out: String::new() };
-        w.sample("a", &[], f64::NAN);
-        w.sample("a", &[], f64::INFINITY);
-        w.sample("a", &[], f64::NEG_INFINITY);
-        w.sample("a", &[], 0.1);
-        w.sample("a", &[], 1e-7);
-        assert_eq!(w.out, "a NaN\na +Inf\na -Inf\na 0.1\na 0.0000001\n");
-    }
-
     /// The whole output passes `promtool check metrics` except for node_exporter's own lint
     /// exceptions (camelCase meminfo/netstat names, entropy in bits), which it does have.
     #[test]
@@ -700,7 +592,7 @@ mod tests {
         if !strata_tests::prereq::PROMTOOL.check() {
             return;
         }
-        let text = render(&synthetic(), &mut NodeCollector::new(), &node(), &agent());
+        let text = rendered(&synthetic(), &mut NodeCollector::new(), &node(), &agent());
         let findings =
             strata_tests::promtool_findings_beyond_node_exporter(&text).expect("promtool runs");
         assert!(

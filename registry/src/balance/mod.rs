@@ -28,7 +28,7 @@ mod tests;
 pub use access::{AccessRecord, Outcome};
 pub use config::{AccessLogConfig, BalancerConfig, CopyMode, OutlierConfig};
 pub use stats::{
-    BalancerStats, EndpointStats, ListenerStats, ListenerStatus, ServiceStats, render_prometheus,
+    BalancerStats, EndpointStats, ListenerStats, ListenerStatus, ServiceStats, write_prometheus,
 };
 
 use crate::table::ServiceTable;

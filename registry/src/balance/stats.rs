@@ -3,10 +3,10 @@
 use super::state::{ServiceState, lock};
 use crate::table::Algorithm;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
+use strata_exposition::{Exposition, Kind, Value};
 
 /// Whether a frontend listener is serving.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,188 +148,153 @@ pub(crate) fn collect(services: &[Arc<ServiceState>], access_log_dropped: u64) -
     }
 }
 
-/// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A family with one sample per `T` (a service, or an endpoint): what it is and how a
+/// sample's value is read.
+struct Family<T> {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: fn(&T) -> Value,
 }
 
-/// One metric family: HELP and TYPE, then its samples.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
-    }
-}
-
-/// The balancer's part of the agent's `/metrics`, in the Prometheus text format
-/// (`strata_balancer_*` families, each with HELP and TYPE).
-pub fn render_prometheus(stats: &BalancerStats) -> String {
-    let mut out = String::new();
-    let svc = |s: &ServiceStats| format!("service=\"{}\"", label(&s.name));
-    let ep = |s: &ServiceStats, e: &EndpointStats| {
-        format!(
-            "service=\"{}\",service_instance=\"{}\",node=\"{}\"",
-            label(&s.name),
-            label(&e.instance),
-            label(&e.node)
-        )
-    };
-    let per_service = |f: &dyn Fn(&ServiceStats) -> f64| -> Vec<(String, f64)> {
-        stats.services.iter().map(|s| (svc(s), f(s))).collect()
-    };
-    let per_endpoint = |f: &dyn Fn(&EndpointStats) -> f64| -> Vec<(String, f64)> {
-        stats
-            .services
-            .iter()
-            .flat_map(|s| s.endpoints.iter().map(move |e| (ep(s, e), f(e))))
-            .collect()
-    };
-    let listeners: Vec<(String, f64)> = stats
-        .services
-        .iter()
-        .flat_map(|s| {
-            s.listeners.iter().map(move |l| {
-                let up = matches!(l.status, ListenerStatus::Listening { .. });
-                (
-                    format!(
-                        "{},port_name=\"{}\",port=\"{}\"",
-                        svc(s),
-                        label(&l.port_name),
-                        l.port
-                    ),
-                    f64::from(u8::from(up)),
-                )
-            })
-        })
-        .collect();
-    family(
-        &mut out,
-        "strata_balancer_listener_up",
-        "gauge",
+/// The balancer's part of the agent's `/metrics` (`strata_balancer_*` families), written
+/// into `w`.
+pub fn write_prometheus(stats: &BalancerStats, w: &mut Exposition) {
+    let name = "strata_balancer_listener_up";
+    w.family(
+        name,
+        Kind::Gauge,
         "Whether the frontend listener is accepting (0: failed to listen).",
-        &listeners,
     );
-    family(
-        &mut out,
-        "strata_balancer_client_connections_active",
-        "gauge",
-        "Client connections open on the service's frontends.",
-        &per_service(&|s| s.active as f64),
+    for s in &stats.services {
+        for l in &s.listeners {
+            let up = matches!(l.status, ListenerStatus::Listening { .. });
+            let port = l.port.to_string();
+            let labels = [
+                ("service", s.name.as_str()),
+                ("port_name", l.port_name.as_str()),
+                ("port", port.as_str()),
+            ];
+            w.sample(name, &labels, up);
+        }
+    }
+    let services: [Family<ServiceStats>; 6] = [
+        Family {
+            name: "strata_balancer_client_connections_active",
+            kind: Kind::Gauge,
+            help: "Client connections open on the service's frontends.",
+            value: |s| s.active.into(),
+        },
+        Family {
+            name: "strata_balancer_client_connections_total",
+            kind: Kind::Counter,
+            help: "Client connections accepted on the service's frontends.",
+            value: |s| s.total.into(),
+        },
+        Family {
+            name: "strata_balancer_no_healthy_instance_total",
+            kind: Kind::Counter,
+            help: "Client connections closed because no instance was eligible.",
+            value: |s| s.no_healthy_instance.into(),
+        },
+        Family {
+            name: "strata_balancer_queued_connections",
+            kind: Kind::Gauge,
+            help: "Client connections waiting in the service's queue for an instance.",
+            value: |s| s.queued.into(),
+        },
+        Family {
+            name: "strata_balancer_queued_connections_total",
+            kind: Kind::Counter,
+            help: "Client connections that waited in the service's queue.",
+            value: |s| s.queued_total.into(),
+        },
+        Family {
+            name: "strata_balancer_queue_failures_total",
+            kind: Kind::Counter,
+            help: "Client connections closed by the queue timeout or a full queue.",
+            value: |s| s.queue_failures.into(),
+        },
+    ];
+    for family in services {
+        w.family(family.name, family.kind, family.help);
+        for s in &stats.services {
+            w.sample(family.name, &[("service", &s.name)], (family.value)(s));
+        }
+    }
+    let endpoints: [Family<EndpointStats>; 9] = [
+        Family {
+            name: "strata_balancer_endpoint_connections_active",
+            kind: Kind::Gauge,
+            help: "Connections open or being opened to the endpoint.",
+            value: |e| e.active.into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_connections_total",
+            kind: Kind::Counter,
+            help: "Connections attempted to the endpoint.",
+            value: |e| e.total.into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_connect_failures_total",
+            kind: Kind::Counter,
+            help: "Failed connects to the endpoint.",
+            value: |e| e.failures.into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_received_bytes_total",
+            kind: Kind::Counter,
+            help: "Bytes from clients forwarded to the endpoint.",
+            value: |e| e.bytes_in.into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_sent_bytes_total",
+            kind: Kind::Counter,
+            help: "Bytes from the endpoint forwarded to clients.",
+            value: |e| e.bytes_out.into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_connect_latency_ewma_seconds",
+            kind: Kind::Gauge,
+            help: "Peak-EWMA of the endpoint's connect latency.",
+            value: |e| (e.connect_latency_ewma_ms / 1e3).into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_weight",
+            kind: Kind::Gauge,
+            help: "The endpoint's slow-start weight (1: full share of new connections).",
+            value: |e| e.weight.into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_ejected",
+            kind: Kind::Gauge,
+            help: "Whether the endpoint is ejected by outlier detection.",
+            value: |e| e.ejected_until.is_some().into(),
+        },
+        Family {
+            name: "strata_balancer_endpoint_draining",
+            kind: Kind::Gauge,
+            help: "Whether the endpoint is draining (no new connections).",
+            value: |e| e.draining.into(),
+        },
+    ];
+    for family in endpoints {
+        w.family(family.name, family.kind, family.help);
+        for s in &stats.services {
+            for e in &s.endpoints {
+                let labels = [
+                    ("service", s.name.as_str()),
+                    ("service_instance", e.instance.as_str()),
+                    ("node", e.node.as_str()),
+                ];
+                w.sample(family.name, &labels, (family.value)(e));
+            }
+        }
+    }
+    w.single(
+        "strata_balancer_access_log_dropped_total",
+        Kind::Counter,
+        "Access records dropped because the writer fell behind.",
+        stats.access_log_dropped,
     );
-    family(
-        &mut out,
-        "strata_balancer_client_connections_total",
-        "counter",
-        "Client connections accepted on the service's frontends.",
-        &per_service(&|s| s.total as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_no_healthy_instance_total",
-        "counter",
-        "Client connections closed because no instance was eligible.",
-        &per_service(&|s| s.no_healthy_instance as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_queued_connections",
-        "gauge",
-        "Client connections waiting in the service's queue for an instance.",
-        &per_service(&|s| s.queued as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_queued_connections_total",
-        "counter",
-        "Client connections that waited in the service's queue.",
-        &per_service(&|s| s.queued_total as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_queue_failures_total",
-        "counter",
-        "Client connections closed by the queue timeout or a full queue.",
-        &per_service(&|s| s.queue_failures as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_connections_active",
-        "gauge",
-        "Connections open or being opened to the endpoint.",
-        &per_endpoint(&|e| e.active as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_connections_total",
-        "counter",
-        "Connections attempted to the endpoint.",
-        &per_endpoint(&|e| e.total as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_connect_failures_total",
-        "counter",
-        "Failed connects to the endpoint.",
-        &per_endpoint(&|e| e.failures as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_received_bytes_total",
-        "counter",
-        "Bytes from clients forwarded to the endpoint.",
-        &per_endpoint(&|e| e.bytes_in as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_sent_bytes_total",
-        "counter",
-        "Bytes from the endpoint forwarded to clients.",
-        &per_endpoint(&|e| e.bytes_out as f64),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_connect_latency_ewma_seconds",
-        "gauge",
-        "Peak-EWMA of the endpoint's connect latency.",
-        &per_endpoint(&|e| e.connect_latency_ewma_ms / 1e3),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_weight",
-        "gauge",
-        "The endpoint's slow-start weight (1: full share of new connections).",
-        &per_endpoint(&|e| e.weight),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_ejected",
-        "gauge",
-        "Whether the endpoint is ejected by outlier detection.",
-        &per_endpoint(&|e| f64::from(u8::from(e.ejected_until.is_some()))),
-    );
-    family(
-        &mut out,
-        "strata_balancer_endpoint_draining",
-        "gauge",
-        "Whether the endpoint is draining (no new connections).",
-        &per_endpoint(&|e| f64::from(u8::from(e.draining))),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP strata_balancer_access_log_dropped_total Access records dropped because the writer fell behind."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE strata_balancer_access_log_dropped_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "strata_balancer_access_log_dropped_total {}",
-        stats.access_log_dropped
-    );
-    out
 }

@@ -949,7 +949,9 @@ async fn prometheus_text_passes_promtool() {
     );
     h.listening("web").await;
     identify(front).await;
-    let text = render_prometheus(&h.balancer.stats());
+    let mut w = strata_exposition::Exposition::default();
+    write_prometheus(&h.balancer.stats(), &mut w);
+    let text = w.into_text();
     assert!(text.contains(
         "strata_balancer_endpoint_connections_total{service=\"web\",service_instance=\"a\\\"quoted\""
     ));
