@@ -6,6 +6,8 @@ use strata_console::client::FailureKind;
 use strata_console::{cli, tui};
 
 fn main() -> ExitCode {
+    // Run by the shell on Tab (COMPLETE=SHELL): prints the completions and exits.
+    clap_complete::CompleteEnv::with_factory(cli::Cli::command).complete();
     let matches = cli::Cli::command().get_matches();
     let args = match cli::Cli::from_arg_matches(&matches) {
         Ok(args) => args,

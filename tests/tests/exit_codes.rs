@@ -155,6 +155,7 @@ fn every_subcommand_keeps_the_exit_code_contract() {
         ("admin", vec!["token", "revoke", "nosuch"], 4),
         ("admin", vec!["completions", "tcsh"], 2),
         ("admin", vec!["completions", "bash"], 0),
+        ("admin", vec!["completions", "zsh", "--dynamic"], 0),
         ("admin", vec!["man", "--dir", &man_dir], 1),
         ("admin", vec!["demo", "--no-such-flag"], 2),
         ("admin", vec!["no-such-command"], 2),

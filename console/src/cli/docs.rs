@@ -6,11 +6,35 @@ use crate::client::{Failure, FailureKind};
 use clap::CommandFactory;
 use std::path::Path;
 
-/// `strata completions SHELL`: the completion script on stdout.
-pub fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
-    let mut command = Cli::command();
+/// `strata completions SHELL [--dynamic]`: the completion script on stdout; the dynamic one
+/// is clap_complete's registration, which runs `strata` (as `COMPLETE=SHELL strata`) on Tab.
+pub fn completions(shell: clap_complete::Shell, dynamic: bool) -> Result<(), Failure> {
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut command, "strata", &mut script);
+    if dynamic {
+        use clap_complete::env::{Bash, Elvish, EnvCompleter, Fish, Powershell, Zsh};
+        let registration: &dyn EnvCompleter = match shell {
+            clap_complete::Shell::Bash => &Bash,
+            clap_complete::Shell::Elvish => &Elvish,
+            clap_complete::Shell::Fish => &Fish,
+            clap_complete::Shell::PowerShell => &Powershell,
+            clap_complete::Shell::Zsh => &Zsh,
+            other => {
+                return Err(Failure::new(
+                    FailureKind::Usage,
+                    format!("--dynamic: no dynamic completion for {other}"),
+                ));
+            }
+        };
+        // The completer is this very binary, so Tab runs the same version that wrote the
+        // script.
+        let exe = std::env::current_exe().ok();
+        let completer = exe.as_deref().and_then(Path::to_str).unwrap_or("strata");
+        registration
+            .write_registration("COMPLETE", "strata", "strata", completer, &mut script)
+            .map_err(|e| Failure::new(FailureKind::ActionFailed, e.to_string()))?;
+    } else {
+        clap_complete::generate(shell, &mut Cli::command(), "strata", &mut script);
+    }
     out::raw(&script)
 }
 

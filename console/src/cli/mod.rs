@@ -7,6 +7,7 @@ mod cluster;
 mod docs;
 mod events;
 mod host;
+mod names;
 pub(crate) mod out;
 mod services;
 mod tokens;
@@ -32,7 +33,7 @@ pub struct Cli {
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     /// The node a node-scoped command is about (name or id); the agent forwards to it.
-    #[arg(long, global = true, default_value = "")]
+    #[arg(long, global = true, default_value = "", add = names::nodes())]
     pub node: String,
     /// The cluster CA (PEM) the agent's certificate must chain to; given, TLS is used.
     #[arg(long, global = true, env = "STRATA_CA", value_name = "FILE")]
@@ -141,6 +142,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  strata service web")]
     Service {
         /// Service name.
+        #[arg(add = names::services())]
         name: String,
     },
     /// Start a service (NAME) or one instance (NAME/INDEX).
@@ -148,7 +150,7 @@ pub enum Command {
         after_help = "Examples:\n  strata start web/2\n  strata start web --wait --timeout 30s"
     )]
     Start {
-        #[arg(value_parser = Target::parse)]
+        #[arg(value_parser = Target::parse, add = names::services())]
         target: Target,
         #[command(flatten)]
         wait: services::WaitArgs,
@@ -156,7 +158,7 @@ pub enum Command {
     /// Stop a service or one instance; a stopped service stays stopped across agent restarts.
     #[command(after_help = "Example:\n  strata stop web")]
     Stop {
-        #[arg(value_parser = Target::parse)]
+        #[arg(value_parser = Target::parse, add = names::services())]
         target: Target,
     },
     /// Restart a service or one instance.
@@ -164,7 +166,7 @@ pub enum Command {
         after_help = "Examples:\n  strata restart web\n  strata restart web --wait   # returns when every instance passes again"
     )]
     Restart {
-        #[arg(value_parser = Target::parse)]
+        #[arg(value_parser = Target::parse, add = names::services())]
         target: Target,
         #[command(flatten)]
         wait: services::WaitArgs,
@@ -173,6 +175,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  strata scale web 4\n  strata scale web 4 --wait")]
     Scale {
         /// Service name.
+        #[arg(add = names::services())]
         name: String,
         /// The new number of instances.
         count: u32,
@@ -182,7 +185,7 @@ pub enum Command {
     /// Send a signal to a service's or an instance's processes.
     #[command(after_help = "Example:\n  strata signal web SIGHUP")]
     Signal {
-        #[arg(value_parser = Target::parse)]
+        #[arg(value_parser = Target::parse, add = names::services())]
         target: Target,
         /// SIGHUP, SIGUSR1, SIGTERM, ... (or HUP, usr1, term).
         #[arg(value_parser = words::signal())]
@@ -192,6 +195,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  strata remove web")]
     Remove {
         /// Service name.
+        #[arg(add = names::services())]
         name: String,
     },
     /// Print (and follow) the logs of a service or one instance.
@@ -212,12 +216,14 @@ pub enum Command {
     #[command(after_help = "Example:\n  strata drain n2")]
     Drain {
         /// The node to drain.
+        #[arg(add = names::nodes())]
         target: String,
     },
     /// Undo `strata drain`.
     #[command(after_help = "Example:\n  strata undrain n2")]
     Undrain {
         /// The node to undrain.
+        #[arg(add = names::nodes())]
         target: String,
     },
     /// Withdraw a node from the cluster: it drains, leaves gossip and its agent stops (its
@@ -227,12 +233,14 @@ pub enum Command {
     )]
     Leave {
         /// The node to withdraw.
+        #[arg(add = names::nodes())]
         target: String,
     },
     /// Remove a down member from the cluster now.
     #[command(name = "force-leave", after_help = "Example:\n  strata force-leave n3")]
     ForceLeave {
         /// The down member.
+        #[arg(add = names::nodes())]
         member: String,
     },
     /// The local balancer: listeners and per-instance figures.
@@ -245,6 +253,7 @@ pub enum Command {
     )]
     AccessLog {
         /// Only this service.
+        #[arg(add = names::services())]
         service: Option<String>,
         /// Keep printing new connections.
         #[arg(short = 'f', long)]
@@ -253,13 +262,19 @@ pub enum Command {
         #[arg(long, short = 'n', default_value_t = 100)]
         lines: u32,
     },
-    /// Print a shell completion script.
+    /// Print a shell completion script: subcommands, flags and their values; with --dynamic,
+    /// service, instance and node names too, asked of the agent on Tab.
     #[command(
-        after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > ~/.zfunc/_strata"
+        after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > ~/.zfunc/_strata\n  echo 'source <(strata completions bash --dynamic)' >> ~/.bashrc"
     )]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+        /// A script that runs `strata` on Tab, so names come from the agent (`--agent` and
+        /// the credentials typed, or STRATA_AGENT and the other variables). Source it at
+        /// shell start rather than installing it, so it always matches the binary.
+        #[arg(long)]
+        dynamic: bool,
     },
     /// Write man pages (strata.1 and one per subcommand) into a directory.
     #[command(after_help = "Example:\n  strata man --dir /usr/local/share/man/man1")]
@@ -294,7 +309,7 @@ pub enum Command {
 /// Runs one subcommand.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Some(Command::Completions { shell }) => return docs::completions(shell),
+        Some(Command::Completions { shell, dynamic }) => return docs::completions(shell, dynamic),
         Some(Command::Man { dir }) => return docs::man_pages(&dir),
         Some(Command::Demo(args)) => return crate::demo::run(args).await,
         _ => {}

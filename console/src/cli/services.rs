@@ -17,7 +17,7 @@ use strata_proto::v1::{
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// NAME for every instance merged, NAME/INDEX for one.
-    #[arg(value_parser = Target::parse)]
+    #[arg(value_parser = Target::parse, add = super::names::services())]
     target: Target,
     /// Keep printing new lines as they are written.
     #[arg(short = 'f', long)]
