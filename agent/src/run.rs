@@ -120,6 +120,11 @@ async fn serve(
         Some(files) => Some(Arc::new(AgentTls::load(files, &config.node_name)?)),
         None => None,
     };
+    crate::supervisor::http_check::trust_cluster_ca(
+        tls.as_ref()
+            .map(|t| t.cluster_ca.clone())
+            .unwrap_or_default(),
+    );
     let (data_dir, _dev_dir) = prepare_data_dir(config.data_dir.as_deref())?;
     if let Some(predecessor) = predecessor.as_mut() {
         tracing::info!("taking over from the running agent: waiting for it to let go");

@@ -612,13 +612,21 @@ mod tests {
         let cert = key.cert.der().clone();
         let private =
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
+        https_server(vec![cert], private).await
+    }
+
+    /// Serves `200 OK` over TLS with the certificate chain `chain` and its key.
+    async fn https_server(
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        private: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> SocketAddr {
         let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(vec![cert], private)
+        .with_single_cert(chain, private)
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -674,6 +682,47 @@ mod tests {
         )
         .await;
         assert!(matches!(plain, CheckOutcome::Fail(_)), "{plain:?}");
+    }
+
+    #[tokio::test]
+    async fn https_checks_trust_the_cluster_ca_once_the_agent_runs_with_tls() {
+        use crate::tls::issue::{IssueRequest, create_ca, issue};
+        use crate::tls::subject::CertKind;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let ca = create_ca("checks", 1).unwrap();
+        let leaf = issue(
+            &ca,
+            &IssueRequest {
+                name: "websvc".into(),
+                kind: CertKind::Agent,
+                sans: Vec::new(),
+                days: 1,
+            },
+        )
+        .unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(leaf.cert.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+        let addr = https_server(chain, key).await;
+        let check = HealthCheck::Http(HttpCheck {
+            tls: Some(crate::supervisor::spec::CheckTls {
+                server_name: Some("websvc".into()),
+                skip_verify: false,
+            }),
+            ..HttpCheck::plain("/healthz")
+        });
+        let unknown = run_check(&check, addr, TIMEOUT, &[]).await;
+        assert!(
+            matches!(&unknown, CheckOutcome::Fail(m) if m.contains("certificate")),
+            "{unknown:?}"
+        );
+        super::super::http_check::trust_cluster_ca(vec![
+            CertificateDer::from_pem_slice(ca.cert.as_bytes()).unwrap(),
+        ]);
+        assert_eq!(
+            run_check(&check, addr, TIMEOUT, &[]).await,
+            CheckOutcome::Pass
+        );
     }
 
     #[tokio::test]

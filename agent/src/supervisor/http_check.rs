@@ -17,7 +17,7 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -173,7 +173,7 @@ async fn get(hop: &Hop, skip_verify: bool) -> Result<Answer, String> {
     let config = if skip_verify {
         UNVERIFIED.clone()?
     } else {
-        VERIFIED.clone()?
+        verified()?
     };
     let name = ServerName::try_from(hop.server_name.clone())
         .map_err(|_| format!("{:?} is not a TLS server name", hop.server_name))?;
@@ -251,18 +251,49 @@ async fn read_start(mut body: hyper::body::Incoming) -> String {
     String::from_utf8_lossy(&kept).trim().to_string()
 }
 
-/// The https client trusting the host's CA store (`SSL_CERT_FILE`/`SSL_CERT_DIR` override
-/// it), loaded once.
-static VERIFIED: LazyLock<Result<Arc<ClientConfig>, String>> = LazyLock::new(|| {
-    let found = rustls_native_certs::load_native_certs();
+/// The host's CA store (`SSL_CERT_FILE`/`SSL_CERT_DIR` override it), loaded once, and why
+/// nothing could be loaded when it is empty.
+static NATIVE_ROOTS: LazyLock<(Vec<CertificateDer<'static>>, Option<String>)> =
+    LazyLock::new(|| {
+        let found = rustls_native_certs::load_native_certs();
+        let why = found.errors.first().map(|e| e.to_string());
+        (found.certs, why)
+    });
+
+/// The cluster CA's certificates when the agent runs with TLS: services holding a
+/// certificate from `strata-agent tls issue` pass https checks as the agent's peers do.
+static CLUSTER_ROOTS: RwLock<Vec<CertificateDer<'static>>> = RwLock::new(Vec::new());
+
+/// The verifying https client, built on first use and again after the cluster CA changes.
+static VERIFIED: RwLock<Option<Arc<ClientConfig>>> = RwLock::new(None);
+
+/// Makes https checks trust `roots` (the cluster CA) besides the host's CA store, as
+/// Consul's checks use the agent's `ca_file`; empty when the agent runs without TLS.
+pub fn trust_cluster_ca(roots: Vec<CertificateDer<'static>>) {
+    *CLUSTER_ROOTS
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = roots;
+    *VERIFIED.write().unwrap_or_else(PoisonError::into_inner) = None;
+}
+
+/// The https client trusting the host's CA store and the cluster CA.
+fn verified() -> Result<Arc<ClientConfig>, String> {
+    if let Some(config) = VERIFIED
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+    {
+        return Ok(config.clone());
+    }
+    let (native, why) = &*NATIVE_ROOTS;
+    let cluster = CLUSTER_ROOTS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let mut roots = rustls::RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
+    let (added, _) = roots.add_parsable_certificates(native.iter().cloned().chain(cluster));
     if added == 0 {
-        let why = found
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
+        let why = why.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
         return Err(format!(
             "no trusted CA certificates on this host for https checks{why} (set SSL_CERT_FILE, or tls_skip_verify = true)"
         ));
@@ -273,8 +304,10 @@ static VERIFIED: LazyLock<Result<Arc<ClientConfig>, String>> = LazyLock::new(|| 
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-});
+    let config = Arc::new(config);
+    *VERIFIED.write().unwrap_or_else(PoisonError::into_inner) = Some(config.clone());
+    Ok(config)
+}
 
 /// The https client of checks with `tls_skip_verify`: any certificate, any name.
 static UNVERIFIED: LazyLock<Result<Arc<ClientConfig>, String>> = LazyLock::new(|| {

@@ -57,6 +57,8 @@ pub struct AgentTls {
     peers: ClientTlsConfig,
     /// Mutual TLS of the gossip streams, handed to the registry.
     pub streams: StreamTls,
+    /// The cluster CA's certificates, which https health checks trust too.
+    pub cluster_ca: Vec<CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for AgentTls {
@@ -87,8 +89,10 @@ impl AgentTls {
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| invalid("tls_key", &files.key, e.to_string()))?;
         let mut roots = RootCertStore::empty();
+        let mut cluster_ca = Vec::new();
         for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
             let ca = ca.map_err(|e| invalid("tls_ca", &files.ca, e.to_string()))?;
+            cluster_ca.push(ca.clone());
             roots
                 .add(ca)
                 .map_err(|e| invalid("tls_ca", &files.ca, e.to_string()))?;
@@ -131,6 +135,7 @@ impl AgentTls {
                 server: Arc::new(server),
                 client: Arc::new(client),
             },
+            cluster_ca,
         })
     }
 
