@@ -113,7 +113,10 @@ fn main() -> ExitCode {
         Command::Upgrade(args) => strata_agent::upgrade::run(&args),
         Command::Leave(args) => strata_agent::leave::command::run(&args),
         Command::Tls(command) => strata_agent::tls::command::run(&command),
-        Command::Install(args) => strata_agent::install::install(&args),
+        Command::Install(args) => {
+            let manual = strata_agent::manual::main_page(Cli::command());
+            strata_agent::install::install(&args, String::from_utf8_lossy(&manual).into_owned())
+        }
         Command::Uninstall(args) => strata_agent::install::uninstall(&args),
         Command::Token(args) => strata_agent::auth::command::run(args),
         Command::Completions { shell } => {

@@ -13,11 +13,12 @@ use strata_tests::{AgentOptions, AgentProcess, binary, closed_port, prereq};
 const KEY: &str = "q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=";
 
 /// Every path install writes, as the host sees it.
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "/usr/local/bin/strata-agent",
     "/usr/local/bin/strata-shim",
     "/etc/strata/agent.toml",
     "/etc/systemd/system/strata-agent.service",
+    "/usr/local/share/man/man1/strata-agent.1",
 ];
 const DIRS: [&str; 3] = ["/etc/strata", "/etc/strata/services.d", "/var/lib/strata"];
 
@@ -105,6 +106,7 @@ fn install_and_uninstall_round_trip_with_modes_and_owners() {
         ("/usr/local/bin/strata-shim", 0o755),
         ("/etc/strata/agent.toml", 0o600),
         ("/etc/systemd/system/strata-agent.service", 0o644),
+        ("/usr/local/share/man/man1/strata-agent.1", 0o644),
         ("/etc/strata", 0o755),
         ("/etc/strata/services.d", 0o755),
         ("/var/lib/strata", 0o750),
@@ -126,6 +128,12 @@ fn install_and_uninstall_round_trip_with_modes_and_owners() {
         std::fs::read(binary("strata-agent")).expect("built binary"),
         "the installed binary is a copy of the running one"
     );
+    // The manual the unit's Documentation= names, as `strata-agent man` writes it.
+    let page = std::fs::read_to_string(under(r, "/usr/local/share/man/man1/strata-agent.1"))
+        .expect("manual page");
+    for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH EXAMPLES"] {
+        assert!(page.contains(section), "{section} missing from the page");
+    }
     // The shim beside it, where the installed agent looks for it, and it runs.
     let shim = under(r, "/usr/local/bin/strata-shim");
     assert_eq!(

@@ -1,8 +1,8 @@
 //! The I/O half of install and uninstall: probes the root, carries a plan out, or prints it.
 
 use super::plan::{
-    Action, BIN_PATH, CONFIG_PATH, Current, DATA_DIR, ETC_DIR, Found, Host, Plan, SERVICES_DIR,
-    SHIM_PATH, UNIT_PATH, under,
+    Action, BIN_PATH, CONFIG_PATH, Current, DATA_DIR, ETC_DIR, Found, Host, MAN_PATH, Plan,
+    SERVICES_DIR, SHIM_PATH, UNIT_PATH, under,
 };
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -42,6 +42,7 @@ pub fn prepare(root: &Path, dry_run: bool) -> Result<(Current, Host)> {
         shim_same,
         config: probe(&under(root, CONFIG_PATH), true)?,
         unit: probe(&under(root, UNIT_PATH), true)?,
+        manual: probe(&under(root, MAN_PATH), true)?,
         etc_dir: probe(&under(root, ETC_DIR), false)?,
         services_dir: probe(&under(root, SERVICES_DIR), false)?,
         data_dir: probe(&under(root, DATA_DIR), false)?,

@@ -86,8 +86,8 @@ pub struct UninstallArgs {
 const EXIT_USAGE: u8 = 2;
 
 /// Runs `strata-agent install`: 0 when installed (or unchanged), 2 when refused, 1 when a
-/// step failed.
-pub fn install(args: &InstallArgs) -> ExitCode {
+/// step failed. `manual` is the agent's man page, installed beside the binary.
+pub fn install(args: &InstallArgs, manual: String) -> ExitCode {
     let request = plan::Request {
         node_name: args.node_name.clone(),
         grpc_addr: args.grpc_addr,
@@ -101,6 +101,7 @@ pub fn install(args: &InstallArgs) -> ExitCode {
         tls_ca: args.tls_ca.clone(),
         insecure: args.insecure,
         force: args.force,
+        manual,
     };
     let prepared = exec::prepare(&args.root, args.dry_run).and_then(|(current, host)| {
         exec::check_sources(&host)?;

@@ -26,6 +26,9 @@ pub const ENV_FILE_PATH: &str = "/etc/default/strata-agent";
 pub const UNIT_PATH: &str = "/etc/systemd/system/strata-agent.service";
 /// The unit's name for systemctl.
 pub const UNIT_NAME: &str = "strata-agent.service";
+/// Where the agent's manual goes, so the unit's `Documentation=man:strata-agent(1)` and
+/// `man strata-agent` work on every installed host.
+pub const MAN_PATH: &str = "/usr/local/share/man/man1/strata-agent.1";
 /// The gossip port when only an address is known.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7701;
 
@@ -37,6 +40,8 @@ const MODE_PUBLIC: u32 = 0o755;
 const MODE_DATA: u32 = 0o750;
 /// Mode of the config file: it holds the cluster key.
 const MODE_SECRET: u32 = 0o600;
+/// A manual page: anyone reads it.
+const MODE_PAGE: u32 = 0o644;
 /// Mode of the unit file.
 const MODE_UNIT: u32 = 0o644;
 
@@ -79,6 +84,8 @@ pub struct Current {
     pub shim_same: bool,
     pub config: Found,
     pub unit: Found,
+    /// The installed manual page.
+    pub manual: Found,
     pub etc_dir: Found,
     pub services_dir: Found,
     pub data_dir: Found,
@@ -125,6 +132,8 @@ pub struct Request {
     pub insecure: bool,
     /// Overwrite a config that differs from what would be written.
     pub force: bool,
+    /// The agent's manual page (roff), made from the running binary's own definition.
+    pub manual: String,
 }
 
 /// One step of a plan.
@@ -360,6 +369,17 @@ pub fn plan_install(request: &Request, current: &Current, host: &Host) -> Result
         host.as_root,
     )?;
 
+    // The manual, rewritten freely like the unit; it changes nothing that runs.
+    plan_file(
+        &mut plan,
+        &under(root, MAN_PATH),
+        &current.manual,
+        MODE_PAGE,
+        request.manual.clone(),
+        None,
+        host.as_root,
+    )?;
+
     // systemd: reload when the unit changed; restart a running agent after an upgrade.
     let mut commands = Vec::new();
     if unit_changed {
@@ -415,6 +435,7 @@ pub fn plan_uninstall(current: &Current, host: &Host, purge: bool) -> Plan {
         (BIN_PATH, &current.binary),
         (SHIM_PATH, &current.shim),
         (CONFIG_PATH, &current.config),
+        (MAN_PATH, &current.manual),
     ] {
         let path = under(root, host_path);
         if found.exists() {
@@ -759,6 +780,7 @@ mod tests {
             shim_same: false,
             config: Found::Missing,
             unit: Found::Missing,
+            manual: Found::Missing,
             etc_dir: Found::Missing,
             services_dir: Found::Missing,
             data_dir: Found::Missing,
@@ -830,6 +852,8 @@ mod tests {
             &mut current.config
         } else if path == under(root, UNIT_PATH) {
             &mut current.unit
+        } else if path == under(root, MAN_PATH) {
+            &mut current.manual
         } else if path == under(root, ETC_DIR) {
             &mut current.etc_dir
         } else if path == under(root, SERVICES_DIR) {
@@ -1003,7 +1027,7 @@ mod tests {
         again_host.fresh_key = KEY.into();
         let second = plan_install(&request, &installed, &again_host).unwrap();
         assert_eq!(second.generated_key, None, "the installed key is kept");
-        assert_eq!(second.unchanged.len(), 7, "{:#?}", second.unchanged);
+        assert_eq!(second.unchanged.len(), 8, "{:#?}", second.unchanged);
         assert!(
             second
                 .unchanged
@@ -1017,7 +1041,7 @@ mod tests {
         );
         // Without flags, a rerun keeps what the installed config says.
         let bare = plan_install(&Request::default(), &installed, &again_host).unwrap();
-        assert_eq!(bare.unchanged.len(), 7, "{bare:#?}");
+        assert_eq!(bare.unchanged.len(), 8, "{bare:#?}");
     }
 
     #[test]
@@ -1287,6 +1311,9 @@ mod tests {
                 Action::RemoveFile {
                     path: under(r, CONFIG_PATH)
                 },
+                Action::RemoveFile {
+                    path: under(r, MAN_PATH)
+                },
                 Action::RunCommand {
                     argv: systemctl(&["daemon-reload"])
                 },
@@ -1300,7 +1327,7 @@ mod tests {
         let removed = after(&plan, installed.clone());
         let again = plan_uninstall(&removed, &host(true), false);
         assert!(again.actions.is_empty(), "{again:#?}");
-        assert_eq!(again.unchanged.len(), 4);
+        assert_eq!(again.unchanged.len(), 5);
 
         let purge = plan_uninstall(&installed, &host(false), true);
         assert!(purge.actions.contains(&Action::RemoveTree {
