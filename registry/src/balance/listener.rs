@@ -46,6 +46,12 @@ pub(crate) async fn supervise(shared: Arc<Shared>, mut table: watch::Receiver<Ar
     let mut table_open = true;
     loop {
         let snapshot = Arc::clone(&table.borrow_and_update());
+        // A port handed from one service to another must be free before it is bound again:
+        // the closed listeners' sockets are gone once their aborted tasks have ended, so a
+        // takeover never fails over to the retry and refuses clients meanwhile.
+        for closing in close_unwanted(&shared, &snapshot, &mut listeners) {
+            let _ = closing.await;
+        }
         reconcile(&shared, &snapshot, &mut listeners);
         let any_failed = listeners.values().any(|l| l.task.is_none());
         tokio::select! {
@@ -54,6 +60,41 @@ pub(crate) async fn supervise(shared: Arc<Shared>, mut table: watch::Receiver<Ar
             () = std::future::pending::<()>(), if !table_open && !any_failed => {}
         }
     }
+}
+
+/// Takes out the listeners the table no longer wants on their port (the service or port
+/// gone, or the port won by another service), each reported closed; returns their tasks,
+/// aborted, to be awaited until their sockets are closed.
+fn close_unwanted(
+    shared: &Shared,
+    table: &ServiceTable,
+    listeners: &mut BTreeMap<(String, String), Listener>,
+) -> Vec<JoinHandle<()>> {
+    let winners = claim_winners(table);
+    let wanted = |service: &str, port_name: &str, port: u16| {
+        let frontend = table
+            .services
+            .get(service)
+            .and_then(|s| s.frontends.get(port_name));
+        frontend == Some(&port) && winners.get(&port).is_none_or(|w| *w == service)
+    };
+    let mut closing = Vec::new();
+    listeners.retain(|(service, port_name), listener| {
+        if wanted(service, port_name, listener.port) {
+            return true;
+        }
+        shared.event(BalancerEvent::Closed {
+            service: service.clone(),
+            port_name: port_name.clone(),
+            port: listener.port,
+        });
+        if let Some(task) = listener.task.take() {
+            task.abort();
+            closing.push(task);
+        }
+        false
+    });
+    closing
 }
 
 fn reconcile(
@@ -85,19 +126,6 @@ fn reconcile(
     };
 
     let winners = claim_winners(table);
-    let wins = |service: &str, port: u16| winners.get(&port).is_none_or(|w| *w == service);
-    listeners.retain(|(service, port_name), listener| {
-        let keep = wanted(service).and_then(|s| s.frontends.get(port_name)) == Some(&listener.port)
-            && wins(service, listener.port);
-        if !keep {
-            shared.event(BalancerEvent::Closed {
-                service: service.clone(),
-                port_name: port_name.clone(),
-                port: listener.port,
-            });
-        }
-        keep
-    });
     for service in services {
         let Some(entry) = wanted(&service.name) else {
             continue;

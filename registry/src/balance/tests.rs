@@ -796,11 +796,20 @@ async fn of_two_services_claiming_one_port_the_first_by_name_is_served() {
     );
     // beta was first here; alpha's claim arrives later, as from a racing apply elsewhere.
     let h = Harness::start(config(), vec![beta.clone()]);
+    let mut events = h.balancer.subscribe_events();
     h.listening("beta").await;
     assert_eq!(identify(port).await, "b");
     h.set(vec![beta, alpha]);
     h.listening("alpha").await;
     assert_eq!(identify(port).await, "a", "every node serves alpha");
+    // The port went straight from beta's listener to alpha's: it was closed before it was
+    // bound again, so alpha never failed (and waited for the retry) on it.
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(&event, BalancerEvent::ListenFailed { service, .. } if service == "alpha"),
+            "{event:?}"
+        );
+    }
     let beta = h.service("beta").unwrap();
     match &beta.listeners[0].status {
         ListenerStatus::Failed { error } => {
@@ -831,6 +840,23 @@ async fn listeners_follow_the_table() {
     .await;
     assert!(h.service("one").is_none());
     assert_eq!(identify(p2).await, "a");
+    // A port handed from a removed service to a new one in one change is taken over at once.
+    let b = Backend::start("b").await;
+    let mut events = h.balancer.subscribe_events();
+    h.set(vec![service(
+        "three",
+        p2,
+        Algorithm::RoundRobin,
+        vec![b.endpoint(false)],
+    )]);
+    h.listening("three").await;
+    assert_eq!(identify(p2).await, "b");
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, BalancerEvent::ListenFailed { .. }),
+            "{event:?}"
+        );
+    }
 }
 
 #[tokio::test]
