@@ -13,11 +13,11 @@ usage: node_exporter_full_panels.py PROMETHEUS_URL DASHBOARD.json RATE_INTERVAL
 import json
 import re
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 
-# A metric name in PromQL: an identifier not followed by "(" (a function) and not a keyword,
-# label name or duration. Good enough to name what a panel's queries read.
+# PromQL's keywords and aggregation operators: identifiers that are not metric names.
 PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
     "and", "or", "unless", "sum", "min", "max", "avg", "count", "stddev", "stdvar",
