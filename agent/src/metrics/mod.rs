@@ -6,5 +6,6 @@ pub mod alerts;
 pub mod collect;
 pub mod history;
 pub mod node;
+pub mod own_process;
 pub mod procs;
 pub mod prometheus;

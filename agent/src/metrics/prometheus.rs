@@ -39,6 +39,9 @@ pub fn render(
     host_files.write(w);
     host(w, metrics);
     strata(w, node, agent);
+    if let Some(own) = super::own_process::OwnProcess::read() {
+        super::own_process::write(&own, agent.start_time_unix_secs, w);
+    }
 }
 
 /// The modes of `node_cpu_seconds_total`, in node_exporter's order.
