@@ -502,6 +502,9 @@ fn collect_cpufreq(sys_root: &Path, out: &mut Vec<Series>) {
             continue;
         }
         let freq = path.join("cpufreq");
+        if !freq.is_dir() {
+            continue;
+        }
         for (file, family, help) in CPUFREQ_FILES {
             if let Some(khz) = read_number::<u64>(&freq.join(file)) {
                 out.push(Series::gauge(
