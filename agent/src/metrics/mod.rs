@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod collect;
+pub mod hardware;
 pub mod history;
 pub mod node;
 pub mod own_process;

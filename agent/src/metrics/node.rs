@@ -93,6 +93,7 @@ impl NodeCollector {
         write_timex(w);
         self.write_small_files(&mut buf, w);
         write_os_release(&self.os_release, w);
+        super::hardware::write(&self.sys_root, w);
         self.buf = buf;
         self.name = name;
     }
