@@ -13,18 +13,10 @@ use strata_tests::{closed_port, http_get, prereq, start_test_agent, wait_until};
 /// Series node_exporter has and the agent deliberately lacks: name prefixes and why.
 const ALLOWED_MISSING: &[(&str, &str)] = &[
     ("go_", "the Go runtime of node_exporter itself"),
-    (
-        "process_",
-        "node_exporter's own process; the agent reports itself as strata_agent_*",
-    ),
     ("promhttp_", "node_exporter's own HTTP handler"),
     (
         "node_exporter_build_info",
         "node_exporter's build; the agent's is strata_agent_info",
-    ),
-    (
-        "node_scrape_collector_",
-        "per-collector timing of node_exporter's scrape-time design",
     ),
     (
         "node_textfile_",

@@ -11,6 +11,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::collect::disk_excluded;
 use strata_exposition::{Exposition, Kind, Value};
@@ -52,53 +53,89 @@ impl NodeCollector {
         }
     }
 
-    /// Writes every family whose files can be read now.
+    /// Writes every family whose files can be read now, then how long each collector took
+    /// and whether it succeeded (`node_scrape_collector_*`, as node_exporter reports them).
     pub(crate) fn write(&mut self, w: &mut Exposition) {
         let mut buf = std::mem::take(&mut self.buf);
         let mut name = std::mem::take(&mut self.name);
-        if self.read(&mut buf, "proc", "meminfo") {
-            write_meminfo(&buf, &mut name, w);
+        let mut times = Vec::with_capacity(24);
+        let mut timed = |collector: &'static str, start: Instant, ok: bool| {
+            times.push((collector, start.elapsed(), ok));
+        };
+        type WriteFile = fn(&str, &mut String, &mut Exposition);
+        let files: [(&str, &str, WriteFile); 5] = [
+            ("meminfo", "meminfo", write_meminfo),
+            ("vmstat", "vmstat", write_vmstat),
+            ("stat", "stat", |text, _, w| {
+                write_stat(text, procfs::ticks_per_second(), w)
+            }),
+            ("diskstats", "diskstats", |text, _, w| {
+                write_diskstats(text, Path::new("/run/udev/data"), w)
+            }),
+            ("netdev", "net/dev", write_netdev),
+        ];
+        for (collector, file, write) in files {
+            let start = Instant::now();
+            let ok = self.read(&mut buf, "proc", file);
+            if ok {
+                write(&buf, &mut name, w);
+            }
+            timed(collector, start, ok);
         }
-        if self.read(&mut buf, "proc", "vmstat") {
-            write_vmstat(&buf, &mut name, w);
-        }
-        if self.read(&mut buf, "proc", "stat") {
-            write_stat(&buf, procfs::ticks_per_second(), w);
-        }
-        if self.read(&mut buf, "proc", "diskstats") {
-            let udev = Path::new("/run/udev/data");
-            write_diskstats(&buf, udev, w);
-        }
-        if self.read(&mut buf, "proc", "net/dev") {
-            write_netdev(&buf, &mut name, w);
-        }
-        self.write_netclass(&mut buf, w);
+        let start = Instant::now();
+        let ok = self.write_netclass(&mut buf, w);
+        timed("netclass", start, ok);
+
+        let start = Instant::now();
         let mut netstat = String::new();
+        let mut ok = false;
         for file in ["net/netstat", "net/snmp"] {
             if self.read(&mut buf, "proc", file) {
                 netstat.push_str(&buf);
+                ok = true;
             }
         }
         if self.read(&mut buf, "proc", "net/snmp6") {
             snmp6_as_netstat(&buf, &mut netstat);
         }
         write_netstat(&netstat, &mut name, w);
+        timed("netstat", start, ok);
+
+        let start = Instant::now();
         let mut sockstat = String::new();
+        let mut ok = false;
         for file in ["net/sockstat", "net/sockstat6"] {
             if self.read(&mut buf, "proc", file) {
                 sockstat.push_str(&buf);
+                ok = true;
             }
         }
         write_sockstat(&sockstat, self.page_size, &mut name, w);
-        write_timex(w);
-        self.write_small_files(&mut buf, w);
+        timed("sockstat", start, ok);
+
+        let start = Instant::now();
+        let ok = write_timex(w);
+        timed("timex", start, ok);
+        self.write_small_files(&mut buf, w, &mut timed);
+        let start = Instant::now();
         write_os_release(&self.os_release, w);
+        timed("os", start, !self.os_release.is_empty());
+        let start = Instant::now();
         super::hardware::write(&self.sys_root, w);
+        timed("hardware", start, true);
+        write_collector_times(&times, w);
         self.buf = buf;
         self.name = name;
     }
 
-    fn write_small_files(&mut self, buf: &mut String, w: &mut Exposition) {
+    fn write_small_files(
+        &mut self,
+        buf: &mut String,
+        w: &mut Exposition,
+        timed: &mut impl FnMut(&'static str, Instant, bool),
+    ) {
+        let start = Instant::now();
+        let mut entropy = false;
         for (file, family, help) in [
             (
                 "sys/kernel/random/entropy_avail",
@@ -125,19 +162,34 @@ impl NodeCollector {
                 && let Ok(v) = buf.trim().parse::<u64>()
             {
                 w.single(family, Kind::Gauge, help, v);
+                entropy |= family.starts_with("node_entropy");
+            }
+            if family == "node_entropy_pool_size_bits" {
+                timed("entropy", start, entropy);
             }
         }
-        if self.read(buf, "proc", "net/stat/nf_conntrack") {
+        let start = Instant::now();
+        let ok = self.read(buf, "proc", "net/stat/nf_conntrack");
+        if ok {
             write_conntrack_stat(buf, w);
         }
-        if self.read(buf, "proc", "net/arp") {
+        timed("conntrack", start, ok);
+        let start = Instant::now();
+        let ok = self.read(buf, "proc", "net/arp");
+        if ok {
             write_arp(buf, w);
         }
-        if self.read(buf, "proc", "net/softnet_stat") {
+        timed("arp", start, ok);
+        let start = Instant::now();
+        let ok = self.read(buf, "proc", "net/softnet_stat");
+        if ok {
             write_softnet(buf, w);
         }
+        timed("softnet", start, ok);
+        let start = Instant::now();
         let mut queues = [0u64; 4];
-        if self.read(buf, "proc", "net/udp") {
+        let ok = self.read(buf, "proc", "net/udp");
+        if ok {
             let (tx, rx) = udp_queues(buf);
             queues[0] = tx;
             queues[1] = rx;
@@ -159,6 +211,8 @@ impl NodeCollector {
                 w.sample(name, &[("ip", ip), ("queue", queue)], queues[i]);
             }
         }
+        timed("udp_queues", start, ok);
+        let start = Instant::now();
         let cs = "devices/system/clocksource";
         let mut available = Vec::new();
         let mut current = Vec::new();
@@ -212,6 +266,8 @@ impl NodeCollector {
                 offset as f64,
             );
         }
+        timed("time", start, !current.is_empty());
+        let start = Instant::now();
         let selinux = self.sys_root.join("fs/selinux/enforce").exists();
         w.single(
             "node_selinux_enabled",
@@ -219,6 +275,7 @@ impl NodeCollector {
             "SELinux is enabled, 1 is true, 0 is false",
             selinux,
         );
+        timed("selinux", start, true);
     }
 
     /// Reads `root/rel` into `buf`; false (and `buf` empty) when it cannot be read.
@@ -233,9 +290,10 @@ impl NodeCollector {
         read_into(buf, &self.path)
     }
 
-    fn write_netclass(&mut self, buf: &mut String, w: &mut Exposition) {
+    /// False when `/sys/class/net` cannot be read.
+    fn write_netclass(&mut self, buf: &mut String, w: &mut Exposition) -> bool {
         let Ok(dir) = std::fs::read_dir(self.sys_root.join("class/net")) else {
-            return;
+            return false;
         };
         let mut devices: Vec<NetClass> = Vec::new();
         for entry in dir.flatten() {
@@ -260,6 +318,7 @@ impl NodeCollector {
         }
         devices.sort_by(|a, b| a.device.cmp(&b.device));
         write_netclass(&devices, w);
+        true
     }
 }
 
@@ -1094,14 +1153,15 @@ fn local_time_zone() -> Option<(String, i64)> {
 }
 
 /// The kernel clock's discipline (`adjtimex` without changes) as `node_timex_*`.
-fn write_timex(w: &mut Exposition) {
+/// False when the kernel refused `adjtimex`.
+fn write_timex(w: &mut Exposition) -> bool {
     // SAFETY: `timex` is plain data; modes = 0 only reads the kernel's values.
     let (state, t) = unsafe {
         let mut t: libc::timex = std::mem::zeroed();
         (libc::adjtimex(&mut t), t)
     };
     if state < 0 {
-        return;
+        return false;
     }
     let nano = t.status & libc::STA_NANO != 0;
     let divisor = if nano { 1e9 } else { 1e6 };
@@ -1199,6 +1259,30 @@ fn write_timex(w: &mut Exposition) {
         ),
     ] {
         w.single(name, Kind::Counter, help, v.max(0) as u64);
+    }
+    true
+}
+
+/// node_exporter's report on its own scrape: each collector's duration and success, under
+/// node_exporter's collector names where the collector is the same.
+pub(crate) fn write_collector_times(times: &[(&str, Duration, bool)], w: &mut Exposition) {
+    let name = "node_scrape_collector_duration_seconds";
+    w.family(
+        name,
+        Kind::Gauge,
+        "node_exporter: Duration of a collector scrape.",
+    );
+    for (collector, took, _) in times {
+        w.sample(name, &[("collector", collector)], took.as_secs_f64());
+    }
+    let name = "node_scrape_collector_success";
+    w.family(
+        name,
+        Kind::Gauge,
+        "node_exporter: Whether a collector succeeded.",
+    );
+    for (collector, _, ok) in times {
+        w.sample(name, &[("collector", collector)], *ok);
     }
 }
 
@@ -1350,5 +1434,44 @@ mod tests {
         for dropped in ["nr_free_pages", "pgalloc_normal", "thp_fault_alloc"] {
             assert!(!vmstat_kept(dropped), "{dropped}");
         }
+    }
+
+    #[test]
+    fn each_collector_reports_its_time_and_whether_its_files_could_be_read() {
+        let proc_root = tempfile::tempdir().unwrap();
+        let sys_root = tempfile::tempdir().unwrap();
+        std::fs::write(
+            proc_root.path().join("meminfo"),
+            "MemTotal:       1000 kB\nMemFree:         500 kB\n",
+        )
+        .unwrap();
+        let mut collector = NodeCollector::with_roots(proc_root.path(), sys_root.path());
+        let mut w = Exposition::default();
+        collector.write(&mut w);
+        let out = w.into_text();
+        let success = |collector: &str| {
+            value(
+                &out,
+                &format!("node_scrape_collector_success{{collector=\"{collector}\"}}"),
+            )
+        };
+        assert_eq!(success("meminfo"), Some("1"), "{out}");
+        assert_eq!(
+            value(&out, "node_memory_MemTotal_bytes"),
+            Some("1024000"),
+            "{out}"
+        );
+        for missing in ["vmstat", "stat", "diskstats", "netdev", "netclass", "arp"] {
+            assert_eq!(success(missing), Some("0"), "{missing}: {out}");
+        }
+        let took: f64 = value(
+            &out,
+            "node_scrape_collector_duration_seconds{collector=\"meminfo\"}",
+        )
+        .and_then(|v| v.parse().ok())
+        .expect("meminfo's duration");
+        assert!(took >= 0.0, "{took}");
+        let families = out.matches("# TYPE node_scrape_collector_success ").count();
+        assert_eq!(families, 1, "one family with every collector: {out}");
     }
 }
