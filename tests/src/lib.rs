@@ -738,3 +738,40 @@ fn node_exporter_lint_exception(finding: &str) -> bool {
         );
     camel || bits
 }
+
+/// The `/metrics` text of Debian's node_exporter run once with `args` (e.g. a fixture
+/// `--path.sysfs` and the collectors to compare) on a free loopback port; the process is
+/// stopped by its pid whatever happens.
+pub fn node_exporter_output(args: &[String]) -> String {
+    struct Started(std::process::Child);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let port = closed_port();
+    let _child = Started(
+        Command::new(prereq::NODE_EXPORTER.name)
+            .args(args)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus-node-exporter"),
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut text = String::new();
+    wait_until(
+        "node_exporter to answer",
+        Duration::from_secs(10),
+        || match http_get(addr, "/metrics") {
+            Ok((200, body)) => {
+                text = body;
+                true
+            }
+            _ => false,
+        },
+    );
+    text
+}

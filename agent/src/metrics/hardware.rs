@@ -779,31 +779,13 @@ mod tests {
             return;
         }
         let dir = fixture();
-        let port = strata_tests::closed_port();
-        let mut child = std::process::Command::new(strata_tests::prereq::NODE_EXPORTER.name)
-            .arg(format!("--path.sysfs={}", dir.path().display()))
-            .args(["--collector.disable-defaults", "--collector.hwmon"])
-            .args(["--collector.thermal_zone", "--collector.cpufreq"])
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start prometheus-node-exporter");
-        let addr = format!("127.0.0.1:{port}").parse().expect("address");
-        let mut theirs = String::new();
-        strata_tests::wait_until(
-            "node_exporter to answer",
-            std::time::Duration::from_secs(10),
-            || match strata_tests::http_get(addr, "/metrics") {
-                Ok((200, body)) => {
-                    theirs = body;
-                    true
-                }
-                _ => false,
-            },
-        );
-        let _ = child.kill();
-        let _ = child.wait();
+        let theirs = strata_tests::node_exporter_output(&[
+            format!("--path.sysfs={}", dir.path().display()),
+            "--collector.disable-defaults".into(),
+            "--collector.hwmon".into(),
+            "--collector.thermal_zone".into(),
+            "--collector.cpufreq".into(),
+        ]);
         let ours_prefixes = [
             "node_hwmon_",
             "node_thermal_zone_",

@@ -8,5 +8,6 @@ pub mod hardware;
 pub mod history;
 pub mod node;
 pub mod own_process;
+pub mod processes;
 pub mod procs;
 pub mod prometheus;

@@ -116,6 +116,19 @@ impl NodeCollector {
         let start = Instant::now();
         let ok = write_timex(w);
         timed("timex", start, ok);
+        let start = Instant::now();
+        let counts = super::processes::count(&self.proc_root, &mut Vec::with_capacity(512));
+        if let Some(counts) = &counts {
+            let mut limit = |file| {
+                self.read(&mut buf, "proc", file)
+                    .then(|| buf.trim().parse().ok())
+                    .flatten()
+            };
+            let max_processes = limit("sys/kernel/pid_max");
+            let max_threads = limit("sys/kernel/threads-max");
+            super::processes::write(counts, max_processes, max_threads, w);
+        }
+        timed("processes", start, counts.is_some());
         self.write_small_files(&mut buf, w, &mut timed);
         let start = Instant::now();
         write_os_release(&self.os_release, w);

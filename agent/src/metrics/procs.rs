@@ -80,6 +80,12 @@ fn parse_stat(text: &[u8]) -> Option<StatFields> {
     })
 }
 
+/// A process's state letter and thread count from its `/proc/[pid]/stat` text, for the
+/// `node_processes_*` families; None when the text is malformed.
+pub(crate) fn state_and_threads(text: &[u8]) -> Option<(u8, u64)> {
+    parse_stat(text).map(|f| (f.state, f.threads))
+}
+
 /// One process's figures from `/proc/[pid]/stat`, for the supervisor: whether a pid is
 /// still the process it started (start time), and its CPU ticks and RSS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
