@@ -1099,22 +1099,63 @@ pub(crate) fn write_arp(text: &str, w: &mut Exposition) {
     }
 }
 
-/// `/proc/net/softnet_stat` (hex, one row per CPU) as `node_softnet_*_total{cpu}`.
+/// `/proc/net/softnet_stat` (hex, one row per CPU) as `node_softnet_*{cpu}`: node_exporter
+/// 1.5's three counters, and the columns later node_exporters (and "Node Exporter Full"'s
+/// RPS panel) read where this kernel writes them.
 pub(crate) fn write_softnet(text: &str, w: &mut Exposition) {
-    for (column, family, help) in [
+    let columns = text
+        .lines()
+        .next()
+        .map_or(0, |l| l.split_ascii_whitespace().count());
+    for (column, family, kind, help) in [
         (
             0,
             "node_softnet_processed_total",
+            Kind::Counter,
             "Number of processed packets",
         ),
-        (1, "node_softnet_dropped_total", "Number of dropped packets"),
+        (
+            1,
+            "node_softnet_dropped_total",
+            Kind::Counter,
+            "Number of dropped packets",
+        ),
         (
             2,
             "node_softnet_times_squeezed_total",
+            Kind::Counter,
             "Number of times processing packets ran out of quota",
         ),
+        (
+            8,
+            "node_softnet_cpu_collision_total",
+            Kind::Counter,
+            "Number of collision occur while obtaining device lock while transmitting",
+        ),
+        (
+            9,
+            "node_softnet_received_rps_total",
+            Kind::Counter,
+            "Number of times cpu woken up received_rps",
+        ),
+        (
+            10,
+            "node_softnet_flow_limit_count_total",
+            Kind::Counter,
+            "Number of times flow limit has been reached",
+        ),
+        // The backlog is written from kernel 5.10 on, with the CPU's index after it.
+        (
+            11,
+            "node_softnet_backlog_len",
+            Kind::Gauge,
+            "Softnet backlog status",
+        ),
     ] {
-        w.family(family, Kind::Counter, help);
+        if column >= columns || (column == 11 && columns < 13) {
+            continue;
+        }
+        w.family(family, kind, help);
         for (cpu, line) in text.lines().enumerate() {
             let v = line
                 .split_ascii_whitespace()
@@ -1486,5 +1527,44 @@ mod tests {
         assert!(took >= 0.0, "{took}");
         let families = out.matches("# TYPE node_scrape_collector_success ").count();
         assert_eq!(families, 1, "one family with every collector: {out}");
+    }
+
+    #[test]
+    fn softnet_writes_the_columns_this_kernel_has() {
+        let new_kernel = "0000000a 00000001 00000002 00000000 00000000 00000000 00000000 00000000 \
+                          00000003 00000004 00000005 00000006 00000000 00000000 00000000\n\
+                          000000ff 00000000 00000000 00000000 00000000 00000000 00000000 00000000 \
+                          00000000 00000000 00000000 00000000 00000001 00000000 00000000\n";
+        let out = written(|_, w| write_softnet(new_kernel, w));
+        assert_eq!(
+            value(&out, "node_softnet_processed_total{cpu=\"1\"}"),
+            Some("255")
+        );
+        assert_eq!(
+            value(&out, "node_softnet_cpu_collision_total{cpu=\"0\"}"),
+            Some("3")
+        );
+        assert_eq!(
+            value(&out, "node_softnet_received_rps_total{cpu=\"0\"}"),
+            Some("4")
+        );
+        assert_eq!(
+            value(&out, "node_softnet_flow_limit_count_total{cpu=\"0\"}"),
+            Some("5")
+        );
+        assert_eq!(
+            value(&out, "node_softnet_backlog_len{cpu=\"0\"}"),
+            Some("6")
+        );
+        assert!(out.contains("# TYPE node_softnet_backlog_len gauge\n"));
+        // An older kernel's 11 columns: no backlog, and nothing beyond what it writes.
+        let old_kernel = "0000000a 00000001 00000002 00000000 00000000 00000000 00000000 00000000 \
+                          00000003 00000004 00000005\n";
+        let out = written(|_, w| write_softnet(old_kernel, w));
+        assert!(out.contains("node_softnet_flow_limit_count_total{cpu=\"0\"} 5"));
+        assert!(!out.contains("backlog"), "{out}");
+        let out = written(|_, w| write_softnet("0000000a 00000001 00000002\n", w));
+        assert!(!out.contains("rps"), "{out}");
+        assert!(out.contains("node_softnet_times_squeezed_total{cpu=\"0\"} 2"));
     }
 }
