@@ -435,6 +435,15 @@ async fn serve(
         }
     };
     let _ = stopping_tx.send(true);
+    // gRPC health says NOT_SERVING before anything closes, so every Watch sees it before
+    // its stream ends with the server (the follower returns once it has said so).
+    let mut health_follow = health_follow;
+    if tokio::time::timeout(Duration::from_secs(1), &mut health_follow)
+        .await
+        .is_err()
+    {
+        tracing::warn!("gRPC health did not turn NOT_SERVING within 1 s");
+    }
     // From here on sockets close; the store keeps its copies for the next agent.
     if let Some(task) = fd_store {
         task.abort();

@@ -18,7 +18,7 @@ use std::time::Duration;
 use strata_proto::v1::agent_server::SERVICE_NAME as AGENT_SERVICE;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::StreamExt;
+use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
@@ -103,16 +103,54 @@ impl Health for AgentHealth {
             ))
         })?;
         let statuses = self.inner.watch(request).await?.into_inner();
-        // `None` marks the shutdown: the stream ends there.
-        let ended = WatchStream::new(self.shutdown.clone())
-            .filter(|stop| *stop)
-            .map(|_| None);
-        let until_shutdown = statuses
-            .map(Some)
-            .merge(ended)
-            .take_while(Option::is_some)
-            .filter_map(|status| status);
+        let until_shutdown = UntilShutdown {
+            statuses,
+            shutdown: WatchStream::new(self.shutdown.clone()),
+            ended: false,
+        };
         Ok(Response::new(super::gate::hold(until_shutdown, permit)))
+    }
+}
+
+/// A Watch stream that ends when the server shuts down, but only after every status
+/// already set: the statuses are looked at first, so the NOT_SERVING set when the agent
+/// began to stop always reaches the watcher before the end (a fair merge of the two could
+/// end the stream first).
+struct UntilShutdown<S> {
+    statuses: S,
+    shutdown: WatchStream<bool>,
+    ended: bool,
+}
+
+impl<S, T> Stream for UntilShutdown<S>
+where
+    S: Stream<Item = T> + Unpin,
+{
+    type Item = T;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(status) = std::pin::Pin::new(&mut self.statuses).poll_next(cx) {
+            self.ended = status.is_none();
+            return Poll::Ready(status);
+        }
+        loop {
+            match std::pin::Pin::new(&mut self.shutdown).poll_next(cx) {
+                Poll::Ready(Some(false)) => continue,
+                // Shut down, or the server that would say so is gone.
+                Poll::Ready(Some(true) | None) => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -174,6 +212,37 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_watch_delivers_every_status_already_set_before_it_ends_at_shutdown() {
+        use tokio_stream::StreamExt;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (stop, shutdown) = watch::channel(false);
+        tx.send("SERVING").await.unwrap();
+        tx.send("NOT_SERVING").await.unwrap();
+        stop.send(true).unwrap();
+        let stream = UntilShutdown {
+            statuses: tokio_stream::wrappers::ReceiverStream::new(rx),
+            shutdown: WatchStream::new(shutdown),
+            ended: false,
+        };
+        let seen: Vec<&str> = tokio::time::timeout(SECOND, stream.collect())
+            .await
+            .expect("the stream ends at shutdown");
+        assert_eq!(seen, ["SERVING", "NOT_SERVING"]);
+        // Nothing pending: it ends at once, though the statuses would go on.
+        let (_tx, rx) = tokio::sync::mpsc::channel::<&str>(4);
+        let (_stop, shutdown) = watch::channel(true);
+        let stream = UntilShutdown {
+            statuses: tokio_stream::wrappers::ReceiverStream::new(rx),
+            shutdown: WatchStream::new(shutdown),
+            ended: false,
+        };
+        let seen: Vec<&str> = tokio::time::timeout(SECOND, stream.collect())
+            .await
+            .expect("ended");
+        assert!(seen.is_empty());
+    }
 
     const SECOND: Duration = Duration::from_secs(1);
 
