@@ -213,34 +213,35 @@ async fn follow(
 mod tests {
     use super::*;
 
+    /// Everything a Watch over `statuses` yields until it ends at `shutdown`.
+    async fn until_shutdown(
+        statuses: tokio::sync::mpsc::Receiver<&'static str>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<&'static str> {
+        use tokio_stream::StreamExt;
+        let stream = UntilShutdown {
+            statuses: tokio_stream::wrappers::ReceiverStream::new(statuses),
+            shutdown: WatchStream::new(shutdown),
+            ended: false,
+        };
+        tokio::time::timeout(SECOND, stream.collect())
+            .await
+            .expect("the stream ends at shutdown")
+    }
+
     #[tokio::test]
     async fn a_watch_delivers_every_status_already_set_before_it_ends_at_shutdown() {
-        use tokio_stream::StreamExt;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (stop, shutdown) = watch::channel(false);
         tx.send("SERVING").await.unwrap();
         tx.send("NOT_SERVING").await.unwrap();
         stop.send(true).unwrap();
-        let stream = UntilShutdown {
-            statuses: tokio_stream::wrappers::ReceiverStream::new(rx),
-            shutdown: WatchStream::new(shutdown),
-            ended: false,
-        };
-        let seen: Vec<&str> = tokio::time::timeout(SECOND, stream.collect())
-            .await
-            .expect("the stream ends at shutdown");
+        let seen = until_shutdown(rx, shutdown).await;
         assert_eq!(seen, ["SERVING", "NOT_SERVING"]);
         // Nothing pending: it ends at once, though the statuses would go on.
-        let (_tx, rx) = tokio::sync::mpsc::channel::<&str>(4);
+        let (_tx, rx) = tokio::sync::mpsc::channel(4);
         let (_stop, shutdown) = watch::channel(true);
-        let stream = UntilShutdown {
-            statuses: tokio_stream::wrappers::ReceiverStream::new(rx),
-            shutdown: WatchStream::new(shutdown),
-            ended: false,
-        };
-        let seen: Vec<&str> = tokio::time::timeout(SECOND, stream.collect())
-            .await
-            .expect("ended");
+        let seen = until_shutdown(rx, shutdown).await;
         assert!(seen.is_empty());
     }
 
