@@ -92,6 +92,7 @@ fn sample_loop(
             stats.last_collect_seconds = began.elapsed().as_secs_f64();
             stats.alerts_firing = alerts.firing().len() as u64;
             stats.history_bytes = history_bytes;
+            stats.processes = Some(collector.process_counts());
         }
         state.latest.send_replace(Arc::new(sample));
 

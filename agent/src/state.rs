@@ -21,6 +21,8 @@ pub struct CollectStats {
     pub alerts_firing: u64,
     /// Bytes the metric history holds.
     pub history_bytes: u64,
+    /// The last sample's processes and threads by state; None before the first.
+    pub processes: Option<crate::metrics::processes::ProcessCounts>,
 }
 
 /// Everything the servers read; written by the collector loop.

@@ -42,6 +42,7 @@ async fn metrics(
         start_time_unix_secs: state.started_unix_secs,
         last_collect_seconds: stats.last_collect_seconds,
         alerts_firing: stats.alerts_firing,
+        processes: stats.processes,
     };
     let node = state.node_info();
     let rendered = tokio::task::spawn_blocking(move || {

@@ -715,6 +715,11 @@ impl Collector {
 
     /// Takes one sample; rates are computed against the previous sample (first sample: rates
     /// 0). `node_id` and `node_name` are left empty for the caller to fill.
+    /// The processes and threads of the newest sample's scan, by state.
+    pub fn process_counts(&self) -> super::processes::ProcessCounts {
+        self.procs.counts()
+    }
+
     pub fn sample(&mut self) -> HostMetrics {
         let now = Instant::now();
         let elapsed = self.prev_at.map(|t| now.duration_since(t));

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::collect::disk_excluded;
+use super::processes::ProcessCounts;
 use strata_exposition::{Exposition, Kind, Value};
 
 /// Reads node_exporter's scrape-time files and writes their families.
@@ -55,7 +56,8 @@ impl NodeCollector {
 
     /// Writes every family whose files can be read now, then how long each collector took
     /// and whether it succeeded (`node_scrape_collector_*`, as node_exporter reports them).
-    pub(crate) fn write(&mut self, w: &mut Exposition) {
+    /// `processes` are the sampler's counts, written with the kernel's limits read now.
+    pub(crate) fn write(&mut self, processes: Option<&ProcessCounts>, w: &mut Exposition) {
         let mut buf = std::mem::take(&mut self.buf);
         let mut name = std::mem::take(&mut self.name);
         let mut times = Vec::with_capacity(24);
@@ -117,8 +119,7 @@ impl NodeCollector {
         let ok = write_timex(w);
         timed("timex", start, ok);
         let start = Instant::now();
-        let counts = super::processes::count(&self.proc_root, &mut Vec::with_capacity(512));
-        if let Some(counts) = &counts {
+        if let Some(counts) = processes {
             let mut limit = |file| {
                 self.read(&mut buf, "proc", file)
                     .then(|| buf.trim().parse().ok())
@@ -128,7 +129,7 @@ impl NodeCollector {
             let max_threads = limit("sys/kernel/threads-max");
             super::processes::write(counts, max_processes, max_threads, w);
         }
-        timed("processes", start, counts.is_some());
+        timed("processes", start, processes.is_some());
         self.write_small_files(&mut buf, w, &mut timed);
         let start = Instant::now();
         write_os_release(&self.os_release, w);
@@ -1501,7 +1502,7 @@ mod tests {
         .unwrap();
         let mut collector = NodeCollector::with_roots(proc_root.path(), sys_root.path());
         let mut w = Exposition::default();
-        collector.write(&mut w);
+        collector.write(None, &mut w);
         let out = w.into_text();
         let success = |collector: &str| {
             value(

@@ -1,20 +1,20 @@
 //! node_exporter's `processes` collector: how many processes and threads the host has, by
 //! state, against the kernel's limits (`node_processes_*`), for the dashboard's PIDs,
 //! threads and process-state panels. node_exporter ships it disabled because it reads
-//! every `/proc/[pid]/stat`; the agent's sampler reads them every second anyway, so one more
-//! pass per scrape costs little. Per-thread states (`node_processes_threads_state`, one read
-//! per thread) are left out for that cost.
+//! every `/proc/[pid]/stat`; the agent's sampler reads them every second anyway
+//! ([`super::procs::ProcessTable::counts`]), so a scrape writes those counts and reads no
+//! process of its own. Per-thread states (`node_processes_threads_state`, one read per
+//! thread) are left out for that cost.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
 use strata_exposition::{Exposition, Kind};
 
 /// Processes and threads counted over one pass of `/proc`.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct ProcessCounts {
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessCounts {
+    /// Processes (pids in `/proc`).
     pub pids: u64,
+    /// Threads over all processes.
     pub threads: u64,
     /// Processes per state letter (R, S, D, I, Z, T, ...).
     pub states: BTreeMap<char, u64>,
@@ -22,35 +22,11 @@ pub(crate) struct ProcessCounts {
 
 impl ProcessCounts {
     /// Counts one process in `state` with `threads` threads.
-    pub(crate) fn add(&mut self, state: u8, threads: u64) {
+    pub fn add(&mut self, state: u8, threads: u64) {
         self.pids += 1;
         self.threads += threads;
         *self.states.entry(char::from(state)).or_default() += 1;
     }
-}
-
-/// Counts every process under `proc_root`; processes that vanish meanwhile are skipped.
-/// None when `proc_root` cannot be listed.
-pub(crate) fn count(proc_root: &Path, buf: &mut Vec<u8>) -> Option<ProcessCounts> {
-    let mut counts = ProcessCounts::default();
-    for entry in std::fs::read_dir(proc_root).ok()?.flatten() {
-        let name = entry.file_name();
-        if !name
-            .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        {
-            continue;
-        }
-        buf.clear();
-        let read = File::open(entry.path().join("stat")).and_then(|mut f| f.read_to_end(buf));
-        if read.is_err() {
-            continue;
-        }
-        if let Some((state, threads)) = super::procs::state_and_threads(buf) {
-            counts.add(state, threads);
-        }
-    }
-    Some(counts)
 }
 
 /// Writes the families with node_exporter's names and help; a limit that cannot be read
@@ -100,6 +76,14 @@ pub(crate) fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::procs::ProcessTable;
+
+    /// The counts of one scan of `root`, as the sampler makes them.
+    fn scanned(root: &std::path::Path) -> ProcessCounts {
+        let mut table = ProcessTable::new(root.to_path_buf(), 100, 4096);
+        table.scan();
+        table.counts()
+    }
 
     /// A `/proc` with the given processes (pid, state, threads) and limits.
     fn fixture(procs: &[(u32, char, u64)]) -> tempfile::TempDir {
@@ -127,16 +111,18 @@ mod tests {
         let dir = fixture(&[(1, 'S', 1), (2, 'R', 4), (30, 'S', 2), (44, 'I', 1)]);
         std::fs::create_dir_all(dir.path().join("55")).unwrap();
         std::fs::write(dir.path().join("55/stat"), "garbage").unwrap();
-        let counts = count(dir.path(), &mut Vec::new()).unwrap();
         assert_eq!(
-            counts,
+            scanned(dir.path()),
             ProcessCounts {
                 pids: 4,
                 threads: 8,
                 states: [('I', 1), ('R', 1), ('S', 2)].into_iter().collect(),
             }
         );
-        assert!(count(&dir.path().join("nowhere"), &mut Vec::new()).is_none());
+        assert_eq!(
+            scanned(&dir.path().join("nowhere")),
+            ProcessCounts::default()
+        );
     }
 
     /// Debian's node_exporter 1.5 with its processes collector on the same tree writes the
@@ -163,8 +149,7 @@ mod tests {
             .filter(|l| l.contains("node_processes_") && !l.contains("threads_state"))
             .collect();
         let mut w = Exposition::default();
-        let counts = count(dir.path(), &mut Vec::new()).unwrap();
-        write(&counts, Some(32768), Some(192730), &mut w);
+        write(&scanned(dir.path()), Some(32768), Some(192730), &mut w);
         let ours = w.into_text();
         assert_eq!(ours.lines().collect::<Vec<_>>(), theirs, "{ours}");
     }

@@ -80,12 +80,6 @@ fn parse_stat(text: &[u8]) -> Option<StatFields> {
     })
 }
 
-/// A process's state letter and thread count from its `/proc/[pid]/stat` text, for the
-/// `node_processes_*` families; None when the text is malformed.
-pub(crate) fn state_and_threads(text: &[u8]) -> Option<(u8, u64)> {
-    parse_stat(text).map(|f| (f.state, f.threads))
-}
-
 /// One process's figures from `/proc/[pid]/stat`, for the supervisor: whether a pid is
 /// still the process it started (start time), and its CPU ticks and RSS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +264,15 @@ impl ProcessTable {
             .and_then(|mut f| f.read_to_end(&mut self.buf))
             .ok()?;
         parse_stat(&self.buf)
+    }
+
+    /// The latest scan's processes and threads by state, for `node_processes_*`.
+    pub fn counts(&self) -> super::processes::ProcessCounts {
+        let mut counts = super::processes::ProcessCounts::default();
+        for entry in &self.entries {
+            counts.add(entry.stat.state, entry.stat.threads);
+        }
+        counts
     }
 
     /// How many processes the latest scan saw.

@@ -21,6 +21,9 @@ pub struct AgentStats {
     pub last_collect_seconds: f64,
     /// How many alerts are firing now.
     pub alerts_firing: u64,
+    /// The newest sample's processes and threads by state (the sampler's process scan, so
+    /// a scrape reads no `/proc/[pid]` of its own); None before the first sample.
+    pub processes: Option<super::processes::ProcessCounts>,
 }
 
 /// Writes one sample, node_exporter's scrape-time families (read now by `host_files`), the
@@ -36,7 +39,7 @@ pub fn render(
     memory(w, metrics);
     pressure(w, metrics);
     filesystems(w, metrics);
-    host_files.write(w);
+    host_files.write(agent.processes.as_ref(), w);
     host(w, metrics);
     strata(w, node, agent);
     if let Some(own) = super::own_process::OwnProcess::read() {
@@ -489,6 +492,11 @@ mod tests {
             start_time_unix_secs: 1_700_000_000.25,
             last_collect_seconds: 0.0031,
             alerts_firing: 2,
+            processes: Some(super::super::processes::ProcessCounts {
+                pids: 3,
+                threads: 7,
+                states: [('R', 1), ('S', 2)].into_iter().collect(),
+            }),
         }
     }
 
@@ -509,6 +517,12 @@ mod tests {
         let (families, samples) = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let unique: HashSet<&String> = families.iter().collect();
         assert_eq!(unique.len(), families.len(), "a family appears twice");
+
+        // The sampler's process counts, as node_exporter's processes collector writes them.
+        let pids = find(&samples, "node_processes_pids", &[]).expect("pids");
+        assert_eq!(pids.value, 3.0);
+        let sleeping = find(&samples, "node_processes_state", &[("state", "S")]).expect("S");
+        assert_eq!(sleeping.value, 2.0);
 
         let mem = m.memory.as_ref().expect("memory part");
         let total = find(&samples, "node_memory_MemTotal_bytes", &[]).expect("memory total");
