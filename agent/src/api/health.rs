@@ -22,6 +22,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_check_response::ServingStatus as WatchStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tonic_health::server::{HealthReporter, HealthService};
@@ -103,42 +104,56 @@ impl Health for AgentHealth {
             ))
         })?;
         let statuses = self.inner.watch(request).await?.into_inner();
-        let until_shutdown = UntilShutdown {
-            statuses,
-            shutdown: WatchStream::new(self.shutdown.clone()),
-            ended: false,
-        };
+        let until_shutdown = UntilShutdown::new(statuses, self.shutdown.clone());
         Ok(Response::new(super::gate::hold(until_shutdown, permit)))
     }
 }
 
-/// A Watch stream that ends when the server shuts down, but only after every status
-/// already set: the statuses are looked at first, so the NOT_SERVING set when the agent
-/// began to stop always reaches the watcher before the end (a fair merge of the two could
-/// end the stream first).
+/// A Watch stream that ends when the server shuts down, saying NOT_SERVING first: the
+/// statuses already set are looked at before the shutdown signal (a fair merge of the two
+/// could end the stream first), and a watcher that was last told anything else is told
+/// NOT_SERVING before the end, whether or not the status set at the stop reached it.
 struct UntilShutdown<S> {
     statuses: S,
     shutdown: WatchStream<bool>,
+    /// Whether the last status yielded was NOT_SERVING.
+    said_not_serving: bool,
     ended: bool,
 }
 
-impl<S, T> Stream for UntilShutdown<S>
+impl<S> UntilShutdown<S> {
+    fn new(statuses: S, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            statuses,
+            shutdown: WatchStream::new(shutdown),
+            said_not_serving: false,
+            ended: false,
+        }
+    }
+}
+
+/// One Watch message.
+type WatchItem = Result<HealthCheckResponse, Status>;
+
+impl<S> Stream for UntilShutdown<S>
 where
-    S: Stream<Item = T> + Unpin,
+    S: Stream<Item = WatchItem> + Unpin,
 {
-    type Item = T;
+    type Item = WatchItem;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<T>> {
+    ) -> std::task::Poll<Option<WatchItem>> {
         use std::task::Poll;
         if self.ended {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(status) = std::pin::Pin::new(&mut self.statuses).poll_next(cx) {
-            self.ended = status.is_none();
-            return Poll::Ready(status);
+        if let Poll::Ready(item) = std::pin::Pin::new(&mut self.statuses).poll_next(cx) {
+            self.ended = item.is_none();
+            self.said_not_serving =
+                matches!(&item, Some(Ok(r)) if r.status() == WatchStatus::NotServing);
+            return Poll::Ready(item);
         }
         loop {
             match std::pin::Pin::new(&mut self.shutdown).poll_next(cx) {
@@ -146,7 +161,13 @@ where
                 // Shut down, or the server that would say so is gone.
                 Poll::Ready(Some(true) | None) => {
                     self.ended = true;
-                    return Poll::Ready(None);
+                    if self.said_not_serving {
+                        return Poll::Ready(None);
+                    }
+                    let last = HealthCheckResponse {
+                        status: WatchStatus::NotServing as i32,
+                    };
+                    return Poll::Ready(Some(Ok(last)));
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -213,36 +234,34 @@ async fn follow(
 mod tests {
     use super::*;
 
-    /// Everything a Watch over `statuses` yields until it ends at `shutdown`.
-    async fn until_shutdown(
-        statuses: tokio::sync::mpsc::Receiver<&'static str>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Vec<&'static str> {
+    /// Everything a Watch yields, by status, when `statuses` were set and then the server
+    /// shut down, before the stream was looked at.
+    async fn watched(statuses: &[WatchStatus]) -> Vec<WatchStatus> {
         use tokio_stream::StreamExt;
-        let stream = UntilShutdown {
-            statuses: tokio_stream::wrappers::ReceiverStream::new(statuses),
-            shutdown: WatchStream::new(shutdown),
-            ended: false,
-        };
-        tokio::time::timeout(SECOND, stream.collect())
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for status in statuses {
+            let reply = HealthCheckResponse {
+                status: *status as i32,
+            };
+            tx.send(Ok(reply)).await.unwrap();
+        }
+        let (_stop, stopped) = watch::channel(true);
+        let stream = UntilShutdown::new(tokio_stream::wrappers::ReceiverStream::new(rx), stopped);
+        let seen: Vec<WatchItem> = tokio::time::timeout(SECOND, stream.collect())
             .await
-            .expect("the stream ends at shutdown")
+            .expect("the stream ends at shutdown");
+        drop(tx);
+        seen.into_iter().map(|r| r.unwrap().status()).collect()
     }
 
     #[tokio::test]
-    async fn a_watch_delivers_every_status_already_set_before_it_ends_at_shutdown() {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let (stop, shutdown) = watch::channel(false);
-        tx.send("SERVING").await.unwrap();
-        tx.send("NOT_SERVING").await.unwrap();
-        stop.send(true).unwrap();
-        let seen = until_shutdown(rx, shutdown).await;
-        assert_eq!(seen, ["SERVING", "NOT_SERVING"]);
-        // Nothing pending: it ends at once, though the statuses would go on.
-        let (_tx, rx) = tokio::sync::mpsc::channel(4);
-        let (_stop, shutdown) = watch::channel(true);
-        let seen = until_shutdown(rx, shutdown).await;
-        assert!(seen.is_empty());
+    async fn a_watch_ends_at_shutdown_after_every_status_set_and_always_on_not_serving() {
+        use WatchStatus::{NotServing, Serving};
+        // Statuses already set come first, and NOT_SERVING is not said twice.
+        assert_eq!(watched(&[Serving, NotServing]).await, [Serving, NotServing]);
+        // The stop's NOT_SERVING had not reached the stream: it is said before the end.
+        assert_eq!(watched(&[Serving]).await, [Serving, NotServing]);
+        assert_eq!(watched(&[]).await, [NotServing]);
     }
 
     const SECOND: Duration = Duration::from_secs(1);
