@@ -56,6 +56,8 @@ pub enum ClusterError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the gossip thread: {0}")]
+    Thread(std::io::Error),
     #[error("no member named {0}")]
     UnknownMember(String),
     #[error("member {0} is still alive or suspect; only down or left members can be removed")]
@@ -130,80 +132,124 @@ async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), 
     }
 }
 
-impl Cluster {
-    /// Binds UDP and TCP, starts the driver task and starts joining in the background.
-    pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
-        let (udp, tcp, bound) = bind(config.bind).await?;
-        let advertise = config.advertise.unwrap_or(bound);
-        let mut seeds = Vec::new();
-        for join in &config.join {
-            match tokio::net::lookup_host(join.as_str()).await {
-                Ok(addrs) => seeds.extend(addrs.filter(|a| *a != advertise)),
-                Err(e) => tracing::warn!(join = %join, error = %e, "cannot resolve join address"),
+/// The gossip thread: builds its runtime, binds, reports the handle's half on `ready`,
+/// then drives the node until every handle is gone or it stops.
+fn run_driver(config: ClusterConfig, ready: oneshot::Sender<Result<Cluster, ClusterError>>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(ClusterError::Thread(e)));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match start_driver(config).await {
+            Ok((cluster, driver)) => {
+                if ready.send(Ok(cluster)).is_ok() {
+                    driver.run().await;
+                }
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
             }
         }
-        let now = now_ms();
-        let identity = NodeIdentity {
-            id: config.node_id.clone(),
-            name: config.node_name.clone(),
-            addr: advertise,
-            bump: now,
-        };
-        let record = NodeRecord {
-            grpc_addr: config.grpc_addr.to_string(),
-            ip: config.ip.unwrap_or(advertise.ip()).to_string(),
-            tags: config.tags.clone().into_iter().collect(),
-            services: config.services.clone(),
-            agent_version: config.agent_version.clone(),
-            ..Default::default()
-        };
-        let mut seed = [0u8; 8];
-        if let Err(e) = rand::rngs::SysRng.try_fill_bytes(&mut seed) {
-            tracing::warn!(error = %e, "no OS randomness; seeding gossip from the clock");
-            seed = now.to_le_bytes();
+    });
+}
+
+/// Binds the sockets and builds the node, the driver and the handle for it.
+async fn start_driver(config: ClusterConfig) -> Result<(Cluster, Driver), ClusterError> {
+    let (udp, tcp, bound) = bind(config.bind).await?;
+    let advertise = config.advertise.unwrap_or(bound);
+    let mut seeds = Vec::new();
+    for join in &config.join {
+        match tokio::net::lookup_host(join.as_str()).await {
+            Ok(addrs) => seeds.extend(addrs.filter(|a| *a != advertise)),
+            Err(e) => tracing::warn!(join = %join, error = %e, "cannot resolve join address"),
         }
-        let mut node = Node::new(
-            NodeConfig {
-                identity,
-                record,
-                timing: config.timing.clone(),
-                seeds,
-            },
-            u64::from_le_bytes(seed),
-            now,
-        );
-        let (table, _) = watch::channel(node.table());
-        let (events, _) = broadcast::channel(1024);
-        let shared = Arc::new(Shared {
-            keyring: RwLock::new(config.keyring),
-            counters: Counters::default(),
-            snapshot: RwLock::new(Snapshot {
-                members: node.members(),
-                records: node.records(),
-            }),
-            table,
-            events,
-            tls: config.tls,
-        });
-        let (command_tx, commands) = mpsc::channel(1024);
-        let (local, local_rx) = watch::channel(LocalRecord::default());
-        let driver = Driver::new(
-            node,
-            Arc::new(udp),
-            tcp,
-            shared.clone(),
-            commands,
-            command_tx.downgrade(),
-            local_rx,
-        );
-        tokio::spawn(driver.run());
-        tracing::info!(%bound, %advertise, "gossip started");
-        Ok(Cluster {
-            shared,
-            commands: command_tx,
-            local: Arc::new(local),
-            gossip_addr: advertise,
-        })
+    }
+    let now = now_ms();
+    let identity = NodeIdentity {
+        id: config.node_id.clone(),
+        name: config.node_name.clone(),
+        addr: advertise,
+        bump: now,
+    };
+    let record = NodeRecord {
+        grpc_addr: config.grpc_addr.to_string(),
+        ip: config.ip.unwrap_or(advertise.ip()).to_string(),
+        tags: config.tags.clone().into_iter().collect(),
+        services: config.services.clone(),
+        agent_version: config.agent_version.clone(),
+        ..Default::default()
+    };
+    let mut seed = [0u8; 8];
+    if let Err(e) = rand::rngs::SysRng.try_fill_bytes(&mut seed) {
+        tracing::warn!(error = %e, "no OS randomness; seeding gossip from the clock");
+        seed = now.to_le_bytes();
+    }
+    let mut node = Node::new(
+        NodeConfig {
+            identity,
+            record,
+            timing: config.timing.clone(),
+            seeds,
+        },
+        u64::from_le_bytes(seed),
+        now,
+    );
+    let (table, _) = watch::channel(node.table());
+    let (events, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        keyring: RwLock::new(config.keyring),
+        counters: Counters::default(),
+        snapshot: RwLock::new(Snapshot {
+            members: node.members(),
+            records: node.records(),
+        }),
+        table,
+        events,
+        tls: config.tls,
+    });
+    let (command_tx, commands) = mpsc::channel(1024);
+    let (local, local_rx) = watch::channel(LocalRecord::default());
+    let driver = Driver::new(
+        node,
+        Arc::new(udp),
+        tcp,
+        shared.clone(),
+        commands,
+        command_tx.downgrade(),
+        local_rx,
+    );
+    tracing::info!(%bound, %advertise, "gossip started");
+    let cluster = Cluster {
+        shared,
+        commands: command_tx,
+        local: Arc::new(local),
+        gossip_addr: advertise,
+    };
+    Ok((cluster, driver))
+}
+
+impl Cluster {
+    /// Binds UDP and TCP, starts the driver on a thread of its own and starts joining in
+    /// the background.
+    ///
+    /// The driver runs on its own thread and single-threaded runtime, apart from the
+    /// caller's: the failure detector's probes, acks and refutations must keep their timing
+    /// while the rest of the agent is busy. A caller whose workers block (a slow fsync, a
+    /// long scan) would otherwise stall this node's gossip, and its peers would declare it
+    /// down although it is healthy.
+    pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let (ready, started) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("gossip".into())
+            .spawn(move || run_driver(config, ready))
+            .map_err(ClusterError::Thread)?;
+        started.await.map_err(|_| ClusterError::Stopped)?
     }
 
     /// The address peers reach this node at (the bound port when configured with 0).

@@ -108,12 +108,16 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The driver task's state.
+/// Datagrams fed from the socket before due timers fire, at most: enough for what piles
+/// up in a stall of seconds, bounded so a flood cannot hold the timers back.
+const MAX_DRAIN: usize = 1024;
+
 /// How often refused packets from one address are reported.
 const REJECT_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 /// Addresses whose refused packets are tracked at most.
 const MAX_REJECT_SOURCES: usize = 256;
 
+/// The driver task's state.
 pub(crate) struct Driver {
     pub node: Node,
     pub udp: Arc<UdpSocket>,
@@ -170,7 +174,10 @@ impl Driver {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(e) => tracing::debug!(error = %e, "udp receive"),
                 },
-                () = tokio::time::sleep_until(deadline) => self.on_timers(),
+                () = tokio::time::sleep_until(deadline) => {
+                    self.drain_received(&mut buf);
+                    self.on_timers();
+                }
                 changed = self.local.changed(), if local_open => match changed {
                     Ok(()) => self.on_local(),
                     // Every handle is gone; the command channel closes with them.
@@ -233,6 +240,23 @@ impl Driver {
                 crate::node::PacketError::Malformed(_) => &counters.dropped_malformed,
             };
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Feeds the datagrams already waiting in the socket, up to [`MAX_DRAIN`], before due
+    /// timers fire. After a stall (a starved CPU, a stopped process) the acks and
+    /// refutations that arrived in time must count before a probe or suspicion timer
+    /// that was due meanwhile decides a member failed.
+    fn drain_received(&mut self, buf: &mut [u8]) {
+        for _ in 0..MAX_DRAIN {
+            match self.udp.try_recv_from(buf) {
+                Ok((len, from)) => self.on_datagram(&buf[..len], from),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp receive");
+                    return;
+                }
+            }
         }
     }
 

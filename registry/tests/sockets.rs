@@ -9,6 +9,7 @@ use std::time::Duration;
 use strata_proto::v1::{CatalogInstance, CatalogService};
 use strata_proto::v1::{Health, MemberStatus};
 use strata_registry::cluster::{Cluster, ClusterConfig};
+use strata_registry::events::ClusterEvent;
 use strata_registry::node::Timing;
 use strata_registry::seal::{Keyring, generate_key};
 
@@ -150,4 +151,63 @@ async fn a_burst_of_local_changes_ends_with_the_last_one_published() {
         })
     })
     .await;
+}
+
+/// A node's gossip keeps its timing while the runtime that started it is blocked: with the
+/// only worker of node 0's runtime stuck for twice the suspicion timeout (4 s at three
+/// nodes), its peers never suspect it. On the caller's runtime, its probes, acks and
+/// refutations would stop with that worker and the peers would declare it down.
+#[test]
+fn gossip_runs_on_while_the_starting_runtime_is_blocked() {
+    let key = generate_key().unwrap();
+    let runtimes: Vec<tokio::runtime::Runtime> = (0..3)
+        .map(|_| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let first = runtimes[0]
+        .block_on(Cluster::start(config(0, &key, None)))
+        .unwrap();
+    let seed = first.gossip_addr();
+    let peers: Vec<Cluster> = (1..3)
+        .map(|i| {
+            runtimes[i]
+                .block_on(Cluster::start(config(i, &key, Some(seed))))
+                .unwrap()
+        })
+        .collect();
+    let all_alive = |node: &Cluster| {
+        node.members()
+            .iter()
+            .filter(|m| m.status() == MemberStatus::Alive)
+            .count()
+            == 3
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(all_alive(&first) && peers.iter().all(all_alive)) {
+        assert!(std::time::Instant::now() < deadline, "never converged");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut events: Vec<_> = peers.iter().map(Cluster::subscribe).collect();
+
+    runtimes[0].spawn(async { std::thread::sleep(Duration::from_secs(8)) });
+    std::thread::sleep(Duration::from_secs(9));
+
+    for (peer, events) in peers.iter().zip(&mut events) {
+        while let Ok(event) = events.try_recv() {
+            assert!(
+                !matches!(
+                    &event,
+                    ClusterEvent::Suspect { name } | ClusterEvent::Down { name } if name == "n0"
+                ),
+                "{}: {event:?}",
+                peer.gossip_addr()
+            );
+        }
+        assert!(all_alive(peer), "{:?}", peer.members());
+    }
 }
